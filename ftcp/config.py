@@ -1,0 +1,297 @@
+"""Load and validate the ftcp service configuration (YAML).
+
+Everything is checked at load time; the first problem raises ConfigError naming
+the field (``services[0].backups[0].mirror_port``) so the controller never starts
+half-configured. The result is a tree of frozen dataclasses.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+import yaml
+
+DEFAULT_REDIS_URL = "unix:///run/ftcp/redis.sock"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+MAC_RE = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
+# OpenFlow 1.3 physical/logical port numbers stop below the reserved range (OFPP_MAX).
+OFPP_MAX = 0xFFFFFF00
+
+
+class ConfigError(ValueError):
+    """A configuration problem; ``field`` is the dotted path of the culprit."""
+
+    def __init__(self, field_path: str, problem: str):
+        self.field = field_path
+        self.problem = problem
+        super().__init__(f"{field_path}: {problem}" if field_path else problem)
+
+
+@dataclass(frozen=True)
+class PortRef:
+    """A switch port given by number (``3``) or by interface name (``s1-eth3``)."""
+
+    number: Optional[int] = None
+    name: Optional[str] = None
+
+    def __str__(self) -> str:
+        return str(self.number) if self.number is not None else str(self.name)
+
+    def resolve(self, ports_by_name: dict) -> Optional[int]:
+        """The OpenFlow port number, using the switch's port list for names."""
+        if self.number is not None:
+            return self.number
+        return ports_by_name.get(self.name)
+
+
+@dataclass(frozen=True)
+class Primary:
+    port: PortRef
+    mac: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Backup:
+    name: str
+    address: str
+    data_port: PortRef
+    mirror_port: PortRef
+    mac: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    address: str
+    port: int
+    primary: Primary
+    backups: tuple
+
+    @property
+    def key(self) -> str:
+        return f"{self.address}:{self.port}"
+
+    @property
+    def cookie_id(self) -> int:
+        """24-bit id carried in the cookie of every flow of this service."""
+        return service_cookie_id(self.name)
+
+
+def service_cookie_id(name: str) -> int:
+    # 0 is reserved for flows that belong to no service (the NORMAL default).
+    return (zlib.crc32(name.encode()) & 0xFFFFFF) or 1
+
+
+@dataclass(frozen=True)
+class Config:
+    services: tuple
+    dpid: Optional[int] = None
+    redis_url: str = DEFAULT_REDIS_URL
+    source: str = field(default="<memory>", compare=False)
+
+    def service(self, name: str) -> Optional[Service]:
+        return next((s for s in self.services if s.name == name), None)
+
+
+# --- field checkers: each takes (value, path) and returns the clean value ----------
+
+
+def _mapping(value: Any, path: str, required: set, optional: set) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(path, f"must be a mapping, got {_kind(value)}")
+    unknown = sorted(set(map(str, value)) - required - optional)
+    if unknown:
+        allowed = ", ".join(sorted(required | optional))
+        raise ConfigError(_join(path, unknown[0]), f"unknown field (allowed: {allowed})")
+    for key in sorted(required):
+        if key not in value:
+            raise ConfigError(_join(path, key), "is required")
+    return value
+
+
+def _name(value: Any, path: str) -> str:
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        raise ConfigError(
+            path,
+            f"must be 1-32 characters of letters, digits, '_', '.', '-' "
+            f"starting with a letter or digit, got {value!r}",
+        )
+    return value
+
+
+def _ipv4(value: Any, path: str) -> str:
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        addr = ipaddress.IPv4Address(value)
+    except ValueError:
+        raise ConfigError(path, f"must be an IPv4 address like 10.0.0.10, got {value!r}") from None
+    if addr.is_multicast or addr.is_unspecified or addr == ipaddress.IPv4Address("255.255.255.255"):
+        raise ConfigError(path, f"must be a unicast host address, got {value}")
+    return str(addr)
+
+
+def _int_in(value: Any, path: str, low: int, high: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(path, f"must be {what} ({low}..{high}), got {value!r}")
+    return value
+
+
+def _tcp_port(value: Any, path: str) -> int:
+    return _int_in(value, path, 1, 65535, "a TCP port number")
+
+
+def _switch_port(value: Any, path: str) -> PortRef:
+    if isinstance(value, str) and value.strip():
+        if value.isdigit():
+            return PortRef(number=_int_in(int(value), path, 1, OFPP_MAX - 1, "a switch port"))
+        return PortRef(name=value.strip())
+    if isinstance(value, int) and not isinstance(value, bool):
+        return PortRef(number=_int_in(value, path, 1, OFPP_MAX - 1, "a switch port number"))
+    raise ConfigError(path, f"must be a switch port number or interface name, got {value!r}")
+
+
+def _mac(value: Any, path: str) -> Optional[str]:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not MAC_RE.match(value):
+        raise ConfigError(path, f"must be a MAC address like 00:00:00:00:00:0a, got {value!r}")
+    return value.lower()
+
+
+def _dpid(value: Any, path: str) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = int(value.replace(":", ""), 16)
+        except ValueError:
+            raise ConfigError(path, f"must be an integer or a hex datapath id, got {value!r}") from None
+    return _int_in(value, path, 0, 2**64 - 1, "a datapath id")
+
+
+def _redis_url(value: Any, path: str) -> str:
+    if not isinstance(value, str) or not re.match(r"^(unix|redis|rediss)://.+", value):
+        raise ConfigError(path, "must be a unix://, redis:// or rediss:// URL")
+    return value
+
+
+def _primary(value: Any, path: str) -> Primary:
+    _mapping(value, path, {"port"}, {"mac"})
+    return Primary(port=_switch_port(value["port"], path + ".port"), mac=_mac(value.get("mac"), path + ".mac"))
+
+
+def _backup(value: Any, path: str) -> Backup:
+    _mapping(value, path, {"name", "address", "data_port", "mirror_port"}, {"mac"})
+    backup = Backup(
+        name=_name(value["name"], path + ".name"),
+        address=_ipv4(value["address"], path + ".address"),
+        data_port=_switch_port(value["data_port"], path + ".data_port"),
+        mirror_port=_switch_port(value["mirror_port"], path + ".mirror_port"),
+        mac=_mac(value.get("mac"), path + ".mac"),
+    )
+    if backup.mirror_port == backup.data_port:
+        raise ConfigError(path + ".mirror_port", "must differ from data_port: the mirror iface carries no IP traffic")
+    return backup
+
+
+def _service(value: Any, path: str) -> Service:
+    _mapping(value, path, {"name", "address", "port", "primary", "backups"}, set())
+    backups_raw = value["backups"]
+    if not isinstance(backups_raw, list) or not backups_raw:
+        raise ConfigError(path + ".backups", "must be a non-empty list of backups")
+    service = Service(
+        name=_name(value["name"], path + ".name"),
+        address=_ipv4(value["address"], path + ".address"),
+        port=_tcp_port(value["port"], path + ".port"),
+        primary=_primary(value["primary"], path + ".primary"),
+        backups=tuple(_backup(b, f"{path}.backups[{i}]") for i, b in enumerate(backups_raw)),
+    )
+    _check_service_ports(service, path)
+    return service
+
+
+def _check_service_ports(service: Service, path: str) -> None:
+    seen = {service.primary.port: path + ".primary.port"}
+    for i, backup in enumerate(service.backups):
+        for attr in ("data_port", "mirror_port"):
+            ref = getattr(backup, attr)
+            here = f"{path}.backups[{i}].{attr}"
+            if ref in seen:
+                raise ConfigError(here, f"switch port {ref} is already used by {seen[ref]}")
+            seen[ref] = here
+        if backup.address == service.address:
+            raise ConfigError(f"{path}.backups[{i}].address", "must differ from the service address")
+    names = [b.name for b in service.backups]
+    if len(set(names)) != len(names):
+        raise ConfigError(path + ".backups", "backup names must be unique")
+
+
+def parse(data: Any, source: str = "<memory>") -> Config:
+    """Validate an already-decoded YAML document."""
+    _mapping(data, "", {"services"}, {"switch", "redis"})
+    switch = data.get("switch") or {}
+    _mapping(switch, "switch", set(), {"dpid"})
+    redis_cfg = data.get("redis") or {}
+    _mapping(redis_cfg, "redis", set(), {"url"})
+    services_raw = data["services"]
+    if not isinstance(services_raw, list) or not services_raw:
+        raise ConfigError("services", "must be a non-empty list of services")
+    services = tuple(_service(s, f"services[{i}]") for i, s in enumerate(services_raw))
+    _check_unique(services)
+    return Config(
+        services=services,
+        dpid=_dpid(switch.get("dpid"), "switch.dpid"),
+        redis_url=_redis_url(redis_cfg.get("url", DEFAULT_REDIS_URL), "redis.url"),
+        source=source,
+    )
+
+
+def _check_unique(services: tuple) -> None:
+    names, keys, cookies = {}, {}, {}
+    for i, svc in enumerate(services):
+        if svc.cookie_id in cookies:
+            raise ConfigError(
+                f"services[{i}].name",
+                f"{svc.name!r} hashes to the same flow cookie as services[{cookies[svc.cookie_id]}]; rename one",
+            )
+        cookies[svc.cookie_id] = i
+        if svc.name in names:
+            raise ConfigError(f"services[{i}].name", f"duplicate service name {svc.name!r} (also services[{names[svc.name]}])")
+        if svc.key in keys:
+            raise ConfigError(f"services[{i}].port", f"{svc.key} is already protected by services[{keys[svc.key]}]")
+        names[svc.name] = keys[svc.key] = i
+
+
+def load(path: Union[str, os.PathLike]) -> Config:
+    """Read and validate a YAML file; every failure is a ConfigError."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError("", f"cannot read config file {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError("", f"{path} is not valid YAML: {e}") from None
+    if data is None:
+        raise ConfigError("", f"{path} is empty")
+    try:
+        return parse(data, source=str(path))
+    except ConfigError as e:
+        raise ConfigError(e.field, f"{e.problem} (in {path})") from None
+
+
+def redact_url(url: str) -> str:
+    """A Redis URL fit for a log line: the password replaced by '***'."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__

@@ -1,0 +1,58 @@
+"""Buffer between the controller and Redis: nothing the app decides waits on Redis.
+
+Service records are kept latest-wins per service; events in a bounded FIFO. ``flush``
+writes what it can and keeps the rest for the next try, so a Redis outage loses at
+most the oldest events past the bound (and says so), never a service's status.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+
+from ftcp.store import StoreError
+
+LOG = logging.getLogger("ftcp.recorder")
+
+
+class Recorder:
+    def __init__(self, store, max_events: int = 10000):
+        self.store = store
+        self._services = {}
+        self._events = collections.deque(maxlen=max_events)
+        self.dropped_events = 0
+        self.redis_errors = 0
+        self._healthy = None
+
+    def service(self, service, status: str, **extra) -> None:
+        self._services[service.name] = (service, status, extra)
+
+    def event(self, kind: str, **fields) -> None:
+        if len(self._events) == self._events.maxlen:
+            self.dropped_events += 1
+        self._events.append((kind, fields))
+
+    @property
+    def pending(self) -> int:
+        return len(self._services) + len(self._events)
+
+    def flush(self) -> bool:
+        """Write everything pending; False (and keep it) if Redis fails."""
+        try:
+            for name in list(self._services):
+                service, status, extra = self._services[name]
+                self.store.save_service(service, status, **extra)
+                del self._services[name]
+            while self._events:
+                kind, fields = self._events[0]
+                self.store.event(kind, **fields)
+                self._events.popleft()
+        except StoreError as e:
+            self.redis_errors += 1
+            if self._healthy is not False:
+                LOG.error("cannot write to Redis, keeping %d records to retry: %s", self.pending, e)
+            self._healthy = False
+            return False
+        if self._healthy is False:
+            LOG.info("Redis is back; pending records written")
+        self._healthy = True
+        return True

@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Test/demo client (stdlib only). Prints one JSON line with what it sent and got.
+
+    client.py echo HOST PORT --bytes N [--seed S] [--chunk C]
+        send N deterministic bytes to an echo server while reading the echo back
+    client.py reqresp HOST PORT --count K [--interval SEC]
+        K PING/GET/PUT requests against services/demo_server.py, each checked
+    client.py stream HOST PORT --bytes N [--seed S] [--progress SEC]
+        GET N bytes from services/demo_server.py, printing progress lines
+
+Exit status 0 only if the connection ended cleanly and every answer was right;
+the JSON carries sha256 of all bytes sent and received so callers can compare.
+"""
+import argparse
+import hashlib
+import json
+import os
+import random
+import socket
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from demo_server import stream_bytes  # noqa: E402
+
+
+class Conn:
+    """A TCP connection that hashes everything it sends and receives."""
+
+    def __init__(self, host, port, timeout):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sent = hashlib.sha256()
+        self.recv = hashlib.sha256()
+        self.nsent = self.nrecv = 0
+
+    def send(self, data):
+        self.sock.sendall(data)
+        self.sent.update(data)
+        self.nsent += len(data)
+
+    def read(self, n):
+        data = self.sock.recv(n)
+        self.recv.update(data)
+        self.nrecv += len(data)
+        return data
+
+    def read_exact(self, n):
+        parts = []
+        while n:
+            data = self.read(min(n, 65536))
+            if not data:
+                raise ConnectionError("unexpected EOF from server")
+            parts.append(data)
+            n -= len(data)
+        return b"".join(parts)
+
+    def read_line(self):
+        buf = bytearray()
+        while not buf.endswith(b"\n"):
+            data = self.read(1)
+            if not data:
+                raise ConnectionError("unexpected EOF from server")
+            buf += data
+        return bytes(buf)
+
+    def report(self, **extra):
+        out = {"local_port": self.sock.getsockname()[1], "sent": self.nsent, "received": self.nrecv,
+               "sent_sha256": self.sent.hexdigest(), "received_sha256": self.recv.hexdigest()}
+        out.update(extra)
+        return out
+
+
+def run_echo(conn, args):
+    payload = random.Random(args.seed).randbytes(args.bytes)
+    expected = hashlib.sha256(payload).hexdigest()
+    error = []
+
+    def writer():
+        try:
+            for i in range(0, len(payload), args.chunk):
+                conn.send(payload[i:i + args.chunk])
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError as e:
+            error.append(repr(e))
+
+    t = threading.Thread(target=writer)
+    t.start()
+    while conn.read(65536):
+        pass
+    t.join()
+    ok = not error and conn.nrecv == args.bytes and conn.recv.hexdigest() == expected
+    return conn.report(ok=ok, error=error[0] if error else None, payload_sha256=expected)
+
+
+def run_reqresp(conn, args):
+    for i in range(args.count):
+        kind = i % 3
+        if kind == 0:
+            conn.send(f"PING {i}\n".encode())
+            good = conn.read_line() == f"PONG {i}\n".encode()
+        elif kind == 1:
+            conn.send(f"GET 1000 s{i}\n".encode())
+            good = conn.read_exact(1000) == stream_bytes(1000, f"s{i}")
+        else:
+            body = random.Random(i).randbytes(1000)
+            conn.send(f"PUT {len(body)}\n".encode() + body)
+            good = conn.read_line() == f"OK {hashlib.sha256(body).hexdigest()}\n".encode()
+        if not good:
+            return conn.report(ok=False, error=f"wrong answer to request {i}")
+        if args.interval:
+            time.sleep(args.interval)
+    conn.sock.shutdown(socket.SHUT_WR)
+    if conn.read(1):
+        return conn.report(ok=False, error="bytes after the last answer")
+    return conn.report(ok=True, requests=args.count)
+
+
+def run_stream(conn, args):
+    conn.send(f"GET {args.bytes} {args.seed}\n".encode())
+    expected = hashlib.sha256(stream_bytes(args.bytes, str(args.seed))).hexdigest()
+    last = time.monotonic()
+    while conn.nrecv < args.bytes:
+        if not conn.read(65536):
+            return conn.report(ok=False, error="unexpected EOF from server")
+        if args.progress and time.monotonic() - last >= args.progress:
+            last = time.monotonic()
+            print(f"client: {conn.nrecv}/{args.bytes} bytes", file=sys.stderr, flush=True)
+    conn.sock.shutdown(socket.SHUT_WR)
+    if conn.read(1):
+        return conn.report(ok=False, error="bytes after the stream")
+    return conn.report(ok=conn.recv.hexdigest() == expected, expected_sha256=expected)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("mode", choices=["echo", "reqresp", "stream"])
+    ap.add_argument("host")
+    ap.add_argument("port", type=int)
+    ap.add_argument("--bytes", type=int, default=1 << 20)
+    ap.add_argument("--seed", default="1")
+    ap.add_argument("--chunk", type=int, default=65536)
+    ap.add_argument("--count", type=int, default=100)
+    ap.add_argument("--interval", type=float, default=0.0)
+    ap.add_argument("--progress", type=float, default=0.0)
+    ap.add_argument("--timeout", type=float, default=30.0)
+    args = ap.parse_args()
+    try:
+        conn = Conn(args.host, args.port, args.timeout)
+        result = {"echo": run_echo, "reqresp": run_reqresp, "stream": run_stream}[args.mode](conn, args)
+    except OSError as e:
+        result = {"ok": False, "error": repr(e)}
+    print(json.dumps(result), flush=True)
+    sys.exit(0 if result.get("ok") else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Mininet lab topology for ftcp: one OVS switch, clients, a primary, a backup.
+
+    mn --custom topology/ftcp_topo.py --topo ftcp --controller remote \\
+       --switch ovs,datapath=user,protocols=OpenFlow13
+
+Self-contained on purpose: ``mn --custom`` exec()s this file, so it imports only
+Mininet. Port numbers on s1 are fixed (switch_config/services-lab.yaml relies on them):
+
+    s1-eth1  c1   10.0.0.1          s1-eth3  p1  10.0.0.10  (primary)
+    s1-eth2  c2   10.0.0.2          s1-eth4  b1  10.0.0.20  (backup data iface b1-eth0)
+    (more clients: s1-eth6.., c3..)  s1-eth5  b1  no IP      (backup mirror iface b1-eth1)
+"""
+from mininet.node import Host
+from mininet.topo import Topo
+
+PRIMARY_PORT, BACKUP_DATA_PORT, MIRROR_PORT = 3, 4, 5
+
+
+class LabHost(Host):
+    """A host whose ifaces have checksum offload off.
+
+    With OVS's userspace datapath on veth pairs, TCP fails (ping works) unless tx
+    checksum offload is off: the kernel leaves the checksum to a NIC that does not
+    exist, and the netdev datapath forwards the packet with the checksum unfilled.
+    """
+
+    def config(self, mirror_intf=None, **params):
+        result = super().config(**params)
+        for intf in self.intfList():
+            if intf.name != "lo":
+                self.cmd(f"ethtool -K {intf.name} tx off rx off sg off tso off gso off gro off >/dev/null 2>&1")
+        if mirror_intf:
+            self.setup_mirror_intf(mirror_intf)
+        return result
+
+    def setup_mirror_intf(self, name):
+        # The mirror iface only listens: no address, no IPv6 chatter, promiscuous so
+        # the copies (addressed to the primary's MAC) are all delivered to capture.
+        self.cmd(f"sysctl -qw net.ipv6.conf.{name}.disable_ipv6=1")
+        self.cmd(f"ip addr flush dev {name}; ip link set {name} promisc on up")
+
+
+class FtcpTopo(Topo):
+    """c1..cN clients, p1 primary, b1 backup with a data and a mirror iface."""
+
+    def build(self, clients=2):
+        s1 = self.addSwitch("s1", dpid="0000000000000001", protocols="OpenFlow13")
+        client_ports = [1, 2] + list(range(6, 6 + max(0, clients - 2)))
+        for i in range(1, clients + 1):
+            host = self.addHost(f"c{i}", cls=LabHost, ip=f"10.0.0.{i}/24", mac=f"00:00:00:00:00:{i:02x}")
+            self.addLink(host, s1, port2=client_ports[i - 1])
+        p1 = self.addHost("p1", cls=LabHost, ip="10.0.0.10/24", mac="00:00:00:00:00:10")
+        self.addLink(p1, s1, port2=PRIMARY_PORT)
+        b1 = self.addHost("b1", cls=LabHost, ip="10.0.0.20/24", mac="00:00:00:00:00:20", mirror_intf="b1-eth1")
+        self.addLink(b1, s1, port1=0, port2=BACKUP_DATA_PORT)
+        self.addLink(b1, s1, port1=1, port2=MIRROR_PORT)
+
+
+topos = {"ftcp": FtcpTopo}
