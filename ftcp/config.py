@@ -254,17 +254,16 @@ def parse(data: Any, source: str = "<memory>") -> Config:
 def _check_unique(services: tuple) -> None:
     names, keys, cookies = {}, {}, {}
     for i, svc in enumerate(services):
+        if svc.name in names:
+            raise ConfigError(f"services[{i}].name", f"duplicate service name {svc.name!r} (also services[{names[svc.name]}])")
+        if svc.key in keys:
+            raise ConfigError(f"services[{i}].port", f"{svc.key} is already protected by services[{keys[svc.key]}]")
         if svc.cookie_id in cookies:
             raise ConfigError(
                 f"services[{i}].name",
                 f"{svc.name!r} hashes to the same flow cookie as services[{cookies[svc.cookie_id]}]; rename one",
             )
-        cookies[svc.cookie_id] = i
-        if svc.name in names:
-            raise ConfigError(f"services[{i}].name", f"duplicate service name {svc.name!r} (also services[{names[svc.name]}])")
-        if svc.key in keys:
-            raise ConfigError(f"services[{i}].port", f"{svc.key} is already protected by services[{keys[svc.key]}]")
-        names[svc.name] = keys[svc.key] = i
+        names[svc.name] = keys[svc.key] = cookies[svc.cookie_id] = i
 
 
 def load(path: Union[str, os.PathLike]) -> Config:

@@ -37,15 +37,23 @@ class Recorder:
 
     def flush(self) -> bool:
         """Write everything pending; False (and keep it) if Redis fails."""
+        # Take each record out before writing it: a Redis call yields to other green
+        # threads, which may record a newer status meanwhile; that one must survive.
         try:
             for name in list(self._services):
-                service, status, extra = self._services[name]
-                self.store.save_service(service, status, **extra)
-                del self._services[name]
+                record = self._services.pop(name)
+                try:
+                    self.store.save_service(record[0], record[1], **record[2])
+                except StoreError:
+                    self._services.setdefault(name, record)
+                    raise
             while self._events:
-                kind, fields = self._events[0]
-                self.store.event(kind, **fields)
-                self._events.popleft()
+                kind, fields = self._events.popleft()
+                try:
+                    self.store.event(kind, **fields)
+                except StoreError:
+                    self._events.appendleft((kind, fields))
+                    raise
         except StoreError as e:
             self.redis_errors += 1
             if self._healthy is not False:

@@ -1,0 +1,119 @@
+"""The flow factory: serialize every FlowMod to OpenFlow 1.3 bytes, parse the bytes
+back, and check cookie, priority, match and actions. No switch needed."""
+import pytest
+from ryu.ofproto import ofproto_parser
+from ryu.ofproto import ofproto_v1_3 as ofp
+from ryu.ofproto import ofproto_v1_3_parser as parser
+
+from ftcp import config, flows
+from ftcp.plan import plan_switch
+
+CONF = config.parse({
+    "services": [{
+        "name": "web", "address": "10.0.0.10", "port": 80,
+        "primary": {"port": "s1-eth3"},
+        "backups": [{"name": "b1", "address": "10.0.0.20", "data_port": "s1-eth4", "mirror_port": "s1-eth5"}],
+    }],
+})
+PORTS = {"s1-eth1": 1, "s1-eth2": 2, "s1-eth3": 3, "s1-eth4": 4, "s1-eth5": 5}
+
+
+class FakeDatapath:
+    ofproto = ofp
+    ofproto_parser = parser
+    id = 1
+
+
+def wire(msg):
+    """Serialize as the switch would receive it, and parse those bytes back."""
+    msg.set_xid(7)
+    msg.serialize()
+    version, msg_type, msg_len, xid = ofproto_parser.header(bytes(msg.buf))
+    assert (version, msg_type, msg_len, xid) == (ofp.OFP_VERSION, ofp.OFPT_FLOW_MOD, len(msg.buf), 7)
+    return ofproto_parser.msg(FakeDatapath(), version, msg_type, msg_len, xid, bytes(msg.buf))
+
+
+def outputs(mod):
+    return [a.port for inst in mod.instructions for a in inst.actions]
+
+
+def match(mod):
+    return dict(mod.match.items())
+
+
+@pytest.fixture
+def service_mods():
+    plan, = plan_switch(CONF, PORTS)
+    return [wire(m) for m in flows.service_flows(FakeDatapath(), plan)]
+
+
+def test_cookie_layout():
+    c = flows.cookie(0xABCDEF, flows.MIRROR_S2C)
+    assert c == 0x66746370_ABCDEF_02
+    assert flows.cookie_parts(c) == (0xABCDEF, flows.MIRROR_S2C)
+    assert flows.cookie_parts(0x1234) is None
+
+
+def test_client_to_service_goes_to_primary_and_mirror(service_mods):
+    mod = service_mods[0]
+    sid = CONF.services[0].cookie_id
+    assert mod.cookie == flows.cookie(sid, flows.MIRROR_C2S)
+    assert mod.command == ofp.OFPFC_ADD and mod.priority == flows.PRIO_MIRROR
+    assert match(mod) == {"eth_type": 0x0800, "ip_proto": 6, "ipv4_dst": "10.0.0.10", "tcp_dst": 80}
+    assert outputs(mod) == [3, 5]
+
+
+def test_service_to_client_from_primary_port_is_forwarded_and_mirrored(service_mods):
+    mod = service_mods[1]
+    assert flows.cookie_parts(mod.cookie) == (CONF.services[0].cookie_id, flows.MIRROR_S2C)
+    assert match(mod) == {"in_port": 3, "eth_type": 0x0800, "ip_proto": 6, "ipv4_src": "10.0.0.10", "tcp_src": 80}
+    assert outputs(mod) == [ofp.OFPP_NORMAL, 5]
+
+
+def test_nothing_enters_from_the_mirror_port(service_mods):
+    mod = service_mods[2]
+    assert flows.cookie_parts(mod.cookie)[1] == flows.MIRROR_PORT_DROP
+    assert match(mod) == {"in_port": 5}
+    assert mod.instructions == [] and mod.priority > flows.PRIO_MIRROR
+    assert len(service_mods) == 3
+
+
+def test_every_service_flow_carries_the_service_cookie(service_mods):
+    sid = CONF.services[0].cookie_id
+    assert {flows.cookie_parts(m.cookie)[0] for m in service_mods} == {sid}
+
+
+def test_default_flow_is_normal_at_priority_zero():
+    mod = wire(flows.default_flow(FakeDatapath()))
+    assert mod.priority == 0 and match(mod) == {} and outputs(mod) == [ofp.OFPP_NORMAL]
+    assert flows.cookie_parts(mod.cookie) == (0, flows.DEFAULT)
+
+
+def test_delete_all_ftcp_matches_only_our_magic():
+    mod = wire(flows.delete_all_ftcp(FakeDatapath()))
+    assert mod.command == ofp.OFPFC_DELETE and mod.table_id == ofp.OFPTT_ALL
+    assert mod.cookie_mask == 0xFFFFFFFF_00000000 and mod.cookie >> 32 == flows.COOKIE_MAGIC
+    assert (mod.out_port, mod.out_group) == (ofp.OFPP_ANY, ofp.OFPG_ANY)
+
+
+def test_delete_service_matches_service_id_any_purpose():
+    sid = CONF.services[0].cookie_id
+    mod = wire(flows.delete_service(FakeDatapath(), sid))
+    assert mod.cookie == flows.cookie(sid, 0) and mod.cookie_mask == 0xFFFFFFFF_FFFFFF00
+
+
+def test_two_backups_mirror_to_both():
+    conf = config.parse({"services": [{
+        "name": "s", "address": "10.0.0.10", "port": 80, "primary": {"port": 3},
+        "backups": [{"name": "b1", "address": "10.0.0.20", "data_port": 4, "mirror_port": 5},
+                    {"name": "b2", "address": "10.0.0.21", "data_port": 6, "mirror_port": 7}]}]})
+    plan, = plan_switch(conf, {f"p{i}": i for i in range(1, 8)})
+    mods = [wire(m) for m in flows.service_flows(FakeDatapath(), plan)]
+    assert outputs(mods[0]) == [3, 5, 7]
+    assert outputs(mods[1]) == [ofp.OFPP_NORMAL, 5, 7]
+    assert sorted(match(m)["in_port"] for m in mods[2:]) == [5, 7]
+
+
+def test_describe_is_one_readable_line(service_mods):
+    line = flows.describe(flows.service_flows(FakeDatapath(), plan_switch(CONF, PORTS)[0])[0])
+    assert "ipv4_dst=10.0.0.10" in line and line.endswith("-> output:3,output:5")
