@@ -23,6 +23,22 @@ def svc_key(name: str) -> str:
     return f"{PREFIX}:svc:{name}"
 
 
+def svc_conns_key(name: str) -> str:
+    return f"{PREFIX}:svc:{name}:conns"
+
+
+def conn_key(conn_id: str) -> str:
+    return f"{PREFIX}:conn:{conn_id}"
+
+
+def conn_log_key(conn_id: str) -> str:
+    return f"{PREFIX}:conn:{conn_id}:c2s"
+
+
+def agent_key(name: str) -> str:
+    return f"{PREFIX}:agent:{name}"
+
+
 class StoreError(RuntimeError):
     """Redis could not be reached or answered with an error."""
 
@@ -34,14 +50,16 @@ class Store:
         self._redis = redis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True,
         )
+        # The client->server logs are bytes: a second client that does not decode.
+        self._raw = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
     def __repr__(self) -> str:
         return f"Store({redact_url(self.url)})"
 
-    def _do(self, fn):
+    def _do(self, fn, raw=False):
         try:
-            return fn(self._redis)
-        except redis.RedisError as e:
+            return fn(self._raw if raw else self._redis)
+        except (redis.RedisError, OSError) as e:
             raise StoreError(f"redis at {redact_url(self.url)}: {e}") from None
 
     def ping(self) -> bool:
@@ -99,3 +117,58 @@ class Store:
     def last_event_id(self) -> str:
         last = self._do(lambda r: r.xrevrange(EVENTS, count=1))
         return last[0][0] if last else "0"
+
+    # --- connections (written by the backup agent) -------------------------------
+
+    def write_conns(self, writes, agent: Optional[dict] = None, agent_name: str = "",
+                    events=(), closed_ttl: int = 300) -> None:
+        """Apply a batch of ConnWrite atomically (MULTI/EXEC): all of it or none.
+
+        Atomicity is what makes a retry after an error exact: ``log_lengths`` then
+        tells how much of each log is really stored.
+        """
+        def write(r):
+            pipe = r.pipeline(transaction=True)
+            for w in writes:
+                key, log_key = conn_key(w.conn_id), conn_log_key(w.conn_id)
+                if w.reset:
+                    pipe.delete(key, log_key)
+                if w.data:
+                    pipe.append(log_key, w.data)
+                pipe.hset(key, mapping=w.state)
+                if w.closed:
+                    pipe.srem(svc_conns_key(w.service), w.conn_id)
+                    pipe.expire(key, closed_ttl)
+                    pipe.expire(log_key, closed_ttl)
+                else:
+                    pipe.sadd(svc_conns_key(w.service), w.conn_id)
+            if agent is not None:
+                pipe.hset(agent_key(agent_name), mapping=agent)
+            for record in events:
+                pipe.xadd(EVENTS, record, maxlen=EVENTS_MAXLEN, approximate=True)
+                pipe.publish(EVENTS, json.dumps(record))
+            pipe.execute()
+        self._do(write, raw=True)
+
+    def log_lengths(self, conn_ids) -> dict:
+        """Bytes stored in each connection's client->server log."""
+        ids = list(conn_ids)
+
+        def read(r):
+            pipe = r.pipeline(transaction=False)
+            for cid in ids:
+                pipe.strlen(conn_log_key(cid))
+            return dict(zip(ids, pipe.execute()))
+        return self._do(read)
+
+    def conn(self, conn_id: str) -> Optional[dict]:
+        return self._do(lambda r: r.hgetall(conn_key(conn_id))) or None
+
+    def conn_log(self, conn_id: str, start: int = 0, end: int = -1) -> bytes:
+        return self._do(lambda r: r.getrange(conn_log_key(conn_id), start, end), raw=True)
+
+    def service_conns(self, name: str) -> set:
+        return self._do(lambda r: r.smembers(svc_conns_key(name)))
+
+    def agent(self, name: str) -> Optional[dict]:
+        return self._do(lambda r: r.hgetall(agent_key(name))) or None

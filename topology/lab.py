@@ -223,13 +223,16 @@ class Lab:
 
     def __init__(self, service_cmd: str = SERVICES["echo"], service_port: int = 7000,
                  run_dir: str = "/run/ftcp", clients: int = 2, backup_service: bool = True,
-                 extra_primary_cmds: tuple = ()):
+                 extra_primary_cmds: tuple = (), agent: bool = True, agent_args: tuple = ()):
         self.service_cmd = service_cmd
         self.service_port = service_port
         self.run_dir = Path(run_dir)
         self.clients = clients
         self.backup_service = backup_service
         self.extra_primary_cmds = extra_primary_cmds
+        self.with_agent = agent
+        self.agent_args = agent_args
+        self.agent = None
         self.ovs = Ovs()
         self.redis = self.ryu = self.net = None
         self.procs = []
@@ -276,6 +279,8 @@ class Lab:
         LOG.info("lab: starting the Mininet topology")
         self._start_net(ofp_port)
         self._wait_protected()
+        if self.with_agent:
+            self.start_agent()
         LOG.info("lab: starting the service on the primary and the backup: %s", self.service_cmd)
         self.start_service("p1", self.service_cmd, self.service_port)
         if self.backup_service:
@@ -314,6 +319,30 @@ class Lab:
             return names <= seen
         wait_for(check, 30, "the controller to install the service flows", interval=0,
                  failed=self.ryu.died)
+
+    def start_agent(self):
+        """The backup agent in b1's namespace, capturing the mirror iface; waits for
+        its first heartbeat in Redis (written once the capture ring is open)."""
+        from ftcp.store import Store
+        LOG.info("lab: starting the backup agent on b1 (mirror iface b1-eth1)")
+        argv = [sys.executable, "-m", "ftcp.agent", "--iface", "b1-eth1", "--config", str(self.config_path),
+                "--backup", "b1", "--redis-url", self.redis.url, "--log-file", str(self.run_dir / "agent.log"),
+                *map(str, self.agent_args)]
+        self.agent = self.popen("b1", f"cd {shlex.quote(str(ROOT))} && exec {shlex.join(argv)}", "agent")
+        store = Store(self.redis.url)
+        started = time.time()
+
+        def beating():
+            beat = store.agent("b1")
+            return beat and float(beat.get("heartbeat", 0)) >= started - 1
+        wait_for(beating, 20, "the backup agent's first heartbeat",
+                 failed=lambda: self.agent.died() and f"{self.agent.died()}\n{tail(self.run_dir / 'agent.log')}")
+        return self.agent
+
+    def stop_agent(self, timeout: float = 10.0) -> int:
+        """SIGTERM the agent (it drains and flushes) and return its exit status."""
+        self.agent.proc.send_signal(signal.SIGTERM)
+        return self.agent.proc.wait(timeout)
 
     def stop(self):
         for proc in reversed(self.procs):

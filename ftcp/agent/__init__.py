@@ -1,0 +1,1 @@
+"""Backup agent: capture-side parsing and TCP tracking, Redis writer, takeover."""

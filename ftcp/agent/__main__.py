@@ -1,0 +1,5 @@
+import sys
+
+from ftcp.agent.main import main
+
+sys.exit(main())

@@ -1,0 +1,582 @@
+"""Per-connection TCP tracking and exact client->server stream reassembly (pure logic, clock passed in).
+
+Offsets: each direction's bytes are numbered 0, 1, 2 ... from the first byte after the ISN
+(the SYN takes the ISN itself), as unbounded ints. A 32-bit seq is turned into an offset by
+its signed distance from a nearby known offset, so streams cross 2^32 without special cases.
+"""
+from __future__ import annotations
+
+from ftcp.agent.packet import ACK, FIN, RST, SYN, ip_str, parse_frame
+
+MASK = 0xFFFFFFFF
+HALF = 0x80000000
+
+SYN_SENT = "syn_sent"
+SYN_RECEIVED = "syn_received"
+ESTABLISHED = "established"
+CLOSING = "closing"
+CLOSED = "closed"
+
+# Only this module assigns these, so the hot path compares them with `is`.
+PROTECTED = "protected"
+UNPROTECTED = "unprotected"
+
+NO_SYN = "no SYN seen (connection predates capture)"
+OOO_OVERFLOW = "reassembly buffer overflow"
+GAP_S2C = "capture gap (server->client)"
+
+# RFC 1122 4.2.2.6 (Linux TCP_MSS_DEFAULT): the MSS a peer gets when its SYN has no MSS option.
+DEFAULT_MSS = 536
+# RFC 7323 2.3: a shift above 14 is used as 14.
+MAX_WSCALE = 14
+DEFAULT_MAX_OOO = 4 << 20
+
+
+def seq_diff(a: int, b: int) -> int:
+    """a - b for 32-bit sequence numbers, as a signed int in [-2^31, 2^31)."""
+    return ((a - b + HALF) & MASK) - HALF
+
+
+def seq_lt(a: int, b: int) -> bool:
+    """a comes before b in sequence space (RFC 793 / RFC 1982 arithmetic)."""
+    return ((a - b + HALF) & MASK) - HALF < 0
+
+
+def seq_leq(a: int, b: int) -> bool:
+    return ((a - b + HALF) & MASK) - HALF <= 0
+
+
+class Conn:
+    """One client<->service connection as seen on the mirror.
+
+    wscale_c is the shift the client applies to the windows it advertises (so c_win_scaled =
+    c_win << wscale_c); wscale_s likewise for the server. Both are 0 unless both SYNs carried
+    the option. mss_c is what the client announced (the largest segment the server may send it).
+    """
+
+    __slots__ = (
+        "key", "id", "service", "client_ip", "client_port", "server_ip", "server_port",
+        "state", "status", "reason", "isn_c", "isn_s", "c_opts", "s_opts",
+        "mss_c", "mss_s", "wscale_c", "wscale_s", "sack_ok", "ts_ok",
+        "c2s_logged", "c_ack", "s_ack",
+        "c_win", "c_win_scaled", "s_win", "s_win_scaled",
+        "c_tsval", "c_tsecr", "s_tsval", "s_tsecr",
+        "fin_c", "fin_c_seq", "fin_s", "fin_s_seq", "rst",
+        "first_seen", "last_seen", "closed_at",
+        # seq of client/server offset 0 (ISN + 1); None until known
+        "_cb", "_sb",
+        # client bytes received contiguously (== c2s_logged while protected and under the cap)
+        "_c_rcv",
+        # highest server offset seen sent
+        "_s_hi",
+        # offset of each FIN, -1 until seen
+        "_c_fin", "_s_fin",
+        # highest offset acked by the client (server stream) / by the server (client stream);
+        # -1 = nothing acked, 0 = the SYN acked
+        "_c_ack_off", "_s_ack_off",
+        # contiguous client bytes not yet taken; held out-of-order segments {offset: bytes}
+        "_pend", "_ooo", "_ooo_bytes",
+    )
+
+    def __init__(self, key, service, now, status=PROTECTED, reason=""):
+        cip, cport, sip, sport = key
+        self.key = key
+        self.id = f"{ip_str(cip)}:{cport}-{ip_str(sip)}:{sport}"
+        self.service = service
+        self.client_ip = cip
+        self.client_port = cport
+        self.server_ip = sip
+        self.server_port = sport
+        self.state = ESTABLISHED
+        self.status = status
+        self.reason = reason
+        self.isn_c = self.isn_s = None
+        self.c_opts = self.s_opts = None
+        self.mss_c = self.mss_s = DEFAULT_MSS
+        self.wscale_c = self.wscale_s = 0
+        self.sack_ok = self.ts_ok = False
+        self.c2s_logged = 0
+        self.c_ack = self.s_ack = None
+        self.c_win = self.c_win_scaled = self.s_win = self.s_win_scaled = None
+        self.c_tsval = self.c_tsecr = self.s_tsval = self.s_tsecr = None
+        self.fin_c = self.fin_s = False
+        self.fin_c_seq = self.fin_s_seq = None
+        self.rst = False
+        self.first_seen = self.last_seen = now
+        self.closed_at = None
+        self._cb = self._sb = None
+        self._c_rcv = self._s_hi = 0
+        self._c_fin = self._s_fin = -1
+        self._c_ack_off = self._s_ack_off = -1
+        self._pend = []
+        self._ooo = None
+        self._ooo_bytes = 0
+
+    def __repr__(self) -> str:
+        return f"Conn({self.id} {self.state} {self.status}{' ' + self.reason if self.reason else ''})"
+
+    # --- derived views ----------------------------------------------------------
+    @property
+    def c2s_next(self):
+        """rcv_nxt of the primary: the client seq it expects next (the FIN counts once reached)."""
+        if self._cb is None:
+            return None
+        n = self._c_rcv + (1 if self._c_fin >= 0 and self._c_rcv >= self._c_fin else 0)
+        return (self._cb + n) & MASK
+
+    @property
+    def c2s_acked(self) -> int:
+        """Client bytes the server has acknowledged."""
+        n = self._s_ack_off
+        if self._c_fin >= 0 and n > self._c_fin:
+            n = self._c_fin
+        return max(n, 0)
+
+    @property
+    def s2c_sent(self) -> int:
+        """Server payload bytes seen sent (highest offset)."""
+        return self._s_hi
+
+    @property
+    def s2c_next(self):
+        """snd_nxt of the primary as a 32-bit seq (the FIN counts once seen)."""
+        if self._sb is None:
+            return None
+        n = self._s_hi
+        if self._s_fin >= 0 and self._s_fin + 1 > n:
+            n = self._s_fin + 1
+        return (self._sb + n) & MASK
+
+    @property
+    def s2c_acked(self) -> int:
+        """Server bytes the client has acknowledged (what the client has received)."""
+        n = self._c_ack_off
+        if self._s_fin >= 0 and n > self._s_fin:
+            n = self._s_fin
+        return max(n, 0)
+
+    @property
+    def ooo_bytes(self) -> int:
+        return self._ooo_bytes
+
+    def take_c2s(self) -> bytes:
+        """The contiguous client bytes delivered since the last call, in order, each exactly once."""
+        pend = self._pend
+        if not pend:
+            return b""
+        self._pend = []
+        return b"".join(pend)
+
+    def to_state(self) -> dict:
+        """Everything above as plain JSON-able values (the Redis hash of the connection)."""
+        return {
+            "id": self.id,
+            "service": self.service,
+            "client_ip": ip_str(self.client_ip),
+            "client_port": self.client_port,
+            "server_ip": ip_str(self.server_ip),
+            "server_port": self.server_port,
+            "state": self.state,
+            "status": self.status,
+            "reason": self.reason,
+            "isn_c": self.isn_c,
+            "isn_s": self.isn_s,
+            "c_opts": dict(self.c_opts) if self.c_opts is not None else None,
+            "s_opts": dict(self.s_opts) if self.s_opts is not None else None,
+            "mss_c": self.mss_c,
+            "mss_s": self.mss_s,
+            "wscale_c": self.wscale_c,
+            "wscale_s": self.wscale_s,
+            "sack_ok": self.sack_ok,
+            "ts_ok": self.ts_ok,
+            "c2s_logged": self.c2s_logged,
+            "c2s_next": self.c2s_next,
+            "c2s_acked": self.c2s_acked,
+            "s_ack": self.s_ack,
+            "s2c_sent": self.s2c_sent,
+            "s2c_next": self.s2c_next,
+            "s2c_acked": self.s2c_acked,
+            "c_ack": self.c_ack,
+            "c_win": self.c_win,
+            "c_win_scaled": self.c_win_scaled,
+            "s_win": self.s_win,
+            "s_win_scaled": self.s_win_scaled,
+            "c_tsval": self.c_tsval,
+            "c_tsecr": self.c_tsecr,
+            "s_tsval": self.s_tsval,
+            "s_tsecr": self.s_tsecr,
+            "fin_c": self.fin_c,
+            "fin_c_seq": self.fin_c_seq,
+            "fin_s": self.fin_s,
+            "fin_s_seq": self.fin_s_seq,
+            "rst": self.rst,
+            "ooo_bytes": self._ooo_bytes,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "closed_at": self.closed_at,
+        }
+
+
+def _negotiate(conn: Conn) -> None:
+    c, s = conn.c_opts, conn.s_opts
+    if c is None or s is None:
+        return
+    conn.mss_c = c["mss"] if c["mss"] is not None else DEFAULT_MSS
+    conn.mss_s = s["mss"] if s["mss"] is not None else DEFAULT_MSS
+    # RFC 7323 2.2: scaling is on only if both SYNs carried the option, else both shifts are 0.
+    if c["wscale"] is not None and s["wscale"] is not None:
+        conn.wscale_c = min(c["wscale"], MAX_WSCALE)
+        conn.wscale_s = min(s["wscale"], MAX_WSCALE)
+    else:
+        conn.wscale_c = conn.wscale_s = 0
+    conn.sack_ok = bool(c["sack_perm"] and s["sack_perm"])
+    conn.ts_ok = bool(c["ts"] and s["ts"])
+
+
+class Tracker:
+    """Feeds segments into connections. ``services``: {(server_ip_int, server_port): name}."""
+
+    def __init__(self, services, log_cap, grace: float = 30.0, max_ooo: int = DEFAULT_MAX_OOO):
+        self.services = dict(services)
+        # int keys hash faster than tuples on the per-packet lookup
+        self._svc = {(ip << 16) | port: name for (ip, port), name in self.services.items()}
+        self.log_cap = log_cap
+        # None = no cap; an int compare on the hot path either way
+        self._cap = log_cap if log_cap is not None else 1 << 62
+        self.grace = grace
+        self.max_ooo = max_ooo
+        self.conns = {}
+        self._dirty = {}
+        self._closed = {}
+        self.packets = 0
+        self.ignored = 0
+        self.malformed = 0
+
+    # --- per packet -----------------------------------------------------------------
+    def feed_frame(self, frame, now: float):
+        """parse_frame + feed; frames that are not IPv4/TCP or are malformed count as malformed."""
+        seg = parse_frame(frame)
+        if seg is None:
+            self.malformed += 1
+            return None
+        return self.feed(seg, now)
+
+    def feed(self, seg, now: float):
+        """Account one segment; returns its Conn, or None if ignored."""
+        self.packets += 1
+        svc = self._svc
+        name = svc.get((seg.dst_ip << 16) | seg.dst_port)
+        if name is not None:
+            key = (seg.src_ip, seg.src_port, seg.dst_ip, seg.dst_port)
+            from_client = True
+        else:
+            name = svc.get((seg.src_ip << 16) | seg.src_port)
+            if name is None:
+                self.ignored += 1
+                return None
+            key = (seg.dst_ip, seg.dst_port, seg.src_ip, seg.src_port)
+            from_client = False
+        flags = seg.flags
+        conn = self.conns.get(key)
+        if conn is None or (flags & SYN and from_client and not flags & ACK and seg.seq != conn.isn_c
+                            and self._is_new_syn(conn)):
+            conn = self._open(key, name, seg, from_client, now)
+            if conn is None:
+                self.ignored += 1
+            return conn
+        conn.last_seen = now
+        self._dirty[key] = conn
+        if conn.state is CLOSED:
+            # TIME_WAIT leftovers: nothing left to protect or track
+            return conn
+        if from_client:
+            self._client(conn, seg, flags, now)
+        else:
+            self._server(conn, seg, flags, now)
+        return conn
+
+    @staticmethod
+    def _is_new_syn(conn) -> bool:
+        # A client SYN with another ISN means the client considers the tuple free: after a
+        # close (TIME_WAIT reuse), or a retried handshake. On an established connection the
+        # server answers it with a challenge ACK (RFC 5961 4.2) and the connection carries
+        # on, so it is ignored there -- unless we never saw that connection's SYN (it may be
+        # a leftover created from a stray segment).
+        return conn.state is CLOSED or conn.state is SYN_SENT or conn.state is SYN_RECEIVED \
+            or conn.isn_c is None
+
+    def _open(self, key, name, seg, from_client, now):
+        flags = seg.flags
+        if from_client and flags & SYN and not flags & ACK:
+            conn = Conn(key, name, now)
+            conn.state = SYN_SENT
+            conn.isn_c = seg.seq
+            conn._cb = (seg.seq + 1) & MASK
+            conn.c_opts = seg.syn_options
+            # RFC 7323 2.2: the window of a SYN is never scaled
+            conn.c_win = conn.c_win_scaled = seg.window
+            conn.c_tsval, conn.c_tsecr = seg.ts_val, seg.ts_ecr
+        elif flags & RST:
+            # a reset for a tuple we do not know (e.g. after expiry): nothing to track
+            return None
+        else:
+            conn = Conn(key, name, now, UNPROTECTED, NO_SYN)
+            if from_client:
+                conn._cb = seg.seq
+                if flags & ACK:
+                    conn._sb = seg.ack
+            elif flags & SYN and flags & ACK:
+                # SYN-ACK whose SYN we missed: both ISNs are known, the client's options are not
+                conn.state = SYN_SENT
+                conn.isn_c = (seg.ack - 1) & MASK
+                conn._cb = seg.ack
+            else:
+                conn._sb = (seg.seq + 1) & MASK if flags & SYN else seg.seq
+                if flags & ACK:
+                    conn._cb = seg.ack
+        old = self.conns.get(key)
+        if old is not None:
+            self._closed.pop(key, None)
+        self.conns[key] = conn
+        self._dirty[key] = conn
+        if not from_client:
+            self._server(conn, seg, flags, now)
+        elif conn.state is not SYN_SENT:
+            self._client(conn, seg, flags, now)
+        elif seg.payload:
+            # TCP Fast Open: data in the SYN starts at offset 0
+            self._c_data(conn, 0, seg.payload, len(seg.payload))
+        return conn
+
+    def _client(self, c, seg, flags, now):
+        if flags & SYN:
+            # retransmitted SYN (same ISN), or one the server answers with a challenge ACK
+            return
+        if flags & RST:
+            self._close(c, now, rst=True)
+            return
+        w = seg.window
+        c.c_win = w
+        c.c_win_scaled = w << c.wscale_c
+        tv = seg.ts_val
+        if tv is not None and (c.c_tsval is None or ((tv - c.c_tsval) & MASK) < HALF):
+            # keep the newest TSval: a takeover must continue above it (PAWS, RFC 7323 5)
+            c.c_tsval = tv
+            c.c_tsecr = seg.ts_ecr
+        if flags & ACK:
+            sb = c._sb
+            if sb is not None:
+                ack = seg.ack
+                hi = c._c_ack_off
+                off = hi + ((ack - sb - hi + HALF) & MASK) - HALF
+                if off > hi:
+                    c._c_ack_off = off
+                    c.c_ack = ack
+                    lim = c._s_hi
+                    if c._s_fin >= lim:
+                        lim = c._s_fin + 1
+                    if off > lim:
+                        # the client got server bytes the mirror never showed us
+                        if c.status is PROTECTED:
+                            self.mark_unprotected(c, GAP_S2C)
+                        c._s_hi = off if c._s_fin < 0 else min(off, c._s_fin)
+                if c.state is not ESTABLISHED:
+                    if c.state is SYN_RECEIVED:
+                        if off >= 0:
+                            c.state = ESTABLISHED
+                    elif c.state is CLOSING:
+                        self._check_closed(c, now)
+        payload = seg.payload
+        if payload or flags & FIN:
+            cb = c._cb
+            if cb is None:
+                c._cb = cb = seg.seq
+            rcv = c._c_rcv
+            off = rcv + ((seg.seq - cb - rcv + HALF) & MASK) - HALF
+            n = len(payload)
+            if n and c.status is PROTECTED:
+                end = off + n
+                if off == rcv and end <= self._cap and not c._ooo:
+                    # in order: the common case
+                    c._pend.append(payload)
+                    c._c_rcv = c.c2s_logged = end
+                else:
+                    self._c_data(c, off, payload, n)
+            elif n:
+                # unprotected: follow the client's progress, keep no bytes
+                if off + n > rcv and off <= rcv:
+                    c._c_rcv = off + n
+            if flags & FIN and not c.fin_c:
+                c.fin_c = True
+                c.fin_c_seq = (seg.seq + n) & MASK
+                c._c_fin = off + n
+                if c.state is not CLOSING:
+                    c.state = CLOSING
+
+    def _server(self, c, seg, flags, now):
+        if flags & SYN:
+            if flags & ACK and c.isn_s is None and c.state is SYN_SENT:
+                c.isn_s = seg.seq
+                c._sb = (seg.seq + 1) & MASK
+                c.s_opts = seg.syn_options
+                _negotiate(c)
+                c.s_win = c.s_win_scaled = seg.window  # SYN windows are unscaled
+                c.s_tsval, c.s_tsecr = seg.ts_val, seg.ts_ecr
+                c.state = SYN_RECEIVED
+                cb = c._cb
+                c._s_ack_off = ((seg.ack - cb + HALF) & MASK) - HALF
+                c.s_ack = seg.ack
+            # else a retransmitted SYN-ACK: the first one already told us everything
+            return
+        if flags & RST:
+            self._close(c, now, rst=True)
+            return
+        w = seg.window
+        c.s_win = w
+        c.s_win_scaled = w << c.wscale_s
+        tv = seg.ts_val
+        if tv is not None and (c.s_tsval is None or ((tv - c.s_tsval) & MASK) < HALF):
+            c.s_tsval = tv
+            c.s_tsecr = seg.ts_ecr
+        if flags & ACK:
+            cb = c._cb
+            if cb is not None:
+                ack = seg.ack
+                hi = c._s_ack_off
+                off = hi + ((ack - cb - hi + HALF) & MASK) - HALF
+                if off > hi:
+                    c._s_ack_off = off
+                    c.s_ack = ack
+                    rcv = c._c_rcv
+                    if off > rcv:
+                        lim = rcv + 1 if c._c_fin >= 0 and rcv >= c._c_fin else rcv
+                        if off > lim:
+                            # The server has client bytes we do not: the mirror dropped
+                            # a segment, so the log can never be completed.
+                            if c.status is PROTECTED:
+                                self.mark_unprotected(
+                                    c, f"capture gap: server acked {off - lim} bytes not seen")
+                            c._c_rcv = off if c._c_fin < 0 else min(off, c._c_fin)
+                    if c.state is CLOSING:
+                        self._check_closed(c, now)
+        payload = seg.payload
+        if payload or flags & FIN:
+            sb = c._sb
+            if sb is None:
+                c._sb = sb = seg.seq
+            hi = c._s_hi
+            off = hi + ((seg.seq - sb - hi + HALF) & MASK) - HALF
+            end = off + len(payload)
+            if end > hi:
+                c._s_hi = end
+            if flags & FIN and not c.fin_s:
+                c.fin_s = True
+                c.fin_s_seq = (seg.seq + len(payload)) & MASK
+                c._s_fin = end
+                if c.state is not CLOSING:
+                    c.state = CLOSING
+
+    # --- client->server reassembly -------------------------------------------------
+    def _c_data(self, c, off, data, n):
+        rcv = c._c_rcv
+        end = off + n
+        if end <= rcv:
+            return  # retransmission of bytes already delivered
+        if off > rcv:
+            self._hold(c, off, data, n)
+            return
+        if off < rcv:
+            data = data[rcv - off:]  # overlaps what we have: deliver only the new tail
+        self._deliver(c, data, end)
+        if c._ooo:
+            self._drain(c)
+
+    def _deliver(self, c, data, end):
+        cap = self._cap
+        if end > cap:
+            keep = cap - c.c2s_logged
+            if keep > 0:
+                c._pend.append(data[:keep])
+                c.c2s_logged = cap
+            c._c_rcv = end
+            self.mark_unprotected(c, f"log cap of {self.log_cap} bytes reached")
+            return
+        c._pend.append(data)
+        c._c_rcv = c.c2s_logged = end
+
+    def _hold(self, c, off, data, n):
+        ooo = c._ooo
+        if ooo is None:
+            c._ooo = ooo = {}
+        old = ooo.get(off)
+        if old is not None:
+            if len(old) >= n:
+                return
+            c._ooo_bytes -= len(old)
+        ooo[off] = data
+        c._ooo_bytes += n
+        if c._ooo_bytes > self.max_ooo:
+            self.mark_unprotected(c, OOO_OVERFLOW)
+
+    def _drain(self, c):
+        ooo = c._ooo
+        rcv = c._c_rcv
+        for off in sorted(ooo):
+            if off > rcv:
+                break
+            data = ooo.pop(off)
+            c._ooo_bytes -= len(data)
+            end = off + len(data)
+            if end <= rcv:
+                continue
+            if off < rcv:
+                data = data[rcv - off:]
+            self._deliver(c, data, end)
+            if c.status is not PROTECTED:
+                return
+            rcv = end
+
+    # --- state ----------------------------------------------------------------------
+    def _check_closed(self, c, now):
+        if c.fin_c and c.fin_s and c._s_ack_off > c._c_fin and c._c_ack_off > c._s_fin:
+            self._close(c, now)
+
+    def _close(self, c, now, rst=False):
+        c.state = CLOSED
+        c.closed_at = now
+        if rst:
+            c.rst = True
+        c._ooo = None
+        c._ooo_bytes = 0
+        self._closed[c.key] = c
+
+    def mark_unprotected(self, conn, reason: str) -> None:
+        """Unprotected for good; the first reason is kept. Held out-of-order bytes are dropped,
+        contiguous bytes already delivered stay available to take_c2s."""
+        if conn.status is not PROTECTED:
+            return
+        conn.status = UNPROTECTED
+        conn.reason = reason
+        conn._ooo = None
+        conn._ooo_bytes = 0
+        if self.conns.get(conn.key) is conn:
+            self._dirty[conn.key] = conn
+
+    def take_dirty(self) -> list:
+        """Connections changed since the last call, each once."""
+        if not self._dirty:
+            return []
+        dirty = list(self._dirty.values())
+        self._dirty = {}
+        return dirty
+
+    def expire(self, now: float) -> list:
+        """Remove and return connections closed more than ``grace`` seconds ago."""
+        gone = [c for c in self._closed.values() if now - c.closed_at > self.grace]
+        for c in gone:
+            key = c.key
+            del self._closed[key]
+            del self.conns[key]
+            if self._dirty.get(key) is c:
+                del self._dirty[key]
+        return gone

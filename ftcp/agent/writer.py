@@ -1,0 +1,260 @@
+"""Move what the tracker learned into Redis: batched, atomic, exact across outages.
+
+Two threads meet here. The capture thread calls ``collect`` (it alone touches the
+tracker and its connections); the writer thread calls ``flush``, which only sees
+the snapshots ``collect`` left in the entries. So a slow or dead Redis never stalls
+capture: packets keep being tracked while a write waits for its timeout.
+
+Each flush is one MULTI/EXEC with every changed connection's new client bytes
+(APPEND), its state hash, the service's live set, events and the agent heartbeat. If
+Redis is away the bytes wait in a bounded buffer; when the buffer is full, the
+connections whose bytes must be dropped are marked unprotected (and only those).
+After an error the stored log lengths are read back before writing again, so a
+transaction that was applied but whose reply was lost is never appended twice.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Optional
+
+from ftcp.store import StoreError
+
+LOG = logging.getLogger("ftcp.agent.writer")
+
+
+class ConnWrite:
+    __slots__ = ("conn_id", "service", "state", "data", "reset", "closed")
+
+    def __init__(self, conn_id, service, state, data, reset, closed):
+        self.conn_id, self.service, self.state = conn_id, service, state
+        self.data, self.reset, self.closed = data, reset, closed
+
+
+class _Entry:
+    __slots__ = ("conn", "conn_id", "service", "state", "chunks", "nbytes", "stored", "new", "closed",
+                 "dirty", "reported", "unprotected")
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.conn_id, self.service = conn.id, conn.service
+        self.state = None      # snapshot of conn.to_state() taken by the capture thread
+        self.chunks = []
+        self.nbytes = 0        # buffered, not yet stored
+        self.stored = 0        # bytes of this connection's log known to be in Redis
+        self.new = True        # first write replaces any older record with this id
+        self.closed = False
+        self.dirty = True
+        self.reported = False  # conn_unprotected event written
+        self.unprotected = False
+
+
+def redis_fields(state: dict) -> dict:
+    """A state dict as Redis hash fields: None -> "", bool -> 0/1, containers -> JSON."""
+    out = {}
+    for key, value in state.items():
+        if value is None:
+            value = ""
+        elif isinstance(value, bool):
+            value = int(value)
+        elif isinstance(value, (dict, list, tuple)):
+            value = json.dumps(value)
+        out[key] = value
+    return out
+
+
+class LogWriter:
+    def __init__(self, store, tracker, max_buffer: int = 256 << 20, retry_interval: float = 0.5,
+                 agent_name: str = "agent"):
+        self.store = store
+        self.tracker = tracker
+        self.max_buffer = max_buffer
+        self.retry_interval = retry_interval
+        self.agent_name = agent_name
+        self._lock = threading.Lock()
+        self._entries = {}        # Conn -> _Entry, insertion ordered
+        self._marks = []          # (Conn, reason) found by the writer thread, applied by collect
+        self._heartbeat = None
+        self.buffered = 0
+        self.redis_up = True
+        self._resync = False
+        self.redis_errors = 0
+        self.bytes_logged = 0
+        self.lost_conns = 0
+
+    # --- capture thread ---------------------------------------------------------------
+
+    def collect(self, now: float, heartbeat: Optional[dict] = None) -> None:
+        """Take the tracker's news into the entries (capture thread only)."""
+        tracker = self.tracker
+        with self._lock:
+            marks, self._marks = self._marks, []
+            for conn, reason in marks:
+                tracker.mark_unprotected(conn, reason)
+            for conn in tracker.take_dirty():
+                entry = self._entries.get(conn)
+                if entry is None:
+                    entry = self._entries[conn] = _Entry(conn)
+                data = conn.take_c2s()
+                if data:
+                    entry.chunks.append(data)
+                    entry.nbytes += len(data)
+                    self.buffered += len(data)
+                entry.state = conn.to_state()
+                entry.dirty = True
+            for conn in tracker.expire(now):
+                entry = self._entries.get(conn)
+                if entry is None:
+                    entry = self._entries[conn] = _Entry(conn)
+                    entry.new = False
+                entry.state = conn.to_state()
+                entry.closed = entry.dirty = True
+            if self.buffered > self.max_buffer:
+                self._shed()
+            if heartbeat is not None:
+                self._heartbeat = heartbeat
+
+    def _shed(self) -> None:
+        """Drop the largest buffers until under the bound; those connections lose
+        protection, with the reason, and nobody else does."""
+        for entry in sorted(self._entries.values(), key=lambda e: e.nbytes, reverse=True):
+            if self.buffered <= self.max_buffer:
+                break
+            if not entry.nbytes:
+                continue
+            reason = f"redis unavailable: {entry.nbytes} bytes of the client log could not be stored"
+            self.tracker.mark_unprotected(entry.conn, reason)
+            self.buffered -= entry.nbytes
+            entry.chunks, entry.nbytes, entry.dirty = [], 0, True
+            entry.state = entry.conn.to_state()
+            self.lost_conns += 1
+            LOG.warning("%s: dropped its unstored log (Redis unavailable, buffer full)", entry.conn_id)
+
+    # --- writer thread --------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return sum(1 for e in self._entries.values() if e.dirty) + (self._heartbeat is not None)
+
+    def flush(self) -> bool:
+        """Write every dirty connection (and the heartbeat) in one transaction."""
+        batch = None
+        try:
+            if self._resync:
+                self._resync_lengths()
+            with self._lock:
+                batch = self._prepare()
+            if batch is None:
+                return True
+            entries, writes, events, heartbeat = batch
+            self.store.write_conns(writes, agent=heartbeat, agent_name=self.agent_name, events=events)
+        except StoreError as e:
+            with self._lock:
+                self.redis_errors += 1
+                if self.redis_up:
+                    LOG.error("cannot write to Redis; buffering (%d bytes so far): %s", self.buffered, e)
+                self.redis_up, self._resync = False, True
+                if batch is not None:
+                    self._restore(batch)
+            return False
+        with self._lock:
+            if not self.redis_up:
+                LOG.info("Redis is back: %d connection(s) written", len(writes))
+            self.redis_up = True
+            self._commit(batch)
+        return True
+
+    def _prepare(self):
+        dirty = [e for e in self._entries.values() if e.dirty]
+        if not dirty and self._heartbeat is None:
+            return None
+        writes, events = [], []
+        for e in dirty:
+            state = redis_fields(e.state)
+            data = b"".join(e.chunks)
+            state["c2s_stored"] = e.stored + len(data)
+            writes.append(ConnWrite(e.conn_id, e.service, state, data, e.new, e.closed))
+            if e.state["status"] != "protected" and not e.reported:
+                events.append({"kind": "conn_unprotected", "conn": e.conn_id, "service": e.service,
+                               "reason": e.state["reason"], "time": str(e.state["last_seen"])})
+            e.chunks, e.nbytes, e.dirty = [], 0, False
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None:
+            heartbeat = dict(heartbeat, redis_errors=self.redis_errors, bytes_logged=self.bytes_logged,
+                             buffered=self.buffered, lost_conns=self.lost_conns)
+        return dirty, writes, events, heartbeat
+
+    def _restore(self, batch) -> None:
+        """A failed write: its bytes go back in front of anything collected since."""
+        entries, writes, _, heartbeat = batch
+        for e, w in zip(entries, writes):
+            if w.data:
+                e.chunks.insert(0, w.data)
+                e.nbytes += len(w.data)
+            e.dirty = True
+        if self._heartbeat is None:
+            self._heartbeat = heartbeat
+
+    def _commit(self, batch) -> None:
+        entries, writes, _, _ = batch
+        for e, w in zip(entries, writes):
+            e.stored += len(w.data)
+            self.bytes_logged += len(w.data)
+            self.buffered -= len(w.data)
+            e.new = False
+            if w.state["status"] != "protected":
+                e.reported = True
+            if e.closed and not e.dirty:
+                del self._entries[e.conn]
+
+    def _resync_lengths(self) -> None:
+        """After a failed write: what did Redis really store? Trim what it has."""
+        with self._lock:
+            known = [e for e in self._entries.values() if not e.new]
+        lengths = self.store.log_lengths([e.conn_id for e in known])
+        with self._lock:
+            for e in known:
+                extra = lengths.get(e.conn_id, 0) - e.stored
+                if extra < 0:
+                    # Redis came back without what it had acknowledged (restarted
+                    # without persistence, or a stale replica): that log is gone.
+                    self._marks.append((e.conn, f"redis lost {-extra} bytes of the stored client log"))
+                    self.buffered -= e.nbytes
+                    e.chunks, e.nbytes = [], 0
+                    self.lost_conns += 1
+                elif extra > 0:
+                    data = b"".join(e.chunks)[extra:]
+                    self.buffered -= e.nbytes - len(data)
+                    self.bytes_logged += extra
+                    e.stored += extra
+                    e.chunks, e.nbytes = ([data] if data else []), len(data)
+            self._resync = False
+
+
+class WriterThread(threading.Thread):
+    """Calls writer.flush every ``interval`` seconds (sooner when woken)."""
+
+    def __init__(self, writer: LogWriter, interval: float):
+        super().__init__(name="ftcp-redis-writer", daemon=True)
+        self.writer = writer
+        self.interval = interval
+        self._wake = threading.Event()
+        self._halt = threading.Event()
+
+    def wake(self):
+        self._wake.set()
+
+    def run(self):
+        while not self._halt.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            ok = self.writer.flush()
+            if not ok:
+                self._halt.wait(self.writer.retry_interval)
+
+    def stop(self):
+        self._halt.set()
+        self._wake.set()
+        self.join()
