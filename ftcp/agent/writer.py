@@ -34,7 +34,7 @@ class ConnWrite:
 
 class _Entry:
     __slots__ = ("conn", "conn_id", "service", "state", "chunks", "nbytes", "stored", "new", "closed",
-                 "dirty", "reported", "unprotected")
+                 "dirty", "reported", "dropped")
 
     def __init__(self, conn):
         self.conn = conn
@@ -47,7 +47,7 @@ class _Entry:
         self.closed = False
         self.dirty = True
         self.reported = False  # conn_unprotected event written
-        self.unprotected = False
+        self.dropped = False   # part of the log was lost: never append after the hole
 
 
 def redis_fields(state: dict) -> dict:
@@ -92,12 +92,15 @@ class LogWriter:
             marks, self._marks = self._marks, []
             for conn, reason in marks:
                 tracker.mark_unprotected(conn, reason)
+                entry = self._entries.get(conn)
+                if entry is not None:
+                    entry.state, entry.dirty = conn.to_state(), True
             for conn in tracker.take_dirty():
                 entry = self._entries.get(conn)
                 if entry is None:
                     entry = self._entries[conn] = _Entry(conn)
                 data = conn.take_c2s()
-                if data:
+                if data and not entry.dropped:
                     entry.chunks.append(data)
                     entry.nbytes += len(data)
                     self.buffered += len(data)
@@ -126,7 +129,7 @@ class LogWriter:
             reason = f"redis unavailable: {entry.nbytes} bytes of the client log could not be stored"
             self.tracker.mark_unprotected(entry.conn, reason)
             self.buffered -= entry.nbytes
-            entry.chunks, entry.nbytes, entry.dirty = [], 0, True
+            entry.chunks, entry.nbytes, entry.dirty, entry.dropped = [], 0, True, True
             entry.state = entry.conn.to_state()
             self.lost_conns += 1
             LOG.warning("%s: dropped its unstored log (Redis unavailable, buffer full)", entry.conn_id)
@@ -222,7 +225,7 @@ class LogWriter:
                     # without persistence, or a stale replica): that log is gone.
                     self._marks.append((e.conn, f"redis lost {-extra} bytes of the stored client log"))
                     self.buffered -= e.nbytes
-                    e.chunks, e.nbytes = [], 0
+                    e.chunks, e.nbytes, e.dropped = [], 0, True
                     self.lost_conns += 1
                 elif extra > 0:
                     data = b"".join(e.chunks)[extra:]
