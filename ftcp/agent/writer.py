@@ -74,6 +74,7 @@ class LogWriter:
         self.agent_name = agent_name
         self._lock = threading.Lock()
         self._entries = {}        # Conn -> _Entry, insertion ordered
+        self._by_id = {}          # conn id -> its latest _Entry
         self._marks = []          # (Conn, reason) found by the writer thread, applied by collect
         self._heartbeat = None
         self.buffered = 0
@@ -98,7 +99,7 @@ class LogWriter:
             for conn in tracker.take_dirty():
                 entry = self._entries.get(conn)
                 if entry is None:
-                    entry = self._entries[conn] = _Entry(conn)
+                    entry = self._new_entry(conn)
                 data = conn.take_c2s()
                 if data and not entry.dropped:
                     entry.chunks.append(data)
@@ -109,7 +110,7 @@ class LogWriter:
             for conn in tracker.expire(now):
                 entry = self._entries.get(conn)
                 if entry is None:
-                    entry = self._entries[conn] = _Entry(conn)
+                    entry = self._new_entry(conn)
                     entry.new = False
                 entry.state = conn.to_state()
                 entry.closed = entry.dirty = True
@@ -117,6 +118,17 @@ class LogWriter:
                 self._shed()
             if heartbeat is not None:
                 self._heartbeat = heartbeat
+
+    def _new_entry(self, conn) -> _Entry:
+        # A new connection on a 4-tuple still listed (port reuse within the grace
+        # period): the tracker dropped the old Conn without expiring it. Its entry is
+        # written one last time as closed, before the new record replaces it (entries
+        # are written in insertion order, so the new one's reset comes after).
+        old = self._by_id.get(conn.id)
+        if old is not None and old.conn is not conn and old.conn in self._entries:
+            old.closed = old.dirty = True
+        entry = self._entries[conn] = self._by_id[conn.id] = _Entry(conn)
+        return entry
 
     def _shed(self) -> None:
         """Drop the largest buffers until under the bound; those connections lose
@@ -211,6 +223,8 @@ class LogWriter:
                 e.reported = True
             if e.closed and not e.dirty:
                 del self._entries[e.conn]
+                if self._by_id.get(e.conn_id) is e:
+                    del self._by_id[e.conn_id]
 
     def _resync_lengths(self) -> None:
         """After a failed write: what did Redis really store? Trim what it has."""

@@ -6,7 +6,6 @@ import pytest
 from scapy.all import ARP, ICMP, IP, TCP, UDP, Dot1Q, Ether, IPv6
 from scapy.layers.inet import IPOption_RR
 
-from ftcp.agent import packet
 from ftcp.agent.packet import (ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, Segment, flag_str, ip_int,
                                ip_str, parse_frame)
 
@@ -101,15 +100,16 @@ def test_options_other_than_timestamp_ignored_without_syn():
 
 
 def test_option_of_wrong_length_for_its_kind_is_skipped():
-    # MSS with length 3 and a 9-byte "timestamp": skipped as Linux does, the rest still parsed
-    opts = b"\x02\x03\x05" + b"\x08\x09" + b"\x00" * 7 + b"\x03\x03\x05" + b"\x01"
+    # MSS of length 3, a 9-byte "timestamp", a 4-byte window scale: skipped as Linux does,
+    # the options after them still parsed
+    opts = b"\x02\x03\x05" + b"\x08\x09" + b"\x00" * 7 + b"\x03\x04\x05\x00" + b"\x04\x02" + b"\x01\x01"
     f = tcp_frame(flags="S", options=[])
     b = bytearray(f)
     b[TCP0 + 12] = (20 + len(opts)) // 4 << 4
     b[TCP0 + 20:TCP0 + 20] = opts
     struct.pack_into("!H", b, IP0 + 2, 40 + len(opts))
     seg = parse_frame(bytes(b))
-    assert seg.syn_options == {"mss": None, "wscale": 5, "sack_perm": False, "ts": False}
+    assert seg.syn_options == {"mss": None, "wscale": None, "sack_perm": True, "ts": False}
     assert seg.ts_val is None
 
 
@@ -141,6 +141,12 @@ def test_ethernet_padding_beyond_ip_total_length_ignored():
     assert seg.payload == b"ab"
     seg = parse_frame(tcp_frame(flags="A") + b"\xaa" * 6)
     assert seg.payload == b""
+    # the same through the option walk (SYN) and the timestamp fast path
+    seg = parse_frame(tcp_frame(flags="S", options=ALL_OPTS) + b"\xaa" * 6)
+    assert (seg.payload, seg.syn_options["wscale"]) == (b"", 7)
+    seg = parse_frame(tcp_frame(flags="PA", payload=b"cd", options=[("NOP", None), ("NOP", None),
+                                                                    ("Timestamp", (1, 2))]) + b"\xaa" * 6)
+    assert (seg.payload, seg.ts_val) == (b"cd", 1)
 
 
 def test_ip_options_honoured():

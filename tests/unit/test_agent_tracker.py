@@ -751,14 +751,16 @@ def test_expire_after_grace():
     L = Link(t)
     conn = L.handshake()
     idle = Link(t, cport=2, now=0.0).handshake()
+    idle_unprotected = Link(t, cport=3, now=0.0).data(0, 10)
+    assert idle_unprotected.status == "unprotected"
     L.c("R", L.cs(0), now=10.0)
     assert t.expire(40.0) == []          # exactly grace: not yet
     assert L.key in t.conns
     assert t.expire(40.5) == [conn]
-    assert t.take_dirty() == [idle]       # the expired one is not handed out again
-    assert t.conns == {idle.key: idle}
+    assert t.take_dirty() == [idle, idle_unprotected]  # the expired one is not handed out again
+    assert t.conns == {idle.key: idle, idle_unprotected.key: idle_unprotected}
     assert t.expire(1e9) == []            # idle but not closed: kept
-    assert t.conns == {idle.key: idle}
+    assert set(t.conns) == {idle.key, idle_unprotected.key}
 
 
 def test_fin_closed_connection_expires_from_closed_at():

@@ -206,3 +206,16 @@ def test_large_random_stream_arrives_exact_through_failures():
 def test_redis_fields():
     assert redis_fields({"a": None, "b": True, "c": {"x": 1}, "d": 5, "e": "s"}) == \
         {"a": "", "b": 1, "c": '{"x": 1}', "d": 5, "e": "s"}
+
+
+def test_port_reuse_before_expiry_retires_the_old_entry():
+    store, tracker, w = setup()
+    old = FakeConn("a")
+    feed(tracker, old, b"old bytes")
+    w.collect(0.0)
+    new = FakeConn("a")  # the tracker replaced `old` without expiring it
+    feed(tracker, new, b"new")
+    w.collect(0.5)
+    assert w.flush()
+    assert store.logs["a"] == b"new" and store.live["svc"] == {"a"}
+    assert list(w._entries) == [new]  # nothing left behind
