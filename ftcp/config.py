@@ -80,6 +80,23 @@ class Service:
         """24-bit id carried in the cookie of every flow of this service."""
         return service_cookie_id(self.name)
 
+    def to_dict(self) -> dict:
+        """The service as it would be written in the services file (parse() round-trips it)."""
+        def port(ref):
+            return ref.number if ref.number is not None else ref.name
+        primary = {"port": port(self.primary.port)}
+        if self.primary.mac:
+            primary["mac"] = self.primary.mac
+        backups = []
+        for b in self.backups:
+            item = {"name": b.name, "address": b.address, "data_port": port(b.data_port),
+                    "mirror_port": port(b.mirror_port)}
+            if b.mac:
+                item["mac"] = b.mac
+            backups.append(item)
+        return {"name": self.name, "address": self.address, "port": self.port, "primary": primary,
+                "backups": backups}
+
 
 def service_cookie_id(name: str) -> int:
     # 0 is reserved for flows that belong to no service (the NORMAL default).
@@ -249,6 +266,24 @@ def parse(data: Any, source: str = "<memory>") -> Config:
         redis_url=_redis_url(redis_cfg.get("url", DEFAULT_REDIS_URL), "redis.url"),
         source=source,
     )
+
+
+def parse_service(data: Any, path: str = "service") -> Service:
+    """Validate one service mapping (a REST body, say); field paths start at ``path``."""
+    return _service(data, path)
+
+
+def with_service(conf: Config, service: Service) -> Config:
+    """conf with ``service`` added, or replacing the one of the same name; validated as
+    a whole (unique names, addresses and cookies) so nothing is half-applied."""
+    services = [s for s in conf.services if s.name != service.name] + [service]
+    _check_unique(tuple(services))
+    return Config(services=tuple(services), dpid=conf.dpid, redis_url=conf.redis_url, source=conf.source)
+
+
+def without_service(conf: Config, name: str) -> Config:
+    return Config(services=tuple(s for s in conf.services if s.name != name), dpid=conf.dpid,
+                  redis_url=conf.redis_url, source=conf.source)
 
 
 def _check_unique(services: tuple) -> None:

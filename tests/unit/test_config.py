@@ -153,3 +153,19 @@ def test_cookie_ids_are_stable_nonzero_24_bit():
 ])
 def test_redact_url(url, shown):
     assert config.redact_url(url) == shown
+
+
+def test_service_round_trips_through_to_dict():
+    conf = config.parse(GOOD)
+    svc = conf.services[0]
+    assert config.parse_service(svc.to_dict()) == svc
+
+
+def test_with_service_replaces_by_name_and_checks_uniqueness():
+    conf = config.parse(GOOD)
+    changed = config.parse_service(dict(GOOD["services"][0], port=81))
+    assert config.with_service(conf, changed).services == (changed,)
+    other = config.parse_service(dict(GOOD["services"][0], name="other"))  # same address:port as "web"
+    with pytest.raises(ConfigError, match="already protected"):
+        config.with_service(conf, other)
+    assert config.without_service(conf, "web").services == ()
