@@ -131,7 +131,8 @@ def _mapping(value: Any, path: str, required: set, optional: set) -> dict:
 
 
 def _name(value: Any, path: str) -> str:
-    if not isinstance(value, str) or not NAME_RE.match(value):
+    # fullmatch: with match(), "$" also matches before a trailing newline ("web\n").
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
         raise ConfigError(
             path,
             f"must be 1-32 characters of letters, digits, '_', '.', '-' "
@@ -164,7 +165,9 @@ def _tcp_port(value: Any, path: str) -> int:
 
 def _switch_port(value: Any, path: str) -> PortRef:
     if isinstance(value, str) and value.strip():
-        if value.isdigit():
+        # isdigit() alone is true for non-ASCII digits too ("²", "٣"), which int()
+        # rejects or silently converts.
+        if value.isascii() and value.isdigit():
             return PortRef(number=_int_in(int(value), path, 1, OFPP_MAX - 1, "a switch port"))
         return PortRef(name=value.strip())
     if isinstance(value, int) and not isinstance(value, bool):
@@ -175,7 +178,7 @@ def _switch_port(value: Any, path: str) -> PortRef:
 def _mac(value: Any, path: str) -> Optional[str]:
     if value is None:
         return None
-    if not isinstance(value, str) or not MAC_RE.match(value):
+    if not isinstance(value, str) or not MAC_RE.fullmatch(value):
         raise ConfigError(path, f"must be a MAC address like 00:00:00:00:00:0a, got {value!r}")
     return value.lower()
 

@@ -10,6 +10,7 @@ import time
 from typing import Callable, Optional
 
 import redis
+from redis.connection import Encoder, PythonRespSerializer
 
 from ftcp.config import Service, redact_url
 
@@ -50,8 +51,13 @@ class Store:
         self._redis = redis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True,
         )
-        # The client->server logs are bytes: a second client that does not decode.
-        self._raw = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        # The client->server logs are bytes: a second client that does not decode. Its
+        # commands are packed by redis-py's Python serializer, which sends large values
+        # as they are; the hiredis packer would first copy every logged byte into one
+        # command buffer (a sixth of the agent's CPU at line rate, measured).
+        self._raw = redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout,
+            command_packer=PythonRespSerializer(6000, Encoder("utf-8", "strict", False).encode))
 
     def __repr__(self) -> str:
         return f"Store({redact_url(self.url)})"
@@ -134,7 +140,9 @@ class Store:
                 if w.reset:
                     pipe.delete(key, log_key)
                 if w.data:
-                    pipe.append(log_key, w.data)
+                    # A list of chunks, not one APPENDed string: Redis re-allocates (and
+                    # copies) a growing string every MB, which cost it 5x the CPU.
+                    pipe.rpush(log_key, w.data)
                 pipe.hset(key, mapping=w.state)
                 if w.closed:
                     pipe.srem(svc_conns_key(w.service), w.conn_id)
@@ -151,24 +159,161 @@ class Store:
         self._do(write, raw=True)
 
     def log_lengths(self, conn_ids) -> dict:
-        """Bytes stored in each connection's client->server log."""
+        """Bytes stored in each connection's client->server log (``c2s_stored`` is
+        written in the same transaction as the chunks, so it is exact)."""
         ids = list(conn_ids)
 
         def read(r):
             pipe = r.pipeline(transaction=False)
             for cid in ids:
-                pipe.strlen(conn_log_key(cid))
-            return dict(zip(ids, pipe.execute()))
+                pipe.hget(conn_key(cid), "c2s_stored")
+            return {cid: int(v or 0) for cid, v in zip(ids, pipe.execute())}
         return self._do(read)
 
     def conn(self, conn_id: str) -> Optional[dict]:
         return self._do(lambda r: r.hgetall(conn_key(conn_id))) or None
 
-    def conn_log(self, conn_id: str, start: int = 0, end: int = -1) -> bytes:
-        return self._do(lambda r: r.getrange(conn_log_key(conn_id), start, end), raw=True)
+    def conn_log(self, conn_id: str) -> bytes:
+        """The whole client->server log of a connection."""
+        return b"".join(self._do(lambda r: r.lrange(conn_log_key(conn_id), 0, -1), raw=True))
 
     def service_conns(self, name: str) -> set:
         return self._do(lambda r: r.smembers(svc_conns_key(name)))
 
+    def delete_conn(self, conn_id: str, service: str) -> None:
+        """Forget a connection (benchmarks free memory between trials with it)."""
+        def delete(r):
+            pipe = r.pipeline(transaction=True)
+            pipe.delete(conn_key(conn_id), conn_log_key(conn_id))
+            pipe.srem(svc_conns_key(service), conn_id)
+            pipe.execute()
+        self._do(delete)
+
+    def memory_used(self) -> int:
+        return int(self._do(lambda r: r.info("memory"))["used_memory"])
+
     def agent(self, name: str) -> Optional[dict]:
         return self._do(lambda r: r.hgetall(agent_key(name))) or None
+
+    # --- typed reads for the REST API (ftcp/api.py) ------------------------------------
+
+    def delete_service(self, name: str) -> None:
+        """Forget a removed service's record (its connections expire on their own)."""
+        def delete(r):
+            pipe = r.pipeline(transaction=True)
+            pipe.delete(svc_key(name))
+            pipe.srem(SERVICES, name)
+            pipe.execute()
+        self._do(delete)
+
+    def service_state(self, name: str) -> Optional[dict]:
+        """``ftcp:svc:<name>`` with typed values (decode_service)."""
+        raw = self.service(name)
+        return decode_service(raw) if raw else None
+
+    def agent_state(self, name: str) -> Optional[dict]:
+        """``ftcp:agent:<name>`` (the heartbeat) with typed values (decode_agent)."""
+        raw = self.agent(name)
+        return decode_agent(raw) if raw else None
+
+    def conn_state(self, conn_id: str) -> Optional[dict]:
+        """``ftcp:conn:<id>`` with typed values (decode_conn)."""
+        raw = self.conn(conn_id)
+        return decode_conn(raw) if raw else None
+
+    def conn_ids(self) -> list:
+        """Ids of every connection record, live or recently closed (closed ones
+        expire after the agent's grace TTL). SCAN, so Redis is never blocked."""
+        prefix = f"{PREFIX}:conn:"
+        # An id ends with a port number, so ":c2s" only ever ends a log key.
+        keys = self._do(lambda r: list(r.scan_iter(match=prefix + "*", count=1000)))
+        return [k[len(prefix):] for k in keys if not k.endswith(":c2s")]
+
+    def conn_fields(self, conn_ids, fields) -> dict:
+        """{id: {field: typed value}} for the given ids; ids whose record is gone
+        (expired since they were listed) are left out."""
+        ids, fields = list(conn_ids), list(fields)
+
+        def read(r):
+            pipe = r.pipeline(transaction=False)
+            for cid in ids:
+                pipe.hmget(conn_key(cid), fields)
+            return pipe.execute()
+        rows = self._do(read) if ids else []
+        out = {}
+        for cid, values in zip(ids, rows):
+            if any(v is not None for v in values):
+                out[cid] = decode_conn({f: v for f, v in zip(fields, values) if v is not None})
+        return out
+
+    def recent_events(self, limit: int) -> list:
+        """The last ``limit`` records of the event stream, oldest first: [(id, record)]."""
+        return list(reversed(self._do(lambda r: r.xrevrange(EVENTS, count=limit))))
+
+
+# --- decoding hashes into typed values ---------------------------------------------------
+# Writers store None as "", bools as 0/1, containers as JSON (ftcp/agent/writer.py
+# redis_fields) and numbers as text. Fields not listed stay text. A value that does
+# not parse is returned as stored: a reader must not fail on a record written by a
+# newer or broken writer.
+
+def _kinds(ints=(), floats=(), bools=(), jsons=(), texts=(), default=None):
+    """field -> how to decode it: int, float, bool, json.loads, or None for text."""
+    table = {**dict.fromkeys(ints, int), **dict.fromkeys(floats, float), **dict.fromkeys(bools, bool),
+             **dict.fromkeys(jsons, json.loads), **dict.fromkeys(texts)}
+    return lambda field: table.get(field, default)
+
+
+CONN_KINDS = _kinds(
+    ints=("client_port", "server_port", "isn_c", "isn_s", "mss_c", "mss_s", "wscale_c", "wscale_s",
+          "c2s_logged", "c2s_next", "c2s_acked", "c2s_stored", "s_ack", "s2c_sent", "s2c_next", "s2c_acked",
+          "c_ack", "c_win", "c_win_scaled", "s_win", "s_win_scaled", "c_tsval", "c_tsecr", "s_tsval",
+          "s_tsecr", "fin_c_seq", "fin_s_seq", "ooo_bytes"),
+    floats=("first_seen", "last_seen", "closed_at"),
+    bools=("sack_ok", "ts_ok", "fin_c", "fin_s", "rst"),
+    jsons=("c_opts", "s_opts"))
+SERVICE_KINDS = _kinds(ints=("svc_port", "epoch", "flows"), floats=("updated",), jsons=("primary", "backups"))
+# The heartbeat is counters, but for its times and two text fields.
+AGENT_KINDS = _kinds(floats=("heartbeat", "started", "stopped"), texts=("iface", "services"), default=int)
+EVENT_KINDS = _kinds(floats=("time",))
+
+
+def _decode(fields: dict, kind_of) -> dict:
+    out = {}
+    for key, value in fields.items():
+        kind = kind_of(key)
+        if kind is None:
+            out[key] = value
+        elif value == "":
+            out[key] = None
+        else:
+            try:
+                out[key] = int(value) != 0 if kind is bool else kind(value)
+            except ValueError:
+                out[key] = value
+    return out
+
+
+def decode_conn(fields: dict) -> dict:
+    return _decode(fields, CONN_KINDS)
+
+
+def decode_service(fields: dict) -> dict:
+    return _decode(fields, SERVICE_KINDS)
+
+
+def decode_agent(fields: dict) -> dict:
+    return _decode(fields, AGENT_KINDS)
+
+
+def decode_event(record: dict) -> dict:
+    """An event record: ``time`` a float, what the writer JSON-encoded (lists,
+    objects) decoded, the rest text."""
+    out = _decode(record, EVENT_KINDS)
+    for key, value in out.items():
+        if isinstance(value, str) and value[:1] in ("[", "{"):
+            try:
+                out[key] = json.loads(value)
+            except ValueError:
+                pass
+    return out

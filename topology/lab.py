@@ -13,6 +13,7 @@ Ctrl-C/SIGTERM. Usable from Python (``with Lab(...) as lab``) and from the shell
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -424,8 +425,8 @@ def _service_cmd(value: str) -> str:
 
 
 def demo(args) -> int:
-    """The lab demo: a client streams and exchanges requests with the primary
-    while the switch mirrors both directions to the backup's mirror iface."""
+    """The lab demo: a client streams and exchanges requests with the primary while
+    the switch mirrors both directions to the backup, whose agent logs them in Redis."""
     with Lab(service_cmd=SERVICES["demo"], service_port=args.port, run_dir=args.run_dir) as lab:
         print(f"\n== lab up: client c1 10.0.0.1, primary p1 {PRIMARY_IP}, backup b1 {BACKUP_IP} "
               f"(mirror iface b1-eth1), service on port {args.port}")
@@ -444,10 +445,27 @@ def demo(args) -> int:
             if "cookie=0x66746370" in line:
                 print("   " + re.sub(r"\s*(duration|idle_age|hard_age)=[^,]*,", "", line.strip()))
         from ftcp.store import Store
-        print("== Redis ftcp:svc:demo:", json.dumps(Store(lab.redis.url).service("demo")))
-        ok = stream["ok"] and reqs["ok"] and mirrored > stream["received"]
+        store = Store(lab.redis.url)
+        print("== Redis ftcp:svc:demo:", json.dumps(store.service("demo")))
+        print("== what the backup agent recorded in Redis for each connection (ftcp:conn:<id>):")
+        recorded = []
+        for name, res in (("stream", stream), ("reqresp", reqs)):
+            cid = f"10.0.0.1:{res['local_port']}-{PRIMARY_IP}:{args.port}"
+            state = wait_for(lambda: _closed_record(store, cid), 10, f"the agent's record of {cid}")
+            log_ok = hashlib.sha256(store.conn_log(cid)).hexdigest() == res["sent_sha256"]
+            recorded.append(log_ok and state["status"] == "protected")
+            print(f"   {cid}: {state['status']}, state {state['state']}, client ISN {state['isn_c']}, "
+                  f"server ISN {state['isn_s']}, wscale {state['wscale_c']}/{state['wscale_s']}, "
+                  f"client bytes logged {state['c2s_logged']} (sha256 matches what c1 sent: {log_ok}), "
+                  f"server bytes acked by the client {state['s2c_acked']}")
+        ok = stream["ok"] and reqs["ok"] and mirrored > stream["received"] and all(recorded)
         print("\n== demo", "PASSED" if ok else "FAILED", f"(logs in {lab.run_dir})")
         return 0 if ok else 1
+
+
+def _closed_record(store, cid):
+    state = store.conn(cid)
+    return state if state and state["state"] == "closed" else None
 
 
 def _mirror_rx_bytes(lab) -> int:

@@ -36,7 +36,10 @@ class CaptureError(OSError):
 
 
 class RingCapture:
-    """``batch(timeout_ms)`` returns the frames (bytes) of the next filled block."""
+    """``batch(timeout_ms)`` returns the frames of the next filled block as memoryviews
+    into the ring, valid until the next ``batch`` call (which hands the block back to
+    the kernel). Most frames are only parsed, never kept, so copying them would be
+    wasted work; the tracker copies the client bytes it keeps."""
 
     def __init__(self, iface: str, block_size: int = 1 << 22, block_count: int = 64,
                  frame_size: int = 1 << 11, retire_ms: int = 10):
@@ -60,14 +63,27 @@ class RingCapture:
         self.block_size, self.block_count = block_size, block_count
         self.ring = mmap.mmap(self.sock.fileno(), block_size * block_count,
                               mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self._view = memoryview(self.ring)
         self._next = 0
+        self._held = None   # offset of the block whose frames the caller holds
         self._poll = select.poll()
         self._poll.register(self.sock, select.POLLIN | select.POLLERR)
         self.received = self.dropped = 0
 
     def close(self):
-        self.ring.close()
+        self._release()
+        try:
+            self._view.release()
+            self.ring.close()
+        except BufferError:
+            pass  # a caller still holds a frame view; the mapping goes with the process
         self.sock.close()
+
+    def _release(self):
+        if self._held is not None:
+            # TP_STATUS_KERNEL: the kernel may fill this block again.
+            struct.pack_into("=I", self.ring, self._held + _BLOCK_STATUS_OFF, TP_STATUS_KERNEL)
+            self._held = None
 
     def stats(self):
         """(packets, drops) since the last call, as counted by the kernel."""
@@ -79,6 +95,7 @@ class RingCapture:
 
     def batch(self, timeout_ms: int):
         """Frames of the next full block, or [] after timeout_ms with none ready."""
+        self._release()
         ring = self.ring
         base = self._next * self.block_size
         _, _, status, num, first = _BLOCK_HDR.unpack_from(ring, base)
@@ -90,12 +107,12 @@ class RingCapture:
         frames = []
         off = base + first
         unpack = _PKT_HDR.unpack_from
+        view = self._view
         for _ in range(num):
             nxt, _sec, _nsec, snaplen, _len, _st, mac, _net = unpack(ring, off)
             start = off + mac
-            frames.append(ring[start:start + snaplen])
+            frames.append(view[start:start + snaplen])
             off += nxt
-        # Give the block back to the kernel (TP_STATUS_KERNEL) only after copying out.
-        struct.pack_into("=I", ring, base + _BLOCK_STATUS_OFF, TP_STATUS_KERNEL)
+        self._held = base
         self._next = (self._next + 1) % self.block_count
         return frames

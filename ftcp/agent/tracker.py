@@ -482,6 +482,9 @@ class Tracker:
         end = off + n
         if end <= rcv:
             return  # retransmission of bytes already delivered
+        # The capture hands out views into its ring, reused once the batch is done:
+        # bytes we keep must be copied (bytes() of a bytes object is free).
+        data = bytes(data)
         if off > rcv:
             self._hold(c, off, data, n)
             return

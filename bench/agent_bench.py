@@ -1,0 +1,249 @@
+"""Benchmark of protection (mirror + backup agent) in the real lab, off vs on, one run.
+
+    .venv/bin/python -m bench.agent_bench [--trials 5] [--seconds 3] [--idle 1000]
+
+Writes bench/results/agent_bench.json and bench/results/agent_bench.png:
+  * bulk TCP (iperf3) upload and download: unprotected port vs protected port, trials
+    interleaved; then the same with the agent stopped (the mirror's own cost);
+    per trial: throughput, agent / redis / ovs-vswitchd CPU, kernel capture drops;
+    after every protected trial: every connection recorded and still protected;
+  * 1-byte request/response round-trip latency, unprotected vs protected;
+  * N mostly idle protected connections: Redis memory and agent memory per connection.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+from ftcp.store import Store
+from topology.lab import PRIMARY_IP, ROOT, Lab, LabError, wait_for
+
+PROTECTED, UNPROTECTED = 7000, 7001
+RESULTS = ROOT / "bench/results"
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def ovs_pid() -> int:
+    return int(Path("/var/run/openvswitch/ovs-vswitchd.pid").read_text())
+
+
+def percentile(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+class Meter:
+    """CPU used by named processes between start() and stop(), in cores."""
+
+    def __init__(self, pids: dict):
+        self.pids = {k: v for k, v in pids.items() if v}
+
+    def start(self):
+        self.t0 = time.monotonic()
+        self.c0 = {k: cpu_seconds(p) for k, p in self.pids.items()}
+
+    def stop(self) -> dict:
+        dt = time.monotonic() - self.t0
+        return {k: round((cpu_seconds(p) - self.c0[k]) / dt, 3) for k, p in self.pids.items()}
+
+
+def iperf(lab, port: int, seconds: float, reverse: bool) -> dict:
+    rc, out, err = lab.run("c1", f"iperf3 -c {PRIMARY_IP} -p {port} -t {seconds} -J {'-R' if reverse else ''}",
+                           timeout=seconds + 60)
+    data = json.loads(out)
+    if rc != 0 or "error" in data:
+        raise LabError(f"iperf3 failed: {data.get('error', err)}")
+    end = data["end"]
+    return {"gbps": end["sum_received"]["bits_per_second"] / 1e9, "bytes": end["sum_received"]["bytes"]}
+
+
+def check_and_clear_conns(store: Store) -> dict:
+    """Every connection the agent saw in the trial is recorded, closed and protected;
+    then forget them so Redis memory does not grow trial after trial."""
+    def settled():
+        ids = store.service_conns("demo")
+        states = {i: store.conn(i) for i in ids}
+        return states if states and all(s and s["state"] == "closed" for s in states.values()) else None
+    states = wait_for(settled, 30, "the agent to record the trial's connections", interval=0.1)
+    unprotected = {i: s["reason"] for i, s in states.items() if s["status"] != "protected"}
+    logged = sum(int(s["c2s_logged"]) for s in states.values())
+    for cid in states:
+        store.delete_conn(cid, "demo")
+    return {"conns": len(states), "unprotected": unprotected, "c2s_logged": logged}
+
+
+def bulk(lab, store, trials: int, seconds: float, with_agent: bool) -> list:
+    meter = Meter({"agent": lab.agent.pid if with_agent else None, "redis": lab.redis.pid, "ovs": ovs_pid()})
+    rows = []
+    for trial in range(trials):
+        for reverse in (False, True):
+            # Alternate which mode goes first so drift (thermal, page cache) is shared.
+            order = (UNPROTECTED, PROTECTED) if trial % 2 == 0 else (PROTECTED, UNPROTECTED)
+            for port in order:
+                meter.start()
+                result = iperf(lab, port, seconds, reverse)
+                result.update(cpu=meter.stop(), trial=trial, direction="download" if reverse else "upload",
+                              protected=port == PROTECTED, agent=with_agent)
+                if port == PROTECTED and with_agent:
+                    result.update(check_and_clear_conns(store))
+                rows.append(result)
+                print(json.dumps(result), flush=True)
+    return rows
+
+
+def latency(lab, rounds: int, count: int) -> dict:
+    samples = {"unprotected": [], "protected": []}
+    for r in range(rounds):
+        order = (("unprotected", UNPROTECTED), ("protected", PROTECTED))
+        for name, port in (order if r % 2 == 0 else order[::-1]):
+            rc, out, err = lab.run("c1", f"python3 {ROOT}/bench/latency_client.py {PRIMARY_IP} {port} {count}")
+            if rc != 0:
+                raise LabError(f"latency client failed: {err}")
+            samples[name] += json.loads(out)["rtt_us"]
+    return samples
+
+
+def idle(lab, store: Store, count: int) -> dict:
+    mem0, rss0 = store.memory_used(), rss_bytes(lab.agent.pid)
+    proc = lab.host("c1").popen(["python3", str(ROOT / "bench/idle_client.py"), PRIMARY_IP, str(PROTECTED),
+                                 str(count)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        opened = json.loads(proc.stdout.readline())
+        ids = [f"10.0.0.1:{p}-{PRIMARY_IP}:{PROTECTED}" for p in opened["ports"]]
+
+        def all_recorded():
+            if not set(ids) <= store.service_conns("demo"):
+                return None
+            states = [store.conn(i) for i in ids]
+            # Connection n sent "hello n\n": the agent has it all once the lengths match.
+            return states if all(int(s["c2s_stored"]) == len(f"hello {n}\n") for n, s in enumerate(states)) \
+                else None
+        states = wait_for(all_recorded, 60, f"{count} idle connections in Redis", interval=0.2)
+        mem1, rss1 = store.memory_used(), rss_bytes(lab.agent.pid)
+        protected = sum(1 for s in states if s["status"] == "protected")
+        logged = sum(int(s["c2s_stored"]) for s in states)
+    finally:
+        proc.stdin.write("close\n")
+        proc.stdin.flush()
+        proc.wait(30)
+    return {"connections": count, "echo_ok": opened["ok"], "protected": protected, "c2s_stored_total": logged,
+            "redis_bytes_per_conn": (mem1 - mem0) / count, "agent_rss_bytes_per_conn": (rss1 - rss0) / count}
+
+
+def summarize(rows, lat, idle_result, heartbeat) -> dict:
+    out = {"bulk": {}, "latency": {}, "idle": idle_result, "agent_heartbeat": heartbeat}
+    for direction in ("upload", "download"):
+        def gbps(protected, agent):
+            return [r["gbps"] for r in rows if r["direction"] == direction and r["protected"] == protected
+                    and (r["agent"] == agent or not protected)]
+        off, on, mirror_only = gbps(False, True), gbps(True, True), gbps(True, False)
+        on_rows = [r for r in rows if r["direction"] == direction and r["protected"] and r["agent"]]
+        agent_cores = statistics.median(r["cpu"]["agent"] for r in on_rows)
+        out["bulk"][direction] = {
+            "unprotected_gbps_median": statistics.median(off),
+            "protected_gbps_median": statistics.median(on),
+            "mirror_only_gbps_median": statistics.median(mirror_only) if mirror_only else None,
+            "ratio_protected_over_unprotected": statistics.median(on) / statistics.median(off),
+            "ratio_mirror_only_over_unprotected": (statistics.median(mirror_only) / statistics.median(off))
+            if mirror_only else None,
+            "agent_cpu_cores_median": agent_cores,
+            "agent_cpu_cores_per_gbps": agent_cores / statistics.median(on),
+            "redis_cpu_cores_median": statistics.median(r["cpu"]["redis"] for r in on_rows),
+            "unprotected_connections": sum(len(r["unprotected"]) for r in on_rows),
+            "connections_checked": sum(r["conns"] for r in on_rows),
+        }
+    for name, values in lat.items():
+        out["latency"][name] = {"samples": len(values), "p50_us": percentile(values, 50),
+                                "p90_us": percentile(values, 90), "p99_us": percentile(values, 99)}
+    out["latency"]["ratio_p50_protected_over_unprotected"] = \
+        out["latency"]["protected"]["p50_us"] / out["latency"]["unprotected"]["p50_us"]
+    return out
+
+
+def plot(summary, rows, lat, path: Path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    labels, modes = ["upload", "download"], [("unprotected", False, True), ("mirror only", True, False),
+                                             ("protected", True, True)]
+    width = 0.27
+    for i, (name, protected, agent) in enumerate(modes):
+        vals = [[r["gbps"] for r in rows if r["direction"] == d and r["protected"] == protected
+                 and (r["agent"] == agent or not protected)] for d in labels]
+        meds = [statistics.median(v) if v else 0 for v in vals]
+        xs = [j + (i - 1) * width for j in range(len(labels))]
+        ax1.bar(xs, meds, width, label=name)
+        for x, v in zip(xs, vals):
+            ax1.scatter([x] * len(v), v, color="black", s=8, zorder=3)
+    ax1.set_xticks(range(len(labels)), labels)
+    ax1.set_ylabel("Gbit/s (median, dots = trials)")
+    ax1.set_title("Bulk TCP through the lab (iperf3)")
+    ax1.legend()
+    for name, values in lat.items():
+        ordered = sorted(values)
+        ax2.plot(ordered, [k / len(ordered) for k in range(len(ordered))], label=name)
+    ax2.set_xscale("log")
+    ax2.set_xlabel("round-trip time, µs (1-byte request/response)")
+    ax2.set_ylabel("CDF")
+    ax2.set_title(f"p50 ratio protected/unprotected = {summary['latency']['ratio_p50_protected_over_unprotected']:.3f}")
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--latency-rounds", type=int, default=3)
+    ap.add_argument("--latency-count", type=int, default=3000)
+    ap.add_argument("--idle", type=int, default=1000)
+    ap.add_argument("--run-dir", default="/run/ftcp-bench")
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    agent_args = ("--log-cap", "16G", "--grace", "1")
+    iperf_cmd = "iperf3 -s -p {port}"
+    with Lab(service_cmd=iperf_cmd, service_port=PROTECTED, run_dir=args.run_dir,
+             extra_primary_cmds=((iperf_cmd, UNPROTECTED),), agent_args=agent_args) as lab:
+        store = Store(lab.redis.url)
+        rows = bulk(lab, store, args.trials, args.seconds, with_agent=True)
+        heartbeat = store.agent("b1")
+        assert lab.stop_agent() == 0
+        rows += bulk(lab, store, max(2, args.trials // 2), args.seconds, with_agent=False)
+    echo = "python3 {root}/services/echo_server.py --port {port}"
+    with Lab(service_cmd=echo, service_port=PROTECTED, run_dir=args.run_dir,
+             extra_primary_cmds=((echo, UNPROTECTED),), agent_args=agent_args) as lab:
+        store = Store(lab.redis.url)
+        lat = latency(lab, args.latency_rounds, args.latency_count)
+        idle_result = idle(lab, store, args.idle)
+    summary = summarize(rows, lat, idle_result, heartbeat)
+    summary["command"] = "sudo .venv/bin/python -m bench.agent_bench " + " ".join(argv or [])
+    summary["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    (out / "agent_bench.json").write_text(json.dumps({"summary": summary, "trials": rows,
+                                                      "latency_us": lat}, indent=1))
+    plot(summary, rows, lat, out / "agent_bench.png")
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,561 @@
+"""The REST API's request logic, without Ryu: parsed request in, (status, body, content type) out.
+
+ryu_apps/ftcp_rest.py maps HTTP onto ``Api.handle``. Here requests are validated in
+full before anything changes, the controller (through the small ``Controller``
+adapter the Ryu app implements) and the store are asked, and every failure becomes
+a status code in one place, ``Api.handle``, the way ryu's ofctl_rest does it with a
+decorator. The API is written down in docs/openapi.yaml.
+"""
+from __future__ import annotations
+
+import abc
+import collections
+import hmac
+import ipaddress
+import json
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from ftcp.agent.tracker import GAP_S2C, NO_SYN, OOO_OVERFLOW, PROTECTED, UNPROTECTED
+from ftcp.config import NAME_RE, Config, ConfigError, Service, parse_service, redact_url, with_service
+from ftcp.store import StoreError, decode_event
+
+LOG = logging.getLogger("ftcp.api")
+
+JSON = "application/json"
+PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+MAX_BODY = 64 * 1024
+AGENT_STALE_AFTER = 3.0          # seconds without a heartbeat (agents beat every second)
+CONN_STATUSES = (PROTECTED, UNPROTECTED)
+DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
+MUTATING = frozenset({"PUT", "POST", "DELETE"})
+TOKEN_HELP = "set [ftcp] api_token in ryu.conf or FTCP_API_TOKEN, and restart ryu-manager"
+
+# route name -> {HTTP method: handler}; ryu_apps/ftcp_rest.py maps paths to route names.
+ROUTES = {
+    "services": {"GET": "_list_services"},
+    "service": {"GET": "_get_service", "PUT": "_put_service", "DELETE": "_delete_service"},
+    "failover": {"POST": "_failover"},
+    "migrate": {"POST": "_migrate"},
+    "connections": {"GET": "_list_connections"},
+    "connection": {"GET": "_get_connection"},
+    "health": {"GET": "_health"},
+    "events": {"GET": "_events"},
+    "metrics": {"GET": "_metrics"},
+}
+
+CONN_ID_RE = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})-(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})")
+CONN_SUMMARY_FIELDS = ("id", "service", "client_ip", "client_port", "server_ip", "server_port", "state", "status",
+                       "reason", "c2s_logged", "s2c_acked", "first_seen", "last_seen", "closed_at")
+# Why a connection is unprotected, as a small set of metric label values. The first
+# prefix that matches wins; the agent writes the reasons (ftcp/agent/tracker.py, writer.py).
+REASON_CLASSES = ((NO_SYN, "no_syn"), (GAP_S2C, "capture_gap"), (OOO_OVERFLOW, "reassembly_overflow"),
+                  ("log cap", "log_cap"), ("redis", "redis"))
+
+
+class ApiError(Exception):
+    """A request the API refuses: HTTP status, message, and the field it is about."""
+
+    def __init__(self, status: int, message: str, field: Optional[str] = None):
+        super().__init__(message)
+        self.status, self.message, self.field = status, message, field
+
+
+class Controller(abc.ABC):
+    """What the Ryu app gives the API. Methods are called from the WSGI green thread."""
+
+    @abc.abstractmethod
+    def config(self) -> Config:
+        """The services in force now."""
+
+    @abc.abstractmethod
+    def apply_service(self, service: Service) -> None:
+        """Create or replace ``service``: make it part of config(), install its flows on
+        the connected switches and record it in Redis. The API has already checked that
+        it fits the current config; raising ConfigError means nothing was applied."""
+
+    @abc.abstractmethod
+    def remove_service(self, name: str) -> None:
+        """Remove a configured service: its flows, its Redis record, and from config()."""
+
+    @abc.abstractmethod
+    def switches(self) -> list:
+        """Connected switches: [{"dpid": "0000000000000001", "address": "127.0.0.1:40000",
+        "connected_since": <unix time>}]."""
+
+    def failover(self, name: str, backup: str) -> dict:
+        """Fail ``name`` over to ``backup`` now; returns what was done."""
+        raise NotImplementedError
+
+    def migrate(self, name: str) -> dict:
+        """Planned migration of every live connection of ``name`` to its backup."""
+        raise NotImplementedError
+
+    def redis_errors(self) -> int:
+        """Failed Redis writes of the controller so far (for /metrics)."""
+        return 0
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    params: dict = field(default_factory=dict)      # path parameters
+    query: dict = field(default_factory=dict)       # name -> value, or list of values
+    body: bytes = b""
+    authorization: Optional[str] = None             # the Authorization header, as sent
+
+
+class Api:
+    def __init__(self, store, controller: Controller, token: Optional[str], clock: Callable[[], float] = time.time):
+        self.store = store
+        self.controller = controller
+        self._token = (token or "").encode()
+        self.clock = clock
+        self.started = clock()
+        self.redis_errors = 0
+
+    @property
+    def mutations_enabled(self) -> bool:
+        """False without a token: then state-changing calls are refused (403)."""
+        return bool(self._token)
+
+    @staticmethod
+    def methods(route: str) -> list:
+        """The HTTP methods a route answers (for an Allow header)."""
+        return sorted(ROUTES.get(route, {}))
+
+    def handle(self, route: str, req: Request) -> tuple:
+        """(status, body, content type): body is a dict for JSON, text for /metrics."""
+        try:
+            handlers = ROUTES.get(route)
+            if handlers is None:
+                raise ApiError(404, "no such resource")
+            handler = handlers.get(req.method)
+            if handler is None:
+                raise ApiError(405, f"{req.method} is not allowed here; allowed: {', '.join(self.methods(route))}")
+            if req.method in MUTATING:
+                self._authorize(req.authorization)
+            status, body = getattr(self, handler)(req)
+            return status, body, PROMETHEUS if isinstance(body, str) and status == 200 else JSON
+        except ApiError as e:
+            return e.status, {"error": e.message, "field": e.field}, JSON
+        except ConfigError as e:
+            return 400, {"error": str(e), "field": e.field}, JSON
+        except StoreError as e:
+            self._redis_failed(e)
+            return 503, {"error": f"redis unavailable: {e}", "field": None}, JSON
+        except Exception:
+            # A bug: logged with its traceback, and the controller keeps serving.
+            LOG.exception("ftcp REST: %s %s failed", req.method, route)
+            return 500, {"error": "internal error; the controller log has the details", "field": None}, JSON
+
+    # --- checks ------------------------------------------------------------------------
+
+    def _authorize(self, header: Optional[str]) -> None:
+        if not self._token:
+            raise ApiError(403, f"state-changing calls are disabled: no API token is configured; {TOKEN_HELP}",
+                           "Authorization")
+        scheme, _, given = (header or "").strip().partition(" ")
+        # compare_digest: the time taken says nothing about how much of the token matched.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self._token):
+            raise ApiError(401, "a valid bearer token is required (Authorization: Bearer <token>)", "Authorization")
+
+    def _redis_failed(self, error: StoreError) -> None:
+        self.redis_errors += 1
+        LOG.warning("ftcp REST: %s", error)
+
+    @staticmethod
+    def _query(req: Request, allowed: tuple) -> dict:
+        out = {}
+        for name, value in req.query.items():
+            values = value if isinstance(value, (list, tuple)) else [value]
+            if name not in allowed:
+                raise ApiError(400, f"unknown query parameter (allowed: {', '.join(allowed) or 'none'})", name)
+            if len(values) != 1:
+                raise ApiError(400, "must be given once", name)
+            out[name] = values[0]
+        return out
+
+    @staticmethod
+    def _int(query: dict, name: str, default: int, low: int, high: int) -> int:
+        text = query.get(name)
+        if text is None:
+            return default
+        # Not int(text) alone: it also takes " 5", "+5", "5_0" and non-ASCII digits.
+        if not re.fullmatch(r"[0-9]{1,10}", text) or not low <= int(text) <= high:
+            raise ApiError(400, f"must be an integer from {low} to {high}, got {text!r}", name)
+        return int(text)
+
+    @staticmethod
+    def _json(body: bytes) -> Any:
+        if len(body) > MAX_BODY:
+            raise ApiError(413, f"the body is over {MAX_BODY} bytes", "body")
+        if not body.strip():
+            raise ApiError(400, "a JSON body is required", "body")
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError) as e:   # UnicodeDecodeError is a ValueError
+            raise ApiError(400, f"malformed JSON: {e}", "body") from None
+
+    def _action_body(self, req: Request, required: tuple, optional: tuple = ()) -> dict:
+        """A small JSON object of strings (an action's arguments); empty means {}."""
+        data = self._json(req.body) if req.body.strip() or required else {}
+        if not isinstance(data, dict):
+            raise ApiError(400, "must be a JSON object", "body")
+        for name in data:
+            if name not in required + optional:
+                raise ApiError(400, f"unknown field (allowed: {', '.join(required + optional) or 'none'})", name)
+        for name in required:
+            if name not in data:
+                raise ApiError(400, "is required", name)
+        for name, value in data.items():
+            if not isinstance(value, str):
+                raise ApiError(400, f"must be a string, got {json.dumps(value)}", name)
+        return data
+
+    def _service(self, name: str) -> Service:
+        service = self.controller.config().service(name)
+        if service is None:
+            raise ApiError(404, f"no service named {name!r}", "name")
+        return service
+
+    # --- services --------------------------------------------------------------------------
+
+    def _list_services(self, req):
+        self._query(req, ())
+        return 200, {"services": [self._service_view(s) for s in self.controller.config().services]}
+
+    def _get_service(self, req):
+        self._query(req, ())
+        return 200, self._service_view(self._service(req.params["name"]))
+
+    def _put_service(self, req):
+        self._query(req, ())
+        name = req.params["name"]
+        if not NAME_RE.fullmatch(name):
+            raise ApiError(400, "must be 1-32 letters, digits, '_', '.', '-' starting with a letter or digit", "name")
+        data = self._json(req.body)
+        if isinstance(data, dict):
+            given = data.get("name")
+            if given is None:
+                data = dict(data, name=name)
+            elif isinstance(given, str) and given != name:
+                raise ApiError(400, f"must be the name in the path ({name!r}) or be omitted, got {given!r}",
+                               "service.name")
+        service = parse_service(data, "service")
+        conf = self.controller.config()
+        self._check_fits(conf, service)
+        existed = conf.service(name) is not None
+        self.controller.apply_service(service)
+        LOG.info("ftcp REST: service %s %s (%s)", name, "replaced" if existed else "created", service.key)
+        try:
+            view = self._service_view(service)
+        except StoreError as e:
+            # Applied: only the Redis part of the answer is missing.
+            self._redis_failed(e)
+            view = self._service_view(service, redis=False)
+        return (200 if existed else 201), view
+
+    @staticmethod
+    def _check_fits(conf: Config, service: Service) -> None:
+        """Reject a service that clashes with another (name, address:port, cookie),
+        naming the other one instead of its index in a services list."""
+        try:
+            with_service(conf, service)
+        except ConfigError as e:
+            names = [s.name for s in conf.services if s.name != service.name] + [service.name]
+            problem = re.sub(r"services\[(\d+)\]", lambda m: f"service {names[int(m.group(1))]!r}", e.problem)
+            raise ConfigError(re.sub(r"^services\[\d+\]", "service", e.field), problem) from None
+
+    def _delete_service(self, req):
+        self._query(req, ())
+        service = self._service(req.params["name"])
+        self.controller.remove_service(service.name)
+        LOG.info("ftcp REST: service %s deleted", service.name)
+        return 204, ""
+
+    def _failover(self, req):
+        self._query(req, ())
+        service = self._service(req.params["name"])
+        backup = self._action_body(req, required=("backup",))["backup"]
+        names = [b.name for b in service.backups]
+        if backup not in names:
+            raise ApiError(400, f"{backup!r} is not a backup of {service.name} (backups: {', '.join(names)})",
+                           "backup")
+        try:
+            return 200, self.controller.failover(service.name, backup)
+        except NotImplementedError:
+            raise ApiError(501, "failover is not implemented yet") from None
+
+    def _migrate(self, req):
+        self._query(req, ())
+        service = self._service(req.params["name"])
+        self._action_body(req, required=())
+        try:
+            return 200, self.controller.migrate(service.name)
+        except NotImplementedError:
+            raise ApiError(501, "failover is not implemented yet (planned migration uses it)") from None
+
+    def _service_view(self, service: Service, redis: bool = True) -> dict:
+        """The service as configured, and from Redis its status and live connections."""
+        record = (self.store.service_state(service.name) or {}) if redis else {}
+        view = service.to_dict()
+        view.update(
+            status=record.get("status") or ("configured" if redis else "unknown"),
+            reason=record.get("reason") or "",
+            epoch=record.get("epoch") or 0,
+            dpid=record.get("dpid") or None,
+            flows=record.get("flows"),
+            updated=record.get("updated"),
+            connections=self._conn_counts(service.name) if redis else None,
+        )
+        return view
+
+    def _live_conns(self, name: str, fields: tuple) -> dict:
+        return self.store.conn_fields(self.store.service_conns(name), fields)
+
+    def _conn_counts(self, name: str) -> dict:
+        counts = dict.fromkeys(CONN_STATUSES, 0)
+        for row in self._live_conns(name, ("status",)).values():
+            status = row.get("status") or "unknown"
+            counts[status] = counts.get(status, 0) + 1
+        counts["total"] = sum(counts.values())
+        return counts
+
+    # --- connections -------------------------------------------------------------------
+
+    def _list_connections(self, req):
+        q = self._query(req, ("service", "status", "client", "limit", "offset"))
+        limit = self._int(q, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        offset = self._int(q, "offset", 0, 0, 10**9)
+        service, status, client = q.get("service"), q.get("status"), q.get("client")
+        if service is not None and self.controller.config().service(service) is None:
+            raise ApiError(404, f"no service named {service!r}", "service")
+        if status is not None and status not in CONN_STATUSES:
+            raise ApiError(400, f"must be one of {', '.join(CONN_STATUSES)}, got {status!r}", "status")
+        want_client = self._client_filter(client) if client is not None else None
+        rows = self.store.conn_fields(self.store.conn_ids(), CONN_SUMMARY_FIELDS)
+        chosen = [dict(row, id=cid) for cid, row in rows.items()
+                  if (service is None or row.get("service") == service)
+                  and (status is None or row.get("status") == status)
+                  and (want_client is None or want_client(row))]
+        chosen.sort(key=lambda row: (str(row.get("service")), row["id"]))
+        return 200, {"connections": chosen[offset:offset + limit], "total": len(chosen), "limit": limit,
+                     "offset": offset}
+
+    @staticmethod
+    def _client_filter(text: str):
+        """``10.0.0.1`` or ``10.0.0.1:40000`` -> a predicate on a connection row."""
+        host, sep, port = text.partition(":")
+        try:
+            ip = str(ipaddress.IPv4Address(host))
+            number = int(port) if sep else None
+            if sep and not (port.isascii() and port.isdigit() and 1 <= number <= 65535):
+                raise ValueError
+        except ValueError:
+            raise ApiError(400, f"must be an IPv4 address or address:port like 10.0.0.1:40000, got {text!r}",
+                           "client") from None
+        return lambda row: row.get("client_ip") == ip and (number is None or row.get("client_port") == number)
+
+    def _get_connection(self, req):
+        self._query(req, ())
+        conn_id = req.params["id"]
+        match = CONN_ID_RE.fullmatch(conn_id)
+        try:
+            if match is None:
+                raise ValueError
+            ipaddress.IPv4Address(match.group(1)), ipaddress.IPv4Address(match.group(3))
+        except ValueError:
+            raise ApiError(400, f"must be a connection id like 10.0.0.1:40000-10.0.0.10:7000, got {conn_id!r}",
+                           "id") from None
+        state = self.store.conn_state(conn_id)
+        if state is None:
+            raise ApiError(404, f"no connection {conn_id} (closed connections are kept a few minutes)", "id")
+        state["id"] = conn_id
+        state["log_bytes"] = self.store.log_lengths([conn_id]).get(conn_id, 0)
+        return 200, state
+
+    # --- health, events, metrics --------------------------------------------------------------
+
+    def _health(self, req):
+        self._query(req, ())
+        now = self.clock()
+        conf = self.controller.config()
+        degraded = []
+        try:
+            switches = list(self.controller.switches())
+        except Exception:
+            LOG.exception("ftcp REST: the controller could not list its switches")
+            switches = []
+        if conf.services and not switches:
+            degraded.append("no switch connected")
+        redis = self._redis_health()
+        agents = self._agents(conf, now) if redis["status"] == "up" else \
+            [{"name": name, "status": "unknown", "heartbeat": None, "age": None, "stats": {}}
+             for name in _backup_names(conf)]
+        if redis["status"] != "up":
+            degraded.append("redis down")
+        degraded += [f"agent {a['name']} {a['status']}" for a in agents if a["status"] not in ("up", "unknown")]
+        return 200, {
+            "status": "degraded" if degraded else "ok",
+            "problems": degraded,
+            "time": now,
+            "controller": {"status": "up", "started": self.started, "uptime": now - self.started},
+            "switches": switches,
+            "redis": redis,
+            "agents": agents,
+        }
+
+    def _redis_health(self) -> dict:
+        url = redact_url(getattr(self.store, "url", ""))
+        try:
+            self.store.ping()
+        except StoreError as e:
+            self._redis_failed(e)
+            return {"status": "down", "url": url, "error": str(e)}
+        return {"status": "up", "url": url, "error": None}
+
+    def _agents(self, conf: Config, now: float) -> list:
+        """Each backup's agent, from its heartbeat record."""
+        agents = []
+        for name in _backup_names(conf):
+            beat = self.store.agent_state(name)
+            if beat is None:
+                agents.append({"name": name, "status": "missing", "heartbeat": None, "age": None, "stats": {}})
+                continue
+            last = beat.get("heartbeat")
+            age = now - last if isinstance(last, float) else None
+            if beat.get("stopped"):
+                status = "stopped"
+            elif age is None or age > AGENT_STALE_AFTER:
+                status = "stale"
+            else:
+                status = "up"
+            stats = {k: v for k, v in beat.items() if k not in ("heartbeat", "stopped")}
+            agents.append({"name": name, "status": status, "heartbeat": last, "age": age, "stats": stats})
+        return agents
+
+    def _events(self, req):
+        q = self._query(req, ("limit",))
+        limit = self._int(q, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        return 200, {"events": [dict(decode_event(record), id=event_id)
+                                for event_id, record in self.store.recent_events(limit)]}
+
+    def _metrics(self, req):
+        self._query(req, ())
+        now = self.clock()
+        conf = self.controller.config()
+        families = [("ftcp_controller_uptime_seconds", "gauge", "Seconds since the controller's REST API started.",
+                     [({}, now - self.started)])]
+        redis_up, agents = self._redis_health()["status"] == "up", []
+        if redis_up:
+            try:
+                redis_families, agents = self._redis_families(conf, now)
+                families += redis_families
+            except StoreError as e:
+                self._redis_failed(e)
+                redis_up = False
+        soon = "Comes with failover (not implemented yet): always 0."
+        families += [
+            ("ftcp_redis_up", "gauge", "1 if Redis answered this scrape.", [({}, redis_up)]),
+            ("ftcp_redis_errors_total", "counter",
+             "Failed Redis calls by component (an agent's as of its last heartbeat).",
+             [({"component": "api"}, self.redis_errors),
+              ({"component": "controller"}, self.controller.redis_errors())]
+             + _agent_samples(agents, "redis_errors", component="agent")),
+            ("ftcp_failovers_total", "counter", f"Failovers and planned migrations. {soon}", [({}, 0)]),
+            ("ftcp_failover_stall_seconds", "gauge", f"Client stall of the last failover. {soon}", [({}, 0)]),
+            ("ftcp_probes_total", "counter", f"Service probes by result (alive, rst, timeout). {soon}",
+             [({"result": r}, 0) for r in ("alive", "rst", "timeout")]),
+            ("ftcp_held_fin_rst_total", "counter", f"Server FIN/RST segments held by the controller. {soon}",
+             [({}, 0)]),
+        ]
+        return 200, exposition(families)
+
+    def _redis_families(self, conf: Config, now: float) -> tuple:
+        """The metric families read from Redis, and the agents' records."""
+        services, conns, unprotected = collections.Counter(), [], []
+        for service in conf.services:
+            record = self.store.service_state(service.name) or {}
+            services[record.get("status") or "configured"] += 1
+            rows = self._live_conns(service.name, ("status", "reason")).values()
+            by_status = collections.Counter(row.get("status") or "unknown" for row in rows)
+            for status in sorted(set(CONN_STATUSES) | set(by_status)):
+                conns.append(({"service": service.name, "status": status}, by_status[status]))
+            reasons = collections.Counter(reason_class(row.get("reason") or "")
+                                          for row in rows if row.get("status") == UNPROTECTED)
+            unprotected += [({"service": service.name, "reason": r}, n) for r, n in sorted(reasons.items())]
+        agents = self._agents(conf, now)
+        families = [
+            ("ftcp_services", "gauge", "Configured services by status.",
+             [({"status": s}, n) for s, n in sorted(services.items())]),
+            ("ftcp_connections", "gauge", "Live connections by service and status.", conns),
+            ("ftcp_unprotected_connections", "gauge", "Live unprotected connections by service and reason class.",
+             unprotected),
+            ("ftcp_agent_up", "gauge", f"1 if the backup's agent sent a heartbeat in the last "
+             f"{AGENT_STALE_AFTER:g} s.", [({"agent": a["name"]}, a["status"] == "up") for a in agents]),
+            ("ftcp_agent_heartbeat_age_seconds", "gauge", "Seconds since the agent's last heartbeat.",
+             [({"agent": a["name"]}, a["age"]) for a in agents if a["age"] is not None]),
+        ]
+        families += [(name, kind, help_text, _agent_samples(agents, stat))
+                     for name, kind, stat, help_text in AGENT_METRICS]
+        return families, agents
+
+
+# (metric, type, heartbeat field, help): the agent's own counters, as of its last heartbeat.
+AGENT_METRICS = (
+    ("ftcp_bytes_logged_total", "counter", "bytes_logged", "Client->server bytes the agent stored in Redis."),
+    ("ftcp_agent_kernel_drops_total", "counter", "kernel_drops",
+     "Mirrored packets the kernel dropped before the agent read them (capture gaps)."),
+    ("ftcp_agent_packets_total", "counter", "packets", "Mirrored packets the agent tracked."),
+    ("ftcp_agent_buffered_bytes", "gauge", "buffered", "Client bytes waiting to be written to Redis."),
+    ("ftcp_agent_lost_connections_total", "counter", "lost_conns",
+     "Connections that lost protection because their log could not be stored."),
+)
+
+
+def reason_class(reason: str) -> str:
+    """A metric label for an unprotected connection's reason."""
+    return next((label for prefix, label in REASON_CLASSES if reason.startswith(prefix)), "other")
+
+
+def _backup_names(conf: Config) -> list:
+    return sorted({b.name for s in conf.services for b in s.backups})
+
+
+def _agent_samples(agents: list, stat: str, **labels) -> list:
+    """One sample per agent whose heartbeat carries the counter ``stat``."""
+    return [(dict(labels, agent=a["name"]), a["stats"][stat]) for a in agents
+            if isinstance(a["stats"].get(stat), int)]
+
+
+def exposition(families) -> str:
+    """Prometheus text format 0.0.4 from [(name, type, help, [(labels, value)])]."""
+    lines = []
+    for name, kind, help_text, samples in families:
+        lines += [f"# HELP {name} {_escape(help_text)}", f"# TYPE {name} {kind}"]
+        for labels, value in samples:
+            pairs = ",".join(f'{k}="{_escape(v, quote=True)}"' for k, v in labels.items())
+            lines.append(f"{name}{{{pairs}}} {_number(value)}" if pairs else f"{name} {_number(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _escape(text: Any, quote: bool = False) -> str:
+    text = str(text).replace("\\", "\\\\").replace("\n", "\\n")
+    return text.replace('"', '\\"') if quote else text
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "+Inf" if value > 0 else "-Inf"
+        return repr(value)
+    return str(int(value))
