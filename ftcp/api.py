@@ -48,7 +48,8 @@ ROUTES = {
     "metrics": {"GET": "_metrics"},
 }
 
-CONN_ID_RE = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})-(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})")
+# [0-9], not \d: for str patterns \d also matches non-ASCII digits.
+CONN_ID_RE = re.compile(r"([0-9]{1,3}(?:\.[0-9]{1,3}){3}):([0-9]{1,5})-([0-9]{1,3}(?:\.[0-9]{1,3}){3}):([0-9]{1,5})")
 CONN_SUMMARY_FIELDS = ("id", "service", "client_ip", "client_port", "server_ip", "server_port", "state", "status",
                        "reason", "c2s_logged", "s2c_acked", "first_seen", "last_seen", "closed_at")
 # Why a connection is unprotected, as a small set of metric label values. The first

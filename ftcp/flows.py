@@ -21,12 +21,18 @@ DEFAULT = 0x00
 MIRROR_C2S = 0x01
 MIRROR_S2C = 0x02
 MIRROR_PORT_DROP = 0x03
+FENCE = 0x10
+REDIRECT_C2S = 0x11
+REDIRECT_S2C = 0x12
 
 # Priorities: the NORMAL default at the bottom, mirrors above it; drops of anything
 # a backup sends from its mirror iface above all, so it can never inject traffic.
 PRIO_DEFAULT = 0
 PRIO_MIRROR = 1000
 PRIO_MIRROR_PORT_DROP = 2000
+# After a failover: redirects win over the mirrors, the fence over everything.
+PRIO_REDIRECT = 1500
+PRIO_FENCE = 3000
 
 
 def cookie(service_id: int, purpose: int) -> int:
@@ -112,6 +118,35 @@ def describe(msg) -> str:
     actions = []
     for inst in msg.instructions:
         for act in getattr(inst, "actions", []):
+            if isinstance(act, parser.OFPActionSetField):
+                actions.append(f"set:{act.key}={act.value}")
+                continue
             port = getattr(act, "port", None)
             actions.append("NORMAL" if port == ofp.OFPP_NORMAL else f"output:{port}")
     return f"cookie={msg.cookie:#x} priority={msg.priority} {match} -> {','.join(actions) or 'drop'}"
+
+
+def fence_flow(dp, plan: ServicePlan):
+    """Nothing the old primary sends for the service reaches anyone any more."""
+    svc = plan.service
+    return _add(dp, cookie(svc.cookie_id, FENCE), PRIO_FENCE,
+                _tcp_match(in_port=plan.primary_port, ipv4_src=svc.address, tcp_src=svc.port), [])
+
+
+def redirect_flows(dp, plan: ServicePlan, backup_name: str, service_mac: str) -> list:
+    """Client->service goes to the backup (addresses rewritten; OVS fixes the
+    checksums); the backup's answers leave with the service's address and MAC."""
+    svc = plan.service
+    index = next(i for i, b in enumerate(svc.backups) if b.name == backup_name)
+    backup, port = svc.backups[index], plan.data_ports[index]
+    sid = svc.cookie_id
+    return [
+        _add(dp, cookie(sid, REDIRECT_C2S), PRIO_REDIRECT,
+             _tcp_match(ipv4_dst=svc.address, tcp_dst=svc.port),
+             [parser.OFPActionSetField(eth_dst=backup.mac), parser.OFPActionSetField(ipv4_dst=backup.address),
+              parser.OFPActionOutput(port)]),
+        _add(dp, cookie(sid, REDIRECT_S2C), PRIO_REDIRECT,
+             _tcp_match(in_port=port, ipv4_src=backup.address, tcp_src=svc.port),
+             [parser.OFPActionSetField(ipv4_src=svc.address), parser.OFPActionSetField(eth_src=service_mac),
+              parser.OFPActionOutput(ofp.OFPP_NORMAL)]),
+    ]

@@ -40,6 +40,14 @@ def agent_key(name: str) -> str:
     return f"{PREFIX}:agent:{name}"
 
 
+# Control channels (pub/sub): the controller asks an agent, the agent answers.
+CONTROLLER_CHANNEL = f"{PREFIX}:ctl:controller"
+
+
+def agent_channel(name: str) -> str:
+    return f"{PREFIX}:ctl:agent:{name}"
+
+
 class StoreError(RuntimeError):
     """Redis could not be reached or answered with an error."""
 
@@ -123,6 +131,31 @@ class Store:
     def last_event_id(self) -> str:
         last = self._do(lambda r: r.xrevrange(EVENTS, count=1))
         return last[0][0] if last else "0"
+
+    # --- control messages -------------------------------------------------------
+
+    def publish(self, channel: str, message: dict) -> int:
+        """Send a JSON message; returns how many subscribers got it."""
+        return self._do(lambda r: r.publish(channel, json.dumps(message)))
+
+    def subscribe(self, channel: str):
+        """A redis-py PubSub on ``channel``; read it with ``next_message``."""
+        pubsub = self._do(lambda r: r.pubsub(ignore_subscribe_messages=True))
+        self._do(lambda r: pubsub.subscribe(channel))
+        return pubsub
+
+    def next_message(self, pubsub, timeout: float) -> Optional[dict]:
+        """The next JSON message on a subscription, or None after ``timeout``."""
+        try:
+            msg = pubsub.get_message(timeout=timeout)
+        except (redis.RedisError, OSError) as e:
+            raise StoreError(f"redis at {redact_url(self.url)}: {e}") from None
+        if not msg or msg.get("type") != "message":
+            return None
+        try:
+            return json.loads(msg["data"])
+        except ValueError:
+            return {"cmd": "invalid", "raw": str(msg["data"])[:200]}
 
     # --- connections (written by the backup agent) -------------------------------
 

@@ -3,22 +3,24 @@
 Launch:  ryu-manager --config-file switch_config/ryu.conf ryu_apps/ftcp_app.py
 The service file comes from ``[ftcp] config`` in ryu.conf, or FTCP_CONFIG.
 """
+import json
 import logging
 import os
 import sys
+import time
 
 from ryu import cfg
 from ryu.base import app_manager
 from ryu.controller import ofp_event
-from ryu.controller.handler import CONFIG_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from ryu.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
 from ryu.lib import hub
 from ryu.ofproto import ofproto_v1_3
 
 from ftcp import config as ftcp_config
-from ftcp import flows
+from ftcp import failover, flows
 from ftcp.plan import plan_switch, switch_applies
 from ftcp.recorder import Recorder
-from ftcp.store import Store
+from ftcp.store import CONTROLLER_CHANNEL, Store, StoreError, agent_channel
 
 LOG = logging.getLogger("ftcp.app")
 
@@ -27,6 +29,8 @@ cfg.CONF.register_opts([
                help="ftcp services file (YAML); FTCP_CONFIG overrides it"),
     cfg.StrOpt("redis_url", default="",
                help="Redis URL; overrides redis.url of the services file (FTCP_REDIS_URL overrides both)"),
+    cfg.FloatOpt("takeover_timeout", default=5.0,
+                 help="seconds to wait for the backup's ready before declaring the failover failed"),
 ], group="ftcp")
 
 
@@ -46,15 +50,28 @@ def _load_config():
     return conf
 
 
+def _port_down(msg) -> bool:
+    ofp = msg.datapath.ofproto
+    desc = msg.desc
+    return (msg.reason == ofp.OFPPR_DELETE or bool(desc.state & ofp.OFPPS_LINK_DOWN)
+            or bool(desc.config & ofp.OFPPC_PORT_DOWN))
+
+
 class FtcpApp(app_manager.RyuApp):
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.conf = _load_config()
-        self.recorder = Recorder(Store(self.conf.redis_url))
+        self.store = Store(self.conf.redis_url)
+        self.recorder = Recorder(self.store)
         self._wake = hub.Event()
-        self._awaiting_barrier = {}  # (dpid, xid) -> [(ServicePlan, flow count)]
+        self._after_barrier = {}  # (dpid, xid) -> callable run on the barrier reply
+        self.datapaths = {}       # dpid -> datapath
+        self.plans = {}           # dpid -> {service name: ServicePlan}
+        self.failovers = {s.name: failover.ServiceFailover(s.name, tuple(b.name for b in s.backups),
+                                                           epoch=self._stored_epoch(s.name))
+                          for s in self.conf.services}
         LOG.info("ftcp: %d service(s) from %s, redis %s", len(self.conf.services), self.conf.source,
                  ftcp_config.redact_url(self.conf.redis_url))
         for svc in self.conf.services:
@@ -62,9 +79,17 @@ class FtcpApp(app_manager.RyuApp):
                      ", ".join(f"{b.name}({b.address}, mirror port {b.mirror_port})" for b in svc.backups))
             self.recorder.service(svc, "configured")
         self.recorder.event("controller_started", services=[s.name for s in self.conf.services])
-        self.threads.append(hub.spawn(self._recorder_loop))
+        self.threads += [hub.spawn(self._recorder_loop), hub.spawn(self._control_loop),
+                         hub.spawn(self._tick_loop)]
 
-    # --- Redis writer green thread ------------------------------------------------
+    def _stored_epoch(self, name: str) -> int:
+        try:
+            return int((self.store.service(name) or {}).get("epoch", 0))
+        except (StoreError, ValueError) as e:
+            LOG.warning("ftcp: cannot read the epoch of %s from Redis (%s); starting at 0", name, e)
+            return 0
+
+    # --- green threads -----------------------------------------------------------------
 
     def _record(self):
         self._wake.set()
@@ -78,12 +103,134 @@ class FtcpApp(app_manager.RyuApp):
             except Exception:  # never let the writer thread die silently
                 LOG.exception("ftcp: recorder failed")
 
+    def _control_loop(self):
+        """Messages from agents (ready) and operators (failover) on Redis pub/sub."""
+        while True:
+            try:
+                sub = self.store.subscribe(CONTROLLER_CHANNEL)
+                while True:
+                    msg = self.store.next_message(sub, timeout=1.0)
+                    if msg is not None:
+                        self._on_control(msg)
+            except StoreError as e:
+                LOG.error("ftcp: control channel: %s; resubscribing", e)
+                hub.sleep(0.5)
+            except Exception:
+                LOG.exception("ftcp: control loop failed; resubscribing")
+                hub.sleep(0.5)
+
+    def _tick_loop(self):
+        while True:
+            hub.sleep(0.05)
+            now = time.time()
+            for f in self.failovers.values():
+                self._run(f.tick(now))
+
+    def _on_control(self, msg: dict):
+        cmd, name = msg.get("cmd"), msg.get("service")
+        if name not in self.failovers:
+            LOG.error("ftcp: control message for unknown service: %r", msg)
+            return
+        if cmd == "ready":
+            LOG.info("ftcp: backup %s ready for %s (epoch %s): %d taken, %d not (%s s)", msg.get("backup"),
+                     name, msg.get("epoch"), len(msg.get("taken", [])), len(msg.get("failed", {})),
+                     msg.get("seconds"))
+            self._run(self.failovers[name].ready(int(msg.get("epoch", -1)), msg.get("backup"),
+                                                 list(msg.get("taken", [])), dict(msg.get("failed", {})),
+                                                 time.time()))
+        elif cmd == "failover":
+            self.fail(name, str(msg.get("reason") or "requested"), backup=msg.get("backup"))
+        else:
+            LOG.error("ftcp: unknown control message: %r", msg)
+
+    # --- failover ------------------------------------------------------------------------
+
+    def fail(self, name: str, reason: str, backup=None):
+        actions = self.failovers[name].fail(reason, time.time(), timeout=cfg.CONF.ftcp.takeover_timeout,
+                                            backup=backup)
+        if actions:
+            LOG.warning("ftcp: service %s: %s: failing over", name, reason)
+        self._run(actions)
+
+    def _run(self, actions):
+        """Carry out failover actions in order. Flow changes are confirmed by a
+        barrier before the next action: the takeover only starts once the primary is
+        fenced, and the agent is only told to go once the redirect is in place."""
+        actions = list(actions)
+        while actions:
+            action = actions.pop(0)
+            if isinstance(action, (failover.Fence, failover.Redirect)):
+                self._flows_then(action, lambda rest=actions: self._run(rest))
+                return
+            if isinstance(action, failover.RequestTakeover):
+                self._publish(agent_channel(action.backup),
+                              {"cmd": "takeover", "service": action.service, "epoch": action.epoch})
+            elif isinstance(action, failover.Go):
+                self._publish(agent_channel(action.backup),
+                              {"cmd": "go", "service": action.service, "epoch": action.epoch})
+            elif isinstance(action, failover.Record):
+                self._record_failover(action)
+
+    def _flows_then(self, action, then):
+        svc = self.conf.service(action.service)
+        pending = []
+        for dpid, plans in self.plans.items():
+            plan = plans.get(action.service)
+            dp = self.datapaths.get(dpid)
+            if plan is None or dp is None:
+                continue
+            for mod in self._failover_flows(dp, plan, action, svc):
+                dp.send_msg(mod)
+                LOG.info("ftcp: %s on %016x: %s", action.service, dpid, flows.describe(mod))
+            barrier = flows.barrier(dp)
+            dp.send_msg(barrier)
+            pending.append((dpid, barrier.xid))
+        if not pending:
+            LOG.error("ftcp: %s: no switch carries the service; nothing to %s", action.service,
+                      type(action).__name__.lower())
+            then()
+            return
+        remaining = set(pending)
+
+        def one_done(key):
+            remaining.discard(key)
+            if not remaining:
+                then()
+        for key in pending:
+            self._after_barrier[key] = lambda key=key: one_done(key)
+
+    @staticmethod
+    def _failover_flows(dp, plan, action, svc):
+        if isinstance(action, failover.Fence):
+            return [flows.fence_flow(dp, plan)]
+        return flows.redirect_flows(dp, plan, action.backup, svc.primary.mac)
+
+    def _record_failover(self, action: failover.Record):
+        svc = self.conf.service(action.service)
+        detail = {k: v if isinstance(v, str) else json.dumps(v) for k, v in action.detail.items()}
+        LOG.warning("ftcp: service %s is %s (epoch %d): %s", action.service, action.status, action.epoch,
+                    action.detail)
+        self.recorder.service(svc, action.status, epoch=action.epoch, **detail)
+        self.recorder.event(f"service_{action.status}", service=action.service, epoch=action.epoch,
+                            **action.detail)
+        self._record()
+
+    def _publish(self, channel: str, message: dict):
+        def send():
+            try:
+                if not self.store.publish(channel, message):
+                    LOG.error("ftcp: nobody listens on %s: %s is lost (is the agent running?)", channel, message)
+            except StoreError as e:
+                LOG.error("ftcp: cannot send %s on %s: %s", message, channel, e)
+        hub.spawn(send)
+
     # --- OpenFlow ------------------------------------------------------------------
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def switch_features(self, ev):
         dp = ev.msg.datapath
         LOG.info("ftcp: switch %016x connected", dp.id)
+        self.datapaths[dp.id] = dp
         # Start from nothing we own: a reconnecting switch keeps flows of an older
         # config (fail_mode=secure). Messages are processed in order, so the gap
         # between delete and re-add is only a few microseconds of OVS work.
@@ -101,10 +248,14 @@ class FtcpApp(app_manager.RyuApp):
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def port_status(self, ev):
         msg = ev.msg
-        ofp = msg.datapath.ofproto
-        if msg.reason in (ofp.OFPPR_ADD, ofp.OFPPR_DELETE):
+        dp = msg.datapath
+        if _port_down(msg):
+            for name, plan in self.plans.get(dp.id, {}).items():
+                if plan.primary_port == msg.desc.port_no:
+                    self.fail(name, f"link down on port {msg.desc.port_no} of switch {dp.id:016x}")
+        if msg.reason in (dp.ofproto.OFPPR_ADD, dp.ofproto.OFPPR_DELETE):
             # A port came or went: names may now resolve differently. Re-plan.
-            msg.datapath.send_msg(flows.port_desc_request(msg.datapath))
+            dp.send_msg(flows.port_desc_request(dp))
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def error_msg(self, ev):
@@ -119,34 +270,58 @@ class FtcpApp(app_manager.RyuApp):
             LOG.info("ftcp: switch %s is not switch.dpid %016x: NORMAL forwarding only", dpid, self.conf.dpid)
             return
         installed = []
+        plans = self.plans.setdefault(dp.id, {})
         for plan in plan_switch(self.conf, ports):
             svc = plan.service
+            state = self.failovers[svc.name]
             dp.send_msg(flows.delete_service(dp, svc.cookie_id))
             if not plan.ok:
+                plans.pop(svc.name, None)
                 LOG.error("ftcp: service %s NOT protected on switch %s: %s", svc.name, dpid, plan.problem)
                 self.recorder.service(svc, "unprotected", reason=plan.problem, dpid=dpid)
                 self.recorder.event("service_unprotected", service=svc.name, dpid=dpid, reason=plan.problem)
                 continue
-            mods = flows.service_flows(dp, plan)
+            plans[svc.name] = plan
+            if state.status == failover.PROTECTED:
+                mods = flows.service_flows(dp, plan)
+            else:
+                # A switch that reconnects after a failover gets the failed-over state
+                # back, never the mirrors to a primary that is gone.
+                mods = [flows.fence_flow(dp, plan)]
+                if state.status == failover.FAILED_OVER:
+                    mods += flows.redirect_flows(dp, plan, state.backup, svc.primary.mac)
             for mod in mods:
                 dp.send_msg(mod)
                 LOG.info("ftcp: %s on %s: %s", svc.name, dpid, flows.describe(mod))
-            installed.append((plan, len(mods)))
+            if state.status == failover.PROTECTED:
+                installed.append((plan, len(mods)))
         barrier = flows.barrier(dp)
         dp.send_msg(barrier)
         # Report "protected" only once the switch has processed the FlowMods: a
         # rejected one comes back as an error before the barrier reply.
-        self._awaiting_barrier[(dp.id, barrier.xid)] = installed
+        self._after_barrier[(dp.id, barrier.xid)] = lambda: self._protected(dp, installed)
         self._record()
 
-    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
-    def barrier_reply(self, ev):
-        dp = ev.msg.datapath
+    def _protected(self, dp, installed):
         dpid = f"{dp.id:016x}"
-        for plan, count in self._awaiting_barrier.pop((dp.id, ev.msg.xid), []):
+        for plan, count in installed:
             svc = plan.service
             LOG.info("ftcp: service %s protected on switch %s: %d flows, primary port %d, mirror port(s) %s",
                      svc.name, dpid, count, plan.primary_port, ",".join(map(str, plan.mirror_ports)))
             self.recorder.service(svc, "protected", dpid=dpid, flows=count, reason="")
             self.recorder.event("flows_installed", service=svc.name, dpid=dpid, flows=count)
         self._record()
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    def barrier_reply(self, ev):
+        callback = self._after_barrier.pop((ev.msg.datapath.id, ev.msg.xid), None)
+        if callback is not None:
+            try:
+                callback()
+            except Exception:
+                LOG.exception("ftcp: barrier follow-up failed")
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
+    def state_change(self, ev):
+        if ev.state == DEAD_DISPATCHER and ev.datapath.id is not None:
+            self.datapaths.pop(ev.datapath.id, None)

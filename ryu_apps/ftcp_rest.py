@@ -47,11 +47,11 @@ def register(wsgi_app, api: Api) -> None:
 
 def _response(status: int, body, content_type: str = JSON, headers=()) -> Response:
     resp = Response(status=status)
-    if status != 204:
+    if status == 204:
+        resp.headers.pop("Content-Type", None)   # no content, so no content type
+    else:
         resp.body = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         resp.headers["Content-Type"] = content_type
-    else:
-        del resp.headers["Content-Type"]
     for name, value in headers:
         resp.headers[name] = value
     return resp

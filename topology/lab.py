@@ -335,7 +335,7 @@ class Lab:
 
         def beating():
             beat = store.agent("b1")
-            return beat and float(beat.get("heartbeat", 0)) >= started - 1
+            return beat and float(beat.get("heartbeat", 0)) >= started - 1 and beat.get("control") == "1"
         wait_for(beating, 20, "the backup agent's first heartbeat",
                  failed=lambda: self.agent.died() and f"{self.agent.died()}\n{tail(self.run_dir / 'agent.log')}")
         return self.agent

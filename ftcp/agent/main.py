@@ -11,17 +11,21 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import queue
 import re
 import signal
 import sys
+import threading
 import time
 
 from ftcp import config as ftcp_config
+from ftcp.agent import repair
 from ftcp.agent.capture import CaptureError, RingCapture
 from ftcp.agent.packet import ip_int
-from ftcp.agent.tracker import Tracker
+from ftcp.agent.takeover import Session
+from ftcp.agent.tracker import ESTABLISHED, PROTECTED, Tracker
 from ftcp.agent.writer import LogWriter, WriterThread
-from ftcp.store import Store
+from ftcp.store import CONTROLLER_CHANNEL, Store, StoreError, agent_channel
 
 LOG = logging.getLogger("ftcp.agent")
 SIZE_RE = re.compile(r"^(\d+)([KMG]?)(i?B)?$", re.I)
@@ -43,6 +47,46 @@ def tracked_services(conf, backup: str | None) -> dict:
     return chosen
 
 
+def replicas(conf, backup: str | None) -> dict:
+    """service name -> (address, port) of its replica on this backup."""
+    out = {}
+    for svc in conf.services:
+        for b in svc.backups:
+            if backup is None or b.name == backup:
+                out[svc.name] = (b.address, svc.port)
+                break
+    return out
+
+
+class ControlListener(threading.Thread):
+    """Receives the controller's messages (takeover, go) into a queue; resubscribes
+    after a Redis error so a Redis restart does not deafen the agent."""
+
+    def __init__(self, store: Store, channel: str):
+        super().__init__(name="ftcp-control", daemon=True)
+        self.store, self.channel = store, channel
+        self.commands = queue.Queue()
+        self.subscribed = threading.Event()
+        self._halt = threading.Event()
+
+    def run(self):
+        while not self._halt.is_set():
+            try:
+                pubsub = self.store.subscribe(self.channel)
+                self.subscribed.set()
+                while not self._halt.is_set():
+                    msg = self.store.next_message(pubsub, timeout=0.5)
+                    if msg is not None:
+                        self.commands.put(msg)
+            except StoreError as e:
+                self.subscribed.clear()
+                LOG.error("control channel: %s; resubscribing", e)
+                self._halt.wait(0.5)
+
+    def stop(self):
+        self._halt.set()
+
+
 class Agent:
     def __init__(self, args, clock=time.time):
         self.args = args
@@ -59,6 +103,9 @@ class Agent:
         self.writer_thread = WriterThread(self.writer, args.flush_ms / 1000.0)
         self.capture = RingCapture(args.iface, block_size=1 << 20, block_count=max(8, args.ring_mb),
                                    retire_ms=args.flush_ms)
+        self.replicas = replicas(conf, args.backup)
+        self.control = ControlListener(self.store, agent_channel(self.name))
+        self.sessions = {}   # service -> [Session]
         self.started = clock()
         self.stopping = False
         self._drops_reported = 0
@@ -76,14 +123,18 @@ class Agent:
         return {"pid": os.getpid(), "iface": self.args.iface, "started": f"{self.started:.6f}",
                 "heartbeat": f"{now:.6f}", "packets": t.packets, "ignored": t.ignored, "malformed": t.malformed,
                 "kernel_received": self.capture.received, "kernel_drops": self.capture.dropped,
-                "conns": len(t.conns), "services": ",".join(sorted(self.services.values()))}
+                "conns": len(t.conns), "services": ",".join(sorted(self.services.values())),
+                "control": int(self.control.subscribed.is_set())}
 
     def run(self) -> int:
         collect_every = self.args.flush_ms / 1000.0
         next_collect = next_beat = 0.0
         feed = self.tracker.feed_frame
         self.writer_thread.start()
+        self.control.start()
         while not self.stopping:
+            if not self.control.commands.empty():
+                self.handle(self.control.commands.get())
             frames = self.capture.batch(self.args.flush_ms)
             now = self.clock()
             for frame in frames:
@@ -97,6 +148,87 @@ class Agent:
                 next_collect = now + collect_every
         return self.shutdown()
 
+    # --- takeover ----------------------------------------------------------------------
+
+    def handle(self, msg: dict) -> None:
+        cmd = msg.get("cmd")
+        try:
+            if cmd == "takeover":
+                self.takeover(str(msg["service"]), int(msg["epoch"]))
+            elif cmd == "go":
+                self.go(str(msg["service"]), int(msg["epoch"]))
+            else:
+                LOG.error("control: unknown message %r", msg)
+        except (KeyError, ValueError, TypeError) as e:
+            LOG.error("control: malformed message %r: %s", msg, e, exc_info=True)
+
+    def drain(self) -> None:
+        """Everything mirrored before now into the tracker. A TPACKET_V3 block is
+        handed over only when full or retired, so wait out two retire periods."""
+        until = self.clock() + 2 * self.args.flush_ms / 1000.0
+        while True:
+            frames = self.capture.batch(self.args.flush_ms)
+            now = self.clock()
+            for frame in frames:
+                self.tracker.feed_frame(frame, now)
+            if not frames and now >= until:
+                return
+
+    def takeover(self, service: str, epoch: int) -> None:
+        started = self.clock()
+        if service not in self.replicas:
+            LOG.error("takeover of %s: not a service of this backup", service)
+            return
+        LOG.info("takeover of %s (epoch %d): draining the capture", service, epoch)
+        self.drain()
+        self.writer.collect(self.clock())
+        if not self.writer.flush():
+            LOG.error("takeover of %s: Redis unreachable; the logs are not all stored", service)
+        taken, failed, sessions = [], {}, []
+        for conn in [c for c in self.tracker.conns.values() if c.service == service]:
+            reason = self._cannot_take(conn)
+            if reason is None:
+                try:
+                    sessions.append(self._take(conn, service))
+                    taken.append(conn.id)
+                    continue
+                except (OSError, StoreError, ValueError) as e:
+                    reason = f"takeover failed: {e}"
+            failed[conn.id] = reason
+            LOG.warning("takeover of %s: cannot take %s: %s", service, conn.id, reason)
+        self.sessions[service] = sessions
+        elapsed = self.clock() - started
+        LOG.info("takeover of %s (epoch %d): %d connection(s) ready, %d not, in %.1f ms",
+                 service, epoch, len(taken), len(failed), elapsed * 1000)
+        self.store.publish(CONTROLLER_CHANNEL, {"cmd": "ready", "service": service, "epoch": epoch,
+                                                "backup": self.name, "taken": taken, "failed": failed,
+                                                "seconds": round(elapsed, 6)})
+
+    @staticmethod
+    def _cannot_take(conn):
+        if conn.status is not PROTECTED:
+            return f"unprotected: {conn.reason}"
+        if conn.state != ESTABLISHED:
+            return f"state {conn.state}"
+        return None
+
+    def _take(self, conn, service: str) -> Session:
+        state = conn.to_state()
+        log = self.store.conn_log(conn.id)
+        if len(log) != conn.c2s_logged:
+            raise ValueError(f"log in Redis has {len(log)} bytes, tracker {conn.c2s_logged}")
+        replica = self.replicas[service]
+        params = repair.repair_params(state, replica[0], logged=len(log))
+        session = Session(conn.id, params, log, skip=int(state["s2c_acked"]), replica=replica)
+        session.start()
+        return session
+
+    def go(self, service: str, epoch: int) -> None:
+        sessions = self.sessions.get(service, [])
+        for session in sessions:
+            session.go()
+        LOG.info("go for %s (epoch %d): %d connection(s) released", service, epoch, len(sessions))
+
     def shutdown(self) -> int:
         LOG.info("agent %s stopping: draining the capture ring", self.name)
         while True:
@@ -107,6 +239,7 @@ class Agent:
             for frame in frames:
                 self.tracker.feed_frame(frame, now)
         self.writer_thread.stop()
+        self.control.stop()
         now = self.clock()
         beat = self.heartbeat(now)
         beat["stopped"] = f"{now:.6f}"

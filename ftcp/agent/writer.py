@@ -73,6 +73,9 @@ class LogWriter:
         self.retry_interval = retry_interval
         self.agent_name = agent_name
         self._lock = threading.Lock()
+        # Two flushes at once (the writer thread and a takeover) could land their
+        # transactions out of order; one at a time keeps every log in order.
+        self._flush_lock = threading.Lock()
         self._entries = {}        # Conn -> _Entry, insertion ordered
         self._by_id = {}          # conn id -> its latest _Entry
         self._marks = []          # (Conn, reason) found by the writer thread, applied by collect
@@ -155,6 +158,10 @@ class LogWriter:
 
     def flush(self) -> bool:
         """Write every dirty connection (and the heartbeat) in one transaction."""
+        with self._flush_lock:
+            return self._flush()
+
+    def _flush(self) -> bool:
         batch = None
         try:
             if self._resync:

@@ -68,11 +68,14 @@ def test_shipped_files_load(path):
     (lambda d: d["services"][0].update(port=True), "services[0].port", "TCP port"),
     (lambda d: d["services"][0].update(name="bad name!"), "services[0].name", "letters, digits"),
     (lambda d: d["services"][0].update(name=""), "services[0].name", "letters, digits"),
+    (lambda d: d["services"][0].update(name="web\n"), "services[0].name", "letters, digits"),
     (lambda d: d["services"][0].update(primary="s1-eth3"), "services[0].primary", "must be a mapping"),
     (lambda d: d["services"][0]["primary"].update(port=0), "services[0].primary.port", "switch port"),
     (lambda d: d["services"][0]["primary"].update(port=0xFFFFFFFD), "services[0].primary.port", "switch port"),
     (lambda d: d["services"][0]["primary"].update(port=[3]), "services[0].primary.port", "switch port"),
     (lambda d: d["services"][0]["primary"].update(mac="00:11"), "services[0].primary.mac", "MAC address"),
+    (lambda d: d["services"][0]["primary"].update(mac="00:00:00:00:00:0a\n"), "services[0].primary.mac",
+     "MAC address"),
     (lambda d: d["services"][0].update(backups=[]), "services[0].backups", "non-empty list"),
     (lambda d: d["services"][0].update(backups={"name": "b1"}), "services[0].backups", "non-empty list"),
     (lambda d: d["services"][0]["backups"][0].pop("mirror_port"), "services[0].backups[0].mirror_port", "is required"),
@@ -169,3 +172,11 @@ def test_with_service_replaces_by_name_and_checks_uniqueness():
     with pytest.raises(ConfigError, match="already protected"):
         config.with_service(conf, other)
     assert config.without_service(conf, "web").services == ()
+
+
+@pytest.mark.parametrize("text", ["²", "٣"])
+def test_non_ascii_digits_are_a_port_name_not_a_number(text):
+    # str.isdigit() is true for these; int() fails on "²" and reads "٣" as 3.
+    data = copy.deepcopy(GOOD)
+    data["services"][0]["primary"]["port"] = text
+    assert config.parse(data).services[0].primary.port == PortRef(name=text)

@@ -117,3 +117,37 @@ def test_two_backups_mirror_to_both():
 def test_describe_is_one_readable_line(service_mods):
     line = flows.describe(flows.service_flows(FakeDatapath(), plan_switch(CONF, PORTS)[0])[0])
     assert "ipv4_dst=10.0.0.10" in line and line.endswith("-> output:3,output:5")
+
+
+MAC_CONF = config.parse({
+    "services": [{
+        "name": "web", "address": "10.0.0.10", "port": 80,
+        "primary": {"port": "s1-eth3", "mac": "00:00:00:00:00:10"},
+        "backups": [{"name": "b1", "address": "10.0.0.20", "data_port": "s1-eth4", "mirror_port": "s1-eth5",
+                     "mac": "00:00:00:00:00:20"}],
+    }],
+})
+
+
+def set_fields(mod):
+    return [(a.key, a.value) for inst in mod.instructions for a in inst.actions
+            if isinstance(a, parser.OFPActionSetField)]
+
+
+def test_fence_drops_the_primarys_service_traffic_above_everything():
+    plan, = plan_switch(MAC_CONF, PORTS)
+    mod = wire(flows.fence_flow(FakeDatapath(), plan))
+    assert match(mod) == {"in_port": 3, "eth_type": 0x0800, "ip_proto": 6, "ipv4_src": "10.0.0.10", "tcp_src": 80}
+    assert mod.instructions == [] and mod.priority > flows.PRIO_MIRROR_PORT_DROP
+    assert flows.cookie_parts(mod.cookie)[1] == flows.FENCE
+
+
+def test_redirect_rewrites_both_directions():
+    plan, = plan_switch(MAC_CONF, PORTS)
+    c2s, s2c = [wire(m) for m in flows.redirect_flows(FakeDatapath(), plan, "b1", "00:00:00:00:00:10")]
+    assert match(c2s) == {"eth_type": 0x0800, "ip_proto": 6, "ipv4_dst": "10.0.0.10", "tcp_dst": 80}
+    assert set_fields(c2s) == [("eth_dst", "00:00:00:00:00:20"), ("ipv4_dst", "10.0.0.20")]
+    assert [a.port for i in c2s.instructions for a in i.actions if hasattr(a, "port")] == [4]
+    assert match(s2c) == {"in_port": 4, "eth_type": 0x0800, "ip_proto": 6, "ipv4_src": "10.0.0.20", "tcp_src": 80}
+    assert set_fields(s2c) == [("ipv4_src", "10.0.0.10"), ("eth_src", "00:00:00:00:00:10")]
+    assert c2s.priority == s2c.priority == flows.PRIO_REDIRECT > flows.PRIO_MIRROR

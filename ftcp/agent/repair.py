@@ -1,0 +1,148 @@
+"""Rebuild a client's TCP socket on the backup with the primary's numbers (TCP_REPAIR).
+
+``repair_params`` (pure) turns a recorded connection state into the numbers the kernel
+needs; ``repaired_socket`` (side effect, CAP_NET_ADMIN) makes the socket. In repair
+mode nothing leaves the socket: no SYN on connect, no data on send. Leaving repair
+mode with TCP_REPAIR_OFF_NO_WP sends nothing either, so the socket stays silent
+until the switch redirects the client to it and the agent kicks it.
+Constants: linux/tcp.h (uapi).
+"""
+from __future__ import annotations
+
+import socket
+import struct
+from dataclasses import dataclass
+
+TCP_REPAIR = 19
+TCP_REPAIR_QUEUE = 20
+TCP_QUEUE_SEQ = 21
+TCP_REPAIR_OPTIONS = 22
+TCP_TIMESTAMP = 24
+TCP_REPAIR_WINDOW = 29
+TCP_REPAIR_ON, TCP_REPAIR_OFF, TCP_REPAIR_OFF_NO_WP = 1, 0, -1
+TCP_RECV_QUEUE, TCP_SEND_QUEUE = 1, 2
+TCPOPT_MSS, TCPOPT_WINDOW, TCPOPT_SACK_PERM, TCPOPT_TIMESTAMP = 2, 3, 4, 8
+MASK = 0xFFFFFFFF
+
+
+class RepairError(OSError):
+    """The kernel refused a step of the repair (which step is in the message)."""
+
+
+@dataclass(frozen=True)
+class RepairParams:
+    local: tuple            # (ip, port) the socket binds: the backup's address, service port
+    remote: tuple           # (client ip, client port)
+    snd_nxt: int            # first server byte the client has not acknowledged
+    rcv_nxt: int            # next client byte expected: every logged byte is "received"
+    mss: int                # the largest segment the client accepts (its SYN's MSS)
+    snd_wscale: int         # the client's window shift (scales windows it advertises)
+    rcv_wscale: int         # our (the primary's) shift
+    sack: bool
+    timestamps: bool
+    tsval: int              # our next TSval: above the primary's last (the client's PAWS check)
+    snd_wnd: int            # the client's last advertised window, scaled
+    rcv_wnd: int            # the primary's last advertised window, scaled
+
+    @property
+    def window(self) -> bytes:
+        # struct tcp_repair_window { snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup }
+        return struct.pack("=5I", self.rcv_nxt, self.snd_wnd, self.snd_wnd, self.rcv_wnd, self.rcv_nxt)
+
+    @property
+    def options(self) -> bytes:
+        # struct tcp_repair_opt { u32 opt_code; u32 opt_val; } ...
+        opts = [(TCPOPT_MSS, self.mss)]
+        if self.snd_wscale or self.rcv_wscale:
+            opts.append((TCPOPT_WINDOW, self.snd_wscale | (self.rcv_wscale << 16)))
+        if self.sack:
+            opts.append((TCPOPT_SACK_PERM, 0))
+        if self.timestamps:
+            opts.append((TCPOPT_TIMESTAMP, 0))
+        return b"".join(struct.pack("=II", code, val) for code, val in opts)
+
+
+def _int(state: dict, key: str, default=None) -> int:
+    value = state.get(key, "")
+    if value in ("", None):
+        if default is None:
+            raise ValueError(f"connection state has no {key}")
+        return default
+    return int(value)
+
+
+def repair_params(state: dict, local_ip: str, logged: int) -> RepairParams:
+    """Numbers for the rebuilt socket from the agent's record of the connection.
+
+    ``logged`` is how many client bytes the replica is fed (the frozen log); the
+    socket acknowledges exactly those.
+    """
+    isn_c, isn_s = _int(state, "isn_c"), _int(state, "isn_s")
+    ts_ok = bool(_int(state, "ts_ok", 0))
+    return RepairParams(
+        local=(local_ip, _int(state, "server_port")),
+        remote=(state["client_ip"], _int(state, "client_port")),
+        snd_nxt=(isn_s + 1 + _int(state, "s2c_acked", 0)) & MASK,
+        rcv_nxt=(isn_c + 1 + logged) & MASK,
+        mss=_int(state, "mss_c", 536),
+        snd_wscale=_int(state, "wscale_c", 0),
+        rcv_wscale=_int(state, "wscale_s", 0),
+        sack=bool(_int(state, "sack_ok", 0)),
+        timestamps=ts_ok,
+        tsval=(_int(state, "s_tsval", 0) + 1) & MASK if ts_ok else 0,
+        snd_wnd=_int(state, "c_win_scaled", 0) or 65535,
+        rcv_wnd=_int(state, "s_win_scaled", 0) or 65535,
+    )
+
+
+def _u32(value: int) -> bytes:
+    # Sequence numbers use all 32 bits; setsockopt() with a Python int only takes a
+    # signed C int, so pass the unsigned value as 4 raw bytes.
+    return struct.pack("=I", value & MASK)
+
+
+def _step(sock, what, level, opt, value):
+    try:
+        sock.setsockopt(level, opt, value)
+    except OSError as e:
+        raise RepairError(e.errno, f"TCP_REPAIR {what}: {e.strerror}") from None
+
+
+def repaired_socket(p: RepairParams) -> socket.socket:
+    """An ESTABLISHED socket that continues the primary's connection (DESIGN §8)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        _step(sock, "on", socket.SOL_TCP, TCP_REPAIR, TCP_REPAIR_ON)
+        _step(sock, "recv queue", socket.SOL_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)
+        _step(sock, "rcv_nxt", socket.SOL_TCP, TCP_QUEUE_SEQ, _u32(p.rcv_nxt))
+        _step(sock, "send queue", socket.SOL_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)
+        _step(sock, "snd_nxt", socket.SOL_TCP, TCP_QUEUE_SEQ, _u32(p.snd_nxt))
+        if p.timestamps:
+            _step(sock, "timestamp", socket.SOL_TCP, TCP_TIMESTAMP, _u32(p.tsval))
+        # In repair mode the port is force-shared with the replica's listener
+        # (the kernel sets SK_FORCE_REUSE), and connect() sends no SYN.
+        try:
+            sock.bind(p.local)
+            sock.connect(p.remote)
+        except OSError as e:
+            raise RepairError(e.errno, f"TCP_REPAIR bind/connect {p.local}->{p.remote}: {e.strerror}") from None
+        _step(sock, "options", socket.SOL_TCP, TCP_REPAIR_OPTIONS, p.options)
+        _step(sock, "window", socket.SOL_TCP, TCP_REPAIR_WINDOW, p.window)
+        _step(sock, "off", socket.SOL_TCP, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def window_probe(sock: socket.socket) -> None:
+    """Make the kernel send one window probe now: the client answers with an ACK,
+    which resumes a stalled transfer without waiting for its retransmission timer."""
+    sock.setsockopt(socket.SOL_TCP, TCP_REPAIR, TCP_REPAIR_ON)
+    sock.setsockopt(socket.SOL_TCP, TCP_REPAIR, TCP_REPAIR_OFF)
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with a RST (SO_LINGER 0): the client fails fast instead of hanging."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()

@@ -1,0 +1,498 @@
+"""ftcp.api: every resource, every refusal naming its field, nothing half-applied.
+
+The Store is the real one over fakeredis; connection records are written by the real
+tracker and LogWriter (tests/rest_support.py); the controller adapter is a fake.
+"""
+import json
+
+import fakeredis
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ftcp import config
+from ftcp.api import JSON, MAX_BODY, PROMETHEUS, Api, Controller, Request, reason_class
+from ftcp.agent.tracker import GAP_S2C, NO_SYN, OOO_OVERFLOW
+from ftcp.store import Store
+from tests.rest_support import SERVICE, FakeAgent, conn_id, heartbeat
+
+TOKEN = "s3cret-token"
+AUTH = f"Bearer {TOKEN}"
+NOW = 1_800_000_000.0
+
+
+class Clock:
+    def __init__(self, now=NOW):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+class FakeController(Controller):
+    def __init__(self, conf, store):
+        self.conf, self.store = conf, store
+        self.calls = []
+        self.switch_list = [{"dpid": "0000000000000001", "address": "127.0.0.1:50000", "connected_since": NOW - 5}]
+        self.broken = False
+
+    def config(self):
+        if self.broken:
+            raise RuntimeError("a bug in the adapter")
+        return self.conf
+
+    def apply_service(self, service):
+        self.calls.append(("apply", service.name))
+        self.conf = config.with_service(self.conf, service)
+        self.store.save_service(service, "configured")
+
+    def remove_service(self, name):
+        self.calls.append(("remove", name))
+        self.conf = config.without_service(self.conf, name)
+        self.store.delete_service(name)
+
+    def switches(self):
+        if self.broken:
+            raise RuntimeError("a bug in the adapter")
+        return self.switch_list
+
+    def redis_errors(self):
+        return 7
+
+
+def fake_store(url="redis://:pa55word@redis.example:6379/0"):
+    store = Store(url)   # redis-py connects lazily: the clients are swapped before any call
+    server = fakeredis.FakeServer()
+    store._redis = fakeredis.FakeRedis(server=server, decode_responses=True)
+    store._raw = fakeredis.FakeRedis(server=server)
+    store.server = server
+    return store
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def store(clock):
+    store = fake_store()
+    store.clock = clock
+    return store
+
+
+@pytest.fixture
+def controller(store):
+    conf = config.parse({"services": [SERVICE]})
+    store.save_service(conf.services[0], "protected", dpid="0000000000000001", flows=3, reason="")
+    return FakeController(conf, store)
+
+
+@pytest.fixture
+def api(store, controller, clock):
+    return Api(store, controller, TOKEN, clock)
+
+
+def call(api, route, method="GET", params=None, query=None, body=b"", auth=None):
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body).encode()
+    return api.handle(route, Request(method, params or {}, query or {}, body, auth))
+
+
+def ok(result, status=200):
+    assert result[0] == status, result
+    return result[1]
+
+
+def refused(result, status, field):
+    code, body, ctype = result
+    assert (code, ctype) == (status, JSON), result
+    assert body["field"] == field, body
+    assert isinstance(body["error"], str) and body["error"]
+    return body["error"]
+
+
+def other_service(**changes):
+    svc = dict(SERVICE, name="db", port=5432)
+    svc.update(changes)
+    return svc
+
+
+def redis_snapshot(store):
+    r = store._redis
+    return {k: (r.type(k), r.hgetall(k) if r.type(k) == "hash" else sorted(r.smembers(k)) if r.type(k) == "set"
+                else None) for k in r.keys("*") if r.type(k) in ("hash", "set")}
+
+
+# --- services ----------------------------------------------------------------------------
+
+
+def test_list_and_get_service_with_status_from_redis_and_live_counts(api, store, clock):
+    agent = FakeAgent(store)
+    agent.connect("10.0.0.1", 40000, b"hello")
+    agent.connect("10.0.0.2", 40001, b"x")
+    agent.connect("10.0.0.3", 40002, b"late", with_syn=False)
+    agent.flush(NOW)
+    services = ok(call(api, "services"))["services"]
+    assert [s["name"] for s in services] == ["web"]
+    view = ok(call(api, "service", params={"name": "web"}))
+    assert view == services[0]
+    assert view["address"] == "10.0.0.10" and view["port"] == 7000
+    assert view["primary"] == {"port": 3}
+    assert view["backups"] == [{"name": "b1", "address": "10.0.0.20", "data_port": 4, "mirror_port": 5}]
+    assert (view["status"], view["reason"], view["epoch"], view["dpid"], view["flows"]) == \
+        ("protected", "", 0, "0000000000000001", 3)
+    assert view["updated"] == NOW
+    assert view["connections"] == {"protected": 2, "unprotected": 1, "total": 3}
+
+
+def test_unknown_service_is_404_naming_it(api):
+    assert "nope" in refused(call(api, "service", params={"name": "nope"}), 404, "name")
+
+
+def test_put_creates_then_replaces(api, controller, store):
+    created = call(api, "service", "PUT", {"name": "db"}, body=other_service(), auth=AUTH)
+    assert ok(created, 201)["status"] == "configured"
+    assert created[1]["port"] == 5432 and created[1]["connections"]["total"] == 0
+    assert controller.conf.service("db").port == 5432
+    replaced = call(api, "service", "PUT", {"name": "db"}, body=other_service(port=5433), auth=AUTH)
+    assert ok(replaced, 200)["port"] == 5433
+    assert controller.calls == [("apply", "db"), ("apply", "db")]
+    assert store.service_state("db")["svc_port"] == 5433
+
+
+def test_put_name_may_be_omitted_from_the_body(api, controller):
+    body = other_service()
+    del body["name"]
+    assert ok(call(api, "service", "PUT", {"name": "db"}, body=body, auth=AUTH), 201)["name"] == "db"
+
+
+@pytest.mark.parametrize("body, field, words", [
+    (b"{not json", "body", "malformed JSON"),
+    (b"\xff\xfe\x00", "body", "malformed JSON"),
+    (b"[" * 60000, "body", "malformed JSON"),  # deeper than Python recurses
+    (b"", "body", "required"),
+    (b"[1, 2]", "service", "must be a mapping"),
+    (other_service(name="other"), "service.name", "must be the name in the path"),
+    (other_service(name=5), "service.name", "letters, digits"),
+    (other_service(prot=80), "service.prot", "unknown field"),
+    (other_service(port=80000), "service.port", "TCP port"),
+    (other_service(port="80"), "service.port", "TCP port"),
+    (other_service(address="10.0.0.300"), "service.address", "IPv4"),
+    (other_service(address="224.0.0.1"), "service.address", "unicast"),
+    (other_service(primary={"port": 0}), "service.primary.port", "switch port"),
+    (other_service(backups=[]), "service.backups", "non-empty list"),
+    (other_service(backups=[dict(SERVICE["backups"][0], mirror_port=4)]), "service.backups[0].mirror_port",
+     "must differ"),
+    (other_service(port=7000), "service.port", "already protected by service 'web'"),
+])
+def test_put_bad_service_is_400_naming_the_field_and_changes_nothing(api, controller, store, body, field, words):
+    before_conf, before_redis = controller.conf, redis_snapshot(store)
+    error = refused(call(api, "service", "PUT", {"name": "db"}, body=body, auth=AUTH), 400, field)
+    assert words in error
+    assert "services[" not in error   # an index into the controller's list means nothing to the caller
+    assert controller.calls == [] and controller.conf is before_conf
+    assert redis_snapshot(store) == before_redis
+
+
+def test_put_bad_name_in_path(api, controller):
+    refused(call(api, "service", "PUT", {"name": "bad name"}, body=other_service(), auth=AUTH), 400, "name")
+    assert controller.calls == []
+
+
+def test_put_over_size_limit(api):
+    refused(call(api, "service", "PUT", {"name": "db"}, body=b" " * (MAX_BODY + 1), auth=AUTH), 413, "body")
+
+
+def test_put_when_redis_fails_after_applying_says_so_in_the_view(api, controller, store):
+    original = store.service_state
+
+    def fail_after_apply(name):
+        store.server.connected = False
+        return original(name)
+    store.service_state = fail_after_apply
+    view = ok(call(api, "service", "PUT", {"name": "db"}, body=other_service(port=6000), auth=AUTH), 201)
+    assert view["status"] == "unknown" and view["connections"] is None
+    assert controller.conf.service("db").port == 6000
+
+
+def test_delete(api, controller, store):
+    assert call(api, "service", "DELETE", {"name": "web"}, auth=AUTH)[0] == 204
+    assert controller.conf.services == () and store.service("web") is None
+    assert "web" not in store.service_names()
+
+
+def test_delete_unknown_is_404(api, controller):
+    refused(call(api, "service", "DELETE", {"name": "nope"}, auth=AUTH), 404, "name")
+    assert controller.calls == []
+
+
+# --- auth ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("route, method, params", [
+    ("service", "PUT", {"name": "db"}), ("service", "DELETE", {"name": "web"}),
+    ("failover", "POST", {"name": "web"}), ("migrate", "POST", {"name": "web"}),
+])
+@pytest.mark.parametrize("auth", [None, "", "Bearer", "Bearer wrong", f"Basic {TOKEN}", f"Bearer {TOKEN}x",
+                                  TOKEN])
+def test_mutating_calls_need_the_bearer_token(api, controller, route, method, params, auth):
+    error = refused(call(api, route, method, params, body=other_service(), auth=auth), 401, "Authorization")
+    assert TOKEN not in error
+    assert controller.calls == []
+
+
+def test_auth_is_checked_before_the_body(api):
+    refused(call(api, "service", "PUT", {"name": "db"}, body=b"{bad", auth=None), 401, "Authorization")
+
+
+def test_without_a_configured_token_mutating_calls_are_refused_with_how_to_set_one(store, controller, clock):
+    for token in (None, ""):
+        api = Api(store, controller, token, clock)
+        assert not api.mutations_enabled
+        error = refused(call(api, "service", "PUT", {"name": "db"}, body=other_service(), auth="Bearer "),
+                        403, "Authorization")
+        assert "api_token" in error and "FTCP_API_TOKEN" in error
+        assert call(api, "services")[0] == 200   # reads stay open
+    assert controller.calls == []
+
+
+def test_token_may_be_padded_and_scheme_any_case(api):
+    assert call(api, "service", "DELETE", {"name": "web"}, auth=f"  bearer   {TOKEN} ")[0] == 204
+
+
+# --- actions --------------------------------------------------------------------------------
+
+
+def test_failover_and_migrate_are_501_until_failover_exists(api):
+    error = refused(call(api, "failover", "POST", {"name": "web"}, body={"backup": "b1"}, auth=AUTH), 501, None)
+    assert error == "failover is not implemented yet"
+    assert "not implemented" in refused(call(api, "migrate", "POST", {"name": "web"}, auth=AUTH), 501, None)
+    assert call(api, "migrate", "POST", {"name": "web"}, body={}, auth=AUTH)[0] == 501
+
+
+def test_actions_use_the_controller_when_it_implements_them(store, controller, clock):
+    controller.failover = lambda name, backup: {"service": name, "backup": backup, "epoch": 1}
+    controller.migrate = lambda name: {"service": name, "moved": 0}
+    api = Api(store, controller, TOKEN, clock)
+    assert ok(call(api, "failover", "POST", {"name": "web"}, body={"backup": "b1"}, auth=AUTH)) == \
+        {"service": "web", "backup": "b1", "epoch": 1}
+    assert ok(call(api, "migrate", "POST", {"name": "web"}, auth=AUTH)) == {"service": "web", "moved": 0}
+
+
+@pytest.mark.parametrize("body, field", [
+    (b"", "body"), (b"[]", "body"), ({}, "backup"), ({"backup": 1}, "backup"), ({"backup": "b9"}, "backup"),
+    ({"backup": "b1", "force": "yes"}, "force"),
+])
+def test_failover_bad_body(api, body, field):
+    refused(call(api, "failover", "POST", {"name": "web"}, body=body, auth=AUTH), 400, field)
+
+
+def test_failover_unknown_service(api):
+    refused(call(api, "failover", "POST", {"name": "nope"}, body={"backup": "b1"}, auth=AUTH), 404, "name")
+
+
+def test_migrate_takes_no_fields(api):
+    refused(call(api, "migrate", "POST", {"name": "web"}, body={"backup": "b1"}, auth=AUTH), 400, "backup")
+
+
+# --- routing and errors ------------------------------------------------------------------------
+
+
+def test_wrong_method_is_405_and_unknown_route_404(api):
+    assert "GET" in refused(call(api, "services", "POST", auth=AUTH), 405, None)
+    assert Api.methods("service") == ["DELETE", "GET", "PUT"]
+    refused(call(api, "", "GET"), 404, None)
+
+
+def test_a_bug_is_500_json_and_logged(api, controller, caplog):
+    controller.broken = True
+    assert "controller log" in refused(call(api, "services"), 500, None)
+    assert "a bug in the adapter" in caplog.text
+
+
+def test_redis_down_is_503_for_data(api, store):
+    store.server.connected = False
+    for route, params in (("services", {}), ("service", {"name": "web"}), ("connections", {}), ("events", {})):
+        assert "redis unavailable" in refused(call(api, route, params=params), 503, None)
+    assert api.redis_errors == 4
+
+
+@pytest.mark.parametrize("route", ["services", "health", "metrics", "events", "connections"])
+def test_unknown_query_parameter(api, route):
+    assert "unknown query parameter" in refused(call(api, route, query={"bogus": ["1"]}), 400, "bogus")
+
+
+# --- connections -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def conns(store):
+    agent = FakeAgent(store)
+    ids = [agent.connect("10.0.0.1", 40000 + i, b"x" * (i + 1), now=NOW) for i in range(5)]
+    ids.append(agent.connect("10.0.0.2", 41000, b"late", now=NOW, with_syn=False))
+    agent.flush(NOW)
+    return ids
+
+
+def test_list_connections_with_filters_and_paging(api, conns):
+    page = ok(call(api, "connections"))
+    assert page["total"] == 6 and page["limit"] == 100 and page["offset"] == 0
+    assert [c["id"] for c in page["connections"]] == sorted(conns)
+    first = page["connections"][0]
+    assert first["service"] == "web" and first["client_ip"] == "10.0.0.1" and first["client_port"] == 40000
+    assert first["state"] == "established" and first["status"] == "protected" and first["c2s_logged"] == 1
+
+    page = ok(call(api, "connections", query={"limit": "2", "offset": "1"}))
+    assert [c["id"] for c in page["connections"]] == sorted(conns)[1:3] and page["total"] == 6
+    assert ok(call(api, "connections", query={"offset": "6"}))["connections"] == []
+
+    unprotected = ok(call(api, "connections", query={"status": "unprotected"}))
+    assert [c["id"] for c in unprotected["connections"]] == [conn_id("10.0.0.2", 41000)]
+    assert unprotected["connections"][0]["reason"] == NO_SYN
+    assert ok(call(api, "connections", query={"status": "protected"}))["total"] == 5
+    assert ok(call(api, "connections", query={"client": "10.0.0.1"}))["total"] == 5
+    assert ok(call(api, "connections", query={"client": "10.0.0.1:40003"}))["connections"][0]["id"] == \
+        conn_id("10.0.0.1", 40003)
+    assert ok(call(api, "connections", query={"client": "10.0.0.9"}))["total"] == 0
+    assert ok(call(api, "connections", query={"service": "web", "client": "10.0.0.2"}))["total"] == 1
+
+
+@pytest.mark.parametrize("query, status, field", [
+    ({"limit": "0"}, 400, "limit"), ({"limit": "1001"}, 400, "limit"), ({"limit": "abc"}, 400, "limit"),
+    ({"limit": ""}, 400, "limit"), ({"limit": " 5"}, 400, "limit"), ({"limit": "+5"}, 400, "limit"),
+    ({"limit": "٣"}, 400, "limit"), ({"limit": ["1", "2"]}, 400, "limit"), ({"offset": "-1"}, 400, "offset"),
+    ({"status": "fine"}, 400, "status"), ({"client": "10.0.0"}, 400, "client"),
+    ({"client": "10.0.0.1:0"}, 400, "client"), ({"client": "10.0.0.1:x"}, 400, "client"),
+    ({"service": "nope"}, 404, "service"),
+])
+def test_bad_connection_queries(api, conns, query, status, field):
+    refused(call(api, "connections", query=query), status, field)
+
+
+def test_get_connection_full_typed_state_and_log_length(api, conns):
+    cid = conns[2]
+    state = ok(call(api, "connection", params={"id": cid}))
+    assert state["id"] == cid and state["service"] == "web"
+    assert state["isn_c"] == 1000 and state["isn_s"] == 5000
+    assert state["c2s_logged"] == 3 and state["log_bytes"] == 3
+    assert state["mss_c"] == 1460 and state["wscale_c"] == 7
+    assert state["sack_ok"] is True and state["ts_ok"] is True and state["rst"] is False
+    assert state["c_opts"]["mss"] == 1460
+    assert state["first_seen"] == NOW and state["closed_at"] is None
+    assert state["status"] == "protected" and state["reason"] == ""
+
+
+@pytest.mark.parametrize("bad", ["x", "10.0.0.1:40000", "10.0.0.1:40000-10.0.0.10", "999.0.0.1:1-10.0.0.10:7000",
+                                 "10.0.0.1:40000-10.0.0.10:7000\n"])
+def test_malformed_connection_id_is_400(api, bad):
+    refused(call(api, "connection", params={"id": bad}), 400, "id")
+
+
+def test_unknown_connection_is_404(api):
+    refused(call(api, "connection", params={"id": conn_id("10.0.0.1", 1)}), 404, "id")
+
+
+# --- health, events, metrics ---------------------------------------------------------------------
+
+
+def test_health_all_up(api, store, clock):
+    clock.now = NOW + 60
+    FakeAgent(store).flush(clock.now - 1, heartbeat(clock.now - 1))
+    health = ok(call(api, "health"))
+    assert health["status"] == "ok" and health["problems"] == []
+    assert health["controller"] == {"status": "up", "started": NOW, "uptime": 60.0}
+    assert health["switches"][0]["dpid"] == "0000000000000001"
+    assert health["redis"] == {"status": "up", "url": "redis://:***@redis.example:6379/0", "error": None}
+    (agent,) = health["agents"]
+    assert agent["name"] == "b1" and agent["status"] == "up" and agent["age"] == 1.0
+    assert agent["stats"]["pid"] == 4242 and agent["stats"]["kernel_drops"] == 0
+    assert "pa55word" not in json.dumps(health)
+
+
+@pytest.mark.parametrize("age, beat, status", [
+    (3.5, {}, "stale"), (1.0, {"stopped": f"{NOW:.6f}"}, "stopped"), (None, None, "missing"),
+])
+def test_health_agent_problems(api, store, clock, age, beat, status):
+    if beat is not None:
+        FakeAgent(store).flush(NOW - age, heartbeat(NOW - age, **beat))
+    health = ok(call(api, "health"))
+    assert health["agents"][0]["status"] == status
+    assert health["status"] == "degraded" and f"agent b1 {status}" in health["problems"]
+
+
+def test_health_with_redis_down_is_200(api, store):
+    store.server.connected = False
+    health = ok(call(api, "health"))
+    assert health["redis"]["status"] == "down" and "redis" in health["redis"]["error"]
+    assert "pa55word" not in json.dumps(health)
+    assert health["agents"] == [{"name": "b1", "status": "unknown", "heartbeat": None, "age": None, "stats": {}}]
+    assert health["status"] == "degraded" and "redis down" in health["problems"]
+
+
+def test_health_survives_a_broken_switch_list(api, controller):
+    controller.switches = lambda: 1 / 0
+    health = ok(call(api, "health"))
+    assert health["switches"] == [] and "no switch connected" in health["problems"]
+
+
+def test_events_newest_last_and_decoded(api, store):
+    for i in range(5):
+        store.event("flows_installed", service="web", dpid="1", flows=i)
+    store.event("controller_started", services=["web"])
+    events = ok(call(api, "events", query={"limit": "3"}))["events"]
+    assert [e["kind"] for e in events] == ["flows_installed", "flows_installed", "controller_started"]
+    assert events[-1]["services"] == ["web"] and events[-1]["time"] == NOW
+    assert events[0]["flows"] == "3" and events[0]["id"] < events[1]["id"]
+    refused(call(api, "events", query={"limit": "0"}), 400, "limit")
+
+
+def metrics_of(result):
+    status, text, ctype = result
+    assert (status, ctype) == (200, PROMETHEUS)
+    samples, helps = {}, {}
+    for family in text_string_to_metric_families(text):
+        helps[family.name] = family.documentation
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples, helps
+
+
+def test_metrics(api, store, clock):
+    agent = FakeAgent(store)
+    agent.connect("10.0.0.1", 40000, b"hello")
+    agent.connect("10.0.0.2", 40001, b"late", with_syn=False)
+    agent.flush(NOW, heartbeat(NOW, kernel_drops=2))
+    agent.flush(NOW, heartbeat(NOW, kernel_drops=2))   # the writer adds its counters to the next heartbeat
+    samples, helps = metrics_of(call(api, "metrics"))
+    assert samples[("ftcp_connections", (("service", "web"), ("status", "protected")))] == 1
+    assert samples[("ftcp_connections", (("service", "web"), ("status", "unprotected")))] == 1
+    assert samples[("ftcp_unprotected_connections", (("reason", "no_syn"), ("service", "web")))] == 1
+    assert samples[("ftcp_services", (("status", "protected"),))] == 1
+    assert samples[("ftcp_bytes_logged_total", (("agent", "b1"),))] == 5
+    assert samples[("ftcp_agent_kernel_drops_total", (("agent", "b1"),))] == 2
+    assert samples[("ftcp_agent_up", (("agent", "b1"),))] == 1
+    assert samples[("ftcp_redis_up", ())] == 1
+    assert samples[("ftcp_redis_errors_total", (("component", "controller"),))] == 7
+    assert samples[("ftcp_redis_errors_total", (("agent", "b1"), ("component", "agent")))] == 0
+    for name in ("ftcp_failovers", "ftcp_failover_stall_seconds", "ftcp_held_fin_rst"):
+        assert "failover" in helps[name]
+    assert samples[("ftcp_failovers_total", ())] == 0 and samples[("ftcp_held_fin_rst_total", ())] == 0
+    assert samples[("ftcp_probes_total", (("result", "timeout"),))] == 0
+
+
+def test_metrics_with_redis_down_still_answer(api, store):
+    store.server.connected = False
+    samples, _ = metrics_of(call(api, "metrics"))
+    assert samples[("ftcp_redis_up", ())] == 0
+    assert samples[("ftcp_redis_errors_total", (("component", "api"),))] == 1
+    assert not any(name == "ftcp_connections" for name, _ in samples)
+
+
+@pytest.mark.parametrize("reason, label", [
+    (NO_SYN, "no_syn"), (GAP_S2C, "capture_gap"), (OOO_OVERFLOW, "reassembly_overflow"),
+    ("log cap of 1048576 bytes reached", "log_cap"),
+    ("redis unavailable: 10 bytes of the client log could not be stored", "redis"),
+    ("redis lost 10 bytes of the stored client log", "redis"), ("something new", "other"),
+])
+def test_reason_classes(reason, label):
+    assert reason_class(reason) == label
