@@ -71,6 +71,8 @@ class _Base(ControllerBase):
             length = req.content_length or 0
             # Read at most one byte past the limit: the Api answers 413 for that.
             body = req.body_file.read(MAX_BODY + 1) if length or req.is_body_readable else b""
+            # WSGI hands the path over as latin-1 (PEP 3333); the URL was UTF-8.
+            params = {k: v.encode("latin-1").decode("utf-8", "replace") for k, v in params.items()}
             request = Request(method=req.method, params=params, query=query, body=body,
                               authorization=req.headers.get("Authorization"))
             status, out, content_type = self.api.handle(route_name, request)

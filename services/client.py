@@ -7,6 +7,10 @@
         K PING/GET/PUT requests against services/demo_server.py, each checked
     client.py stream HOST PORT --bytes N [--seed S] [--progress SEC]
         GET N bytes from services/demo_server.py, printing progress lines
+    client.py upload HOST PORT --bytes N [--seed S] [--progress SEC]
+        PUT N bytes to services/demo_server.py and check the SHA-256 it answers
+
+--progress SEC prints "client: <bytes received> <bytes sent>" to stderr every SEC.
 
 Exit status 0 only if the connection ended cleanly and every answer was right;
 the JSON carries sha256 of all bytes sent and received so callers can compare.
@@ -28,21 +32,30 @@ from demo_server import stream_bytes  # noqa: E402
 class Conn:
     """A TCP connection that hashes everything it sends and receives."""
 
-    def __init__(self, host, port, timeout):
+    def __init__(self, host, port, timeout, progress=0.0):
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sent = hashlib.sha256()
         self.recv = hashlib.sha256()
         self.nsent = self.nrecv = 0
+        self.progress = progress
+        self._last = time.monotonic()
+
+    def _tick(self):
+        if self.progress and time.monotonic() - self._last >= self.progress:
+            self._last = time.monotonic()
+            print(f"client: {self.nrecv} {self.nsent}", file=sys.stderr, flush=True)
 
     def send(self, data):
         self.sock.sendall(data)
         self.sent.update(data)
         self.nsent += len(data)
+        self._tick()
 
     def read(self, n):
         data = self.sock.recv(n)
         self.recv.update(data)
         self.nrecv += len(data)
+        self._tick()
         return data
 
     def read_exact(self, n):
@@ -119,22 +132,31 @@ def run_reqresp(conn, args):
 def run_stream(conn, args):
     conn.send(f"GET {args.bytes} {args.seed}\n".encode())
     expected = hashlib.sha256(stream_bytes(args.bytes, str(args.seed))).hexdigest()
-    last = time.monotonic()
     while conn.nrecv < args.bytes:
         if not conn.read(65536):
             return conn.report(ok=False, error="unexpected EOF from server")
-        if args.progress and time.monotonic() - last >= args.progress:
-            last = time.monotonic()
-            print(f"client: {conn.nrecv}/{args.bytes} bytes", file=sys.stderr, flush=True)
     conn.sock.shutdown(socket.SHUT_WR)
     if conn.read(1):
         return conn.report(ok=False, error="bytes after the stream")
     return conn.report(ok=conn.recv.hexdigest() == expected, expected_sha256=expected)
 
 
+def run_upload(conn, args):
+    body = random.Random(args.seed).randbytes(args.bytes)
+    conn.send(f"PUT {len(body)}\n".encode())
+    for i in range(0, len(body), args.chunk):
+        conn.send(body[i:i + args.chunk])
+    answer = conn.read_line()
+    conn.sock.shutdown(socket.SHUT_WR)
+    if conn.read(1):
+        return conn.report(ok=False, error="bytes after the answer")
+    expected = f"OK {hashlib.sha256(body).hexdigest()}\n".encode()
+    return conn.report(ok=answer == expected, answer=answer.decode(errors="replace").strip())
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", choices=["echo", "reqresp", "stream"])
+    ap.add_argument("mode", choices=["echo", "reqresp", "stream", "upload"])
     ap.add_argument("host")
     ap.add_argument("port", type=int)
     ap.add_argument("--bytes", type=int, default=1 << 20)
@@ -146,8 +168,9 @@ def main():
     ap.add_argument("--timeout", type=float, default=30.0)
     args = ap.parse_args()
     try:
-        conn = Conn(args.host, args.port, args.timeout)
-        result = {"echo": run_echo, "reqresp": run_reqresp, "stream": run_stream}[args.mode](conn, args)
+        conn = Conn(args.host, args.port, args.timeout, args.progress)
+        runner = {"echo": run_echo, "reqresp": run_reqresp, "stream": run_stream, "upload": run_upload}[args.mode]
+        result = runner(conn, args)
     except OSError as e:
         result = {"ok": False, "error": repr(e)}
     print(json.dumps(result), flush=True)

@@ -103,7 +103,7 @@ class RestServer:
             resp = conn.getresponse()
             data = resp.read().decode()
             kind = resp.getheader("Content-Type") or ""
-            return resp.status, resp, json.loads(data) if kind.startswith("application/json") else data
+            return resp.status, resp, json.loads(data) if data and kind.startswith("application/json") else data
         finally:
             conn.close()
 
