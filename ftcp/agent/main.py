@@ -22,6 +22,7 @@ from ftcp import config as ftcp_config
 from ftcp.agent import repair
 from ftcp.agent.capture import CaptureError, RingCapture
 from ftcp.agent.packet import ip_int
+from ftcp.agent.replica import HotStandby, ReplicaPool
 from ftcp.agent.takeover import Session
 from ftcp.agent.tracker import ESTABLISHED, PROTECTED, Tracker
 from ftcp.agent.writer import LogWriter, WriterThread
@@ -99,11 +100,14 @@ class Agent:
         url = args.redis_url or os.environ.get("FTCP_REDIS_URL") or conf.redis_url
         self.store = Store(url)
         self.tracker = Tracker(self.services, log_cap=args.log_cap, grace=args.grace)
-        self.writer = LogWriter(self.store, self.tracker, max_buffer=args.buffer, agent_name=self.name)
+        self.replicas = replicas(conf, args.backup)
+        self.pool = ReplicaPool(self.replicas) if args.standby == "hot" else None
+        self.hot = HotStandby(self.pool) if self.pool else None
+        self.writer = LogWriter(self.store, self.tracker, max_buffer=args.buffer, agent_name=self.name,
+                                tap=self.hot)
         self.writer_thread = WriterThread(self.writer, args.flush_ms / 1000.0)
         self.capture = RingCapture(args.iface, block_size=1 << 20, block_count=max(8, args.ring_mb),
                                    retire_ms=args.flush_ms)
-        self.replicas = replicas(conf, args.backup)
         self.control = ControlListener(self.store, agent_channel(self.name))
         self.sessions = {}   # service -> [Session]
         self.started = clock()
@@ -132,6 +136,8 @@ class Agent:
         feed = self.tracker.feed_frame
         self.writer_thread.start()
         self.control.start()
+        if self.pool:
+            self.pool.start()
         while not self.stopping:
             if not self.control.commands.empty():
                 self.handle(self.control.commands.get())
@@ -198,8 +204,9 @@ class Agent:
             LOG.warning("takeover of %s: cannot take %s: %s", service, conn.id, reason)
         self.sessions[service] = sessions
         elapsed = self.clock() - started
-        LOG.info("takeover of %s (epoch %d): %d connection(s) ready, %d not, in %.1f ms",
-                 service, epoch, len(taken), len(failed), elapsed * 1000)
+        LOG.info("takeover of %s (epoch %d): %d connection(s) ready (%d hot), %d not, in %.1f ms",
+                 service, epoch, len(taken), sum(s.mode == "hot" for s in sessions), len(failed),
+                 elapsed * 1000)
         self.store.publish(CONTROLLER_CHANNEL, {"cmd": "ready", "service": service, "epoch": epoch,
                                                 "backup": self.name, "taken": taken, "failed": failed,
                                                 "seconds": round(elapsed, 6)})
@@ -219,7 +226,19 @@ class Agent:
             raise ValueError(f"log in Redis has {len(log)} bytes, tracker {conn.c2s_logged}")
         replica = self.replicas[service]
         params = repair.repair_params(state, replica[0], logged=len(log))
-        session = Session(conn.id, params, log, skip=int(state["s2c_acked"]), replica=replica)
+        skip = int(state["s2c_acked"])
+        hot = self.hot.detach(conn) if self.hot else None
+        if hot is not None and hot.fed + len(hot.unsent) == len(log):
+            session = Session(conn.id, params, skip, hot.sock, unsent=hot.unsent, tail_start=hot.tail_start,
+                              tail=hot.tail)
+            session.mode = "hot"
+        else:
+            if hot is not None:
+                LOG.warning("%s: hot replica was fed %d bytes of %d; replaying the log instead",
+                            conn.id, hot.fed + len(hot.unsent), len(log))
+                hot.sock.close()
+            session = Session.cold(conn.id, params, skip, replica, log)
+            session.mode = "cold"
         session.start()
         return session
 
@@ -240,6 +259,8 @@ class Agent:
                 self.tracker.feed_frame(frame, now)
         self.writer_thread.stop()
         self.control.stop()
+        if self.pool:
+            self.pool.stop()
         now = self.clock()
         beat = self.heartbeat(now)
         beat["stopped"] = f"{now:.6f}"
@@ -275,6 +296,9 @@ def build_parser():
     ap.add_argument("--flush-ms", type=int, default=10, help="Redis write interval (ms)")
     ap.add_argument("--ring-mb", type=int, default=64, help="capture ring size in MiB")
     ap.add_argument("--shutdown-timeout", type=float, default=5.0)
+    ap.add_argument("--standby", choices=["hot", "cold"], default="hot",
+                    help="hot: keep a replica connection in step per connection (default); "
+                         "cold: replay the log from Redis at takeover")
     return ap
 
 

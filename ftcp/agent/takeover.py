@@ -1,11 +1,11 @@
-"""Take over a connection on the backup: replica fed the log, repaired socket, splice.
+"""Take over a connection on the backup: repaired client socket spliced to the replica.
 
-One ``Session`` per connection (cold replay): a fresh connection to the replica (the
-same server program on the backup) is fed the frozen client log, the client's socket
-is rebuilt with TCP_REPAIR, and two threads splice them. The replica's first
-``skip`` output bytes already reached the client from the primary (the client
-acknowledged them), so they are dropped; what follows is held until ``go`` (the
-switch now sends the client to us), then flows to the client.
+One ``Session`` per connection. The replica connection is either the hot one that
+has been fed all along (ftcp/agent/replica.py: only its unsent input and its kept
+output ``tail`` come along), or, cold, a fresh one fed the whole frozen log. The
+client's socket is rebuilt with TCP_REPAIR and two threads splice the two. Replica
+output below ``skip`` (what the client acknowledged to the primary) is dropped; what
+follows is held until ``go`` (the switch now sends the client to us), then flows.
 """
 from __future__ import annotations
 
@@ -20,24 +20,33 @@ CHUNK = 65536
 
 
 class Session:
-    def __init__(self, conn_id: str, params: repair.RepairParams, log: bytes, skip: int, replica: tuple,
+    def __init__(self, conn_id: str, params: repair.RepairParams, skip: int, replica: socket.socket,
+                 unsent: bytes = b"", tail_start: int = 0, tail: bytes = b"",
                  make_socket=repair.repaired_socket):
         self.conn_id = conn_id
         self.params = params
-        self.log = log
         self.skip = skip
-        self.replica_addr = replica
+        self.replica = replica
+        self.log = unsent            # client bytes the replica has not been given yet
+        self.tail_start = tail_start  # replica output offset of tail[0]
+        self.tail = tail              # replica output already read, not yet known to the client
         self._make_socket = make_socket
         self._go = threading.Event()
-        self.client = self.replica = None
+        self.client = None
         self.error = None
         self.to_client = self.to_replica = 0
+        self.mode = "hot"
         self._threads = []
 
+    @classmethod
+    def cold(cls, conn_id, params, skip, replica_addr, log, **kw):
+        """A fresh replica connection that is fed the whole log."""
+        sock = socket.create_connection(replica_addr, timeout=5)
+        sock.settimeout(None)
+        return cls(conn_id, params, skip, sock, unsent=log, **kw)
+
     def start(self) -> None:
-        """Connect the replica and rebuild the client socket (raises on failure)."""
-        self.replica = socket.create_connection(self.replica_addr, timeout=5)
-        self.replica.settimeout(None)
+        """Rebuild the client socket and start splicing (raises on failure)."""
         try:
             self.client = self._make_socket(self.params)
         except BaseException:
@@ -73,10 +82,15 @@ class Session:
             self._fail(f"client->replica: {e}")
 
     def _replica_to_client(self):
-        skip = self.skip
+        skip = max(0, self.skip - self.tail_start)
+        pending = self.tail
+        self.tail = b""
         try:
             while True:
-                data = self.replica.recv(CHUNK)
+                if pending:
+                    data, pending = pending, b""
+                else:
+                    data = self.replica.recv(CHUNK)
                 if not data:
                     if skip:
                         self._fail(f"replica ended {skip} bytes short of what the client already has")

@@ -66,9 +66,10 @@ def redis_fields(state: dict) -> dict:
 
 class LogWriter:
     def __init__(self, store, tracker, max_buffer: int = 256 << 20, retry_interval: float = 0.5,
-                 agent_name: str = "agent"):
+                 agent_name: str = "agent", tap=None):
         self.store = store
         self.tracker = tracker
+        self.tap = tap            # sees each collected connection and its new bytes (hot standby)
         self.max_buffer = max_buffer
         self.retry_interval = retry_interval
         self.agent_name = agent_name
@@ -104,6 +105,8 @@ class LogWriter:
                 if entry is None:
                     entry = self._new_entry(conn)
                 data = conn.take_c2s()
+                if self.tap is not None:
+                    self.tap.seen(conn, data)
                 if data and not entry.dropped:
                     entry.chunks.append(data)
                     entry.nbytes += len(data)
@@ -111,6 +114,8 @@ class LogWriter:
                 entry.state = conn.to_state()
                 entry.dirty = True
             for conn in tracker.expire(now):
+                if self.tap is not None:
+                    self.tap.gone(conn)
                 entry = self._entries.get(conn)
                 if entry is None:
                     entry = self._new_entry(conn)

@@ -20,6 +20,18 @@ def lab(run_dir):
         yield lab
 
 
+@pytest.fixture
+def cold_lab(run_dir):
+    """The agent without hot standby: takeover replays the log from Redis."""
+    with Lab(service_cmd=SERVICES["demo"], service_port=PORT, run_dir=run_dir,
+             agent_args=("--standby", "cold")) as lab:
+        yield lab
+
+
+def takeover_modes(lab):
+    return [line for line in (lab.run_dir / "agent.log").read_text().splitlines() if "connection(s) ready" in line]
+
+
 def link_down(lab):
     lab.net.configLinkStatus("p1", "s1", "down")
 
@@ -54,7 +66,9 @@ class RunningClient:
         return json.loads(out.strip().splitlines()[-1])
 
 
-def test_link_down_mid_download(lab):
+@pytest.mark.parametrize("mode", ["hot", "cold"])
+def test_link_down_mid_download(mode, request):
+    lab = request.getfixturevalue("lab" if mode == "hot" else "cold_lab")
     store = Store(lab.redis.url)
     client = RunningClient(lab, "stream", PRIMARY_IP, PORT, "--bytes", 60_000_000)
     client.wait_progress(received=5_000_000)
@@ -64,6 +78,7 @@ def test_link_down_mid_download(lab):
     assert res["ok"], res
     assert res["received"] == 60_000_000
     assert svc["taken"] == "1" and json.loads(svc["failed"]) == {}
+    assert f"1 connection(s) ready ({1 if mode == 'hot' else 0} hot)" in takeover_modes(lab)[0]
 
 
 def test_link_down_mid_upload(lab):

@@ -1,0 +1,275 @@
+"""Hot standby: one connection to the backup's replica per protected connection,
+fed the client's bytes as they are logged, its output consumed as the client
+acknowledges the primary's. At takeover the replica is already where the primary
+was, so a takeover only rebuilds sockets (no replay, no regeneration stall).
+
+One selector thread owns every replica socket. The capture thread talks to it
+through a command queue (``open``, ``feed``, ``acked``, ``finish``, ``drop``) and
+``detach`` hands a replica over to a takeover Session. The replica's output beyond
+what the client acknowledged is kept (``tail``, bounded: past ``max_tail`` the
+thread stops reading and TCP flow control holds the replica back).
+"""
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import os
+import selectors
+import socket
+import threading
+
+LOG = logging.getLogger("ftcp.agent.replica")
+
+
+class Detached:
+    """A hot replica handed over to a takeover."""
+
+    __slots__ = ("sock", "unsent", "fed", "tail_start", "tail")
+
+    def __init__(self, sock, unsent, fed, tail_start, tail):
+        self.sock, self.unsent, self.fed, self.tail_start, self.tail = sock, unsent, fed, tail_start, tail
+
+
+class _Replica:
+    __slots__ = ("conn_id", "sock", "out", "fed", "produced", "tail", "acked", "finish", "connected", "failed",
+                 "events")
+
+    def __init__(self, conn_id, sock):
+        self.conn_id, self.sock = conn_id, sock
+        self.out = bytearray()     # client bytes not yet written to the replica
+        self.fed = 0               # client bytes written to the replica
+        self.produced = 0          # replica output bytes read so far
+        self.tail = bytearray()    # replica output [produced - len(tail), produced)
+        self.acked = 0             # replica output the client already has (from the primary)
+        self.finish = False        # client sent FIN: shut the replica's input once out is empty
+        self.connected = False
+        self.failed = None         # why this replica is unusable
+        self.events = 0
+
+
+class ReplicaPool(threading.Thread):
+    def __init__(self, addresses: dict, max_tail: int = 4 << 20):
+        super().__init__(name="ftcp-replicas", daemon=True)
+        self.addresses = addresses            # service -> (ip, port)
+        self.max_tail = max_tail
+        self._sel = selectors.DefaultSelector()
+        self._cmds = collections.deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._replicas = {}
+        self._halt = False
+        self.failures = 0
+
+    # --- called from other threads ---------------------------------------------------
+
+    def _cmd(self, *cmd):
+        self._cmds.append(cmd)
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass  # the pipe is full: the thread is awake anyway
+
+    def open(self, conn_id: str, service: str):
+        self._cmd("open", conn_id, service)
+
+    def feed(self, conn_id: str, data: bytes):
+        self._cmd("feed", conn_id, data)
+
+    def acked(self, conn_id: str, count: int):
+        self._cmd("acked", conn_id, count)
+
+    def finish(self, conn_id: str):
+        self._cmd("finish", conn_id)
+
+    def drop(self, conn_id: str):
+        self._cmd("drop", conn_id)
+
+    def detach(self, conn_id: str, timeout: float = 2.0):
+        """Take the replica out of the pool (blocking socket, state); None if there is
+        no usable one."""
+        done, box = threading.Event(), []
+        self._cmd("detach", conn_id, (done, box))
+        if not done.wait(timeout):
+            return None
+        return box[0] if box else None
+
+    def stop(self):
+        self._halt = True
+        self._cmd("noop")
+        self.join(5)
+
+    # --- the selector thread --------------------------------------------------------------
+
+    def run(self):
+        while not self._halt:
+            for key, mask in self._sel.select(timeout=1.0):
+                if key.data is None:
+                    try:
+                        os.read(self._wake_r, 65536)
+                    except BlockingIOError:
+                        pass
+                    continue
+                self._io(key.data, mask)
+            while self._cmds:
+                self._apply(self._cmds.popleft())
+        for rep in list(self._replicas.values()):
+            self._close(rep)
+
+    def _apply(self, cmd):
+        kind, conn_id = cmd[0], cmd[1] if len(cmd) > 1 else None
+        rep = self._replicas.get(conn_id)
+        if kind == "open":
+            self._open(conn_id, cmd[2])
+        elif rep is None:
+            if kind == "detach":
+                cmd[2][0].set()
+        elif kind == "feed":
+            rep.out += cmd[2]
+        elif kind == "acked":
+            rep.acked = max(rep.acked, cmd[2])
+            self._trim(rep)
+        elif kind == "finish":
+            rep.finish = True
+        elif kind == "drop":
+            self._close(rep)
+        elif kind == "detach":
+            done, box = cmd[2]
+            box.append(self._detach(rep))
+            done.set()
+        if conn_id in self._replicas:
+            self._update(rep if rep is not None else self._replicas[conn_id])
+
+    def _open(self, conn_id, service):
+        addr = self.addresses.get(service)
+        if addr is None or conn_id in self._replicas:
+            return
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        rep = _Replica(conn_id, sock)
+        self._replicas[conn_id] = rep
+        err = sock.connect_ex(addr)
+        if err not in (0, errno.EINPROGRESS):
+            rep.failed = f"cannot connect to the replica at {addr[0]}:{addr[1]}: {os.strerror(err)}"
+            self.failures += 1
+            return
+        rep.events = selectors.EVENT_WRITE
+        self._sel.register(sock, rep.events, rep)
+
+    def _update(self, rep):
+        """Select for writing while there is input to give, for reading while the
+        tail has room."""
+        if rep.failed:
+            return
+        events = 0
+        if not rep.connected or rep.out or rep.finish:
+            events |= selectors.EVENT_WRITE
+        if rep.connected and len(rep.tail) < self.max_tail:
+            events |= selectors.EVENT_READ
+        if events != rep.events:
+            if events:
+                if rep.events:
+                    self._sel.modify(rep.sock, events, rep)
+                else:
+                    self._sel.register(rep.sock, events, rep)
+            else:
+                self._sel.unregister(rep.sock)
+            rep.events = events
+
+    def _io(self, rep, mask):
+        try:
+            if mask & selectors.EVENT_WRITE:
+                if not rep.connected:
+                    err = rep.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        raise OSError(err, os.strerror(err))
+                    rep.connected = True
+                if rep.out:
+                    sent = rep.sock.send(rep.out)
+                    del rep.out[:sent]
+                    rep.fed += sent
+                elif rep.finish:
+                    rep.sock.shutdown(socket.SHUT_WR)
+                    rep.finish = False
+            if mask & selectors.EVENT_READ:
+                data = rep.sock.recv(65536)
+                if data:
+                    rep.tail += data
+                    rep.produced += len(data)
+                    self._trim(rep)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as e:
+            rep.failed = f"replica connection: {e.strerror or e}"
+            self.failures += 1
+            LOG.warning("%s: %s", rep.conn_id, rep.failed)
+            self._sel.unregister(rep.sock)
+            rep.events = 0
+            return
+        self._update(rep)
+
+    def _trim(self, rep):
+        """Drop replica output the client already has from the primary."""
+        start = rep.produced - len(rep.tail)
+        if rep.acked > start:
+            del rep.tail[:min(len(rep.tail), rep.acked - start)]
+
+    def _detach(self, rep):
+        del self._replicas[rep.conn_id]
+        if rep.events:
+            self._sel.unregister(rep.sock)
+        if rep.failed or not rep.connected:
+            rep.sock.close()
+            return None
+        rep.sock.setblocking(True)
+        return Detached(rep.sock, bytes(rep.out), rep.fed, rep.produced - len(rep.tail), bytes(rep.tail))
+
+    def _close(self, rep):
+        self._replicas.pop(rep.conn_id, None)
+        if rep.events:
+            self._sel.unregister(rep.sock)
+            rep.events = 0
+        rep.sock.close()
+
+
+class HotStandby:
+    """The tap the log writer calls for every connection it collects (capture thread):
+    keeps one hot replica per protected connection, fed exactly the logged bytes."""
+
+    def __init__(self, pool: ReplicaPool):
+        self.pool = pool
+        self._open = {}   # conn id -> the Conn whose replica is open
+
+    def seen(self, conn, data: bytes) -> None:
+        cid = conn.id
+        current = self._open.get(cid)
+        if current is not None and current is not conn:
+            self.pool.drop(cid)  # the 4-tuple now belongs to a new connection
+            current = None
+        if conn.status != "protected":
+            if current is not None:
+                self.pool.drop(cid)
+                del self._open[cid]
+            return
+        if current is None:
+            if conn.isn_c is None:
+                return
+            self.pool.open(cid, conn.service)
+            self._open[cid] = conn
+        if data:
+            self.pool.feed(cid, data)
+        self.pool.acked(cid, conn.s2c_acked)
+        if conn.fin_c:
+            self.pool.finish(cid)
+
+    def gone(self, conn) -> None:
+        if self._open.get(conn.id) is conn:
+            del self._open[conn.id]
+            self.pool.drop(conn.id)
+
+    def detach(self, conn):
+        if self._open.get(conn.id) is not conn:
+            return None
+        del self._open[conn.id]
+        return self.pool.detach(conn.id)
