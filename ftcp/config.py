@@ -6,6 +6,7 @@ half-configured. The result is a tree of frozen dataclasses.
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import re
@@ -104,11 +105,24 @@ def service_cookie_id(name: str) -> int:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """In-band liveness probes: SYNs from ``address`` (a free address in the service's
+    subnet that the controller answers ARP for) every ``interval`` seconds; ``misses``
+    unanswered in a row = the host is gone."""
+
+    address: str
+    mac: str = "02:66:74:63:70:01"
+    interval: float = 0.05
+    misses: int = 3
+
+
+@dataclass(frozen=True)
 class Config:
     services: tuple
     dpid: Optional[int] = None
     redis_url: str = DEFAULT_REDIS_URL
     source: str = field(default="<memory>", compare=False)
+    probe: Optional[Probe] = None
 
     def service(self, name: str) -> Optional[Service]:
         return next((s for s in self.services if s.name == name), None)
@@ -251,9 +265,27 @@ def _check_service_ports(service: Service, path: str) -> None:
         raise ConfigError(path + ".backups", "backup names must be unique")
 
 
+def _float_in(value: Any, path: str, low: float, high: float, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ConfigError(path, f"must be {what} ({low}..{high}), got {value!r}")
+    return float(value)
+
+
+def _probe(value: Any, path: str) -> Optional[Probe]:
+    if value is None:
+        return None
+    _mapping(value, path, {"address"}, {"mac", "interval", "misses"})
+    return Probe(
+        address=_ipv4(value["address"], path + ".address"),
+        mac=_mac(value.get("mac", Probe.mac), path + ".mac"),
+        interval=_float_in(value.get("interval", Probe.interval), path + ".interval", 0.005, 60.0, "seconds"),
+        misses=_int_in(value.get("misses", Probe.misses), path + ".misses", 1, 100, "a count"),
+    )
+
+
 def parse(data: Any, source: str = "<memory>") -> Config:
     """Validate an already-decoded YAML document."""
-    _mapping(data, "", {"services"}, {"switch", "redis"})
+    _mapping(data, "", {"services"}, {"switch", "redis", "probe"})
     switch = data.get("switch") or {}
     _mapping(switch, "switch", set(), {"dpid"})
     redis_cfg = data.get("redis") or {}
@@ -263,11 +295,17 @@ def parse(data: Any, source: str = "<memory>") -> Config:
         raise ConfigError("services", "must be a non-empty list of services")
     services = tuple(_service(s, f"services[{i}]") for i, s in enumerate(services_raw))
     _check_unique(services)
+    probe = _probe(data.get("probe"), "probe")
+    if probe is not None:
+        for i, svc in enumerate(services):
+            if probe.address in {svc.address} | {b.address for b in svc.backups}:
+                raise ConfigError("probe.address", f"{probe.address} is used by services[{i}]; pick a free address")
     return Config(
         services=services,
         dpid=_dpid(switch.get("dpid"), "switch.dpid"),
         redis_url=_redis_url(redis_cfg.get("url", DEFAULT_REDIS_URL), "redis.url"),
         source=source,
+        probe=probe,
     )
 
 
@@ -281,12 +319,11 @@ def with_service(conf: Config, service: Service) -> Config:
     a whole (unique names, addresses and cookies) so nothing is half-applied."""
     services = [s for s in conf.services if s.name != service.name] + [service]
     _check_unique(tuple(services))
-    return Config(services=tuple(services), dpid=conf.dpid, redis_url=conf.redis_url, source=conf.source)
+    return dataclasses.replace(conf, services=tuple(services))
 
 
 def without_service(conf: Config, name: str) -> Config:
-    return Config(services=tuple(s for s in conf.services if s.name != name), dpid=conf.dpid,
-                  redis_url=conf.redis_url, source=conf.source)
+    return dataclasses.replace(conf, services=tuple(s for s in conf.services if s.name != name))
 
 
 def _check_unique(services: tuple) -> None:

@@ -6,7 +6,7 @@ of one service (cookie/cookie_mask, as ryu's rest_router does).
 """
 from __future__ import annotations
 
-from ryu.lib.packet import ether_types, in_proto
+from ryu.lib.packet import arp, ether_types, ethernet, in_proto, ipv4, packet, tcp
 from ryu.ofproto import ofproto_v1_3 as ofp
 from ryu.ofproto import ofproto_v1_3_parser as parser
 
@@ -24,6 +24,12 @@ MIRROR_PORT_DROP = 0x03
 FENCE = 0x10
 REDIRECT_C2S = 0x11
 REDIRECT_S2C = 0x12
+HOLD_FIN = 0x20
+HOLD_RST = 0x21
+PROBE_REPLY = 0x22
+PROBE_ARP = 0x23
+
+TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10
 
 # Priorities: the NORMAL default at the bottom, mirrors above it; drops of anything
 # a backup sends from its mirror iface above all, so it can never inject traffic.
@@ -33,6 +39,10 @@ PRIO_MIRROR_PORT_DROP = 2000
 # After a failover: redirects win over the mirrors, the fence over everything.
 PRIO_REDIRECT = 1500
 PRIO_FENCE = 3000
+# FIN/RST from the primary go to the controller instead of the client (above the mirror);
+# answers to probes and ARP for the probe address too (above everything but the fence).
+PRIO_HOLD = 1100
+PRIO_PROBE = 2500
 
 
 def cookie(service_id: int, purpose: int) -> int:
@@ -82,8 +92,9 @@ def _tcp_match(**fields):
     return parser.OFPMatch(eth_type=ether_types.ETH_TYPE_IP, ip_proto=in_proto.IPPROTO_TCP, **fields)
 
 
-def service_flows(dp, plan: ServicePlan) -> list:
-    """The steady-state flows of one protected service (DESIGN §3)."""
+def service_flows(dp, plan: ServicePlan, hold: bool = False) -> list:
+    """The steady-state flows of one protected service (DESIGN §3); with ``hold``
+    also the FIN/RST hold (only when probes can release what it holds)."""
     svc = plan.service
     sid = svc.cookie_id
     mirrors = [parser.OFPActionOutput(p) for p in plan.mirror_ports]
@@ -101,6 +112,8 @@ def service_flows(dp, plan: ServicePlan) -> list:
     for port in plan.mirror_ports:
         flows.append(_add(dp, cookie(sid, MIRROR_PORT_DROP), PRIO_MIRROR_PORT_DROP,
                           parser.OFPMatch(in_port=port), []))
+    if hold:
+        flows += hold_flows(dp, plan)
     return flows
 
 
@@ -122,7 +135,7 @@ def describe(msg) -> str:
                 actions.append(f"set:{act.key}={act.value}")
                 continue
             port = getattr(act, "port", None)
-            actions.append("NORMAL" if port == ofp.OFPP_NORMAL else f"output:{port}")
+            actions.append({ofp.OFPP_NORMAL: "NORMAL", ofp.OFPP_CONTROLLER: "CONTROLLER"}.get(port, f"output:{port}"))
     return f"cookie={msg.cookie:#x} priority={msg.priority} {match} -> {','.join(actions) or 'drop'}"
 
 
@@ -150,3 +163,74 @@ def redirect_flows(dp, plan: ServicePlan, backup_name: str, service_mac: str) ->
              [parser.OFPActionSetField(ipv4_src=svc.address), parser.OFPActionSetField(eth_src=service_mac),
               parser.OFPActionOutput(ofp.OFPP_NORMAL)]),
     ]
+
+
+def _to_controller():
+    # The whole packet (no buffering in the switch): a held FIN may carry data, and
+    # releasing it means sending it back out byte for byte.
+    return [parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER)]
+
+
+def hold_flows(dp, plan: ServicePlan) -> list:
+    """Segments with FIN or RST from the primary go to the controller (tcp_flags is
+    an OpenFlow 1.3 ONF extension field; OVS supports it)."""
+    svc = plan.service
+    sid = svc.cookie_id
+    return [_add(dp, cookie(sid, purpose), PRIO_HOLD,
+                 _tcp_match(in_port=plan.primary_port, ipv4_src=svc.address, tcp_src=svc.port,
+                            tcp_flags=(flag, flag)), _to_controller())
+            for purpose, flag in ((HOLD_FIN, TCP_FIN), (HOLD_RST, TCP_RST))]
+
+
+def probe_flows(dp, probe_ip: str) -> list:
+    """Answers to probes and ARP requests for the probe address: to the controller."""
+    return [
+        _add(dp, cookie(0, PROBE_REPLY), PRIO_PROBE, _tcp_match(ipv4_dst=probe_ip), _to_controller()),
+        _add(dp, cookie(0, PROBE_ARP), PRIO_PROBE,
+             parser.OFPMatch(eth_type=ether_types.ETH_TYPE_ARP, arp_tpa=probe_ip), _to_controller()),
+    ]
+
+
+def _packet_out(dp, data: bytes, actions):
+    return parser.OFPPacketOut(dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
+                               actions=actions, data=data)
+
+
+def _tcp_frame(eth_src, eth_dst, ip_src, ip_dst, sport, dport, seq, ack, bits) -> bytes:
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet(dst=eth_dst, src=eth_src, ethertype=ether_types.ETH_TYPE_IP))
+    pkt.add_protocol(ipv4.ipv4(src=ip_src, dst=ip_dst, proto=in_proto.IPPROTO_TCP, ttl=64))
+    pkt.add_protocol(tcp.tcp(src_port=sport, dst_port=dport, seq=seq, ack=ack, bits=bits, window_size=1024))
+    pkt.serialize()
+    return bytes(pkt.data)
+
+
+def probe_syn(dp, plan: ServicePlan, probe, sport: int, seq: int):
+    """A SYN from the probe address to the service, straight out of the primary's port."""
+    svc = plan.service
+    frame = _tcp_frame(probe.mac, svc.primary.mac or "ff:ff:ff:ff:ff:ff", probe.address, svc.address,
+                       sport, svc.port, seq, 0, TCP_SYN)
+    return _packet_out(dp, frame, [parser.OFPActionOutput(plan.primary_port)])
+
+
+def probe_rst(dp, plan: ServicePlan, probe, sport: int, seq: int):
+    """Close the half-open connection a SYN-ACK answer left on the primary."""
+    svc = plan.service
+    frame = _tcp_frame(probe.mac, svc.primary.mac or "ff:ff:ff:ff:ff:ff", probe.address, svc.address,
+                       sport, svc.port, seq, 0, TCP_RST)
+    return _packet_out(dp, frame, [parser.OFPActionOutput(plan.primary_port)])
+
+
+def arp_reply(dp, in_port: int, request: arp.arp, mac: str):
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet(dst=request.src_mac, src=mac, ethertype=ether_types.ETH_TYPE_ARP))
+    pkt.add_protocol(arp.arp(opcode=arp.ARP_REPLY, src_mac=mac, src_ip=request.dst_ip,
+                             dst_mac=request.src_mac, dst_ip=request.src_ip))
+    pkt.serialize()
+    return _packet_out(dp, bytes(pkt.data), [parser.OFPActionOutput(in_port)])
+
+
+def release(dp, plan: ServicePlan, data: bytes):
+    """A held FIN/RST goes on: normal forwarding and the mirror, as it would have."""
+    return _packet_out(dp, data, [parser.OFPActionOutput(ofp.OFPP_NORMAL)] +
+                       [parser.OFPActionOutput(p) for p in plan.mirror_ports])

@@ -3,6 +3,7 @@
 Launch:  ryu-manager --config-file switch_config/ryu.conf ryu_apps/ftcp_app.py
 The service file comes from ``[ftcp] config`` in ryu.conf, or FTCP_CONFIG.
 """
+import dataclasses
 import json
 import logging
 import os
@@ -14,11 +15,13 @@ from ryu.base import app_manager
 from ryu.controller import ofp_event
 from ryu.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
 from ryu.lib import hub
+from ryu.lib.packet import arp, ipv4, packet, tcp
 from ryu.ofproto import ofproto_v1_3
 
 from ftcp import config as ftcp_config
 from ftcp import failover, flows
 from ftcp.plan import plan_switch, switch_applies
+from ftcp.probe import Prober, Release, SendProbe, Verdict
 from ftcp.recorder import Recorder
 from ftcp.store import CONTROLLER_CHANNEL, Store, StoreError, agent_channel
 
@@ -46,7 +49,7 @@ def _load_config():
         raise SystemExit(2)
     url = os.environ.get("FTCP_REDIS_URL") or cfg.CONF.ftcp.redis_url
     if url:
-        conf = ftcp_config.Config(services=conf.services, dpid=conf.dpid, redis_url=url, source=conf.source)
+        conf = dataclasses.replace(conf, redis_url=url)
     return conf
 
 
@@ -72,8 +75,19 @@ class FtcpApp(app_manager.RyuApp):
         self.failovers = {s.name: failover.ServiceFailover(s.name, tuple(b.name for b in s.backups),
                                                            epoch=self._stored_epoch(s.name))
                           for s in self.conf.services}
+        probe = self.conf.probe
+        self.probers = {s.name: Prober(s.name, probe.interval, probe.misses) for s in self.conf.services} \
+            if probe else {}
+        self._by_cookie = {s.cookie_id: s.name for s in self.conf.services}
+        self._by_address = {(s.address, s.port): s.name for s in self.conf.services}
         LOG.info("ftcp: %d service(s) from %s, redis %s", len(self.conf.services), self.conf.source,
                  ftcp_config.redact_url(self.conf.redis_url))
+        if probe:
+            LOG.info("ftcp: probing from %s every %.0f ms, failover after %d misses; FIN/RST from primaries held",
+                     probe.address, probe.interval * 1000, probe.misses)
+        else:
+            LOG.warning("ftcp: no probe section in %s: only link-down is detected (no process crash, "
+                        "no silent host)", self.conf.source)
         for svc in self.conf.services:
             LOG.info("ftcp: service %s %s primary port %s backups %s", svc.name, svc.key, svc.primary.port,
                      ", ".join(f"{b.name}({b.address}, mirror port {b.mirror_port})" for b in svc.backups))
@@ -121,10 +135,38 @@ class FtcpApp(app_manager.RyuApp):
 
     def _tick_loop(self):
         while True:
-            hub.sleep(0.05)
+            hub.sleep(0.01)
             now = time.time()
-            for f in self.failovers.values():
-                self._run(f.tick(now))
+            try:
+                for f in self.failovers.values():
+                    self._run(f.tick(now))
+                for name, prober in self.probers.items():
+                    # Probe only what is protected on a connected switch.
+                    if self.failovers[name].status == failover.PROTECTED and any(self._service_plans(name)):
+                        self._probe_actions(prober.tick(now))
+            except Exception:
+                LOG.exception("ftcp: tick failed")
+
+    def _probe_actions(self, actions):
+        for action in actions:
+            if isinstance(action, SendProbe):
+                for dp, plan in self._service_plans(action.service):
+                    dp.send_msg(flows.probe_syn(dp, plan, self.conf.probe, action.sport, action.seq))
+            elif isinstance(action, Release):
+                for dpid, data in action.held:
+                    plan = self.plans.get(dpid, {}).get(action.service)
+                    dp = self.datapaths.get(dpid)
+                    if plan is not None and dp is not None:
+                        dp.send_msg(flows.release(dp, plan, data))
+            elif isinstance(action, Verdict):
+                self.fail(action.service, action.reason)
+
+    def _service_plans(self, name):
+        for dpid, plans in self.plans.items():
+            plan = plans.get(name)
+            dp = self.datapaths.get(dpid)
+            if plan is not None and dp is not None:
+                yield dp, plan
 
     def _on_control(self, msg: dict):
         cmd, name = msg.get("cmd"), msg.get("service")
@@ -150,6 +192,8 @@ class FtcpApp(app_manager.RyuApp):
                                             backup=backup)
         if actions:
             LOG.warning("ftcp: service %s: %s: failing over", name, reason)
+            if name in self.probers:
+                self.probers[name].stop()  # held FIN/RST are dropped: the client must not see them
         self._run(actions)
 
     def _run(self, actions):
@@ -236,6 +280,9 @@ class FtcpApp(app_manager.RyuApp):
         # between delete and re-add is only a few microseconds of OVS work.
         dp.send_msg(flows.delete_all_ftcp(dp))
         dp.send_msg(flows.default_flow(dp))
+        if self.conf.probe:
+            for mod in flows.probe_flows(dp, self.conf.probe.address):
+                dp.send_msg(mod)
         dp.send_msg(flows.port_desc_request(dp))
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
@@ -256,6 +303,47 @@ class FtcpApp(app_manager.RyuApp):
         if msg.reason in (dp.ofproto.OFPPR_ADD, dp.ofproto.OFPPR_DELETE):
             # A port came or went: names may now resolve differently. Re-plan.
             dp.send_msg(flows.port_desc_request(dp))
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def packet_in(self, ev):
+        """Only three kinds come here: ARP for the probe address, answers to probes,
+        and FIN/RST segments held from a primary. Anything else is ignored."""
+        msg = ev.msg
+        dp = msg.datapath
+        try:
+            self._packet_in(dp, msg)
+        except Exception:  # a malformed packet must never kill the handler
+            LOG.exception("ftcp: packet-in from %016x not understood", dp.id)
+
+    def _packet_in(self, dp, msg):
+        probe = self.conf.probe
+        if probe is None:
+            return
+        pkt = packet.Packet(msg.data)
+        req = pkt.get_protocol(arp.arp)
+        if req is not None:
+            if req.opcode == arp.ARP_REQUEST and req.dst_ip == probe.address:
+                dp.send_msg(flows.arp_reply(dp, msg.match["in_port"], req, probe.mac))
+            return
+        ip, seg = pkt.get_protocol(ipv4.ipv4), pkt.get_protocol(tcp.tcp)
+        if ip is None or seg is None:
+            return
+        parts = flows.cookie_parts(msg.cookie)
+        if parts and parts[1] in (flows.HOLD_FIN, flows.HOLD_RST):
+            name = self._by_cookie.get(parts[0])
+            if name in self.probers:
+                self._probe_actions(self.probers[name].hold((dp.id, bytes(msg.data)), time.time()))
+            return
+        if ip.dst == probe.address:
+            name = self._by_address.get((ip.src, seg.src_port))
+            if name not in self.probers:
+                return
+            syn_ack = seg.has_flags(tcp.TCP_SYN, tcp.TCP_ACK)
+            rst = seg.has_flags(tcp.TCP_RST)
+            self._probe_actions(self.probers[name].answer(seg.dst_port, seg.ack, syn_ack, rst))
+            if syn_ack:
+                for dp2, plan in self._service_plans(name):
+                    dp2.send_msg(flows.probe_rst(dp2, plan, probe, seg.dst_port, seg.ack))
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def error_msg(self, ev):
@@ -283,7 +371,7 @@ class FtcpApp(app_manager.RyuApp):
                 continue
             plans[svc.name] = plan
             if state.status == failover.PROTECTED:
-                mods = flows.service_flows(dp, plan)
+                mods = flows.service_flows(dp, plan, hold=bool(self.probers))
             else:
                 # A switch that reconnects after a failover gets the failed-over state
                 # back, never the mirrors to a primary that is gone.

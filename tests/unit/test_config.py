@@ -180,3 +180,20 @@ def test_non_ascii_digits_are_a_port_name_not_a_number(text):
     data = copy.deepcopy(GOOD)
     data["services"][0]["primary"]["port"] = text
     assert config.parse(data).services[0].primary.port == PortRef(name=text)
+
+
+def test_probe_section_defaults_and_checks():
+    data = copy.deepcopy(GOOD)
+    data["probe"] = {"address": "10.0.0.254"}
+    probe = config.parse(data).probe
+    assert (probe.address, probe.interval, probe.misses, probe.mac) == ("10.0.0.254", 0.05, 3, "02:66:74:63:70:01")
+    assert config.parse(GOOD).probe is None
+    data["probe"] = {"address": "10.0.0.10"}
+    with pytest.raises(ConfigError, match="probe.address: 10.0.0.10 is used by services"):
+        config.parse(data)
+    data["probe"] = {"address": "10.0.0.254", "interval": 0}
+    with pytest.raises(ConfigError, match="probe.interval: must be seconds"):
+        config.parse(data)
+    data["probe"] = {"address": "10.0.0.254", "misses": 0}
+    with pytest.raises(ConfigError, match="probe.misses"):
+        config.parse(data)

@@ -1,0 +1,122 @@
+"""Is the service alive? In-band TCP SYN probes and the FIN/RST hold (pure logic).
+
+Every ``interval`` the controller sends a SYN from the probe address to the
+service through the switch. A SYN-ACK means the service is up; a RST means the
+host is up but nothing listens (the server process died); no answer for
+``misses`` probes in a row means the host is gone.
+
+Segments with FIN or RST from the primary are held by the switch (sent to the
+controller instead of the client): a crashed server makes its kernel close every
+connection, and a client that saw those would be lost. A held segment triggers a
+probe at once; it is released as soon as a probe says the service is alive, or
+dropped when the service fails over.
+
+A prober is *armed* by the first SYN-ACK: until the service has been seen alive
+(its server may start after the switch connects) silence and RSTs mean nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ALIVE, DEAD, SILENT = "alive", "dead", "silent"
+PROBE_PORT_BASE = 40000
+
+
+@dataclass(frozen=True)
+class SendProbe:
+    service: str
+    sport: int
+    seq: int
+
+
+@dataclass(frozen=True)
+class Release:
+    """Send the held segments on to their destination (and the mirror)."""
+    service: str
+    held: tuple
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The service is dead (RST) or silent (no answers): fail over."""
+    service: str
+    kind: str
+    reason: str
+
+
+@dataclass
+class Prober:
+    service: str
+    interval: float
+    misses: int
+    timeout: float = 0.0                 # how long one probe may take; default: interval
+    outstanding: dict = field(default_factory=dict)   # sport -> (seq, sent at)
+    missed: int = 0
+    next_at: float = 0.0
+    held: list = field(default_factory=list)
+    stopped: bool = False
+    armed: bool = False
+    _counter: int = 0
+    stats: dict = field(default_factory=lambda: {ALIVE: 0, DEAD: 0, "missed": 0, "held": 0, "released": 0})
+
+    def _send(self, now: float) -> SendProbe:
+        self._counter = (self._counter + 1) % 20000
+        sport = PROBE_PORT_BASE + self._counter
+        seq = (self._counter * 2654435761) & 0xFFFFFFFF
+        self.outstanding[sport] = (seq, now)
+        self.next_at = now + self.interval
+        return SendProbe(self.service, sport, seq)
+
+    def tick(self, now: float) -> list:
+        """Count probes that went unanswered; send the next one when it is due."""
+        if self.stopped:
+            return []
+        out = []
+        limit = self.timeout or self.interval
+        for sport, (_, sent) in list(self.outstanding.items()):
+            if now - sent >= limit:
+                del self.outstanding[sport]
+                if self.armed:
+                    self.missed += 1
+                    self.stats["missed"] += 1
+        if self.missed >= self.misses:
+            self.stop()
+            return [Verdict(self.service, SILENT, f"no answer to {self.missed} probes in a row")]
+        if now >= self.next_at:
+            out.append(self._send(now))
+        return out
+
+    def answer(self, sport: int, ack: int, syn_ack: bool, rst: bool) -> list:
+        """A reply to one of our probes (matched by port and acknowledged seq)."""
+        probe = self.outstanding.get(sport)
+        if self.stopped or probe is None or ack != (probe[0] + 1) & 0xFFFFFFFF:
+            return []
+        del self.outstanding[sport]
+        self.missed = 0
+        if syn_ack:
+            self.armed = True
+            self.stats[ALIVE] += 1
+            if self.held:
+                held, self.held = tuple(self.held), []
+                self.stats["released"] += len(held)
+                return [Release(self.service, held)]
+            return []
+        if rst and self.armed:
+            self.stats[DEAD] += 1
+            self.stop()
+            return [Verdict(self.service, DEAD, "the service refused a connection (RST): its server is down")]
+        return []
+
+    def hold(self, segment, now: float) -> list:
+        """The switch held a FIN/RST from the primary: probe now to decide its fate."""
+        if self.stopped:
+            return []
+        self.held.append(segment)
+        self.stats["held"] += 1
+        return [self._send(now)]
+
+    def stop(self) -> None:
+        """Failing over: no more probes; held segments are dropped, never released."""
+        self.stopped = True
+        self.outstanding.clear()
+        self.held = []

@@ -1,0 +1,56 @@
+"""Probes and the FIN/RST hold: verdicts only for an armed prober, releases on life."""
+from ftcp.probe import DEAD, SILENT, Prober, Release, SendProbe, Verdict
+
+
+def alive(p, now):
+    probe, = [a for a in p.tick(now) if isinstance(a, SendProbe)]
+    return p.answer(probe.sport, (probe.seq + 1) & 0xFFFFFFFF, syn_ack=True, rst=False)
+
+
+def test_unarmed_prober_ignores_silence_and_rst():
+    p = Prober("web", interval=0.05, misses=3)
+    for i in range(10):
+        acts = p.tick(i * 0.05)
+        assert not any(isinstance(a, Verdict) for a in acts)
+    probe = p.tick(1.0)[0]
+    assert p.answer(probe.sport, probe.seq + 1, syn_ack=False, rst=True) == []
+    assert not p.stopped
+
+
+def test_silence_after_arming_fails_after_misses():
+    p = Prober("web", interval=0.05, misses=3)
+    assert alive(p, 0.0) == [] and p.armed
+    verdicts, i = [], 0
+    while not verdicts:
+        i += 1
+        verdicts = [a for a in p.tick(i * 0.05 + 0.001) if isinstance(a, Verdict)]
+    assert verdicts[0].kind == SILENT and "3 probes" in verdicts[0].reason
+    # probes at 0.05, 0.10, 0.15 each time out one interval later: verdict at the 4th tick
+    assert i == 4 and p.stopped and p.tick(10.0) == []
+
+
+def test_rst_answer_is_dead():
+    p = Prober("web", interval=0.05, misses=3)
+    alive(p, 0.0)
+    probe = p.tick(0.05)[0]
+    v, = p.answer(probe.sport, probe.seq + 1, syn_ack=False, rst=True)
+    assert v.kind == DEAD
+
+
+def test_wrong_ack_or_port_is_not_an_answer():
+    p = Prober("web", interval=0.05, misses=3)
+    probe = p.tick(0.0)[0]
+    assert p.answer(probe.sport, probe.seq + 2, syn_ack=True, rst=False) == [] and not p.armed
+    assert p.answer(probe.sport + 1, probe.seq + 1, syn_ack=True, rst=False) == [] and not p.armed
+
+
+def test_held_segments_released_when_alive_dropped_when_failing():
+    p = Prober("web", interval=0.05, misses=3)
+    alive(p, 0.0)
+    probe, = p.hold("fin-1", now=0.01)
+    assert isinstance(probe, SendProbe)
+    rel, = p.answer(probe.sport, probe.seq + 1, syn_ack=True, rst=False)
+    assert rel == Release("web", ("fin-1",))
+    probe, = p.hold("fin-2", now=0.02)
+    p.answer(probe.sport, probe.seq + 1, syn_ack=False, rst=True)
+    assert p.held == [] and p.stats["released"] == 1 and p.stats["held"] == 2
