@@ -23,7 +23,7 @@ def test_silence_after_arming_fails_after_misses():
     verdicts, i = [], 0
     while not verdicts:
         i += 1
-        verdicts = [a for a in p.tick(i * 0.05 + 0.001) if isinstance(a, Verdict)]
+        verdicts = [a for a in p.tick(i * 0.051) if isinstance(a, Verdict)]
     assert verdicts[0].kind == SILENT and "3 probes" in verdicts[0].reason
     # probes at 0.05, 0.10, 0.15 each time out one interval later: verdict at the 4th tick
     assert i == 4 and p.stopped and p.tick(10.0) == []
