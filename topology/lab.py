@@ -412,13 +412,32 @@ class Lab:
         """services/client.py on a host, in the background (see RunningClient)."""
         return RunningClient(self.host(host), *args)
 
+    def _primary_services(self, sig):
+        for proc in self.procs:
+            if proc.name.startswith("p1-service-") and proc.proc.poll() is None:
+                os.killpg(proc.pid, sig)
+
     def crash_primary(self):
         """The primary host dies: its link goes down and its server processes are
         killed (SIGKILL, so its kernel would answer with RSTs if it could)."""
         self.net.configLinkStatus("p1", "s1", "down")
-        for proc in self.procs:
-            if proc.name.startswith("p1-service-"):
-                os.killpg(proc.pid, signal.SIGKILL)
+        self._primary_services(signal.SIGKILL)
+
+    def fail_primary(self, how: str):
+        """One of the failures ftcp masks:
+        link    the primary's link goes down (the switch sees its port go down);
+        crash   the server process is killed (its kernel closes every connection);
+        silent  the host stops answering: every frame it sends is dropped (tc
+                blackhole) and its server is stopped, but its link stays up."""
+        if how == "link":
+            self.net.configLinkStatus("p1", "s1", "down")
+        elif how == "crash":
+            self._primary_services(signal.SIGKILL)
+        elif how == "silent":
+            self.host("p1").cmd("tc qdisc add dev p1-eth0 root blackhole")
+            self._primary_services(signal.SIGSTOP)
+        else:
+            raise ValueError(f"unknown failure {how!r}")
 
     def flows(self) -> str:
         return sh("ovs-ofctl -O OpenFlow13 dump-flows s1")

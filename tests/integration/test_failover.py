@@ -1,6 +1,7 @@
-"""Transparent failover in the real lab: the primary's link goes down in the middle of
-traffic; every client connection carries on on the backup with no error, no EOF, no
-reset, and every byte checked (the clients verify SHA-256s of everything)."""
+"""Transparent failover in the real lab: the primary fails in the middle of traffic
+(its link goes down, its server process is killed, or the host goes silent); every
+client connection carries on on the backup with no error, no EOF, no reset, and every
+byte checked (the clients verify SHA-256s of everything they send and receive)."""
 import json
 import subprocess
 
@@ -32,8 +33,11 @@ def takeover_modes(lab):
     return [line for line in (lab.run_dir / "agent.log").read_text().splitlines() if "connection(s) ready" in line]
 
 
+FAILURES = ["link", "crash", "silent"]
+
+
 def link_down(lab):
-    lab.net.configLinkStatus("p1", "s1", "down")
+    lab.fail_primary("link")
 
 
 def failed_over(store, timeout=10):
@@ -66,13 +70,13 @@ class RunningClient:
         return json.loads(out.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("mode", ["hot", "cold"])
-def test_link_down_mid_download(mode, request):
+@pytest.mark.parametrize("mode, failure", [("hot", f) for f in FAILURES] + [("cold", "link")])
+def test_failure_mid_download(mode, failure, request):
     lab = request.getfixturevalue("lab" if mode == "hot" else "cold_lab")
     store = Store(lab.redis.url)
     client = RunningClient(lab, "stream", PRIMARY_IP, PORT, "--bytes", 60_000_000)
     client.wait_progress(received=5_000_000)
-    link_down(lab)
+    lab.fail_primary(failure)
     svc = failed_over(store)
     res = client.result()
     assert res["ok"], res
@@ -81,28 +85,31 @@ def test_link_down_mid_download(mode, request):
     assert f"1 connection(s) ready ({1 if mode == 'hot' else 0} hot)" in takeover_modes(lab)[0]
 
 
-def test_link_down_mid_upload(lab):
+@pytest.mark.parametrize("failure", FAILURES)
+def test_failure_mid_upload(lab, failure):
     store = Store(lab.redis.url)
     client = RunningClient(lab, "upload", PRIMARY_IP, PORT, "--bytes", 30_000_000)
     client.wait_progress(sent=5_000_000)
-    link_down(lab)
+    lab.fail_primary(failure)
     failed_over(store)
     res = client.result()
     assert res["ok"], res  # the server (now the backup's replica) saw every byte: its SHA-256 matches
     assert res["sent"] == 30_000_000 + len("PUT 30000000\n")
 
 
-def test_link_down_during_request_response_loop(lab):
+@pytest.mark.parametrize("failure", FAILURES)
+def test_failure_during_request_response_loop(lab, failure):
     store = Store(lab.redis.url)
     client = RunningClient(lab, "reqresp", PRIMARY_IP, PORT, "--count", 3000)
     client.wait_progress(received=100_000)
-    link_down(lab)
+    lab.fail_primary(failure)
     failed_over(store)
     res = client.result()
     assert res["ok"] and res["requests"] == 3000, res
 
 
-def test_link_down_with_idle_and_finished_connections_then_resume(lab):
+@pytest.mark.parametrize("failure", FAILURES)
+def test_failure_with_idle_and_finished_connections_then_resume(lab, failure):
     """Several connections at once: an upload, a download and a request/response loop
     that are done, and an idle one; after the failover the idle one talks again and
     every connection closes cleanly from both sides."""
@@ -110,7 +117,7 @@ def test_link_down_with_idle_and_finished_connections_then_resume(lab):
     client = HeldClient(lab)
     try:
         conns = client.result()
-        link_down(lab)
+        lab.fail_primary(failure)
         svc = failed_over(store)
         assert int(svc["taken"]) == 4
         after = client.say("resume")
