@@ -26,6 +26,11 @@ class Recorder:
     def service(self, service, status: str, **extra) -> None:
         self._services[service.name] = (service, status, extra)
 
+    def forget_service(self, name: str) -> None:
+        """The service was removed: delete its record. Queued like a status (latest
+        wins), so a status still waiting to be written cannot bring it back."""
+        self._services[name] = None
+
     def event(self, kind: str, **fields) -> None:
         if len(self._events) == self._events.maxlen:
             self.dropped_events += 1
@@ -43,7 +48,10 @@ class Recorder:
             for name in list(self._services):
                 record = self._services.pop(name)
                 try:
-                    self.store.save_service(record[0], record[1], **record[2])
+                    if record is None:
+                        self.store.delete_service(name)
+                    else:
+                        self.store.save_service(record[0], record[1], **record[2])
                 except StoreError:
                     self._services.setdefault(name, record)
                     raise

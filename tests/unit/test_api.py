@@ -5,15 +5,13 @@ tracker and LogWriter (tests/rest_support.py); the controller adapter is a fake.
 """
 import json
 
-import fakeredis
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ftcp import config
 from ftcp.api import JSON, MAX_BODY, PROMETHEUS, Api, Controller, Request, reason_class
 from ftcp.agent.tracker import GAP_S2C, NO_SYN, OOO_OVERFLOW
-from ftcp.store import Store
-from tests.rest_support import SERVICE, FakeAgent, conn_id, heartbeat
+from tests.rest_support import SERVICE, FakeAgent, conn_id, fake_store, heartbeat
 
 TOKEN = "s3cret-token"
 AUTH = f"Bearer {TOKEN}"
@@ -57,15 +55,6 @@ class FakeController(Controller):
 
     def redis_errors(self):
         return 7
-
-
-def fake_store(url="redis://:pa55word@redis.example:6379/0"):
-    store = Store(url)   # redis-py connects lazily: the clients are swapped before any call
-    server = fakeredis.FakeServer()
-    store._redis = fakeredis.FakeRedis(server=server, decode_responses=True)
-    store._raw = fakeredis.FakeRedis(server=server)
-    store.server = server
-    return store
 
 
 @pytest.fixture

@@ -23,6 +23,11 @@ class FakeStore:
             raise StoreError("down")
         self.events.append((kind, fields))
 
+    def delete_service(self, name):
+        if not self.up:
+            raise StoreError("down")
+        self.services.pop(name, None)
+
 
 def test_flush_writes_in_order_and_empties():
     store = FakeStore()
@@ -79,3 +84,16 @@ def test_status_recorded_during_a_write_is_not_lost():
     assert rec.pending == 1
     rec.flush()
     assert store.services["web"] == ("protected", {})
+
+
+def test_forget_service_wins_over_a_pending_status_and_survives_an_outage():
+    store = FakeStore()
+    rec = Recorder(store)
+    rec.service(SVC, "protected")
+    assert rec.flush() and "web" in store.services
+    rec.service(SVC, "configured")
+    rec.forget_service("web")
+    store.up = False
+    assert not rec.flush() and rec.pending == 1
+    store.up = True
+    assert rec.flush() and store.services == {}

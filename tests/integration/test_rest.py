@@ -1,0 +1,200 @@
+"""The REST API over HTTP through the stock ryu-manager and a real redis-server:
+each refusal names its field, refused changes change nothing, Redis hung or gone
+leaves /ftcp/health answering, and the token never reaches the log."""
+import time
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ftcp.store import Store
+from tests.integration.rest_server import TOKEN, RestServer, no_ovs, rest  # noqa: F401 (fixtures)
+from tests.rest_support import SERVICE, FakeAgent, conn_id, heartbeat
+from topology.lab import wait_for
+
+DB = dict(SERVICE, name="db", address="10.0.0.11", port=5432)
+
+
+def field_of(result, status):
+    code, resp, body = result
+    assert code == status, body
+    assert resp.getheader("Content-Type") == "application/json"
+    assert isinstance(body["error"], str) and body["error"]
+    return body["field"]
+
+
+def services_state(rest):
+    """What a refused call must leave alone: the API's view and Redis's records."""
+    store = Store(rest.redis.url)
+    names = sorted(store.service_names())
+    return rest.request("GET", "/ftcp/services")[2], names, {n: store.service(n) for n in names}
+
+
+@pytest.fixture
+def clean(rest):
+    """No service "db", before and after."""
+    rest.request("DELETE", "/ftcp/services/db", token=TOKEN)
+    yield rest
+    rest.request("DELETE", "/ftcp/services/db", token=TOKEN)
+
+
+def test_create_read_delete_a_service(clean):
+    rest = clean
+    status, _, view = rest.request("PUT", "/ftcp/services/db", DB, token=TOKEN)
+    assert status == 201 and view["name"] == "db" and view["status"] == "configured"
+    assert Store(rest.redis.url).service_state("db")["svc_port"] == 5432
+    assert rest.request("GET", "/ftcp/services/db")[2] == view
+    assert "db" in [s["name"] for s in rest.request("GET", "/ftcp/services")[2]["services"]]
+
+    status, _, view = rest.request("PUT", "/ftcp/services/db", dict(DB, port=5433), token=TOKEN)
+    assert status == 200 and view["port"] == 5433
+
+    status, resp, body = rest.request("DELETE", "/ftcp/services/db", token=TOKEN)
+    assert (status, body) == (204, "") and resp.getheader("Content-Type") is None
+    assert field_of(rest.request("GET", "/ftcp/services/db"), 404) == "name"
+    assert Store(rest.redis.url).service("db") is None
+
+
+def test_delete_unknown_service_is_404(rest):
+    assert field_of(rest.request("DELETE", "/ftcp/services/nope", token=TOKEN), 404) == "name"
+
+
+@pytest.mark.parametrize("body, field", [
+    ("{not json", "body"),
+    ("", "body"),
+    ("[]", "service"),
+    (dict(DB, prot=1), "service.prot"),
+    (dict(DB, port=80000), "service.port"),
+    (dict(DB, port="5432"), "service.port"),
+    (dict(DB, address="10.0.0.256"), "service.address"),
+    (dict(DB, primary={"port": 3, "mac": "nope"}), "service.primary.mac"),
+    (dict(DB, backups=[dict(SERVICE["backups"][0], mirror_port=4)]), "service.backups[0].mirror_port"),
+])
+def test_bad_put_is_400_naming_the_field_and_changes_nothing(clean, body, field):
+    before = services_state(clean)
+    assert field_of(clean.request("PUT", "/ftcp/services/db", body, token=TOKEN), 400) == field
+    # A bad replacement leaves the existing service as it was.
+    replacement = dict(body, name="web") if isinstance(body, dict) else body
+    assert field_of(clean.request("PUT", "/ftcp/services/web", replacement, token=TOKEN), 400) == field
+    assert services_state(clean) == before
+
+
+@pytest.mark.parametrize("body, field", [
+    (dict(DB, address=SERVICE["address"], port=SERVICE["port"]), "service.port"),   # web's address:port
+    (dict(DB, name="other"), "service.name"),
+])
+def test_put_that_clashes_is_400_and_changes_nothing(clean, body, field):
+    before = services_state(clean)
+    assert field_of(clean.request("PUT", "/ftcp/services/db", body, token=TOKEN), 400) == field
+    assert services_state(clean) == before
+
+
+@pytest.mark.parametrize("method, path, body, token, status, field", [
+    ("PUT", "/ftcp/services/db", DB, None, 401, "Authorization"),
+    ("PUT", "/ftcp/services/db", DB, "wrong", 401, "Authorization"),
+    ("DELETE", "/ftcp/services/web", None, None, 401, "Authorization"),
+    ("POST", "/ftcp/services/web/failover", {"backup": "b1"}, "wrong", 401, "Authorization"),
+    ("PUT", "/ftcp/services/bad%20name", DB, TOKEN, 400, "name"),
+    ("GET", "/ftcp/services/nope", None, None, 404, "name"),
+    ("POST", "/ftcp/services/nope/migrate", None, TOKEN, 404, "name"),
+    ("POST", "/ftcp/services/web/failover", {"backup": "b9"}, TOKEN, 400, "backup"),
+    ("POST", "/ftcp/services/web/failover", {}, TOKEN, 400, "backup"),
+    ("POST", "/ftcp/services/web/failover", "{", TOKEN, 400, "body"),
+    ("GET", "/ftcp/connections?limit=0", None, None, 400, "limit"),
+    ("GET", "/ftcp/connections?limit=abc", None, None, 400, "limit"),
+    ("GET", "/ftcp/connections?offset=-1", None, None, 400, "offset"),
+    ("GET", "/ftcp/connections?status=happy", None, None, 400, "status"),
+    ("GET", "/ftcp/connections?client=10.0.0", None, None, 400, "client"),
+    ("GET", "/ftcp/connections?service=nope", None, None, 404, "service"),
+    ("GET", "/ftcp/connections?bogus=1", None, None, 400, "bogus"),
+    ("GET", "/ftcp/connections?client=%ff", None, None, 400, "query"),
+    ("GET", "/ftcp/connections/not-an-id", None, None, 400, "id"),
+    ("GET", "/ftcp/connections/10.0.0.1:1-10.0.0.10:7000", None, None, 404, "id"),
+    ("GET", "/ftcp/events?limit=99999", None, None, 400, "limit"),
+])
+def test_refusals_name_the_field(rest, method, path, body, token, status, field):
+    result = rest.request(method, path, body, token=token)
+    assert field_of(result, status) == field
+    if status == 401:
+        assert result[1].getheader("WWW-Authenticate") == 'Bearer realm="ftcp"'
+        assert TOKEN not in result[2]["error"]
+
+
+def test_failover_and_migrate_answer_501(rest):
+    result = rest.request("POST", "/ftcp/services/web/failover", {"backup": "b1"}, token=TOKEN)
+    assert field_of(result, 501) is None and result[2]["error"] == "failover is not implemented yet"
+    assert field_of(rest.request("POST", "/ftcp/services/web/migrate", token=TOKEN), 501) is None
+
+
+def test_wrong_method_unknown_path_and_oversized_body(rest):
+    status, resp, body = rest.request("PATCH", "/ftcp/services/web")
+    assert status == 405 and resp.getheader("Allow") == "DELETE, GET, PUT" and body["field"] is None
+    assert field_of(rest.request("GET", "/ftcp/nothing/here"), 404) is None
+    assert field_of(rest.request("PUT", "/ftcp/services/db", " " * 70000, token=TOKEN), 413) == "body"
+
+
+def test_connections_as_the_agent_writes_them(rest):
+    now = time.time()
+    agent = FakeAgent(Store(rest.redis.url))
+    agent.connect("10.0.1.1", 50000, b"0123456789", now=now)
+    agent.connect("10.0.1.2", 50001, b"x", now=now, with_syn=False)
+    agent.flush(now)
+    page = rest.request("GET", "/ftcp/connections?client=10.0.1.2")[2]
+    assert [c["id"] for c in page["connections"]] == [conn_id("10.0.1.2", 50001)] and page["total"] == 1
+    assert page["connections"][0]["status"] == "unprotected"
+    state = rest.request("GET", f"/ftcp/connections/{conn_id('10.0.1.1', 50000)}")[2]
+    assert state["log_bytes"] == 10 and state["c2s_logged"] == 10 and state["isn_c"] == 1000
+    assert state["sack_ok"] is True and state["c_opts"]["wscale"] == 7
+    view = rest.request("GET", "/ftcp/services/web")[2]
+    assert view["connections"]["protected"] >= 1 and view["connections"]["unprotected"] >= 1
+
+
+def test_health_and_metrics_answer_while_redis_hangs(rest):
+    now = time.time()
+    FakeAgent(Store(rest.redis.url)).flush(now, heartbeat(now))
+    health = rest.request("GET", "/ftcp/health")[2]
+    assert health["redis"]["status"] == "up" and health["agents"][0]["status"] == "up"
+    with rest.redis_frozen():
+        started = time.monotonic()
+        status, _, health = rest.request("GET", "/ftcp/health")
+        assert status == 200 and health["redis"]["status"] == "down" and health["redis"]["error"]
+        assert health["agents"][0]["status"] == "unknown" and health["status"] == "degraded"
+        assert time.monotonic() - started < 15   # bounded by the store's socket timeout
+        status, _, text = rest.request("GET", "/metrics")
+        assert status == 200
+        samples = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+        assert samples["ftcp_redis_up"] == 0
+        assert field_of(rest.request("GET", "/ftcp/connections"), 503) is None
+    wait_for(lambda: rest.request("GET", "/ftcp/health")[2]["redis"]["status"] == "up", 15,
+             "the API to see Redis again")
+
+
+def test_health_when_redis_is_gone():
+    server = RestServer("no-redis", token=TOKEN).start()
+    try:
+        server.redis.stop()
+        status, _, health = server.request("GET", "/ftcp/health")
+        assert status == 200 and health["redis"]["status"] == "down"
+        assert server.alive()
+    finally:
+        server.stop()
+
+
+def test_without_a_token_changes_are_refused_and_the_log_says_how_to_set_one():
+    server = RestServer("no-token").start()
+    try:
+        result = server.request("PUT", "/ftcp/services/db", DB, token="anything")
+        assert field_of(result, 403) == "Authorization"
+        assert "api_token" in result[2]["error"] and "FTCP_API_TOKEN" in result[2]["error"]
+        assert field_of(server.request("DELETE", "/ftcp/services/web", token=""), 403) == "Authorization"
+        assert server.request("GET", "/ftcp/services/web")[0] == 200
+        assert "[ftcp] api_token" in server.log.read_text()
+    finally:
+        server.stop()
+
+
+def test_the_token_never_reaches_the_log(rest):
+    rest.request("PUT", "/ftcp/services/db", DB, token=TOKEN)
+    rest.request("DELETE", "/ftcp/services/db", token=TOKEN)
+    rest.request("DELETE", "/ftcp/services/db", token=TOKEN + "x")
+    assert "service db created" in rest.log.read_text()
+    assert TOKEN not in rest.log.read_text()

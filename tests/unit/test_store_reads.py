@@ -1,0 +1,75 @@
+"""The Store's typed reads (for the REST API) over what the agent really writes."""
+import subprocess
+import sys
+
+import pytest
+
+from ftcp import store as store_mod
+from ftcp.agent.writer import redis_fields
+from ftcp.config import parse_service
+from tests.rest_support import SERVICE, FakeAgent, conn_id, fake_store
+
+# Fields of a connection record that are text by nature.
+TEXT_FIELDS = {"id", "service", "client_ip", "server_ip", "state", "status", "reason"}
+
+
+@pytest.fixture
+def store():
+    return fake_store()
+
+
+def test_every_connection_field_decodes_back_to_what_the_tracker_had(store):
+    agent = FakeAgent(store)
+    agent.connect("10.0.0.1", 40000, b"hello")
+    (conn,) = agent.tracker.conns.values()
+    state = conn.to_state()
+    # A field the tracker adds must be typed here too, or the API would serve it as text.
+    assert set(state) - TEXT_FIELDS == {f for f in state if store_mod.CONN_KINDS(f) is not None}
+    assert store_mod.decode_conn({k: str(v) for k, v in redis_fields(state).items()}) == state
+    agent.flush(1.0)
+    stored = store.conn_state(conn.id)
+    assert stored == dict(state, c2s_stored=5)
+
+
+def test_values_that_do_not_parse_are_returned_as_stored():
+    assert store_mod.decode_conn({"isn_c": "n/a", "sack_ok": "maybe", "c_opts": "{", "closed_at": ""}) == \
+        {"isn_c": "n/a", "sack_ok": "maybe", "c_opts": "{", "closed_at": None}
+
+
+def test_conn_ids_skip_the_logs_and_conn_fields_skip_vanished_records(store):
+    agent = FakeAgent(store)
+    ids = [agent.connect("10.0.0.1", 40000 + i, b"data") for i in range(3)]
+    agent.flush(1.0)
+    assert sorted(store.conn_ids()) == sorted(ids)
+    assert store._raw.exists(store_mod.conn_log_key(ids[0]))   # the logs are there, and skipped
+    rows = store.conn_fields(ids + [conn_id("10.0.0.9", 1)], ("status", "client_port"))
+    assert rows == {cid: {"status": "protected", "client_port": 40000 + i} for i, cid in enumerate(ids)}
+    assert store.conn_fields([], ("status",)) == {}
+
+
+def test_recent_events_oldest_first(store):
+    for i in range(5):
+        store.event("e", n=i)
+    assert [r["n"] for _, r in store.recent_events(3)] == ["2", "3", "4"]
+    assert store.recent_events(10)[0][1]["n"] == "0"
+
+
+def test_service_state_is_typed_and_delete_forgets_it(store):
+    store.save_service(parse_service(SERVICE), "protected", flows=3, dpid="0000000000000001")
+    state = store.service_state("web")
+    assert (state["svc_port"], state["flows"], state["epoch"], state["dpid"]) == (7000, 3, 0, "0000000000000001")
+    assert state["backups"][0]["name"] == "b1" and isinstance(state["updated"], float)
+    store.delete_service("web")
+    assert store.service_state("web") is None and store.service_names() == set()
+
+
+def test_agent_heartbeat_is_typed():
+    beat = store_mod.decode_agent({"heartbeat": "12.5", "stopped": "", "iface": "b1-eth1", "services": "web",
+                                   "kernel_drops": "3", "pid": "42"})
+    assert beat == {"heartbeat": 12.5, "stopped": None, "iface": "b1-eth1", "services": "web", "kernel_drops": 3,
+                    "pid": 42}
+
+
+def test_the_api_imports_no_ryu():
+    code = "import sys, ftcp.api; sys.exit(any(m == 'ryu' or m.startswith('ryu.') for m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
