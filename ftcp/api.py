@@ -100,6 +100,11 @@ class Controller(abc.ABC):
         """Failed Redis writes of the controller so far (for /metrics)."""
         return 0
 
+    def counters(self) -> dict:
+        """For /metrics: {"probes": {"alive", "rst", "timeout", "held", "released"},
+        "failovers": {final status: count}, "last_takeover_seconds": float}."""
+        return {"probes": {}, "failovers": {}, "last_takeover_seconds": 0.0}
+
 
 @dataclass(frozen=True)
 class Request:
@@ -460,7 +465,8 @@ class Api:
             except StoreError as e:
                 self._redis_failed(e)
                 redis_up = False
-        soon = "Comes with failover (not implemented yet): always 0."
+        counts = self.controller.counters()
+        probes = counts.get("probes", {})
         families += [
             ("ftcp_redis_up", "gauge", "1 if Redis answered this scrape.", [({}, redis_up)]),
             ("ftcp_redis_errors_total", "counter",
@@ -468,12 +474,17 @@ class Api:
              [({"component": "api"}, self.redis_errors),
               ({"component": "controller"}, self.controller.redis_errors())]
              + _agent_samples(agents, "redis_errors", component="agent")),
-            ("ftcp_failovers_total", "counter", f"Failovers and planned migrations. {soon}", [({}, 0)]),
-            ("ftcp_failover_stall_seconds", "gauge", f"Client stall of the last failover. {soon}", [({}, 0)]),
-            ("ftcp_probes_total", "counter", f"Service probes by result (alive, rst, timeout). {soon}",
-             [({"result": r}, 0) for r in ("alive", "rst", "timeout")]),
-            ("ftcp_held_fin_rst_total", "counter", f"Server FIN/RST segments held by the controller. {soon}",
-             [({}, 0)]),
+            ("ftcp_failovers_total", "counter", "Failovers and planned migrations, by outcome.",
+             [({"outcome": o}, counts.get("failovers", {}).get(o, 0)) for o in ("failed-over", "failover-failed")]),
+            ("ftcp_failover_takeover_seconds", "gauge",
+             "Fence to backup-ready time of the last failover, as the controller saw it.",
+             [({}, counts.get("last_takeover_seconds", 0.0))]),
+            ("ftcp_probes_total", "counter", "Service probes by result (alive, rst, timeout).",
+             [({"result": r}, probes.get(r, 0)) for r in ("alive", "rst", "timeout")]),
+            ("ftcp_held_fin_rst_total", "counter", "Server FIN/RST segments held by the controller.",
+             [({}, probes.get("held", 0))]),
+            ("ftcp_released_fin_rst_total", "counter", "Held FIN/RST segments released after a live probe.",
+             [({}, probes.get("released", 0))]),
         ]
         return 200, exposition(families)
 

@@ -11,6 +11,7 @@ import sys
 import time
 
 from ryu import cfg
+from ryu.app.wsgi import WSGIApplication
 from ryu.base import app_manager
 from ryu.controller import ofp_event
 from ryu.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
@@ -20,10 +21,12 @@ from ryu.ofproto import ofproto_v1_3
 
 from ftcp import config as ftcp_config
 from ftcp import failover, flows
+from ftcp.api import Api, ApiError, Controller
 from ftcp.plan import plan_switch, switch_applies
 from ftcp.probe import Prober, Release, SendProbe, Verdict
 from ftcp.recorder import Recorder
 from ftcp.store import CONTROLLER_CHANNEL, Store, StoreError, agent_channel
+from ryu_apps import ftcp_rest
 
 LOG = logging.getLogger("ftcp.app")
 
@@ -60,8 +63,50 @@ def _port_down(msg) -> bool:
             or bool(desc.config & ofp.OFPPC_PORT_DOWN))
 
 
+class _RestAdapter(Controller):
+    """What the REST API may ask of the running controller (ftcp.api.Controller)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def config(self):
+        return self.app.conf
+
+    def apply_service(self, service):
+        self.app.apply_service(service)
+
+    def remove_service(self, name):
+        self.app.remove_service(name)
+
+    def switches(self):
+        return [{"dpid": f"{dpid:016x}", "address": "%s:%s" % tuple(dp.address[:2]),
+                 "connected_since": self.app.connected_since.get(dpid)}
+                for dpid, dp in self.app.datapaths.items()]
+
+    def failover(self, name, backup):
+        return self._start(name, "failover requested over REST", backup)
+
+    def migrate(self, name):
+        return self._start(name, "planned migration requested over REST", None)
+
+    def _start(self, name, reason, backup):
+        state = self.app.failovers[name]
+        if state.status != failover.PROTECTED:
+            raise ApiError(409, f"service {name} is {state.status}, not protected: nothing to move", "name")
+        self.app.fail(name, reason, backup=backup)
+        return {"service": name, "status": state.status, "epoch": state.epoch, "backup": state.backup,
+                "reason": reason}
+
+    def redis_errors(self):
+        return self.app.recorder.redis_errors
+
+    def counters(self):
+        return self.app.counters()
+
+
 class FtcpApp(app_manager.RyuApp):
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+    _CONTEXTS = {"wsgi": WSGIApplication}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -70,16 +115,14 @@ class FtcpApp(app_manager.RyuApp):
         self.recorder = Recorder(self.store)
         self._wake = hub.Event()
         self._after_barrier = {}  # (dpid, xid) -> callable run on the barrier reply
+        self.failover_counts = {}  # final status -> count
+        self.last_takeover_seconds = 0.0
         self.datapaths = {}       # dpid -> datapath
+        self.connected_since = {}  # dpid -> time
         self.plans = {}           # dpid -> {service name: ServicePlan}
-        self.failovers = {s.name: failover.ServiceFailover(s.name, tuple(b.name for b in s.backups),
-                                                           epoch=self._stored_epoch(s.name))
-                          for s in self.conf.services}
+        self.failovers, self.probers = {}, {}
+        self._index_services()
         probe = self.conf.probe
-        self.probers = {s.name: Prober(s.name, probe.interval, probe.misses) for s in self.conf.services} \
-            if probe else {}
-        self._by_cookie = {s.cookie_id: s.name for s in self.conf.services}
-        self._by_address = {(s.address, s.port): s.name for s in self.conf.services}
         LOG.info("ftcp: %d service(s) from %s, redis %s", len(self.conf.services), self.conf.source,
                  ftcp_config.redact_url(self.conf.redis_url))
         if probe:
@@ -95,7 +138,66 @@ class FtcpApp(app_manager.RyuApp):
         self.recorder.event("controller_started", services=[s.name for s in self.conf.services])
         self.threads += [hub.spawn(self._recorder_loop), hub.spawn(self._control_loop),
                          hub.spawn(self._tick_loop)]
+        ftcp_rest.register(kwargs["wsgi"], Api(self.store, _RestAdapter(self), ftcp_rest.api_token()))
 
+    def _index_services(self):
+        """Per-service state for every configured service (kept for existing ones)."""
+        probe = self.conf.probe
+        for s in self.conf.services:
+            if s.name not in self.failovers:
+                self.failovers[s.name] = failover.ServiceFailover(
+                    s.name, tuple(b.name for b in s.backups), epoch=self._stored_epoch(s.name))
+            else:
+                self.failovers[s.name].backups = tuple(b.name for b in s.backups)
+            if probe and s.name not in self.probers:
+                self.probers[s.name] = Prober(s.name, probe.interval, probe.misses)
+        names = {s.name for s in self.conf.services}
+        for table in (self.failovers, self.probers):
+            for name in set(table) - names:
+                del table[name]
+        self._by_cookie = {s.cookie_id: s.name for s in self.conf.services}
+        self._by_address = {(s.address, s.port): s.name for s in self.conf.services}
+
+    # --- services changed over REST ---------------------------------------------------
+
+    def apply_service(self, service):
+        """Create or replace a service: validated as a whole first (ConfigError = nothing
+        changed), then flows re-planned on every switch."""
+        old = self.conf.service(service.name)
+        conf = ftcp_config.with_service(self.conf, service)
+        if old is not None:
+            for dp in self.datapaths.values():
+                dp.send_msg(flows.delete_service(dp, old.cookie_id))
+        self.conf = conf
+        self._index_services()
+        self.recorder.service(service, "configured")
+        self.recorder.event("service_configured", service=service.name)
+        self._record()
+        for dp in self.datapaths.values():
+            dp.send_msg(flows.port_desc_request(dp))
+
+    def remove_service(self, name):
+        svc = self.conf.service(name)
+        for dpid, dp in self.datapaths.items():
+            dp.send_msg(flows.delete_service(dp, svc.cookie_id))
+            self.plans.get(dpid, {}).pop(name, None)
+        self.conf = ftcp_config.without_service(self.conf, name)
+        self._index_services()
+        self.recorder.forget_service(name)
+        self.recorder.event("service_deleted", service=name)
+        self._record()
+
+    def counters(self) -> dict:
+        """Numbers for /metrics: probes, held FIN/RST, failovers and their duration."""
+        probes = {"alive": 0, "rst": 0, "timeout": 0, "held": 0, "released": 0}
+        for prober in self.probers.values():
+            probes["alive"] += prober.stats["alive"]
+            probes["rst"] += prober.stats["dead"]
+            probes["timeout"] += prober.stats["missed"]
+            probes["held"] += prober.stats["held"]
+            probes["released"] += prober.stats["released"]
+        return {"probes": probes, "failovers": dict(self.failover_counts),
+                "last_takeover_seconds": self.last_takeover_seconds}
     def _stored_epoch(self, name: str) -> int:
         try:
             return int((self.store.service(name) or {}).get("epoch", 0))
@@ -254,6 +356,9 @@ class FtcpApp(app_manager.RyuApp):
         detail = {k: v if isinstance(v, str) else json.dumps(v) for k, v in action.detail.items()}
         LOG.warning("ftcp: service %s is %s (epoch %d): %s", action.service, action.status, action.epoch,
                     action.detail)
+        if action.status in (failover.FAILED_OVER, failover.FAILED):
+            self.failover_counts[action.status] = self.failover_counts.get(action.status, 0) + 1
+            self.last_takeover_seconds = float(action.detail.get("takeover_seconds", 0.0))
         self.recorder.service(svc, action.status, epoch=action.epoch, **detail)
         self.recorder.event(f"service_{action.status}", service=action.service, epoch=action.epoch,
                             **action.detail)
@@ -275,6 +380,7 @@ class FtcpApp(app_manager.RyuApp):
         dp = ev.msg.datapath
         LOG.info("ftcp: switch %016x connected", dp.id)
         self.datapaths[dp.id] = dp
+        self.connected_since[dp.id] = time.time()
         # Start from nothing we own: a reconnecting switch keeps flows of an older
         # config (fail_mode=secure). Messages are processed in order, so the gap
         # between delete and re-add is only a few microseconds of OVS work.
@@ -413,3 +519,4 @@ class FtcpApp(app_manager.RyuApp):
     def state_change(self, ev):
         if ev.state == DEAD_DISPATCHER and ev.datapath.id is not None:
             self.datapaths.pop(ev.datapath.id, None)
+            self.connected_since.pop(ev.datapath.id, None)

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shlex
 import shutil
 import signal
@@ -172,12 +173,15 @@ class RedisServer(Process):
 
 
 class RyuManager(Process):
-    def __init__(self, run_dir: Path, config_path: Path, redis_url: str, ofp_port: int, wsapi_port: int):
+    def __init__(self, run_dir: Path, config_path: Path, redis_url: str, ofp_port: int, wsapi_port: int,
+                 api_token: str = ""):
         self.ofp_port = ofp_port
         argv = [str(VENV_BIN / "ryu-manager"), "--config-file", str(ROOT / "switch_config/ryu.conf"),
                 "--ofp-tcp-listen-port", str(ofp_port), "--wsapi-port", str(wsapi_port),
                 "--log-file", str(run_dir / "ryu.log"), "ryu_apps/ftcp_app.py"]
         env = dict(os.environ, FTCP_CONFIG=str(config_path), FTCP_REDIS_URL=redis_url, PYTHONUNBUFFERED="1")
+        if api_token:
+            env["FTCP_API_TOKEN"] = api_token
         self._cwd = os.getcwd()
         os.chdir(ROOT)  # ryu-manager resolves the app path and relative config paths from here
         try:
@@ -274,7 +278,14 @@ class Lab:
         ofp_port = free_tcp_port()
         self.wsapi_port = free_tcp_port()
         LOG.info("lab: starting ryu-manager (OpenFlow port %d, REST port %d)", ofp_port, self.wsapi_port)
-        self.ryu = self._track(RyuManager(self.run_dir, self.config_path, self.redis.url, ofp_port, self.wsapi_port))
+        # A fresh REST token per lab, handed to ryu-manager in its environment and
+        # kept in a root-only file for the user (never on a command line or in a log).
+        self.api_token = secrets.token_urlsafe(24)
+        token_file = self.run_dir / "api-token"
+        token_file.touch(mode=0o600)
+        token_file.write_text(self.api_token)
+        self.ryu = self._track(RyuManager(self.run_dir, self.config_path, self.redis.url, ofp_port, self.wsapi_port,
+                                          api_token=self.api_token))
         self.ryu.wait_ready()
         LOG.info("lab: starting the Mininet topology")
         self._start_net(ofp_port)
@@ -441,6 +452,26 @@ class Lab:
 
     def flows(self) -> str:
         return sh("ovs-ofctl -O OpenFlow13 dump-flows s1")
+
+    def rest(self, method: str, path: str, body=None, token: bool = True):
+        """Call the controller's REST API: (status, decoded JSON or text)."""
+        import urllib.error
+        import urllib.request
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"http://127.0.0.1:{self.wsapi_port}{path}", data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if token:
+            req.add_header("Authorization", f"Bearer {self.api_token}")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as e:
+            status, raw = e.code, e.read()
+        try:
+            return status, json.loads(raw) if raw else None
+        except ValueError:
+            return status, raw.decode(errors="replace")
 
 
 class RunningClient:
