@@ -28,6 +28,7 @@ HOLD_FIN = 0x20
 HOLD_RST = 0x21
 PROBE_REPLY = 0x22
 PROBE_ARP = 0x23
+SERVICE_ARP = 0x13
 
 TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10
 
@@ -162,6 +163,10 @@ def redirect_flows(dp, plan: ServicePlan, backup_name: str, service_mac: str) ->
              _tcp_match(in_port=port, ipv4_src=backup.address, tcp_src=svc.port),
              [parser.OFPActionSetField(ipv4_src=svc.address), parser.OFPActionSetField(eth_src=service_mac),
               parser.OFPActionOutput(ofp.OFPP_NORMAL)]),
+        # The primary no longer answers ARP for the service address: the controller
+        # does, so clients whose ARP cache expired can still open new connections.
+        _add(dp, cookie(sid, SERVICE_ARP), PRIO_REDIRECT,
+             parser.OFPMatch(eth_type=ether_types.ETH_TYPE_ARP, arp_tpa=svc.address), _to_controller()),
     ]
 
 

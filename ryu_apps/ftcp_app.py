@@ -423,13 +423,15 @@ class FtcpApp(app_manager.RyuApp):
 
     def _packet_in(self, dp, msg):
         probe = self.conf.probe
-        if probe is None:
-            return
         pkt = packet.Packet(msg.data)
         req = pkt.get_protocol(arp.arp)
         if req is not None:
-            if req.opcode == arp.ARP_REQUEST and req.dst_ip == probe.address:
-                dp.send_msg(flows.arp_reply(dp, msg.match["in_port"], req, probe.mac))
+            if req.opcode == arp.ARP_REQUEST:
+                mac = self._arp_answer(req.dst_ip)
+                if mac:
+                    dp.send_msg(flows.arp_reply(dp, msg.match["in_port"], req, mac))
+            return
+        if probe is None:
             return
         ip, seg = pkt.get_protocol(ipv4.ipv4), pkt.get_protocol(tcp.tcp)
         if ip is None or seg is None:
@@ -450,6 +452,16 @@ class FtcpApp(app_manager.RyuApp):
             if syn_ack:
                 for dp2, plan in self._service_plans(name):
                     dp2.send_msg(flows.probe_rst(dp2, plan, probe, seg.dst_port, seg.ack))
+
+    def _arp_answer(self, ip: str):
+        """The MAC the controller answers ARP with: the probe address, and the address
+        of a service whose primary is gone (the backup answers with the service's MAC)."""
+        if self.conf.probe and ip == self.conf.probe.address:
+            return self.conf.probe.mac
+        for svc in self.conf.services:
+            if svc.address == ip and self.failovers[svc.name].status == failover.FAILED_OVER:
+                return svc.primary.mac
+        return None
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def error_msg(self, ev):

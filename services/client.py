@@ -39,6 +39,11 @@ class Conn:
         self.nsent = self.nrecv = 0
         self.progress = progress
         self._last = time.monotonic()
+        # The longest silence between two reads that brought data: the stall a user
+        # of this connection saw (a failover shows up here).
+        self.max_gap = 0.0
+        self.gap_at = 0
+        self._last_data = None
 
     def _tick(self):
         if self.progress and time.monotonic() - self._last >= self.progress:
@@ -53,6 +58,11 @@ class Conn:
 
     def read(self, n):
         data = self.sock.recv(n)
+        if data:
+            now = time.monotonic()
+            if self._last_data is not None and now - self._last_data > self.max_gap:
+                self.max_gap, self.gap_at = now - self._last_data, self.nrecv
+            self._last_data = now
         self.recv.update(data)
         self.nrecv += len(data)
         self._tick()
@@ -79,7 +89,8 @@ class Conn:
 
     def report(self, **extra):
         out = {"local_port": self.sock.getsockname()[1], "sent": self.nsent, "received": self.nrecv,
-               "sent_sha256": self.sent.hexdigest(), "received_sha256": self.recv.hexdigest()}
+               "sent_sha256": self.sent.hexdigest(), "received_sha256": self.recv.hexdigest(),
+               "max_gap_ms": round(self.max_gap * 1000, 3), "max_gap_at": self.gap_at}
         out.update(extra)
         return out
 

@@ -24,7 +24,7 @@ from ftcp.agent.capture import CaptureError, RingCapture
 from ftcp.agent.packet import ip_int
 from ftcp.agent.replica import HotStandby, ReplicaPool
 from ftcp.agent.takeover import Session
-from ftcp.agent.tracker import ESTABLISHED, PROTECTED, Tracker
+from ftcp.agent.tracker import CLOSED, ESTABLISHED, PROTECTED, Tracker
 from ftcp.agent.writer import LogWriter, WriterThread
 from ftcp.store import CONTROLLER_CHANNEL, Store, StoreError, agent_channel
 
@@ -110,6 +110,7 @@ class Agent:
                                    retire_ms=args.flush_ms)
         self.control = ControlListener(self.store, agent_channel(self.name))
         self.sessions = {}   # service -> [Session]
+        self.resets = {}     # service -> [RepairParams] of connections to reset at go
         self.started = clock()
         self.stopping = False
         self._drops_reported = 0
@@ -202,6 +203,10 @@ class Agent:
                     reason = f"takeover failed: {e}"
             failed[conn.id] = reason
             LOG.warning("takeover of %s: cannot take %s: %s", service, conn.id, reason)
+            if conn.state != CLOSED:
+                reset = repair.reset_params(conn.to_state(), self.replicas[service][0])
+                if reset is not None:
+                    self.resets.setdefault(service, []).append(reset)
         self.sessions[service] = sessions
         elapsed = self.clock() - started
         LOG.info("takeover of %s (epoch %d): %d connection(s) ready (%d hot), %d not, in %.1f ms",
@@ -246,7 +251,16 @@ class Agent:
         sessions = self.sessions.get(service, [])
         for session in sessions:
             session.go()
-        LOG.info("go for %s (epoch %d): %d connection(s) released", service, epoch, len(sessions))
+        # Connections we could not take: a RST now (the switch delivers it from the
+        # service's address), so their clients fail fast instead of hanging.
+        resets = self.resets.pop(service, [])
+        for params in resets:
+            try:
+                repair.reset(repair.repaired_socket(params))
+            except OSError as e:
+                LOG.warning("could not reset %s:%s: %s", *params.remote, e)
+        LOG.info("go for %s (epoch %d): %d connection(s) released, %d reset", service, epoch, len(sessions),
+                 len(resets))
 
     def shutdown(self) -> int:
         LOG.info("agent %s stopping: draining the capture ring", self.name)

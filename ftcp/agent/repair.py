@@ -101,6 +101,21 @@ def _u32(value: int) -> bytes:
     return struct.pack("=I", value & MASK)
 
 
+def reset_params(state: dict, local_ip: str):
+    """Numbers for a socket whose only job is to send the client a RST it accepts:
+    the RST's sequence number must be exactly what the client expects next (RFC 5961),
+    i.e. the server's snd_nxt. None when the record lacks the numbers."""
+    try:
+        snd_nxt, rcv_nxt = _int(state, "s2c_next"), _int(state, "c2s_next")
+    except ValueError:
+        return None
+    return RepairParams(local=(local_ip, _int(state, "server_port")),
+                        remote=(state["client_ip"], _int(state, "client_port")),
+                        snd_nxt=snd_nxt & MASK, rcv_nxt=rcv_nxt & MASK, mss=_int(state, "mss_c", 536),
+                        snd_wscale=0, rcv_wscale=0, sack=False, timestamps=False, tsval=0,
+                        snd_wnd=65535, rcv_wnd=65535)
+
+
 def _step(sock, what, level, opt, value):
     try:
         sock.setsockopt(level, opt, value)

@@ -153,3 +153,50 @@ def test_fenced_primary_cannot_reach_the_client(lab):
         assert after["idle"]["received"] > conns["idle"]["received"]
     finally:
         client.proc.kill()
+
+
+def test_new_connections_after_failover_reach_the_backup(lab):
+    """The primary is gone: a client with an empty ARP cache connects to the service
+    address and is served by the backup (the controller answers ARP for it)."""
+    store = Store(lab.redis.url)
+    client = RunningClient(lab, "reqresp", PRIMARY_IP, PORT, "--count", 2000)
+    client.wait_progress(received=50_000)
+    lab.fail_primary("link")
+    failed_over(store)
+    assert client.result()["ok"]
+    lab.host("c2").cmd("ip neigh flush all")
+    res = json.loads(lab.host("c2").cmd(f"python3 {CLIENT} reqresp {PRIMARY_IP} {PORT} --count 50").strip()
+                     .splitlines()[-1])
+    assert res["ok"], res
+    # The primary's link is down, so the answers came from the backup; and c2 learned
+    # the service's MAC from the controller's ARP answer.
+    assert lab.host("p1").cmd("cat /sys/class/net/p1-eth0/operstate").strip() == "down"
+    assert "00:00:00:00:00:10" in lab.host("c2").cmd(f"ip neigh show {PRIMARY_IP}")
+
+
+def test_connection_the_backup_cannot_take_is_reset_not_left_hanging(run_dir):
+    """A connection opened before the agent started is unprotected: at failover its
+    client gets a RST at once instead of waiting for a timeout."""
+    with Lab(service_cmd=SERVICES["demo"], service_port=PORT, run_dir=run_dir, agent=False) as lab:
+        held = lab.host("c1").popen(["python3", "-c", (
+            "import socket,sys,time; s=socket.create_connection(('10.0.0.10', 7000)); s.settimeout(20); "
+            "s.sendall(b'PING a\\n'); s.recv(100); print('open', flush=True); sys.stdin.readline(); "
+            "s.sendall(b'PING b\\n'); s.recv(100); print('seen', flush=True)\n"
+            "try:\n d=s.recv(100); print('got', d, flush=True)\n"
+            "except ConnectionResetError: print('reset', flush=True)\n"
+            "except socket.timeout: print('timeout', flush=True)")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert held.stdout.readline().strip() == "open"
+            lab.start_agent()
+            store = Store(lab.redis.url)
+            held.stdin.write("go\n")      # one more exchange, so the agent sees the connection
+            held.stdin.flush()
+            assert held.stdout.readline().strip() == "seen"  # now it waits for data that never comes
+            lab.fail_primary("link")
+            svc = failed_over(store)
+            assert len(json.loads(svc["failed"])) == 1, svc
+            line = held.stdout.readline().split()
+            assert line[0] == "reset", line
+        finally:
+            held.kill()

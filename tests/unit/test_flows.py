@@ -144,7 +144,9 @@ def test_fence_drops_the_primarys_service_traffic_above_everything():
 
 def test_redirect_rewrites_both_directions():
     plan, = plan_switch(MAC_CONF, PORTS)
-    c2s, s2c = [wire(m) for m in flows.redirect_flows(FakeDatapath(), plan, "b1", "00:00:00:00:00:10")]
+    c2s, s2c, arp = [wire(m) for m in flows.redirect_flows(FakeDatapath(), plan, "b1", "00:00:00:00:00:10")]
+    assert match(arp) == {"eth_type": 0x0806, "arp_tpa": "10.0.0.10"}
+    assert [a.port for i in arp.instructions for a in i.actions] == [ofp.OFPP_CONTROLLER]
     assert match(c2s) == {"eth_type": 0x0800, "ip_proto": 6, "ipv4_dst": "10.0.0.10", "tcp_dst": 80}
     assert set_fields(c2s) == [("eth_dst", "00:00:00:00:00:20"), ("ipv4_dst", "10.0.0.20")]
     assert [a.port for i in c2s.instructions for a in i.actions if hasattr(a, "port")] == [4]
