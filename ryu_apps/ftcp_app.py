@@ -150,7 +150,10 @@ class FtcpApp(app_manager.RyuApp):
             else:
                 self.failovers[s.name].backups = tuple(b.name for b in s.backups)
             if probe and s.name not in self.probers:
-                self.probers[s.name] = Prober(s.name, probe.interval, probe.misses)
+                # A probe answer takes about a millisecond here; counting a probe as
+                # missed after half an interval detects a silent host half an interval
+                # sooner than waiting a whole one.
+                self.probers[s.name] = Prober(s.name, probe.interval, probe.misses, timeout=probe.interval / 2)
         names = {s.name for s in self.conf.services}
         for table in (self.failovers, self.probers):
             for name in set(table) - names:

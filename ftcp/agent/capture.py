@@ -70,6 +70,11 @@ class RingCapture:
         self._poll.register(self.sock, select.POLLIN | select.POLLERR)
         self.received = self.dropped = 0
 
+    def wake_on(self, fd: int) -> None:
+        """Also return from ``batch`` early when ``fd`` becomes readable (the caller
+        drains it): a control message must not wait for the poll timeout."""
+        self._poll.register(fd, select.POLLIN)
+
     def close(self):
         self._release()
         try:

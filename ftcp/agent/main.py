@@ -67,6 +67,9 @@ class ControlListener(threading.Thread):
         super().__init__(name="ftcp-control", daemon=True)
         self.store, self.channel = store, channel
         self.commands = queue.Queue()
+        # Written once per command: the capture loop polls it with the ring.
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
         self.subscribed = threading.Event()
         self._halt = threading.Event()
 
@@ -79,6 +82,7 @@ class ControlListener(threading.Thread):
                     msg = self.store.next_message(pubsub, timeout=0.5)
                     if msg is not None:
                         self.commands.put(msg)
+                        os.write(self.wake_w, b"x")
             except StoreError as e:
                 self.subscribed.clear()
                 LOG.error("control channel: %s; resubscribing", e)
@@ -106,9 +110,12 @@ class Agent:
         self.writer = LogWriter(self.store, self.tracker, max_buffer=args.buffer, agent_name=self.name,
                                 tap=self.hot)
         self.writer_thread = WriterThread(self.writer, args.flush_ms / 1000.0)
+        # A block is handed over when full or after retire_ms: small, so a takeover's
+        # drain (which must wait for the partly filled block) costs only a few ms.
         self.capture = RingCapture(args.iface, block_size=1 << 20, block_count=max(8, args.ring_mb),
-                                   retire_ms=args.flush_ms)
+                                   retire_ms=args.retire_ms)
         self.control = ControlListener(self.store, agent_channel(self.name))
+        self.capture.wake_on(self.control.wake_r)
         self.sessions = {}   # service -> [Session]
         self.resets = {}     # service -> [RepairParams] of connections to reset at go
         self.started = clock()
@@ -140,7 +147,11 @@ class Agent:
         if self.pool:
             self.pool.start()
         while not self.stopping:
-            if not self.control.commands.empty():
+            while not self.control.commands.empty():
+                try:
+                    os.read(self.control.wake_r, 4096)
+                except BlockingIOError:
+                    pass
                 self.handle(self.control.commands.get())
             frames = self.capture.batch(self.args.flush_ms)
             now = self.clock()
@@ -172,9 +183,9 @@ class Agent:
     def drain(self) -> None:
         """Everything mirrored before now into the tracker. A TPACKET_V3 block is
         handed over only when full or retired, so wait out two retire periods."""
-        until = self.clock() + 2 * self.args.flush_ms / 1000.0
+        until = self.clock() + 2 * self.args.retire_ms / 1000.0
         while True:
-            frames = self.capture.batch(self.args.flush_ms)
+            frames = self.capture.batch(self.args.retire_ms)
             now = self.clock()
             for frame in frames:
                 self.tracker.feed_frame(frame, now)
@@ -309,6 +320,8 @@ def build_parser():
     ap.add_argument("--grace", type=float, default=30.0, help="seconds a closed connection stays listed")
     ap.add_argument("--flush-ms", type=int, default=10, help="Redis write interval (ms)")
     ap.add_argument("--ring-mb", type=int, default=64, help="capture ring size in MiB")
+    ap.add_argument("--retire-ms", type=int, default=2,
+                    help="capture ring block timeout (ms): the latency of a quiet stream's capture")
     ap.add_argument("--shutdown-timeout", type=float, default=5.0)
     ap.add_argument("--standby", choices=["hot", "cold"], default="hot",
                     help="hot: keep a replica connection in step per connection (default); "
