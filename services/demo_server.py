@@ -13,6 +13,7 @@ so a replica fed the same client bytes produces the same output (DESIGN §9):
 """
 import argparse
 import hashlib
+import random
 import socket
 import socketserver
 
@@ -62,7 +63,8 @@ class DemoHandler(socketserver.StreamRequestHandler):
                 n -= len(data)
             self.wfile.write(f"OK {digest.hexdigest()}\n".encode())
         elif cmd == "PING":
-            self.wfile.write(("PONG " + " ".join(words[1:]) + "\n").encode())
+            salt = f" {random.getrandbits(32):08x}" if self.server.nondeterministic else ""
+            self.wfile.write(("PONG " + " ".join(words[1:]) + salt + "\n").encode())
         else:
             self.wfile.write(b"ERR unknown request\n")
         self.wfile.flush()
@@ -72,14 +74,18 @@ class Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     daemon_threads = True
     request_queue_size = 1024
+    nondeterministic = False
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--host", default="0.0.0.0")
     ap.add_argument("--port", type=int, default=7000)
+    ap.add_argument("--nondeterministic", action="store_true",
+                    help="add random bytes to PONG answers (breaks the determinism ftcp needs)")
     args = ap.parse_args()
     with Server((args.host, args.port), DemoHandler) as srv:
+        srv.nondeterministic = args.nondeterministic
         print(f"demo server listening on {args.host}:{args.port}", flush=True)
         srv.serve_forever()
 

@@ -106,7 +106,7 @@ class Agent:
         self.tracker = Tracker(self.services, log_cap=args.log_cap, grace=args.grace)
         self.replicas = replicas(conf, args.backup)
         self.pool = ReplicaPool(self.replicas) if args.standby == "hot" else None
-        self.hot = HotStandby(self.pool) if self.pool else None
+        self.hot = HotStandby(self.pool, self.tracker) if self.pool else None
         self.writer = LogWriter(self.store, self.tracker, max_buffer=args.buffer, agent_name=self.name,
                                 tap=self.hot)
         self.writer_thread = WriterThread(self.writer, args.flush_ms / 1000.0)
@@ -244,9 +244,13 @@ class Agent:
         params = repair.repair_params(state, replica[0], logged=len(log))
         skip = int(state["s2c_acked"])
         hot = self.hot.detach(conn) if self.hot else None
+        if hot is not None and hot.diverged:
+            # Never replay into a fresh replica: it would diverge the same way.
+            self.tracker.mark_unprotected(conn, hot.diverged)
+            raise ValueError(hot.diverged)
         if hot is not None and hot.fed + len(hot.unsent) == len(log):
             session = Session(conn.id, params, skip, hot.sock, unsent=hot.unsent, tail_start=hot.tail_start,
-                              tail=hot.tail)
+                              tail=hot.tail, checks=hot.checks)
             session.mode = "hot"
         else:
             if hot is not None:

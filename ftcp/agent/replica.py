@@ -8,6 +8,12 @@ through a command queue (``open``, ``feed``, ``acked``, ``finish``, ``drop``) an
 ``detach`` hands a replica over to a takeover Session. The replica's output beyond
 what the client acknowledged is kept (``tail``, bounded: past ``max_tail`` the
 thread stops reading and TCP flow control holds the replica back).
+
+Divergence check: for every server segment of the primary the capture thread sends
+(offset, length, CRC-32); the pool compares it with the replica's output at the same
+offset, before that output may be dropped. A mismatch marks the replica diverged: the
+connection becomes unprotected and is reset at failover, never spliced to a replica
+that would send the client bytes the primary never would have.
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ import os
 import selectors
 import socket
 import threading
+import zlib
 
 LOG = logging.getLogger("ftcp.agent.replica")
 
@@ -25,15 +32,17 @@ LOG = logging.getLogger("ftcp.agent.replica")
 class Detached:
     """A hot replica handed over to a takeover."""
 
-    __slots__ = ("sock", "unsent", "fed", "tail_start", "tail")
+    __slots__ = ("sock", "unsent", "fed", "tail_start", "tail", "diverged", "checks")
 
-    def __init__(self, sock, unsent, fed, tail_start, tail):
+    def __init__(self, sock, unsent, fed, tail_start, tail, diverged=None, checks=()):
         self.sock, self.unsent, self.fed, self.tail_start, self.tail = sock, unsent, fed, tail_start, tail
+        self.diverged = diverged
+        self.checks = list(checks)   # primary segments the replica has not produced yet
 
 
 class _Replica:
     __slots__ = ("conn_id", "sock", "out", "fed", "produced", "tail", "acked", "finish", "connected", "failed",
-                 "events")
+                 "events", "checks", "verified", "diverged")
 
     def __init__(self, conn_id, sock):
         self.conn_id, self.sock = conn_id, sock
@@ -46,6 +55,9 @@ class _Replica:
         self.connected = False
         self.failed = None         # why this replica is unusable
         self.events = 0
+        self.checks = collections.deque()  # (offset, length, crc32) of the primary's output
+        self.verified = 0          # replica output known equal to the primary's, up to here
+        self.diverged = None
 
 
 class ReplicaPool(threading.Thread):
@@ -61,6 +73,8 @@ class ReplicaPool(threading.Thread):
         self._replicas = {}
         self._halt = False
         self.failures = 0
+        self.diverged = {}      # conn id -> reason (read by the capture thread)
+        self.unverified = 0     # primary segments that could not be compared (output already gone)
 
     # --- called from other threads ---------------------------------------------------
 
@@ -79,6 +93,10 @@ class ReplicaPool(threading.Thread):
 
     def acked(self, conn_id: str, count: int):
         self._cmd("acked", conn_id, count)
+
+    def expect(self, conn_id: str, checks: list):
+        """The primary sent these (offset, length, crc32) ranges: compare."""
+        self._cmd("expect", conn_id, checks)
 
     def finish(self, conn_id: str):
         self._cmd("finish", conn_id)
@@ -129,7 +147,14 @@ class ReplicaPool(threading.Thread):
             rep.out += cmd[2]
         elif kind == "acked":
             rep.acked = max(rep.acked, cmd[2])
+            self._check(rep)
             self._trim(rep)
+        elif kind == "expect":
+            rep.checks.extend(cmd[2])
+            while len(rep.checks) > 100_000:
+                rep.checks.popleft()
+                self.unverified += 1
+            self._check(rep)
         elif kind == "finish":
             rep.finish = True
         elif kind == "drop":
@@ -197,6 +222,7 @@ class ReplicaPool(threading.Thread):
                 if data:
                     rep.tail += data
                     rep.produced += len(data)
+                    self._check(rep)
                     self._trim(rep)
         except (BlockingIOError, InterruptedError):
             pass
@@ -209,6 +235,30 @@ class ReplicaPool(threading.Thread):
             return
         self._update(rep)
 
+    def _check(self, rep):
+        """Compare the primary's segments with the replica's output we still hold."""
+        checks = rep.checks
+        start = rep.produced - len(rep.tail)
+        while checks and rep.diverged is None:
+            off, n, crc = checks[0]
+            if off + n <= rep.verified:
+                checks.popleft()      # a retransmission of what was checked already
+            elif off < start:
+                checks.popleft()      # that output is gone (the client had acked it)
+                self.unverified += 1
+            elif off + n <= rep.produced:
+                checks.popleft()
+                if zlib.crc32(memoryview(rep.tail)[off - start:off - start + n]) != crc:
+                    rep.diverged = (f"diverged: the replica's output differs from the primary's "
+                                    f"at server byte {off}")
+                    rep.failed = rep.diverged
+                    self.diverged[rep.conn_id] = rep.diverged
+                    LOG.error("%s: %s", rep.conn_id, rep.diverged)
+                    return
+                rep.verified = max(rep.verified, off + n)
+            else:
+                return                # the replica has not produced that far yet
+
     def _trim(self, rep):
         """Drop replica output the client already has from the primary."""
         start = rep.produced - len(rep.tail)
@@ -219,11 +269,15 @@ class ReplicaPool(threading.Thread):
         del self._replicas[rep.conn_id]
         if rep.events:
             self._sel.unregister(rep.sock)
+        if rep.diverged:
+            rep.sock.close()
+            return Detached(None, b"", rep.fed, 0, b"", diverged=rep.diverged)
         if rep.failed or not rep.connected:
             rep.sock.close()
             return None
         rep.sock.setblocking(True)
-        return Detached(rep.sock, bytes(rep.out), rep.fed, rep.produced - len(rep.tail), bytes(rep.tail))
+        return Detached(rep.sock, bytes(rep.out), rep.fed, rep.produced - len(rep.tail), bytes(rep.tail),
+                        checks=[c for c in rep.checks if c[0] + c[1] > rep.verified])
 
     def _close(self, rep):
         self._replicas.pop(rep.conn_id, None)
@@ -235,19 +289,33 @@ class ReplicaPool(threading.Thread):
 
 class HotStandby:
     """The tap the log writer calls for every connection it collects (capture thread):
-    keeps one hot replica per protected connection, fed exactly the logged bytes."""
+    keeps one hot replica per protected connection, fed exactly the logged bytes, and
+    the tracker's hook for the primary's segments (the divergence check)."""
 
-    def __init__(self, pool: ReplicaPool):
+    def __init__(self, pool: ReplicaPool, tracker):
         self.pool = pool
-        self._open = {}   # conn id -> the Conn whose replica is open
+        self.tracker = tracker
+        self._open = {}     # conn id -> the Conn whose replica is open
+        self._checks = {}   # Conn -> [(offset, length, crc32)] not yet sent to the pool
+        tracker.s2c_hook = self.primary_sent
+
+    def primary_sent(self, conn, off: int, payload) -> None:
+        # Per packet: a CRC of the payload in place (no copy), batched per connection
+        # until the next collect (which may be the one that opens its replica).
+        self._checks.setdefault(conn, []).append((off, len(payload), zlib.crc32(payload)))
 
     def seen(self, conn, data: bytes) -> None:
         cid = conn.id
+        reason = self.pool.diverged.pop(cid, None)
+        if reason is not None:
+            self.tracker.mark_unprotected(conn, reason)
         current = self._open.get(cid)
         if current is not None and current is not conn:
             self.pool.drop(cid)  # the 4-tuple now belongs to a new connection
+            self._checks.pop(current, None)
             current = None
         if conn.status != "protected":
+            self._checks.pop(conn, None)
             if current is not None:
                 self.pool.drop(cid)
                 del self._open[cid]
@@ -257,6 +325,9 @@ class HotStandby:
                 return
             self.pool.open(cid, conn.service)
             self._open[cid] = conn
+        checks = self._checks.pop(conn, None)
+        if checks:
+            self.pool.expect(cid, checks)
         if data:
             self.pool.feed(cid, data)
         self.pool.acked(cid, conn.s2c_acked)
@@ -267,6 +338,7 @@ class HotStandby:
         if self._open.get(conn.id) is conn:
             del self._open[conn.id]
             self.pool.drop(conn.id)
+        self._checks.pop(conn, None)
 
     def detach(self, conn):
         if self._open.get(conn.id) is not conn:

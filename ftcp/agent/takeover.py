@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import zlib
 
 from ftcp.agent import repair
 
@@ -19,9 +20,13 @@ LOG = logging.getLogger("ftcp.agent.takeover")
 CHUNK = 65536
 
 
+class Diverged(Exception):
+    """The replica's output is not the primary's."""
+
+
 class Session:
     def __init__(self, conn_id: str, params: repair.RepairParams, skip: int, replica: socket.socket,
-                 unsent: bytes = b"", tail_start: int = 0, tail: bytes = b"",
+                 unsent: bytes = b"", tail_start: int = 0, tail: bytes = b"", checks=(),
                  make_socket=repair.repaired_socket):
         self.conn_id = conn_id
         self.params = params
@@ -30,6 +35,7 @@ class Session:
         self.log = unsent            # client bytes the replica has not been given yet
         self.tail_start = tail_start  # replica output offset of tail[0]
         self.tail = tail              # replica output already read, not yet known to the client
+        self.checks = list(checks)    # (offset, length, crc32) the primary sent, still to compare
         self._make_socket = make_socket
         self._go = threading.Event()
         self.client = None
@@ -81,9 +87,37 @@ class Session:
         except OSError as e:
             self._fail(f"client->replica: {e}")
 
+    def _verified_start(self) -> bytes:
+        """The replica's first output, read until it covers every segment the primary
+        sent that was not compared yet, and compared: no replica byte reaches the
+        client before that. Raises Diverged."""
+        data = bytearray(self.tail)
+        need = max((off + n for off, n, _ in self.checks), default=0)
+        while self.tail_start + len(data) < need:
+            chunk = self.replica.recv(CHUNK)
+            if not chunk:
+                break  # the replica ended early: nothing more to compare against
+            data += chunk
+        view = memoryview(data)
+        for off, n, crc in self.checks:
+            rel = off - self.tail_start
+            if rel >= 0 and rel + n <= len(data) and zlib.crc32(view[rel:rel + n]) != crc:
+                raise Diverged(f"diverged at takeover: the replica's output differs from the primary's "
+                               f"at server byte {off}")
+        return bytes(data)
+
     def _replica_to_client(self):
         skip = max(0, self.skip - self.tail_start)
-        pending = self.tail
+        try:
+            pending = self._verified_start()
+        except Diverged as e:
+            self._fail(str(e))
+            self._go.wait()
+            repair.reset(self.client)   # the client fails fast; it never sees a wrong byte
+            return
+        except OSError as e:
+            self._fail(f"replica->client: {e}")
+            return
         self.tail = b""
         try:
             while True:

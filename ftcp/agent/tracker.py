@@ -251,6 +251,9 @@ class Tracker:
         self.packets = 0
         self.ignored = 0
         self.malformed = 0
+        # Called with (conn, server stream offset, payload) for every server segment
+        # with data of a protected connection (the hot standby's divergence check).
+        self.s2c_hook = None
 
     # --- per packet -----------------------------------------------------------------
     def feed_frame(self, frame, now: float):
@@ -469,6 +472,8 @@ class Tracker:
             end = off + len(payload)
             if end > hi:
                 c._s_hi = end
+            if payload and self.s2c_hook is not None and c.status is PROTECTED:
+                self.s2c_hook(c, off, payload)
             if flags & FIN and not c.fin_s:
                 c.fin_s = True
                 c.fin_s_seq = (seg.seq + len(payload)) & MASK

@@ -200,3 +200,33 @@ def test_connection_the_backup_cannot_take_is_reset_not_left_hanging(run_dir):
             assert line[0] == "reset", line
         finally:
             held.kill()
+
+
+def test_nondeterministic_service_is_detected_as_diverged_and_reset(run_dir):
+    """A service whose answers carry random bytes breaks the contract: the hot standby
+    sees the replica's output differ from the primary's, marks the connection
+    unprotected, and at failover the client gets a RST, never the replica's bytes."""
+    nondet = SERVICES["demo"] + " --nondeterministic"
+    with Lab(service_cmd=nondet, service_port=PORT, run_dir=run_dir) as lab:
+        store = Store(lab.redis.url)
+        held = lab.host("c1").popen(["python3", "-c", (
+            "import socket,sys; s=socket.create_connection(('10.0.0.10', 7000)); s.settimeout(20)\n"
+            "for i in range(20):\n s.sendall(b'PING %d\\n' % i); s.recv(100)\n"
+            "print(s.getsockname()[1], flush=True); sys.stdin.readline()\n"
+            "try:\n d=s.recv(100); print('got', d, flush=True)\n"
+            "except ConnectionResetError: print('reset', flush=True)\n"
+            "except socket.timeout: print('timeout', flush=True)")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            cid = conn_id(int(held.stdout.readline()))
+            state = wait_for(lambda: (lambda st: st if st and st["status"] == "unprotected" else None)(
+                store.conn(cid)), 10, "the divergence to be recorded")
+            assert state["reason"].startswith("diverged: the replica's output differs from the primary's"), state
+            lab.fail_primary("link")
+            svc = failed_over(store)
+            assert cid in json.loads(svc["failed"]), svc
+            held.stdin.write("go\n")
+            held.stdin.flush()
+            assert held.stdout.readline().split()[0] == "reset"
+        finally:
+            held.kill()
