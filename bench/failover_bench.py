@@ -53,8 +53,9 @@ def stall_trial(run_dir: str, failure: str, capture: Path = None) -> dict:
         if dump is not None:
             dump.proc.send_signal(2)
             dump.proc.wait(10)
-        return {"failure": failure, "ok": res["ok"], "error": res.get("error"), "stall_ms": res["max_gap_ms"],
-                "stall_at_byte": res["max_gap_at"], "status": svc["status"], "reason": svc.get("reason"),
+        # A client that failed has no stall to report: its trial counts as not ok.
+        return {"failure": failure, "ok": res["ok"], "error": res.get("error"), "stall_ms": res.get("max_gap_ms"),
+                "stall_at_byte": res.get("max_gap_at"), "status": svc["status"], "reason": svc.get("reason"),
                 "takeover_s": float(svc.get("takeover_seconds") or 0), "failed_at": failed_at,
                 "received": res["received"]}
 
@@ -130,7 +131,7 @@ def stall_plot(summary, trials, path: Path):
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for i, failure in enumerate(FAILURES):
-        values = [t["stall_ms"] for t in trials if t["failure"] == failure]
+        values = [t["stall_ms"] for t in trials if t["failure"] == failure and t["stall_ms"] is not None]
         ax.scatter([i] * len(values), values, s=10, alpha=0.6)
         ax.hlines(summary[failure]["p50_ms"], i - 0.3, i + 0.3, color="black")
         ax.hlines(summary[failure]["target_p50_ms"], i - 0.3, i + 0.3, color="red", ls="--")
@@ -167,7 +168,7 @@ def main(argv=None) -> int:
     targets = {"link": 50.0, "crash": 100.0, "silent": probe["interval_ms"] * probe["misses"] + 50.0}
     summary = {}
     for failure in FAILURES:
-        values = [t["stall_ms"] for t in trials if t["failure"] == failure]
+        values = [t["stall_ms"] for t in trials if t["failure"] == failure and t["stall_ms"] is not None]
         summary[failure] = {"trials": len(values), "p50_ms": statistics.median(values),
                             "p99_ms": percentile(values, 99), "max_ms": max(values),
                             "target_p50_ms": targets[failure],

@@ -54,6 +54,7 @@ class Prober:
     missed: int = 0
     next_at: float = 0.0
     held: list = field(default_factory=list)
+    held_since: float = 0.0              # when the oldest held segment arrived
     stopped: bool = False
     armed: bool = False
     _counter: int = 0
@@ -91,12 +92,16 @@ class Prober:
         probe = self.outstanding.get(sport)
         if self.stopped or probe is None or ack != (probe[0] + 1) & 0xFFFFFFFF:
             return []
+        sent = probe[1]
         del self.outstanding[sport]
         self.missed = 0
         if syn_ack:
             self.armed = True
             self.stats[ALIVE] += 1
-            if self.held:
+            # Only a probe sent after the segments were held may release them: an
+            # answer to an older probe says the server was alive before it closed
+            # these connections (a crash in progress), which is no news.
+            if self.held and sent >= self.held_since:
                 held, self.held = tuple(self.held), []
                 self.stats["released"] += len(held)
                 return [Release(self.service, held)]
@@ -111,6 +116,8 @@ class Prober:
         """The switch held a FIN/RST from the primary: probe now to decide its fate."""
         if self.stopped:
             return []
+        if not self.held:
+            self.held_since = now
         self.held.append(segment)
         self.stats["held"] += 1
         return [self._send(now)]

@@ -88,7 +88,11 @@ class Conn:
         return bytes(buf)
 
     def report(self, **extra):
-        out = {"local_port": self.sock.getsockname()[1], "sent": self.nsent, "received": self.nrecv,
+        try:
+            local_port = self.sock.getsockname()[1]
+        except OSError:
+            local_port = None
+        out = {"local_port": local_port, "sent": self.nsent, "received": self.nrecv,
                "sent_sha256": self.sent.hexdigest(), "received_sha256": self.recv.hexdigest(),
                "max_gap_ms": round(self.max_gap * 1000, 3), "max_gap_at": self.gap_at}
         out.update(extra)
@@ -178,12 +182,13 @@ def main():
     ap.add_argument("--progress", type=float, default=0.0)
     ap.add_argument("--timeout", type=float, default=30.0)
     args = ap.parse_args()
+    conn = None
     try:
         conn = Conn(args.host, args.port, args.timeout, args.progress)
         runner = {"echo": run_echo, "reqresp": run_reqresp, "stream": run_stream, "upload": run_upload}[args.mode]
         result = runner(conn, args)
     except OSError as e:
-        result = {"ok": False, "error": repr(e)}
+        result = conn.report(ok=False, error=repr(e)) if conn is not None else {"ok": False, "error": repr(e)}
     print(json.dumps(result), flush=True)
     sys.exit(0 if result.get("ok") else 1)
 

@@ -118,6 +118,7 @@ class Agent:
         self.capture.wake_on(self.control.wake_r)
         self.sessions = {}   # service -> [Session]
         self.resets = {}     # service -> [RepairParams] of connections to reset at go
+        self._flushed = False
         self.started = clock()
         self.stopping = False
         self._drops_reported = 0
@@ -199,9 +200,10 @@ class Agent:
             return
         LOG.info("takeover of %s (epoch %d): draining the capture", service, epoch)
         self.drain()
+        # Hands the last client bytes to the hot replicas; Redis is written by the
+        # writer thread as usual and only read here for a cold replay.
         self.writer.collect(self.clock())
-        if not self.writer.flush():
-            LOG.error("takeover of %s: Redis unreachable; the logs are not all stored", service)
+        self._flushed = False
         taken, failed, sessions = [], {}, []
         for conn in [c for c in self.tracker.conns.values() if c.service == service]:
             reason = self._cannot_take(conn)
@@ -237,30 +239,40 @@ class Agent:
 
     def _take(self, conn, service: str) -> Session:
         state = conn.to_state()
-        log = self.store.conn_log(conn.id)
-        if len(log) != conn.c2s_logged:
-            raise ValueError(f"log in Redis has {len(log)} bytes, tracker {conn.c2s_logged}")
         replica = self.replicas[service]
-        params = repair.repair_params(state, replica[0], logged=len(log))
         skip = int(state["s2c_acked"])
         hot = self.hot.detach(conn) if self.hot else None
         if hot is not None and hot.diverged:
             # Never replay into a fresh replica: it would diverge the same way.
             self.tracker.mark_unprotected(conn, hot.diverged)
             raise ValueError(hot.diverged)
-        if hot is not None and hot.fed + len(hot.unsent) == len(log):
+        if hot is not None and hot.fed + len(hot.unsent) == conn.c2s_logged:
+            params = repair.repair_params(state, replica[0], logged=conn.c2s_logged)
             session = Session(conn.id, params, skip, hot.sock, unsent=hot.unsent, tail_start=hot.tail_start,
                               tail=hot.tail, checks=hot.checks)
             session.mode = "hot"
         else:
             if hot is not None:
                 LOG.warning("%s: hot replica was fed %d bytes of %d; replaying the log instead",
-                            conn.id, hot.fed + len(hot.unsent), len(log))
+                            conn.id, hot.fed + len(hot.unsent), conn.c2s_logged)
                 hot.sock.close()
+            log = self._stored_log(conn)
+            params = repair.repair_params(state, replica[0], logged=len(log))
             session = Session.cold(conn.id, params, skip, replica, log)
             session.mode = "cold"
         session.start()
         return session
+
+    def _stored_log(self, conn) -> bytes:
+        """The connection's whole client log from Redis (written out first)."""
+        if not self._flushed:
+            if not self.writer.flush():
+                raise StoreError("Redis unreachable: the client logs are not all stored")
+            self._flushed = True
+        log = self.store.conn_log(conn.id)
+        if len(log) != conn.c2s_logged:
+            raise ValueError(f"log in Redis has {len(log)} bytes, tracker {conn.c2s_logged}")
+        return log
 
     def go(self, service: str, epoch: int) -> None:
         sessions = self.sessions.get(service, [])

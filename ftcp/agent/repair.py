@@ -132,8 +132,10 @@ def repaired_socket(p: RepairParams) -> socket.socket:
         _step(sock, "rcv_nxt", socket.SOL_TCP, TCP_QUEUE_SEQ, _u32(p.rcv_nxt))
         _step(sock, "send queue", socket.SOL_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)
         _step(sock, "snd_nxt", socket.SOL_TCP, TCP_QUEUE_SEQ, _u32(p.snd_nxt))
-        if p.timestamps:
-            _step(sock, "timestamp", socket.SOL_TCP, TCP_TIMESTAMP, _u32(p.tsval))
+        # connect() sizes segments from the MSS clamp it finds; the MSS of
+        # TCP_REPAIR_OPTIONS (set after connect) only changes the clamp, so without
+        # this the socket would send 524-byte segments (the 536 default).
+        _step(sock, "mss", socket.SOL_TCP, socket.TCP_MAXSEG, p.mss)
         # In repair mode the port is force-shared with the replica's listener
         # (the kernel sets SK_FORCE_REUSE), and connect() sends no SYN.
         try:
@@ -141,6 +143,11 @@ def repaired_socket(p: RepairParams) -> socket.socket:
             sock.connect(p.remote)
         except OSError as e:
             raise RepairError(e.errno, f"TCP_REPAIR bind/connect {p.local}->{p.remote}: {e.strerror}") from None
+        if p.timestamps:
+            # After connect: connect() gives the socket a fresh random timestamp
+            # offset on this kernel, which would undo ours; TSvals below the client's
+            # last seen one fail its PAWS check and every segment is dropped.
+            _step(sock, "timestamp", socket.SOL_TCP, TCP_TIMESTAMP, _u32(p.tsval))
         _step(sock, "options", socket.SOL_TCP, TCP_REPAIR_OPTIONS, p.options)
         _step(sock, "window", socket.SOL_TCP, TCP_REPAIR_WINDOW, p.window)
         _step(sock, "off", socket.SOL_TCP, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP)

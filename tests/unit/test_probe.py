@@ -54,3 +54,17 @@ def test_held_segments_released_when_alive_dropped_when_failing():
     probe, = p.hold("fin-2", now=0.02)
     p.answer(probe.sport, probe.seq + 1, syn_ack=False, rst=True)
     assert p.held == [] and p.stats["released"] == 1 and p.stats["held"] == 2
+
+
+def test_answer_to_a_probe_older_than_the_hold_does_not_release():
+    """A crash in progress: the periodic probe went out before the server died, its
+    SYN-ACK arrives after the server's FINs were held. Releasing them would hand the
+    client an EOF; only the probe sent after the hold decides."""
+    p = Prober("web", interval=0.05, misses=3)
+    alive(p, 0.0)
+    old, = p.tick(0.05)                      # periodic probe, server still alive
+    fresh, = p.hold("fin", now=0.051)        # the server's FIN, held
+    assert p.answer(old.sport, old.seq + 1, syn_ack=True, rst=False) == []
+    assert p.held == ["fin"]
+    v, = p.answer(fresh.sport, fresh.seq + 1, syn_ack=False, rst=True)
+    assert v.kind == DEAD and p.held == []
