@@ -53,9 +53,16 @@ def stall_trial(run_dir: str, failure: str, capture: Path = None) -> dict:
         if dump is not None:
             dump.proc.send_signal(2)
             dump.proc.wait(10)
-        # A client that failed has no stall to report: its trial counts as not ok.
-        return {"failure": failure, "ok": res["ok"], "error": res.get("error"), "stall_ms": res.get("max_gap_ms"),
-                "stall_at_byte": res.get("max_gap_at"), "status": svc["status"], "reason": svc.get("reason"),
+        # The stall: the silence that spans the failure (last byte before it to first
+        # byte after it), from the client's own list of silences; and separately the
+        # longest silence anywhere in the stream.
+        # (Bytes already in flight still arrive for a few ms after the failure: the
+        # stall is the first silence that ends after it.)
+        around = [g for g in res.get("gaps", []) if g[0] + g[1] / 1000 >= failed_at]
+        stall = around[0][1] if around else None
+        return {"failure": failure, "ok": res["ok"], "error": res.get("error"), "stall_ms": stall,
+                "max_gap_ms": res.get("max_gap_ms"), "max_gap_at": res.get("max_gap_at"),
+                "status": svc["status"], "reason": svc.get("reason"),
                 "takeover_s": float(svc.get("takeover_seconds") or 0), "failed_at": failed_at,
                 "received": res["received"]}
 
@@ -174,7 +181,9 @@ def main(argv=None) -> int:
                             "target_p50_ms": targets[failure],
                             "byte_exact_no_error": sum(1 for t in trials if t["failure"] == failure and t["ok"]),
                             "takeover_p50_ms": statistics.median(t["takeover_s"] for t in trials
-                                                                 if t["failure"] == failure) * 1000}
+                                                                 if t["failure"] == failure) * 1000,
+                            "longest_silence_anywhere_p50_ms": statistics.median(
+                                t["max_gap_ms"] for t in trials if t["failure"] == failure and t["max_gap_ms"])}
     summary["many"] = many
     summary["probe"] = probe
     summary["command"] = "sudo .venv/bin/python -m bench.failover_bench " + " ".join(argv or [])

@@ -1,7 +1,8 @@
 """ftcp: command-line client of the controller's REST API (docs/rest.md).
 
     ftcp services | service NAME | conns [--service S] [--status S] | conn ID | health | events
-    ftcp put-service FILE | delete-service NAME        (need --token or FTCP_API_TOKEN)
+    ftcp put-service FILE | delete-service NAME | migrate NAME | failover NAME --backup B
+                                                       (need --token or FTCP_API_TOKEN)
 
 Tables by default, the API's JSON with --json. Standard library only, so it runs with
 any python3 (YAML service files need PyYAML; JSON ones do not).
@@ -142,6 +143,10 @@ def show_events(data) -> str:
 # --- commands -----------------------------------------------------------------------------
 
 
+def show_action(d) -> str:
+    return f"{d.get('service')}: {d.get('status')} (epoch {d.get('epoch')}, to backup {d.get('backup')})"
+
+
 def read_service(path: str) -> dict:
     text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
     try:
@@ -174,6 +179,9 @@ COMMANDS = {
     "events": (lambda c, a: c.call("GET", "/ftcp/events", {"limit": a.limit}), show_events),
     "put-service": (put_service, show_service),
     "delete-service": (lambda c, a: c.call("DELETE", f"/ftcp/services/{a.name}"), None),
+    "migrate": (lambda c, a: c.call("POST", f"/ftcp/services/{a.name}/migrate"), show_action),
+    "failover": (lambda c, a: c.call("POST", f"/ftcp/services/{a.name}/failover", body={"backup": a.backup}),
+                 show_action),
 }
 
 
@@ -201,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     put.add_argument("file")
     put.add_argument("--name", help="service name, if the file has none")
     sub.add_parser("delete-service", help="remove a service").add_argument("name")
+    sub.add_parser("migrate", help="planned migration of a service's live connections to its backup"
+                   ).add_argument("name")
+    fo = sub.add_parser("failover", help="fail a service over to a named backup now")
+    fo.add_argument("name")
+    fo.add_argument("--backup", required=True)
     return ap
 
 

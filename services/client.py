@@ -44,6 +44,7 @@ class Conn:
         self.max_gap = 0.0
         self.gap_at = 0
         self._last_data = None
+        self.gaps = []   # (wall time the silence began, ms, bytes received by then), gaps > 10 ms
 
     def _tick(self):
         if self.progress and time.monotonic() - self._last >= self.progress:
@@ -60,8 +61,12 @@ class Conn:
         data = self.sock.recv(n)
         if data:
             now = time.monotonic()
-            if self._last_data is not None and now - self._last_data > self.max_gap:
-                self.max_gap, self.gap_at = now - self._last_data, self.nrecv
+            if self._last_data is not None:
+                gap = now - self._last_data
+                if gap > self.max_gap:
+                    self.max_gap, self.gap_at = gap, self.nrecv
+                if gap > 0.01 and len(self.gaps) < 1000:
+                    self.gaps.append((round(time.time() - gap, 6), round(gap * 1000, 3), self.nrecv))
             self._last_data = now
         self.recv.update(data)
         self.nrecv += len(data)
@@ -94,7 +99,7 @@ class Conn:
             local_port = None
         out = {"local_port": local_port, "sent": self.nsent, "received": self.nrecv,
                "sent_sha256": self.sent.hexdigest(), "received_sha256": self.recv.hexdigest(),
-               "max_gap_ms": round(self.max_gap * 1000, 3), "max_gap_at": self.gap_at}
+               "max_gap_ms": round(self.max_gap * 1000, 3), "max_gap_at": self.gap_at, "gaps": self.gaps}
         out.update(extra)
         return out
 

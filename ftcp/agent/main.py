@@ -249,7 +249,7 @@ class Agent:
         if hot is not None and hot.fed + len(hot.unsent) == conn.c2s_logged:
             params = repair.repair_params(state, replica[0], logged=conn.c2s_logged)
             session = Session(conn.id, params, skip, hot.sock, unsent=hot.unsent, tail_start=hot.tail_start,
-                              tail=hot.tail, checks=hot.checks)
+                              tail=hot.tail, checks=hot.checks, sent=conn.s2c_sent)
             session.mode = "hot"
         else:
             if hot is not None:
@@ -258,7 +258,7 @@ class Agent:
                 hot.sock.close()
             log = self._stored_log(conn)
             params = repair.repair_params(state, replica[0], logged=len(log))
-            session = Session.cold(conn.id, params, skip, replica, log)
+            session = Session.cold(conn.id, params, skip, replica, log, sent=conn.s2c_sent)
             session.mode = "cold"
         session.start()
         return session

@@ -123,10 +123,22 @@ def _step(sock, what, level, opt, value):
         raise RepairError(e.errno, f"TCP_REPAIR {what}: {e.strerror}") from None
 
 
-def repaired_socket(p: RepairParams) -> socket.socket:
-    """An ESTABLISHED socket that continues the primary's connection (DESIGN §8)."""
+SO_SNDBUFFORCE = 32
+
+
+def repaired_socket(p: RepairParams, unacked: bytes = b"") -> socket.socket:
+    """An ESTABLISHED socket that continues the primary's connection (DESIGN §8).
+
+    ``unacked``: the server bytes the primary had sent but the client had not
+    acknowledged (as far as the mirror saw), from ``snd_nxt`` (= the primary's
+    snd_una) on. They go into the send queue as already sent, so the socket's snd_nxt
+    is the primary's: a client ACK for any of them is valid. Without them an ACK for
+    bytes "not yet sent" is discarded and the connection never moves again.
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
+        if unacked:
+            sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, max(1 << 22, 4 * len(unacked)))
         _step(sock, "on", socket.SOL_TCP, TCP_REPAIR, TCP_REPAIR_ON)
         _step(sock, "recv queue", socket.SOL_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)
         _step(sock, "rcv_nxt", socket.SOL_TCP, TCP_QUEUE_SEQ, _u32(p.rcv_nxt))
@@ -150,6 +162,13 @@ def repaired_socket(p: RepairParams) -> socket.socket:
             _step(sock, "timestamp", socket.SOL_TCP, TCP_TIMESTAMP, _u32(p.tsval))
         _step(sock, "options", socket.SOL_TCP, TCP_REPAIR_OPTIONS, p.options)
         _step(sock, "window", socket.SOL_TCP, TCP_REPAIR_WINDOW, p.window)
+        if unacked:
+            # Still in repair mode with the send queue selected: queued as sent,
+            # nothing goes on the wire (tcp_write_xmit skips transmission).
+            try:
+                sock.sendall(unacked)
+            except OSError as e:
+                raise RepairError(e.errno, f"TCP_REPAIR send queue: {e.strerror}") from None
         _step(sock, "off", socket.SOL_TCP, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP)
     except BaseException:
         sock.close()

@@ -20,17 +20,18 @@ LOG = logging.getLogger("ftcp.agent.takeover")
 CHUNK = 65536
 
 
-class Diverged(Exception):
+class Diverged(ValueError):
     """The replica's output is not the primary's."""
 
 
 class Session:
     def __init__(self, conn_id: str, params: repair.RepairParams, skip: int, replica: socket.socket,
-                 unsent: bytes = b"", tail_start: int = 0, tail: bytes = b"", checks=(),
+                 unsent: bytes = b"", tail_start: int = 0, tail: bytes = b"", checks=(), sent: int = 0,
                  make_socket=repair.repaired_socket):
         self.conn_id = conn_id
         self.params = params
-        self.skip = skip
+        self.skip = skip              # server bytes the client acknowledged
+        self.sent = max(sent, skip)   # server bytes the primary sent (the mirror saw)
         self.replica = replica
         self.log = unsent            # client bytes the replica has not been given yet
         self.tail_start = tail_start  # replica output offset of tail[0]
@@ -38,6 +39,8 @@ class Session:
         self.checks = list(checks)    # (offset, length, crc32) the primary sent, still to compare
         self._make_socket = make_socket
         self._go = threading.Event()
+        self._client_ready = threading.Event()
+        self._pending = b""
         self.client = None
         self.error = None
         self.to_client = self.to_replica = 0
@@ -52,16 +55,30 @@ class Session:
         return cls(conn_id, params, skip, sock, unsent=log, **kw)
 
     def start(self) -> None:
-        """Rebuild the client socket and start splicing (raises on failure)."""
+        """Read the replica up to what the primary sent, compare, rebuild the client
+        socket with the unacknowledged part queued, start splicing (raises on failure,
+        Diverged included)."""
         try:
-            self.client = self._make_socket(self.params)
+            # The c2r thread feeds the replica meanwhile: the log may be what it needs.
+            self._start_thread(self._client_to_replica, "c2r", early=True)
+            data = self._verified_start()
+            rel_acked, rel_sent = self.skip - self.tail_start, self.sent - self.tail_start
+            if rel_acked < 0 or len(data) < rel_sent:
+                raise Diverged(f"the replica's output ({self.tail_start + len(data)} bytes) does not reach what "
+                               f"the primary sent ({self.sent})")
+            self._pending = data[rel_sent:]
+            self.client = self._make_socket(self.params, data[rel_acked:rel_sent])
         except BaseException:
+            self._client_ready.set()   # the c2r thread sees no client and ends
             self.replica.close()
             raise
-        for target, name in ((self._client_to_replica, "c2r"), (self._replica_to_client, "r2c")):
-            t = threading.Thread(target=target, name=f"{name} {self.conn_id}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        self._client_ready.set()
+        self._start_thread(self._replica_to_client, "r2c")
+
+    def _start_thread(self, target, name, early=False):
+        t = threading.Thread(target=target, name=f"{name} {self.conn_id}", daemon=True)
+        t.start()
+        self._threads.append(t)
 
     def go(self) -> None:
         """The client now reaches us: release the replica's output and kick."""
@@ -77,6 +94,9 @@ class Session:
         try:
             self.replica.sendall(self.log)
             self.log = b""
+            self._client_ready.wait()
+            if self.client is None:
+                return   # the takeover of this connection failed
             while True:
                 data = self.client.recv(CHUNK)
                 if not data:
@@ -88,11 +108,11 @@ class Session:
             self._fail(f"client->replica: {e}")
 
     def _verified_start(self) -> bytes:
-        """The replica's first output, read until it covers every segment the primary
-        sent that was not compared yet, and compared: no replica byte reaches the
-        client before that. Raises Diverged."""
+        """The replica's output from ``tail_start``, read until it covers what the
+        primary sent and every segment not compared yet, and compared: no replica
+        byte reaches the client before that. Raises Diverged."""
         data = bytearray(self.tail)
-        need = max((off + n for off, n, _ in self.checks), default=0)
+        need = max([self.sent] + [off + n for off, n, _ in self.checks])
         while self.tail_start + len(data) < need:
             chunk = self.replica.recv(CHUNK)
             if not chunk:
@@ -107,18 +127,7 @@ class Session:
         return bytes(data)
 
     def _replica_to_client(self):
-        skip = max(0, self.skip - self.tail_start)
-        try:
-            pending = self._verified_start()
-        except Diverged as e:
-            self._fail(str(e))
-            self._go.wait()
-            repair.reset(self.client)   # the client fails fast; it never sees a wrong byte
-            return
-        except OSError as e:
-            self._fail(f"replica->client: {e}")
-            return
-        self.tail = b""
+        pending, self._pending, self.tail = self._pending, b"", b""
         try:
             while True:
                 if pending:
@@ -126,17 +135,9 @@ class Session:
                 else:
                     data = self.replica.recv(CHUNK)
                 if not data:
-                    if skip:
-                        self._fail(f"replica ended {skip} bytes short of what the client already has")
-                        return
                     self._go.wait()
                     self.client.shutdown(socket.SHUT_WR)
                     return
-                if skip:
-                    dropped = min(skip, len(data))
-                    data, skip = data[dropped:], skip - dropped
-                    if not data:
-                        continue
                 self._go.wait()
                 self.client.sendall(data)
                 self.to_client += len(data)
