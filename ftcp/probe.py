@@ -3,13 +3,19 @@
 Every ``interval`` the controller sends a SYN from the probe address to the
 service through the switch. A SYN-ACK means the service is up; a RST means the
 host is up but nothing listens (the server process died); no answer for
-``misses`` probes in a row means the host is gone.
+``misses`` intervals (and at least ``misses`` probes sent and timed out in that
+time) means the host is gone.
 
 Segments with FIN or RST from the primary are held by the switch (sent to the
 controller instead of the client): a crashed server makes its kernel close every
 connection, and a client that saw those would be lost. A held segment triggers a
 probe at once; it is released as soon as a probe says the service is alive, or
 dropped when the service fails over.
+
+A crashing server process closes its sockets in no fixed order: its kernel may emit
+the FINs while its listening socket still answers a probe. So a held segment is
+released only by a SYN-ACK to a probe sent ``hold_grace`` after the hold began; the
+probe sent at once can only condemn (a RST), never acquit.
 
 A prober is *armed* by the first SYN-ACK: until the service has been seen alive
 (its server may start after the switch connects) silence and RSTs mean nothing.
@@ -50,11 +56,14 @@ class Prober:
     interval: float
     misses: int
     timeout: float = 0.0                 # how long one probe may take; default: interval
+    hold_grace: float = 0.01             # a released FIN/RST waits for a probe sent this much later
     outstanding: dict = field(default_factory=dict)   # sport -> (seq, sent at)
     missed: int = 0
     next_at: float = 0.0
     held: list = field(default_factory=list)
     held_since: float = 0.0              # when the oldest held segment arrived
+    confirm_sent: bool = False           # the probe that may release them went out
+    last_answer: float = 0.0             # when the last answer (of any kind) arrived
     stopped: bool = False
     armed: bool = False
     _counter: int = 0
@@ -80,10 +89,16 @@ class Prober:
                 if self.armed:
                     self.missed += 1
                     self.stats["missed"] += 1
-        if self.missed >= self.misses:
+        # Silent: ``misses`` probes unanswered and ``misses`` intervals since the last
+        # answer. Counting from the last answer (not from the first probe that went
+        # unanswered) detects a dead host half an interval sooner on average.
+        if self.missed >= self.misses and now - self.last_answer >= self.misses * self.interval:
             self.stop()
             return [Verdict(self.service, SILENT, f"no answer to {self.missed} probes in a row")]
         if now >= self.next_at:
+            out.append(self._send(now))
+        elif self.held and not self.confirm_sent and now >= self.held_since + self.hold_grace:
+            self.confirm_sent = True
             out.append(self._send(now))
         return out
 
@@ -95,13 +110,14 @@ class Prober:
         sent = probe[1]
         del self.outstanding[sport]
         self.missed = 0
+        self.last_answer = sent
         if syn_ack:
             self.armed = True
             self.stats[ALIVE] += 1
-            # Only a probe sent after the segments were held may release them: an
-            # answer to an older probe says the server was alive before it closed
-            # these connections (a crash in progress), which is no news.
-            if self.held and sent >= self.held_since:
+            # Only a probe sent hold_grace after the segments were held may release
+            # them: an earlier answer may come from a server that is in the middle
+            # of crashing (its listener not closed yet).
+            if self.held and sent >= self.held_since + self.hold_grace:
                 held, self.held = tuple(self.held), []
                 self.stats["released"] += len(held)
                 return [Release(self.service, held)]
@@ -118,6 +134,7 @@ class Prober:
             return []
         if not self.held:
             self.held_since = now
+            self.confirm_sent = False
         self.held.append(segment)
         self.stats["held"] += 1
         return [self._send(now)]

@@ -150,10 +150,11 @@ class FtcpApp(app_manager.RyuApp):
             else:
                 self.failovers[s.name].backups = tuple(b.name for b in s.backups)
             if probe and s.name not in self.probers:
-                # A probe answer takes about a millisecond here; counting a probe as
-                # missed after half an interval detects a silent host half an interval
-                # sooner than waiting a whole one.
-                self.probers[s.name] = Prober(s.name, probe.interval, probe.misses, timeout=probe.interval / 2)
+                # A probe answer takes about a millisecond here: counting a probe as
+                # missed after a quarter interval (not a whole one) puts the verdict
+                # about misses x interval after the host went silent.
+                self.probers[s.name] = Prober(s.name, probe.interval, probe.misses,
+                                              timeout=max(0.01, probe.interval / 4))
         names = {s.name for s in self.conf.services}
         for table in (self.failovers, self.probers):
             for name in set(table) - names:
@@ -258,6 +259,8 @@ class FtcpApp(app_manager.RyuApp):
                 for dp, plan in self._service_plans(action.service):
                     dp.send_msg(flows.probe_syn(dp, plan, self.conf.probe, action.sport, action.seq))
             elif isinstance(action, Release):
+                LOG.info("ftcp: %s: a probe sent after the hold was answered: releasing %d held FIN/RST",
+                         action.service, len(action.held))
                 for dpid, data in action.held:
                     plan = self.plans.get(dpid, {}).get(action.service)
                     dp = self.datapaths.get(dpid)
@@ -443,6 +446,8 @@ class FtcpApp(app_manager.RyuApp):
         if parts and parts[1] in (flows.HOLD_FIN, flows.HOLD_RST):
             name = self._by_cookie.get(parts[0])
             if name in self.probers:
+                LOG.info("ftcp: %s: held a %s from the primary to %s:%d; probing", name,
+                         "FIN" if parts[1] == flows.HOLD_FIN else "RST", ip.dst, seg.dst_port)
                 self._probe_actions(self.probers[name].hold((dp.id, bytes(msg.data)), time.time()))
             return
         if ip.dst == probe.address:

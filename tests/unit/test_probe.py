@@ -44,16 +44,20 @@ def test_wrong_ack_or_port_is_not_an_answer():
     assert p.answer(probe.sport + 1, probe.seq + 1, syn_ack=True, rst=False) == [] and not p.armed
 
 
-def test_held_segments_released_when_alive_dropped_when_failing():
-    p = Prober("web", interval=0.05, misses=3)
+def test_held_segments_released_only_by_a_later_probe_dropped_when_failing():
+    p = Prober("web", interval=0.05, misses=3, hold_grace=0.01)
     alive(p, 0.0)
     probe, = p.hold("fin-1", now=0.01)
     assert isinstance(probe, SendProbe)
-    rel, = p.answer(probe.sport, probe.seq + 1, syn_ack=True, rst=False)
+    # The immediate probe may meet a server still crashing: its SYN-ACK acquits nothing.
+    assert p.answer(probe.sport, probe.seq + 1, syn_ack=True, rst=False) == []
+    assert p.tick(0.015) == []                       # grace not over yet
+    confirm, = p.tick(0.021)                         # the confirming probe
+    rel, = p.answer(confirm.sport, confirm.seq + 1, syn_ack=True, rst=False)
     assert rel == Release("web", ("fin-1",))
-    probe, = p.hold("fin-2", now=0.02)
-    p.answer(probe.sport, probe.seq + 1, syn_ack=False, rst=True)
-    assert p.held == [] and p.stats["released"] == 1 and p.stats["held"] == 2
+    probe, = p.hold("fin-2", now=0.03)
+    p.answer(probe.sport, probe.seq + 1, syn_ack=False, rst=True)   # the crash completes: RST
+    assert p.held == [] and p.stats["released"] == 1 and p.stats["held"] == 2 and p.stopped
 
 
 def test_answer_to_a_probe_older_than_the_hold_does_not_release():
