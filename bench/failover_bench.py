@@ -162,11 +162,16 @@ def main(argv=None) -> int:
     ap.add_argument("--run-dir", default="/run/ftcp-bench")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--only-many", action="store_true", help="only the many-connections trial")
+    ap.add_argument("--trials-from", help="take the stall trials from an earlier run's output (JSON lines)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     trials = []
     if args.only_many:
+        args.trials = 0
+    if args.trials_from:
+        trials = [json.loads(line) for line in Path(args.trials_from).read_text().splitlines()
+                  if line.startswith('{"failure"')]
         args.trials = 0
     for i in range(args.trials):
         for failure in FAILURES:  # interleaved, so drift is shared by all three

@@ -36,13 +36,26 @@ def main():
     while time.monotonic() < end:
         now = time.monotonic()
         for i, c in enumerate(conns):
-            if not c["waiting"] and now >= c["due"]:
-                c["sock"].send(f"PING {i} {c['k']}\n".encode())
+            if not c["waiting"] and not c.get("dead") and now >= c["due"]:
+                try:
+                    c["sock"].send(f"PING {i} {c['k']}\n".encode())
+                except OSError as e:   # a connection that fails is reported, not fatal
+                    ok, c["dead"] = False, True
+                    errors.append(f"conn {i}: send: {e!r}")
+                    continue
                 c["waiting"] = True
         for key, _ in sel.select(timeout=0.005):
             i = key.data
             c = conns[i]
-            data = c["sock"].recv(4096)
+            try:
+                data = c["sock"].recv(4096)
+            except BlockingIOError:
+                continue
+            except OSError as e:
+                ok, c["dead"] = False, True
+                errors.append(f"conn {i}: recv: {e!r}")
+                sel.unregister(c["sock"])
+                continue
             if not data:
                 ok = False
                 errors.append(f"conn {i}: EOF")

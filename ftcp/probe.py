@@ -2,9 +2,10 @@
 
 Every ``interval`` the controller sends a SYN from the probe address to the
 service through the switch. A SYN-ACK means the service is up; a RST means the
-host is up but nothing listens (the server process died); no answer for
-``misses`` intervals (and at least ``misses`` probes sent and timed out in that
-time) means the host is gone.
+host is up but nothing listens (the server process died); no answer at all for
+``misses`` intervals since the last one (and at least ``misses`` probes sent in that
+time) means the host is gone. A late answer still counts: a loaded primary whose
+answers take 30 ms is slow, not silent.
 
 Segments with FIN or RST from the primary are held by the switch (sent to the
 controller instead of the client): a crashed server makes its kernel close every
@@ -64,12 +65,15 @@ class Prober:
     held_since: float = 0.0              # when the oldest held segment arrived
     confirm_sent: bool = False           # the probe that may release them went out
     last_answer: float = 0.0             # when the last answer (of any kind) arrived
+    sent_since_answer: int = 0
     stopped: bool = False
     armed: bool = False
     _counter: int = 0
+    _late: set = field(default_factory=set)
     stats: dict = field(default_factory=lambda: {ALIVE: 0, DEAD: 0, "missed": 0, "held": 0, "released": 0})
 
     def _send(self, now: float) -> SendProbe:
+        self.sent_since_answer += 1
         self._counter = (self._counter + 1) % 20000
         sport = PROBE_PORT_BASE + self._counter
         seq = (self._counter * 2654435761) & 0xFFFFFFFF
@@ -84,17 +88,19 @@ class Prober:
         out = []
         limit = self.timeout or self.interval
         for sport, (_, sent) in list(self.outstanding.items()):
-            if now - sent >= limit:
-                del self.outstanding[sport]
+            if now - sent >= limit and sport not in self._late:
+                self._late.add(sport)   # missed, but an answer is still welcome
                 if self.armed:
                     self.missed += 1
                     self.stats["missed"] += 1
-        # Silent: ``misses`` probes unanswered and ``misses`` intervals since the last
-        # answer. Counting from the last answer (not from the first probe that went
-        # unanswered) detects a dead host half an interval sooner on average.
-        if self.missed >= self.misses and now - self.last_answer >= self.misses * self.interval:
+            if now - sent >= 1.0 + self.misses * self.interval:
+                del self.outstanding[sport]
+                self._late.discard(sport)
+        if (self.armed and self.sent_since_answer >= self.misses
+                and now - self.last_answer >= self.misses * self.interval):
             self.stop()
-            return [Verdict(self.service, SILENT, f"no answer to {self.missed} probes in a row")]
+            return [Verdict(self.service, SILENT, f"no answer to {self.sent_since_answer} probes "
+                                                  f"in {now - self.last_answer:.3f} s")]
         if now >= self.next_at:
             out.append(self._send(now))
         elif self.held and not self.confirm_sent and now >= self.held_since + self.hold_grace:
@@ -102,15 +108,17 @@ class Prober:
             out.append(self._send(now))
         return out
 
-    def answer(self, sport: int, ack: int, syn_ack: bool, rst: bool) -> list:
+    def answer(self, sport: int, ack: int, syn_ack: bool, rst: bool, now: float = None) -> list:
         """A reply to one of our probes (matched by port and acknowledged seq)."""
         probe = self.outstanding.get(sport)
         if self.stopped or probe is None or ack != (probe[0] + 1) & 0xFFFFFFFF:
             return []
         sent = probe[1]
         del self.outstanding[sport]
+        self._late.discard(sport)
         self.missed = 0
-        self.last_answer = sent
+        self.sent_since_answer = 0
+        self.last_answer = sent if now is None else now
         if syn_ack:
             self.armed = True
             self.stats[ALIVE] += 1
@@ -143,4 +151,5 @@ class Prober:
         """Failing over: no more probes; held segments are dropped, never released."""
         self.stopped = True
         self.outstanding.clear()
+        self._late.clear()
         self.held = []

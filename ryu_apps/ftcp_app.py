@@ -150,11 +150,7 @@ class FtcpApp(app_manager.RyuApp):
             else:
                 self.failovers[s.name].backups = tuple(b.name for b in s.backups)
             if probe and s.name not in self.probers:
-                # A probe answer takes about a millisecond here: counting a probe as
-                # missed after a quarter interval (not a whole one) puts the verdict
-                # about misses x interval after the host went silent.
-                self.probers[s.name] = Prober(s.name, probe.interval, probe.misses,
-                                              timeout=max(0.01, probe.interval / 4))
+                self.probers[s.name] = Prober(s.name, probe.interval, probe.misses)
         names = {s.name for s in self.conf.services}
         for table in (self.failovers, self.probers):
             for name in set(table) - names:
@@ -456,7 +452,7 @@ class FtcpApp(app_manager.RyuApp):
                 return
             syn_ack = seg.has_flags(tcp.TCP_SYN, tcp.TCP_ACK)
             rst = seg.has_flags(tcp.TCP_RST)
-            self._probe_actions(self.probers[name].answer(seg.dst_port, seg.ack, syn_ack, rst))
+            self._probe_actions(self.probers[name].answer(seg.dst_port, seg.ack, syn_ack, rst, time.time()))
             if syn_ack:
                 for dp2, plan in self._service_plans(name):
                     dp2.send_msg(flows.probe_rst(dp2, plan, probe, seg.dst_port, seg.ack))

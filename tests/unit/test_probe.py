@@ -25,8 +25,25 @@ def test_silence_after_arming_fails_after_misses():
         i += 1
         verdicts = [a for a in p.tick(i * 0.051) if isinstance(a, Verdict)]
     assert verdicts[0].kind == SILENT and "3 probes" in verdicts[0].reason
-    # probes at 0.05, 0.10, 0.15 each time out one interval later: verdict at the 4th tick
+    # last answer at 0; probes at 0.051, 0.102, 0.153; at the next tick all three had
+    # their chance and 3 intervals have passed
     assert i == 4 and p.stopped and p.tick(10.0) == []
+
+
+def test_late_answers_mean_slow_not_silent():
+    """A loaded primary answers each probe 80 ms late: never a verdict."""
+    p = Prober("web", interval=0.05, misses=3)
+    alive(p, 0.0)
+    sent = []
+    for i in range(1, 40):
+        now = i * 0.05
+        acts = p.tick(now)
+        assert not any(isinstance(a, Verdict) for a in acts), now
+        sent += [a for a in acts if isinstance(a, SendProbe)]
+        for probe in [q for q in sent if q is not None and now - 0.08 >= (sent.index(q) + 1) * 0.05 - 1e-9]:
+            p.answer(probe.sport, probe.seq + 1, syn_ack=True, rst=False, now=now)
+            sent[sent.index(probe)] = None
+    assert p.stats["missed"] > 0 and not p.stopped
 
 
 def test_rst_answer_is_dead():
