@@ -13,6 +13,7 @@ import logging
 import os
 import queue
 import re
+import resource
 import signal
 import sys
 import threading
@@ -345,8 +346,22 @@ def build_parser():
     return ap
 
 
+def raise_fd_limit(want: int = 1 << 20) -> int:
+    """Each protected connection can hold two descriptors (its hot replica, then its
+    rebuilt socket): the usual 1024 would cap the agent near 500 connections."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for limit in (max(hard, want), hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+            return limit
+        except (ValueError, OSError):
+            continue
+    return soft
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    raise_fd_limit()
     handler = logging.FileHandler(args.log_file) if args.log_file else logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
