@@ -217,10 +217,14 @@ def main(argv=None) -> int:
     ap.add_argument("--idle", type=int, default=1000)
     ap.add_argument("--run-dir", default="/run/ftcp-bench")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--standby", choices=["cold", "hot"], default="cold",
+                    help="cold (default): the cost of logging alone; hot adds the replica per connection "
+                         "and the divergence check (iperf3 is not deterministic: its connections diverge)")
+    ap.add_argument("--name", default="agent_bench", help="file name of the results")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    agent_args = ("--log-cap", "16G", "--grace", "1")
+    agent_args = ("--log-cap", "16G", "--grace", "1", "--standby", args.standby)
     iperf_cmd = "iperf3 -s -p {port}"
     with Lab(service_cmd=iperf_cmd, service_port=PROTECTED, run_dir=args.run_dir,
              extra_primary_cmds=((iperf_cmd, UNPROTECTED),), agent_args=agent_args) as lab:
@@ -238,9 +242,10 @@ def main(argv=None) -> int:
     summary = summarize(rows, lat, idle_result, heartbeat)
     summary["command"] = "sudo .venv/bin/python -m bench.agent_bench " + " ".join(argv or [])
     summary["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    (out / "agent_bench.json").write_text(json.dumps({"summary": summary, "trials": rows,
-                                                      "latency_us": lat}, indent=1))
-    plot(summary, rows, lat, out / "agent_bench.png")
+    summary["standby"] = args.standby
+    (out / f"{args.name}.json").write_text(json.dumps({"summary": summary, "trials": rows,
+                                                       "latency_us": lat}, indent=1))
+    plot(summary, rows, lat, out / f"{args.name}.png")
     print(json.dumps(summary, indent=1))
     return 0
 

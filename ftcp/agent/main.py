@@ -107,7 +107,7 @@ class Agent:
         self.tracker = Tracker(self.services, log_cap=args.log_cap, grace=args.grace)
         self.replicas = replicas(conf, args.backup)
         self.pool = ReplicaPool(self.replicas) if args.standby == "hot" else None
-        self.hot = HotStandby(self.pool, self.tracker) if self.pool else None
+        self.hot = HotStandby(self.pool, self.tracker, max_hot=args.max_hot) if self.pool else None
         self.writer = LogWriter(self.store, self.tracker, max_buffer=args.buffer, agent_name=self.name,
                                 tap=self.hot)
         self.writer_thread = WriterThread(self.writer, args.flush_ms / 1000.0)
@@ -340,6 +340,8 @@ def build_parser():
     ap.add_argument("--retire-ms", type=int, default=2,
                     help="capture ring block timeout (ms): the latency of a quiet stream's capture")
     ap.add_argument("--shutdown-timeout", type=float, default=5.0)
+    ap.add_argument("--max-hot", type=int, default=256,
+                    help="connections kept in hot standby at most; the others are replayed cold (default 256)")
     ap.add_argument("--standby", choices=["hot", "cold"], default="hot",
                     help="hot: keep a replica connection in step per connection (default); "
                          "cold: replay the log from Redis at takeover")

@@ -292,9 +292,13 @@ class HotStandby:
     keeps one hot replica per protected connection, fed exactly the logged bytes, and
     the tracker's hook for the primary's segments (the divergence check)."""
 
-    def __init__(self, pool: ReplicaPool, tracker):
+    def __init__(self, pool: ReplicaPool, tracker, max_hot: int = 256):
         self.pool = pool
         self.tracker = tracker
+        # Each hot replica costs the agent a socket and events on the pool thread; in
+        # CPython on 2 cores, 1,000 busy ones starved the capture thread (ring overflow,
+        # capture gaps). Past max_hot, connections are taken over by cold replay.
+        self.max_hot = max_hot
         self._open = {}     # conn id -> the Conn whose replica is open
         self._checks = {}   # Conn -> [(offset, length, crc32)] not yet sent to the pool
         tracker.s2c_hook = self.primary_sent
@@ -321,7 +325,8 @@ class HotStandby:
                 del self._open[cid]
             return
         if current is None:
-            if conn.isn_c is None:
+            if conn.isn_c is None or len(self._open) >= self.max_hot:
+                self._checks.pop(conn, None)
                 return
             self.pool.open(cid, conn.service)
             self._open[cid] = conn
