@@ -84,7 +84,9 @@ def test_documented_config_on_hand_built_bridge_and_reconnect(lab_dir):
                          failed=ryu.died)
         assert store.service("web")["status"] == "protected"
         lines = ftcp_flows()
-        assert len(lines) == 4, lines  # NORMAL default + c2s mirror + s2c mirror + mirror-port drop
+        # NORMAL default, 2 probe flows (answers, ARP), c2s and s2c mirrors, mirror-port
+        # drop, FIN and RST hold (the documented services.yaml has a probe section)
+        assert len(lines) == 8, lines
         assert any("nw_dst=10.0.0.10,tp_dst=8000 actions=output:3,output:5" in line for line in lines), lines
         # ovs-vswitchd publishes the connection state to OVSDB on its own schedule.
         subprocess.run(["ovs-vsctl", "--timeout=20", "wait-until", "controller", BRIDGE, "is_connected=true"],
@@ -98,9 +100,9 @@ def test_documented_config_on_hand_built_bridge_and_reconnect(lab_dir):
         ryu = start_ryu()
         wait_for(lambda: installed_after(first), 30, "flows reinstalled after reconnect", interval=0,
                  failed=ryu.died)
-        assert len(ftcp_flows()) == 4
+        assert len(ftcp_flows()) == 8
         log = (lab_dir / "ryu.log").read_text()
-        assert "service web protected on switch 0000000000000001: 3 flows" in log
+        assert "service web protected on switch 0000000000000001: 5 flows" in log
     finally:
         if ryu:
             ryu.stop()
