@@ -18,17 +18,13 @@ import subprocess
 import time
 from pathlib import Path
 
+from bench.agent_bench import percentile
 from ftcp.store import Store
 from topology.lab import PRIMARY_IP, ROOT, SERVICES, Lab, RunningClient, wait_for
 
 PORT = 7000
 RESULTS = ROOT / "bench/results"
 FAILURES = ("link", "crash", "silent")
-
-
-def percentile(values, q):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
 def failed_over(store):

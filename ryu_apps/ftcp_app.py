@@ -322,17 +322,13 @@ class FtcpApp(app_manager.RyuApp):
     def _flows_then(self, action, then):
         svc = self.conf.service(action.service)
         pending = []
-        for dpid, plans in self.plans.items():
-            plan = plans.get(action.service)
-            dp = self.datapaths.get(dpid)
-            if plan is None or dp is None:
-                continue
+        for dp, plan in self._service_plans(action.service):
             for mod in self._failover_flows(dp, plan, action, svc):
                 dp.send_msg(mod)
-                LOG.info("ftcp: %s on %016x: %s", action.service, dpid, flows.describe(mod))
+                LOG.info("ftcp: %s on %016x: %s", action.service, dp.id, flows.describe(mod))
             barrier = flows.barrier(dp)
             dp.send_msg(barrier)
-            pending.append((dpid, barrier.xid))
+            pending.append((dp.id, barrier.xid))
         if not pending:
             LOG.error("ftcp: %s: no switch carries the service; nothing to %s", action.service,
                       type(action).__name__.lower())

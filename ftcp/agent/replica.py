@@ -305,8 +305,10 @@ class HotStandby:
 
     def primary_sent(self, conn, off: int, payload) -> None:
         # Per packet: a CRC of the payload in place (no copy), batched per connection
-        # until the next collect (which may be the one that opens its replica).
-        self._checks.setdefault(conn, []).append((off, len(payload), zlib.crc32(payload)))
+        # until the next collect (which may be the one that opens its replica). Not for
+        # connections past max_hot: nothing would compare it.
+        if self._open.get(conn.id) is conn or len(self._open) < self.max_hot:
+            self._checks.setdefault(conn, []).append((off, len(payload), zlib.crc32(payload)))
 
     def seen(self, conn, data: bytes) -> None:
         cid = conn.id

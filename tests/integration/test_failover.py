@@ -49,32 +49,16 @@ def failed_over(store, timeout=10):
     return wait_for(check, timeout, "the service to fail over")
 
 
-class RunningClient:
-    """services/client.py on c1, started now; ``wait_progress`` blocks until it has
-    moved at least ``received`` / ``sent`` bytes (its progress lines on stderr)."""
-
-    def __init__(self, lab, *args):
-        argv = ["python3", CLIENT, *map(str, args), "--progress", "0.02"]
-        self.proc = lab.host("c1").popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def wait_progress(self, received=0, sent=0):
-        for line in self.proc.stderr:
-            if line.startswith("client: "):
-                got, put = map(int, line.split()[1:3])
-                if got >= received and put >= sent:
-                    return
-        raise AssertionError(f"client ended before the failure point: {self.proc.stdout.read()}")
-
-    def result(self, timeout=60):
-        out, err = self.proc.communicate(timeout=timeout)
-        return json.loads(out.strip().splitlines()[-1])
+def running(lab, *args):
+    """services/client.py on c1 in the background, with progress lines (topology.lab.RunningClient)."""
+    return lab.start_client("c1", *args, "--progress", 0.02)
 
 
 @pytest.mark.parametrize("mode, failure", [("hot", f) for f in FAILURES] + [("cold", "link")])
 def test_failure_mid_download(mode, failure, request):
     lab = request.getfixturevalue("lab" if mode == "hot" else "cold_lab")
     store = Store(lab.redis.url)
-    client = RunningClient(lab, "stream", PRIMARY_IP, PORT, "--bytes", 60_000_000)
+    client = running(lab, "stream", PRIMARY_IP, PORT, "--bytes", 60_000_000)
     client.wait_progress(received=5_000_000)
     lab.fail_primary(failure)
     svc = failed_over(store)
@@ -88,7 +72,7 @@ def test_failure_mid_download(mode, failure, request):
 @pytest.mark.parametrize("failure", FAILURES)
 def test_failure_mid_upload(lab, failure):
     store = Store(lab.redis.url)
-    client = RunningClient(lab, "upload", PRIMARY_IP, PORT, "--bytes", 30_000_000)
+    client = running(lab, "upload", PRIMARY_IP, PORT, "--bytes", 30_000_000)
     client.wait_progress(sent=5_000_000)
     lab.fail_primary(failure)
     failed_over(store)
@@ -100,7 +84,7 @@ def test_failure_mid_upload(lab, failure):
 @pytest.mark.parametrize("failure", FAILURES)
 def test_failure_during_request_response_loop(lab, failure):
     store = Store(lab.redis.url)
-    client = RunningClient(lab, "reqresp", PRIMARY_IP, PORT, "--count", 3000)
+    client = running(lab, "reqresp", PRIMARY_IP, PORT, "--count", 3000)
     client.wait_progress(received=100_000)
     lab.fail_primary(failure)
     failed_over(store)
@@ -159,7 +143,7 @@ def test_new_connections_after_failover_reach_the_backup(lab):
     """The primary is gone: a client with an empty ARP cache connects to the service
     address and is served by the backup (the controller answers ARP for it)."""
     store = Store(lab.redis.url)
-    client = RunningClient(lab, "reqresp", PRIMARY_IP, PORT, "--count", 2000)
+    client = running(lab, "reqresp", PRIMARY_IP, PORT, "--count", 2000)
     client.wait_progress(received=50_000)
     lab.fail_primary("link")
     failed_over(store)
