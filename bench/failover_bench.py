@@ -63,11 +63,11 @@ def stall_trial(run_dir: str, failure: str, capture: Path = None) -> dict:
                 "received": res["received"]}
 
 
-def many_trial(run_dir: str, count: int) -> dict:
+def many_trial(run_dir: str, count: int, pause_ms: int) -> dict:
     with Lab(service_cmd=SERVICES["demo"], service_port=PORT, run_dir=run_dir) as lab:
         store = Store(lab.redis.url)
         proc = lab.host("c1").popen(["python3", str(ROOT / "bench/many_client.py"), PRIMARY_IP, str(PORT),
-                                     str(count), "12", "--pause", "50"], stdout=subprocess.PIPE, text=True)
+                                     str(count), "12", "--pause", str(pause_ms)], stdout=subprocess.PIPE, text=True)
         opened = json.loads(proc.stdout.readline())
         ids_ready = wait_for(lambda: len(store.service_conns("demo")) >= count or None, 60,
                              f"{count} connections recorded")
@@ -85,7 +85,8 @@ def many_trial(run_dir: str, count: int) -> dict:
         after = [t for t in answers if t > go_at]
         resumed.append(after[0] - failed_at if after else None)
     done = sorted(r for r in resumed if r is not None)
-    return {"connections": count, "ok": result["ok"], "errors": result["errors"], "taken": int(svc.get("taken", 0)),
+    return {"connections": count, "pause_ms": pause_ms, "requests_per_s": round(count * 1000 / pause_ms),
+            "ok": result["ok"], "errors": result["errors"], "taken": int(svc.get("taken", 0)),
             "status": svc["status"], "takeover_s": float(svc.get("takeover_seconds") or 0),
             "failover_recorded_s": go_at - failed_at, "resumed": len(done),
             "first_resume_s": done[0] if done else None, "last_resume_s": done[-1] if done else None,
@@ -155,6 +156,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=30)
     ap.add_argument("--conns", type=int, default=1000)
+    ap.add_argument("--pause-ms", type=int, default=200,
+                    help="each of the --conns connections pings, waits for the answer, pauses this long")
     ap.add_argument("--run-dir", default="/run/ftcp-bench")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--only-many", action="store_true", help="only the many-connections trial")
@@ -179,7 +182,7 @@ def main(argv=None) -> int:
         capture.mkdir(parents=True, exist_ok=True)
         seq_trial = stall_trial(args.run_dir, "link", capture=capture / "failover.pcap")
         time_sequence_plot(capture / "failover.pcap", seq_trial["failed_at"], out / "failover_timeseq.png")
-    many = many_trial(args.run_dir, args.conns)
+    many = many_trial(args.run_dir, args.conns, args.pause_ms)
     print(json.dumps(many), flush=True)
     if args.only_many:
         # Re-run of the many-connections trial alone: update that entry of the results.

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from ftcp.agent.tracker import GAP_S2C, NO_SYN, OOO_OVERFLOW, PROTECTED, UNPROTECTED
+from ftcp.agent.tracker import CAPTURE_GAP, NO_SYN, OOO_OVERFLOW, PROTECTED, UNPROTECTED
 from ftcp.config import NAME_RE, Config, ConfigError, Service, parse_service, redact_url, with_service
 from ftcp.store import StoreError, decode_event
 
@@ -54,7 +54,7 @@ CONN_SUMMARY_FIELDS = ("id", "service", "client_ip", "client_port", "server_ip",
                        "reason", "c2s_logged", "s2c_acked", "first_seen", "last_seen", "closed_at")
 # Why a connection is unprotected, as a small set of metric label values. The first
 # prefix that matches wins; the agent writes the reasons (ftcp/agent/tracker.py, writer.py).
-REASON_CLASSES = ((NO_SYN, "no_syn"), (GAP_S2C, "capture_gap"), (OOO_OVERFLOW, "reassembly_overflow"),
+REASON_CLASSES = ((NO_SYN, "no_syn"), (CAPTURE_GAP, "capture_gap"), (OOO_OVERFLOW, "reassembly_overflow"),
                   ("log cap", "log_cap"), ("redis", "redis"))
 
 

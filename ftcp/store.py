@@ -10,7 +10,8 @@ import time
 from typing import Callable, Optional
 
 import redis
-from redis.connection import Encoder, PythonRespSerializer
+from redis.connection import Encoder, HiredisRespSerializer, PythonRespSerializer
+from redis.utils import HIREDIS_AVAILABLE
 
 from ftcp.config import Service, redact_url
 
@@ -48,6 +49,26 @@ def agent_channel(name: str) -> str:
     return f"{PREFIX}:ctl:agent:{name}"
 
 
+class _LogPacker:
+    """Packs a command with hiredis (C) unless it carries a large value, which goes
+    through redis-py's Python serializer: that one sends large values as they are,
+    where hiredis would first copy every logged byte into one command buffer (a sixth
+    of the agent's CPU at line rate, measured). Small commands are the common case
+    with many chatty connections, and there the Python packer cost the writer thread
+    most of a core."""
+    LARGE = 6000
+
+    def __init__(self):
+        self._python = PythonRespSerializer(self.LARGE, Encoder("utf-8", "strict", False).encode)
+        self._hiredis = HiredisRespSerializer() if HIREDIS_AVAILABLE else self._python
+
+    def pack(self, *args):
+        for arg in args:
+            if isinstance(arg, (bytes, bytearray, memoryview)) and len(arg) > self.LARGE:
+                return self._python.pack(*args)
+        return self._hiredis.pack(*args)
+
+
 class StoreError(RuntimeError):
     """Redis could not be reached or answered with an error."""
 
@@ -59,13 +80,10 @@ class Store:
         self._redis = redis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True,
         )
-        # The client->server logs are bytes: a second client that does not decode. Its
-        # commands are packed by redis-py's Python serializer, which sends large values
-        # as they are; the hiredis packer would first copy every logged byte into one
-        # command buffer (a sixth of the agent's CPU at line rate, measured).
+        # The client->server logs are bytes: a second client that does not decode, with
+        # a packer of its own (see _LogPacker).
         self._raw = redis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout,
-            command_packer=PythonRespSerializer(6000, Encoder("utf-8", "strict", False).encode))
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, command_packer=_LogPacker())
 
     def __repr__(self) -> str:
         return f"Store({redact_url(self.url)})"
@@ -181,7 +199,7 @@ class Store:
                     pipe.srem(svc_conns_key(w.service), w.conn_id)
                     pipe.expire(key, closed_ttl)
                     pipe.expire(log_key, closed_ttl)
-                else:
+                elif w.listed:
                     pipe.sadd(svc_conns_key(w.service), w.conn_id)
             if agent is not None:
                 pipe.hset(agent_key(agent_name), mapping=agent)
@@ -301,7 +319,7 @@ CONN_KINDS = _kinds(
     ints=("client_port", "server_port", "isn_c", "isn_s", "mss_c", "mss_s", "wscale_c", "wscale_s",
           "c2s_logged", "c2s_next", "c2s_acked", "c2s_stored", "s_ack", "s2c_sent", "s2c_next", "s2c_acked",
           "c_ack", "c_win", "c_win_scaled", "s_win", "s_win_scaled", "c_tsval", "c_tsecr", "s_tsval",
-          "s_tsecr", "fin_c_seq", "fin_s_seq", "ooo_bytes"),
+          "s_tsecr", "fin_c_seq", "fin_s_seq", "ooo_bytes", "s2c_unseen"),
     floats=("first_seen", "last_seen", "closed_at"),
     bools=("sack_ok", "ts_ok", "fin_c", "fin_s", "rst"),
     jsons=("c_opts", "s_opts"))

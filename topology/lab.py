@@ -453,6 +453,10 @@ class Lab:
     def flows(self) -> str:
         return sh("ovs-ofctl -O OpenFlow13 dump-flows s1")
 
+    def logs(self, lines: int = 30) -> str:
+        """The last lines of the controller's and the agent's logs, for a failure message."""
+        return "\n".join(f"--- {name} ---\n{tail(self.run_dir / name, lines)}" for name in ("ryu.log", "agent.log"))
+
     def rest(self, method: str, path: str, body=None, token: bool = True):
         """Call the controller's REST API: (status, decoded JSON or text)."""
         import urllib.error

@@ -69,6 +69,7 @@ class RingCapture:
         self._poll = select.poll()
         self._poll.register(self.sock, select.POLLIN | select.POLLERR)
         self.received = self.dropped = 0
+        self.last_stamp = 0.0   # kernel receive time (CLOCK_REALTIME) of the newest frame handed out
 
     def wake_on(self, fd: int) -> None:
         """Also return from ``batch`` early when ``fd`` becomes readable (the caller
@@ -113,11 +114,14 @@ class RingCapture:
         off = base + first
         unpack = _PKT_HDR.unpack_from
         view = self._view
+        sec = nsec = 0
         for _ in range(num):
-            nxt, _sec, _nsec, snaplen, _len, _st, mac, _net = unpack(ring, off)
+            nxt, sec, nsec, snaplen, _len, _st, mac, _net = unpack(ring, off)
             start = off + mac
             frames.append(view[start:start + snaplen])
             off += nxt
+        if num:
+            self.last_stamp = sec + nsec * 1e-9
         self._held = base
         self._next = (self._next + 1) % self.block_count
         return frames

@@ -109,11 +109,14 @@ class Agent:
         self.pool = ReplicaPool(self.replicas) if args.standby == "hot" else None
         self.hot = HotStandby(self.pool, self.tracker, max_hot=args.max_hot) if self.pool else None
         self.writer = LogWriter(self.store, self.tracker, max_buffer=args.buffer, agent_name=self.name,
-                                tap=self.hot)
+                                tap=self.hot, state_interval=args.state_ms / 1000.0)
         self.writer_thread = WriterThread(self.writer, args.flush_ms / 1000.0)
         # A block is handed over when full or after retire_ms: small, so a takeover's
-        # drain (which must wait for the partly filled block) costs only a few ms.
-        self.capture = RingCapture(args.iface, block_size=1 << 20, block_count=max(8, args.ring_mb),
+        # drain (which must wait for the partly filled block) costs only a few ms. Under
+        # light traffic every block is retired nearly empty, so the ring then holds
+        # block_count x retire_ms of packets: many small blocks (256 KiB, 4 per MiB)
+        # let capture survive a stall of the agent of half a second, not 128 ms.
+        self.capture = RingCapture(args.iface, block_size=1 << 18, block_count=max(32, args.ring_mb * 4),
                                    retire_ms=args.retire_ms)
         self.control = ControlListener(self.store, agent_channel(self.name))
         self.capture.wake_on(self.control.wake_r)
@@ -136,6 +139,7 @@ class Agent:
         # The writer adds its own counters (bytes_logged, redis_errors, ...) when it writes.
         return {"pid": os.getpid(), "iface": self.args.iface, "started": f"{self.started:.6f}",
                 "heartbeat": f"{now:.6f}", "packets": t.packets, "ignored": t.ignored, "malformed": t.malformed,
+                "s2c_unseen": t.s2c_unseen,
                 "kernel_received": self.capture.received, "kernel_drops": self.capture.dropped,
                 "conns": len(t.conns), "services": ",".join(sorted(self.services.values())),
                 "control": int(self.control.subscribed.is_set())}
@@ -181,16 +185,25 @@ class Agent:
                 LOG.error("control: unknown message %r", msg)
         except (KeyError, ValueError, TypeError) as e:
             LOG.error("control: malformed message %r: %s", msg, e, exc_info=True)
+        except Exception:   # a bug in a takeover must not stop capture for everyone else
+            LOG.exception("control: %s failed", cmd)
 
     def drain(self) -> None:
-        """Everything mirrored before now into the tracker. A TPACKET_V3 block is
-        handed over only when full or retired, so wait out two retire periods."""
-        until = self.clock() + 2 * self.args.retire_ms / 1000.0
+        """Everything mirrored before now into the tracker. The ring is in capture order
+        and the kernel stamps each frame with the wall clock: once a frame stamped after
+        the start is fed, every earlier one is. Waiting for a quiet ring instead never
+        ends while clients keep retransmitting to a dead primary (a thousand of them
+        fill every block). With no traffic, a partly filled block is handed over within
+        retire_ms, so two quiet periods mean nothing is left."""
+        start = self.clock()
+        until = start + 2 * self.args.retire_ms / 1000.0
         while True:
             frames = self.capture.batch(self.args.retire_ms)
             now = self.clock()
             for frame in frames:
                 self.tracker.feed_frame(frame, now)
+            if frames and self.capture.last_stamp >= start:
+                return
             if not frames and now >= until:
                 return
 
@@ -204,6 +217,7 @@ class Agent:
         # Hands the last client bytes to the hot replicas; Redis is written by the
         # writer thread as usual and only read here for a cold replay.
         self.writer.collect(self.clock())
+        self.writer.snapshot_all(self.clock())
         self._flushed = False
         taken, failed, sessions = [], {}, []
         for conn in [c for c in self.tracker.conns.values() if c.service == service]:
@@ -307,6 +321,7 @@ class Agent:
         beat = self.heartbeat(now)
         beat["stopped"] = f"{now:.6f}"
         self.writer.collect(now, beat)
+        self.writer.snapshot_all(now)
         self.capture.close()
         deadline = now + self.args.shutdown_timeout
         while not self.writer.flush():
@@ -336,6 +351,9 @@ def build_parser():
                     help="bytes held while Redis is unreachable (default 256M)")
     ap.add_argument("--grace", type=float, default=30.0, help="seconds a closed connection stays listed")
     ap.add_argument("--flush-ms", type=int, default=10, help="Redis write interval (ms)")
+    ap.add_argument("--state-ms", type=int, default=250,
+                    help="a busy connection's state hash is refreshed at most this often (ms); "
+                         "its log, and changes of state or status, are written at every flush")
     ap.add_argument("--ring-mb", type=int, default=64, help="capture ring size in MiB")
     ap.add_argument("--retire-ms", type=int, default=2,
                     help="capture ring block timeout (ms): the latency of a quiet stream's capture")

@@ -327,7 +327,10 @@ class HotStandby:
                 del self._open[cid]
             return
         if current is None:
-            if conn.isn_c is None or len(self._open) >= self.max_hot:
+            # A replica must be fed the log from its first byte: a connection passed
+            # over once (max_hot reached) stays cold even when a slot frees later, or
+            # its replica would answer a stream that starts mid-way (false divergence).
+            if conn.isn_c is None or len(self._open) >= self.max_hot or conn.c2s_logged != len(data):
                 self._checks.pop(conn, None)
                 return
             self.pool.open(cid, conn.service)

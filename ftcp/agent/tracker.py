@@ -23,7 +23,7 @@ UNPROTECTED = "unprotected"
 
 NO_SYN = "no SYN seen (connection predates capture)"
 OOO_OVERFLOW = "reassembly buffer overflow"
-GAP_S2C = "capture gap (server->client)"
+CAPTURE_GAP = "capture gap"   # prefix of the reason of a hole in the client's log
 
 # RFC 1122 4.2.2.6 (Linux TCP_MSS_DEFAULT): the MSS a peer gets when its SYN has no MSS option.
 DEFAULT_MSS = 536
@@ -63,6 +63,8 @@ class Conn:
         "c_tsval", "c_tsecr", "s_tsval", "s_tsecr",
         "fin_c", "fin_c_seq", "fin_s", "fin_s_seq", "rst",
         "first_seen", "last_seen", "closed_at",
+        # server bytes the client acknowledged that the mirror never showed us
+        "s2c_unseen",
         # seq of client/server offset 0 (ISN + 1); None until known
         "_cb", "_sb",
         # client bytes received contiguously (== c2s_logged while protected and under the cap)
@@ -104,6 +106,7 @@ class Conn:
         self.rst = False
         self.first_seen = self.last_seen = now
         self.closed_at = None
+        self.s2c_unseen = 0
         self._cb = self._sb = None
         self._c_rcv = self._s_hi = 0
         self._c_fin = self._s_fin = -1
@@ -211,6 +214,7 @@ class Conn:
             "fin_s_seq": self.fin_s_seq,
             "rst": self.rst,
             "ooo_bytes": self._ooo_bytes,
+            "s2c_unseen": self.s2c_unseen,
             "first_seen": self.first_seen,
             "last_seen": self.last_seen,
             "closed_at": self.closed_at,
@@ -251,6 +255,7 @@ class Tracker:
         self.packets = 0
         self.ignored = 0
         self.malformed = 0
+        self.s2c_unseen = 0   # server bytes acked by clients that the mirror never showed us
         # Called with (conn, server stream offset, payload) for every server segment
         # with data of a protected connection (the hot standby's divergence check).
         self.s2c_hook = None
@@ -379,9 +384,12 @@ class Tracker:
                     if c._s_fin >= lim:
                         lim = c._s_fin + 1
                     if off > lim:
-                        # the client got server bytes the mirror never showed us
-                        if c.status is PROTECTED:
-                            self.mark_unprotected(c, GAP_S2C)
+                        # The client got server bytes the mirror never showed us. Harmless:
+                        # no server byte is logged (a replica makes them again); those
+                        # bytes just go unchecked for divergence. The client's ACK
+                        # proves the server sent them.
+                        c.s2c_unseen += off - lim
+                        self.s2c_unseen += off - lim
                         c._s_hi = off if c._s_fin < 0 else min(off, c._s_fin)
                 if c.state is not ESTABLISHED:
                     if c.state is SYN_RECEIVED:
@@ -401,7 +409,9 @@ class Tracker:
                 end = off + n
                 if off == rcv and end <= self._cap and not c._ooo:
                     # in order: the common case
-                    c._pend.append(payload)
+                    # a copy: the payload is a view into the capture ring, whose block
+                    # the kernel refills once handed back (before collect takes _pend)
+                    c._pend.append(bytes(payload))
                     c._c_rcv = c.c2s_logged = end
                 else:
                     self._c_data(c, off, payload, n)
@@ -458,7 +468,7 @@ class Tracker:
                             # a segment, so the log can never be completed.
                             if c.status is PROTECTED:
                                 self.mark_unprotected(
-                                    c, f"capture gap: server acked {off - lim} bytes not seen")
+                                    c, f"{CAPTURE_GAP}: server acked {off - lim} bytes not seen")
                             c._c_rcv = off if c._c_fin < 0 else min(off, c._c_fin)
                     if c.state is CLOSING:
                         self._check_closed(c, now)

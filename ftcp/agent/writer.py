@@ -6,7 +6,12 @@ the snapshots ``collect`` left in the entries. So a slow or dead Redis never sta
 capture: packets keep being tracked while a write waits for its timeout.
 
 Each flush is one MULTI/EXEC with every changed connection's new client bytes
-(APPEND), its state hash, the service's live set, events and the agent heartbeat. If
+(RPUSH) and ``c2s_stored``, its state hash, the service's live set, events and the
+agent heartbeat. The log is exact at every flush; the rest of the state hash is
+snapshotted at most every ``state_interval`` per connection (at once on a change of
+state or status, and when it closes), and only the fields that changed are sent: a
+thousand chatty connections otherwise cost the writer thread a whole core and starve
+capture of the GIL (the ring overflowed). If
 Redis is away the bytes wait in a bounded buffer; when the buffer is full, the
 connections whose bytes must be dropped are marked unprotected (and only those).
 After an error the stored log lengths are read back before writing again, so a
@@ -17,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import deque
 from typing import Optional
 
 from ftcp.store import StoreError
@@ -25,21 +31,28 @@ LOG = logging.getLogger("ftcp.agent.writer")
 
 
 class ConnWrite:
-    __slots__ = ("conn_id", "service", "state", "data", "reset", "closed")
+    """One connection's part of a flush: ``state`` holds only the hash fields that
+    changed; ``reset`` replaces an older record; ``listed`` adds it to its service's
+    live set (needed once, and again after Redis may have lost it)."""
+    __slots__ = ("conn_id", "service", "state", "data", "reset", "closed", "listed")
 
-    def __init__(self, conn_id, service, state, data, reset, closed):
+    def __init__(self, conn_id, service, state, data, reset, closed, listed=True):
         self.conn_id, self.service, self.state = conn_id, service, state
-        self.data, self.reset, self.closed = data, reset, closed
+        self.data, self.reset, self.closed, self.listed = data, reset, closed, listed
 
 
 class _Entry:
     __slots__ = ("conn", "conn_id", "service", "state", "chunks", "nbytes", "stored", "new", "closed",
-                 "dirty", "reported", "dropped")
+                 "dirty", "reported", "dropped", "fresh", "stale", "snap_at", "written")
 
     def __init__(self, conn):
         self.conn = conn
         self.conn_id, self.service = conn.id, conn.service
         self.state = None      # snapshot of conn.to_state() taken by the capture thread
+        self.fresh = False     # a snapshot not yet written
+        self.stale = False     # the connection changed since its last snapshot
+        self.snap_at = 0.0     # when the last snapshot was taken
+        self.written = {}      # the hash fields as last stored in Redis
         self.chunks = []
         self.nbytes = 0        # buffered, not yet stored
         self.stored = 0        # bytes of this connection's log known to be in Redis
@@ -66,9 +79,11 @@ def redis_fields(state: dict) -> dict:
 
 class LogWriter:
     def __init__(self, store, tracker, max_buffer: int = 256 << 20, retry_interval: float = 0.5,
-                 agent_name: str = "agent", tap=None):
+                 agent_name: str = "agent", tap=None, state_interval: float = 0.25):
         self.store = store
         self.tracker = tracker
+        self.state_interval = state_interval
+        self._due = deque()       # (time, entry): stale entries in the order their snapshot falls due
         self.tap = tap            # sees each collected connection and its new bytes (hot standby)
         self.max_buffer = max_buffer
         self.retry_interval = retry_interval
@@ -99,7 +114,7 @@ class LogWriter:
                 tracker.mark_unprotected(conn, reason)
                 entry = self._entries.get(conn)
                 if entry is not None:
-                    entry.state, entry.dirty = conn.to_state(), True
+                    self._snapshot(entry, now)
             for conn in tracker.take_dirty():
                 entry = self._entries.get(conn)
                 if entry is None:
@@ -111,8 +126,19 @@ class LogWriter:
                     entry.chunks.append(data)
                     entry.nbytes += len(data)
                     self.buffered += len(data)
-                entry.state = conn.to_state()
-                entry.dirty = True
+                    entry.dirty = True   # the log (and c2s_stored) is written at every flush
+                state = entry.state
+                if (state is None or now - entry.snap_at >= self.state_interval
+                        or state["status"] != conn.status or state["state"] != conn.state):
+                    self._snapshot(entry, now)
+                elif not entry.stale:
+                    entry.stale = True
+                    self._due.append((entry.snap_at + self.state_interval, entry))
+            due = self._due
+            while due and due[0][0] <= now:
+                entry = due.popleft()[1]
+                if entry.stale:
+                    self._snapshot(entry, now)
             for conn in tracker.expire(now):
                 if self.tap is not None:
                     self.tap.gone(conn)
@@ -120,12 +146,28 @@ class LogWriter:
                 if entry is None:
                     entry = self._new_entry(conn)
                     entry.new = False
-                entry.state = conn.to_state()
-                entry.closed = entry.dirty = True
+                self._snapshot(entry, now)
+                entry.closed = True
             if self.buffered > self.max_buffer:
-                self._shed()
+                self._shed(now)
             if heartbeat is not None:
                 self._heartbeat = heartbeat
+
+    def snapshot_all(self, now: float) -> None:
+        """Snapshot every connection that changed since its last snapshot (before a
+        takeover's flush, or at shutdown: Redis then shows the last state)."""
+        with self._lock:
+            for _, entry in self._due:
+                if entry.stale:
+                    self._snapshot(entry, now)
+            self._due.clear()
+
+    @staticmethod
+    def _snapshot(entry: _Entry, now: float) -> None:
+        entry.state = entry.conn.to_state()
+        entry.snap_at = now
+        entry.fresh = entry.dirty = True
+        entry.stale = False
 
     def _new_entry(self, conn) -> _Entry:
         # A new connection on a 4-tuple still listed (port reuse within the grace
@@ -138,7 +180,7 @@ class LogWriter:
         entry = self._entries[conn] = self._by_id[conn.id] = _Entry(conn)
         return entry
 
-    def _shed(self) -> None:
+    def _shed(self, now: float) -> None:
         """Drop the largest buffers until under the bound; those connections lose
         protection, with the reason, and nobody else does."""
         for entry in sorted(self._entries.values(), key=lambda e: e.nbytes, reverse=True):
@@ -149,8 +191,8 @@ class LogWriter:
             reason = f"redis unavailable: {entry.nbytes} bytes of the client log could not be stored"
             self.tracker.mark_unprotected(entry.conn, reason)
             self.buffered -= entry.nbytes
-            entry.chunks, entry.nbytes, entry.dirty, entry.dropped = [], 0, True, True
-            entry.state = entry.conn.to_state()
+            entry.chunks, entry.nbytes, entry.dropped = [], 0, True
+            self._snapshot(entry, now)
             self.lost_conns += 1
             LOG.warning("%s: dropped its unstored log (Redis unavailable, buffer full)", entry.conn_id)
 
@@ -199,14 +241,23 @@ class LogWriter:
             return None
         writes, events = [], []
         for e in dirty:
-            state = redis_fields(e.state)
             data = b"".join(e.chunks)
-            state["c2s_stored"] = e.stored + len(data)
-            writes.append(ConnWrite(e.conn_id, e.service, state, data, e.new, e.closed))
+            if e.fresh:
+                fields = redis_fields(e.state)
+                if not e.new:
+                    # only what changed since the last stored write (see _commit)
+                    written = e.written
+                    fields = {k: v for k, v in fields.items() if written.get(k) != v}
+            else:
+                fields = {}
+            fields["c2s_stored"] = e.stored + len(data)
+            writes.append(ConnWrite(e.conn_id, e.service, fields, data, e.new, e.closed,
+                                    listed=e.new or not e.written))
             if e.state["status"] != "protected" and not e.reported:
                 events.append({"kind": "conn_unprotected", "conn": e.conn_id, "service": e.service,
                                "reason": e.state["reason"], "time": str(e.state["last_seen"])})
-            e.chunks, e.nbytes, e.dirty = [], 0, False
+                e.reported = True   # taken back by _restore if this write fails
+            e.chunks, e.nbytes, e.dirty, e.fresh = [], 0, False, False
         heartbeat, self._heartbeat = self._heartbeat, None
         if heartbeat is not None:
             heartbeat = dict(heartbeat, redis_errors=self.redis_errors, bytes_logged=self.bytes_logged,
@@ -215,12 +266,15 @@ class LogWriter:
 
     def _restore(self, batch) -> None:
         """A failed write: its bytes go back in front of anything collected since."""
-        entries, writes, _, heartbeat = batch
+        entries, writes, events, heartbeat = batch
+        unreported = {ev["conn"] for ev in events if ev["kind"] == "conn_unprotected"}
         for e, w in zip(entries, writes):
             if w.data:
                 e.chunks.insert(0, w.data)
                 e.nbytes += len(w.data)
-            e.dirty = True
+            e.dirty = e.fresh = True
+            if e.conn_id in unreported:
+                e.reported = False
         if self._heartbeat is None:
             self._heartbeat = heartbeat
 
@@ -230,9 +284,11 @@ class LogWriter:
             e.stored += len(w.data)
             self.bytes_logged += len(w.data)
             self.buffered -= len(w.data)
+            if e.new:
+                e.written = dict(w.state)
+            else:
+                e.written.update(w.state)
             e.new = False
-            if w.state["status"] != "protected":
-                e.reported = True
             if e.closed and not e.dirty:
                 del self._entries[e.conn]
                 if self._by_id.get(e.conn_id) is e:
@@ -245,6 +301,10 @@ class LogWriter:
         lengths = self.store.log_lengths([e.conn_id for e in known])
         with self._lock:
             for e in known:
+                # What Redis holds is unknown after an error (it may even have restarted
+                # empty): the next write of each connection carries its whole state hash.
+                e.written = {}
+                e.dirty = e.fresh = True
                 extra = lengths.get(e.conn_id, 0) - e.stored
                 if extra < 0:
                     # Redis came back without what it had acknowledged (restarted

@@ -46,7 +46,7 @@ def test_rest_in_the_lab(run_dir):
         status, body = lab.rest("POST", "/ftcp/services/demo/migrate")
         assert status == 200 and body["backup"] == "b1", body
         res = client.result()
-        assert res["ok"] and res["received"] == 60_000_000, res
+        assert res["ok"] and res["received"] == 60_000_000, (res.get("error"), res, lab.logs())
         svc = wait_for(lambda: (lambda r: r[1] if r[1].get("status") == "failed-over" else None)(
             lab.rest("GET", "/ftcp/services/demo")), 10, "the migration to be recorded")
         assert svc["epoch"] == 1

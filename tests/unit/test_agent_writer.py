@@ -15,8 +15,10 @@ class FakeConn:
         data, self.pending = b"".join(self.pending), []
         return data
 
+    state = "established"
+
     def to_state(self):
-        return {"id": self.id, "status": self.status, "reason": self.reason, "last_seen": 1.0,
+        return {"id": self.id, "state": self.state, "status": self.status, "reason": self.reason, "last_seen": 1.0,
                 "opts": {"mss": 1460}, "ts_ok": True, "closed_at": None}
 
 
@@ -53,9 +55,14 @@ class FakeStore:
             if w.reset:
                 self.logs.pop(w.conn_id, None)
             self.logs[w.conn_id] = self.logs.get(w.conn_id, b"") + w.data
-            self.hashes[w.conn_id] = dict(w.state)
+            if w.reset:
+                self.hashes.pop(w.conn_id, None)
+            self.hashes.setdefault(w.conn_id, {}).update(w.state)   # HSET merges
             self.live.setdefault(w.service, set())
-            (self.live[w.service].discard if w.closed else self.live[w.service].add)(w.conn_id)
+            if w.closed:
+                self.live[w.service].discard(w.conn_id)
+            elif w.listed:
+                self.live[w.service].add(w.conn_id)
         self.events += list(events)
         if agent is not None:
             self.agent = agent
@@ -219,3 +226,68 @@ def test_port_reuse_before_expiry_retires_the_old_entry():
     assert w.flush()
     assert store.logs["a"] == b"new" and store.live["svc"] == {"a"}
     assert list(w._entries) == [new]  # nothing left behind
+
+
+def test_a_busy_connection_state_is_written_at_most_every_interval_and_only_what_changed():
+    store, tracker, w = setup(state_interval=0.25)
+    a = FakeConn("a")
+    feed(tracker, a, b"1")
+    w.collect(0.0)
+    assert w.flush() and store.hashes["a"]["reason"] == ""
+    writes = []
+    store_write = store.write_conns
+    store.write_conns = lambda ws, **kw: (writes.extend(ws), store_write(ws, **kw))
+    a.reason = "changed"                   # no new snapshot yet: only the log moves
+    feed(tracker, a, b"2")
+    w.collect(0.1)
+    assert w.flush()
+    assert writes[-1].state == {"c2s_stored": 2} and store.logs["a"] == b"12"
+    tracker.dirty.append(a)                # changed again, nothing to log: waits for its time
+    w.collect(0.2)
+    assert w.flush() and len(writes) == 1
+    w.collect(0.26)                        # due: the snapshot is taken although no packet came
+    assert w.flush() and writes[-1].state == {"reason": "changed", "c2s_stored": 2}
+    assert store.hashes["a"]["reason"] == "changed" and not writes[-1].listed
+
+
+def test_a_change_of_status_is_written_at_once():
+    store, tracker, w = setup(state_interval=10.0)
+    a = FakeConn("a")
+    feed(tracker, a, b"x")
+    w.collect(0.0)
+    assert w.flush()
+    tracker.mark_unprotected(a, "capture gap: server acked 5 bytes not seen")
+    tracker.dirty.append(a)
+    w.collect(0.001)
+    assert w.flush() and store.hashes["a"]["status"] == "unprotected"
+    assert [e["kind"] for e in store.events] == ["conn_unprotected"]
+
+
+def test_snapshot_all_writes_what_waits_for_its_interval():
+    store, tracker, w = setup(state_interval=10.0)
+    a = FakeConn("a")
+    feed(tracker, a, b"x")
+    w.collect(0.0)
+    a.reason = "later"
+    tracker.dirty.append(a)
+    w.collect(0.1)
+    w.snapshot_all(0.1)
+    assert w.flush() and store.hashes["a"]["reason"] == "later"
+
+
+def test_after_an_error_the_whole_state_is_written_again():
+    store, tracker, w = setup(state_interval=10.0)
+    a = FakeConn("a")
+    feed(tracker, a, b"x")
+    w.collect(0.0)
+    assert w.flush()
+    store.hashes.clear()                   # Redis restarted empty...
+    store.live.clear()
+    store.fail = "before"
+    feed(tracker, a, b"y")
+    w.collect(0.1)
+    assert not w.flush()
+    store.fail = None
+    store.logs["a"] = b"x"
+    assert w.flush()                       # ...the next write carries every field and the set
+    assert store.hashes["a"]["id"] == "a" and store.live["svc"] == {"a"}

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ftcp import config
 from ftcp.api import JSON, MAX_BODY, PROMETHEUS, Api, Controller, Request, reason_class
-from ftcp.agent.tracker import GAP_S2C, NO_SYN, OOO_OVERFLOW
+from ftcp.agent.tracker import CAPTURE_GAP, NO_SYN, OOO_OVERFLOW
 from tests.rest_support import SERVICE, FakeAgent, conn_id, fake_store, heartbeat
 
 TOKEN = "s3cret-token"
@@ -484,7 +484,7 @@ def test_metrics_with_redis_down_still_answer(api, store):
 
 
 @pytest.mark.parametrize("reason, label", [
-    (NO_SYN, "no_syn"), (GAP_S2C, "capture_gap"), (OOO_OVERFLOW, "reassembly_overflow"),
+    (NO_SYN, "no_syn"), (CAPTURE_GAP + ": server acked 5 bytes not seen", "capture_gap"), (OOO_OVERFLOW, "reassembly_overflow"),
     ("log cap of 1048576 bytes reached", "log_cap"),
     ("redis unavailable: 10 bytes of the client log could not be stored", "redis"),
     ("redis lost 10 bytes of the stored client log", "redis"), ("something new", "other"),
