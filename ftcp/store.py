@@ -228,6 +228,17 @@ class Store:
         """The whole client->server log of a connection."""
         return b"".join(self._do(lambda r: r.lrange(conn_log_key(conn_id), 0, -1), raw=True))
 
+    def conn_logs(self, conn_ids) -> dict:
+        """The logs of many connections in one round trip: {conn id: bytes}."""
+        ids = list(conn_ids)
+
+        def read(r):
+            pipe = r.pipeline(transaction=False)
+            for conn_id in ids:
+                pipe.lrange(conn_log_key(conn_id), 0, -1)
+            return pipe.execute()
+        return {conn_id: b"".join(chunks) for conn_id, chunks in zip(ids, self._do(read, raw=True))}
+
     def service_conns(self, name: str) -> set:
         return self._do(lambda r: r.smembers(svc_conns_key(name)))
 

@@ -24,7 +24,7 @@ from ftcp.agent import repair
 from ftcp.agent.capture import CaptureError, RingCapture
 from ftcp.agent.packet import ip_int
 from ftcp.agent.replica import HotStandby, ReplicaPool
-from ftcp.agent.takeover import Session
+from ftcp.agent.takeover import Session, Splicer, prepare as prepare_sessions
 from ftcp.agent.tracker import CLOSED, ESTABLISHED, PROTECTED, Tracker
 from ftcp.agent.writer import LogWriter, WriterThread
 from ftcp.store import CONTROLLER_CHANNEL, Store, StoreError, agent_channel
@@ -122,7 +122,7 @@ class Agent:
         self.capture.wake_on(self.control.wake_r)
         self.sessions = {}   # service -> [Session]
         self.resets = {}     # service -> [RepairParams] of connections to reset at go
-        self._flushed = False
+        self.splicer = Splicer()
         self.started = clock()
         self.stopping = False
         self._drops_reported = 0
@@ -150,6 +150,7 @@ class Agent:
         feed = self.tracker.feed_frame
         self.writer_thread.start()
         self.control.start()
+        self.splicer.start()
         if self.pool:
             self.pool.start()
         while not self.stopping:
@@ -218,31 +219,36 @@ class Agent:
         # writer thread as usual and only read here for a cold replay.
         self.writer.collect(self.clock())
         self.writer.snapshot_all(self.clock())
-        self._flushed = False
-        taken, failed, sessions = [], {}, []
+        failed, candidates = {}, []
         for conn in [c for c in self.tracker.conns.values() if c.service == service]:
             reason = self._cannot_take(conn)
             if reason is None:
-                try:
-                    sessions.append(self._take(conn, service))
-                    taken.append(conn.id)
-                    continue
-                except (OSError, StoreError, ValueError) as e:
-                    reason = f"takeover failed: {e}"
-            failed[conn.id] = reason
-            LOG.warning("takeover of %s: cannot take %s: %s", service, conn.id, reason)
-            if conn.state != CLOSED:
-                reset = repair.reset_params(conn.to_state(), self.replicas[service][0])
-                if reset is not None:
-                    self.resets.setdefault(service, []).append(reset)
-        self.sessions[service] = sessions
+                candidates.append(conn)
+            else:
+                self._not_taken(service, conn, reason, failed)
+        sessions = self._sessions(service, candidates, failed)
+        prepare_sessions(sessions, timeout=self.args.prepare_timeout)
+        by_id = {conn.id: conn for conn in candidates}
+        for session in sessions:
+            if session.error is not None:
+                self._not_taken(service, by_id[session.conn_id], f"takeover failed: {session.error}", failed)
+        ready = [s for s in sessions if s.error is None]
+        self.sessions[service] = ready
         elapsed = self.clock() - started
         LOG.info("takeover of %s (epoch %d): %d connection(s) ready (%d hot), %d not, in %.1f ms",
-                 service, epoch, len(taken), sum(s.mode == "hot" for s in sessions), len(failed),
-                 elapsed * 1000)
+                 service, epoch, len(ready), sum(s.mode == "hot" for s in ready), len(failed), elapsed * 1000)
         self.store.publish(CONTROLLER_CHANNEL, {"cmd": "ready", "service": service, "epoch": epoch,
-                                                "backup": self.name, "taken": taken, "failed": failed,
-                                                "seconds": round(elapsed, 6)})
+                                                "backup": self.name, "taken": [s.conn_id for s in ready],
+                                                "failed": failed, "seconds": round(elapsed, 6)})
+
+    def _not_taken(self, service: str, conn, reason: str, failed: dict) -> None:
+        """Record why; a connection still open gets a RST at go (its client fails fast)."""
+        failed[conn.id] = reason
+        LOG.warning("takeover of %s: cannot take %s: %s", service, conn.id, reason)
+        if conn.state != CLOSED:
+            reset = repair.reset_params(conn.to_state(), self.replicas[service][0])
+            if reset is not None:
+                self.resets.setdefault(service, []).append(reset)
 
     @staticmethod
     def _cannot_take(conn):
@@ -252,47 +258,64 @@ class Agent:
             return f"state {conn.state}"
         return None
 
-    def _take(self, conn, service: str) -> Session:
-        state = conn.to_state()
+    def _sessions(self, service: str, conns, failed: dict) -> list:
+        """A Session per connection: its hot replica where that one was fed the whole
+        log, else a cold replay of the log stored in Redis."""
         replica = self.replicas[service]
-        skip = int(state["s2c_acked"])
-        hot = self.hot.detach(conn) if self.hot else None
-        if hot is not None and hot.diverged:
-            # Never replay into a fresh replica: it would diverge the same way.
-            self.tracker.mark_unprotected(conn, hot.diverged)
-            raise ValueError(hot.diverged)
-        if hot is not None and hot.fed + len(hot.unsent) == conn.c2s_logged:
-            params = repair.repair_params(state, replica[0], logged=conn.c2s_logged)
-            session = Session(conn.id, params, skip, hot.sock, unsent=hot.unsent, tail_start=hot.tail_start,
-                              tail=hot.tail, checks=hot.checks, sent=conn.s2c_sent)
-            session.mode = "hot"
-        else:
-            if hot is not None:
-                LOG.warning("%s: hot replica was fed %d bytes of %d; replaying the log instead",
-                            conn.id, hot.fed + len(hot.unsent), conn.c2s_logged)
-                hot.sock.close()
-            log = self._stored_log(conn)
+        hot = self.hot.detach_all(conns) if self.hot else {}
+        sessions, cold = [], []
+        for conn in conns:
+            detached = hot.get(conn.id)
+            if detached is not None and detached.diverged:
+                # Never replay into a fresh replica: it would diverge the same way.
+                self.tracker.mark_unprotected(conn, detached.diverged)
+                self._not_taken(service, conn, detached.diverged, failed)
+            elif detached is not None and detached.fed + len(detached.unsent) == conn.c2s_logged:
+                state = conn.to_state()
+                params = repair.repair_params(state, replica[0], logged=conn.c2s_logged)
+                sessions.append(Session(conn.id, params, int(state["s2c_acked"]), detached.sock,
+                                        unsent=detached.unsent, tail_start=detached.tail_start,
+                                        tail=detached.tail, checks=detached.checks, sent=conn.s2c_sent))
+            else:
+                if detached is not None:
+                    LOG.warning("%s: hot replica was fed %d bytes of %d; replaying the log instead",
+                                conn.id, detached.fed + len(detached.unsent), conn.c2s_logged)
+                    detached.sock.close()
+                cold.append(conn)
+        if not cold:
+            return sessions
+        try:
+            logs = self._stored_logs(cold)
+        except StoreError as e:
+            for conn in cold:
+                self._not_taken(service, conn, f"takeover failed: {e}", failed)
+            return sessions
+        for conn in cold:
+            log = logs[conn.id]
+            if len(log) != conn.c2s_logged:
+                self._not_taken(service, conn, f"takeover failed: the log in Redis has {len(log)} bytes, "
+                                               f"the tracker {conn.c2s_logged}", failed)
+                continue
+            state = conn.to_state()
             params = repair.repair_params(state, replica[0], logged=len(log))
-            session = Session.cold(conn.id, params, skip, replica, log, sent=conn.s2c_sent)
-            session.mode = "cold"
-        session.start()
-        return session
+            try:
+                sessions.append(Session.cold(conn.id, params, int(state["s2c_acked"]), replica, log,
+                                             sent=conn.s2c_sent))
+            except OSError as e:
+                self._not_taken(service, conn, f"takeover failed: {e}", failed)
+        return sessions
 
-    def _stored_log(self, conn) -> bytes:
-        """The connection's whole client log from Redis (written out first)."""
-        if not self._flushed:
-            if not self.writer.flush():
-                raise StoreError("Redis unreachable: the client logs are not all stored")
-            self._flushed = True
-        log = self.store.conn_log(conn.id)
-        if len(log) != conn.c2s_logged:
-            raise ValueError(f"log in Redis has {len(log)} bytes, tracker {conn.c2s_logged}")
-        return log
+    def _stored_logs(self, conns) -> dict:
+        """The client logs of these connections from Redis, written out first."""
+        if not self.writer.flush():
+            raise StoreError("Redis unreachable: the client logs are not all stored")
+        return self.store.conn_logs([conn.id for conn in conns])
 
     def go(self, service: str, epoch: int) -> None:
-        sessions = self.sessions.get(service, [])
+        sessions = self.sessions.pop(service, [])
         for session in sessions:
-            session.go()
+            session.kick()
+        self.splicer.add(sessions)
         # Connections we could not take: a RST now (the switch delivers it from the
         # service's address), so their clients fail fast instead of hanging.
         resets = self.resets.pop(service, [])
@@ -317,6 +340,7 @@ class Agent:
         self.control.stop()
         if self.pool:
             self.pool.stop()
+        self.splicer.stop()
         now = self.clock()
         beat = self.heartbeat(now)
         beat["stopped"] = f"{now:.6f}"
@@ -358,6 +382,9 @@ def build_parser():
     ap.add_argument("--retire-ms", type=int, default=2,
                     help="capture ring block timeout (ms): the latency of a quiet stream's capture")
     ap.add_argument("--shutdown-timeout", type=float, default=5.0)
+    ap.add_argument("--prepare-timeout", type=float, default=3.0,
+                    help="seconds a takeover waits for the replicas to reach the primary's output "
+                         "(keep it below the controller's takeover_timeout)")
     ap.add_argument("--max-hot", type=int, default=256,
                     help="connections kept in hot standby at most; the others are replayed cold (default 256)")
     ap.add_argument("--standby", choices=["hot", "cold"], default="hot",

@@ -40,9 +40,37 @@ class Detached:
         self.checks = list(checks)   # primary segments the replica has not produced yet
 
 
+class _Waiter:
+    """The answer to a detach: the pool thread puts it, the takeover waits for it. If
+    the takeover gave up waiting, the pool thread closes the sockets instead of
+    leaking them."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._result = None
+        self._gave_up = False
+
+    def put(self, result: dict, discard) -> None:
+        with self._lock:
+            if self._gave_up:
+                discard(result)
+                return
+            self._result = result
+        self._done.set()
+
+    def wait(self, timeout: float) -> dict:
+        self._done.wait(timeout)
+        with self._lock:
+            if self._result is None:
+                self._gave_up = True
+                return {}
+            return self._result
+
+
 class _Replica:
     __slots__ = ("conn_id", "sock", "out", "fed", "produced", "tail", "acked", "finish", "connected", "failed",
-                 "events", "checks", "verified", "diverged")
+                 "events", "checks", "verified", "diverged", "eof")
 
     def __init__(self, conn_id, sock):
         self.conn_id, self.sock = conn_id, sock
@@ -58,6 +86,7 @@ class _Replica:
         self.checks = collections.deque()  # (offset, length, crc32) of the primary's output
         self.verified = 0          # replica output known equal to the primary's, up to here
         self.diverged = None
+        self.eof = False           # the replica closed its output
 
 
 class ReplicaPool(threading.Thread):
@@ -69,6 +98,7 @@ class ReplicaPool(threading.Thread):
         self._cmds = collections.deque()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)   # a full pipe must not stall the capture thread
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
         self._replicas = {}
         self._halt = False
@@ -79,11 +109,15 @@ class ReplicaPool(threading.Thread):
     # --- called from other threads ---------------------------------------------------
 
     def _cmd(self, *cmd):
+        # Wake the thread only when the queue was empty: it drains the whole queue once
+        # awake, and a write per command cost the capture thread a syscall per packet.
+        idle = not self._cmds
         self._cmds.append(cmd)
-        try:
-            os.write(self._wake_w, b"x")
-        except BlockingIOError:
-            pass  # the pipe is full: the thread is awake anyway
+        if idle:
+            try:
+                os.write(self._wake_w, b"x")
+            except BlockingIOError:
+                pass  # the pipe is full: the thread is awake anyway
 
     def open(self, conn_id: str, service: str):
         self._cmd("open", conn_id, service)
@@ -104,14 +138,12 @@ class ReplicaPool(threading.Thread):
     def drop(self, conn_id: str):
         self._cmd("drop", conn_id)
 
-    def detach(self, conn_id: str, timeout: float = 2.0):
-        """Take the replica out of the pool (blocking socket, state); None if there is
-        no usable one."""
-        done, box = threading.Event(), []
-        self._cmd("detach", conn_id, (done, box))
-        if not done.wait(timeout):
-            return None
-        return box[0] if box else None
+    def detach_many(self, conn_ids, timeout: float = 2.0) -> dict:
+        """Take these replicas out of the pool in one round trip to the pool thread:
+        {conn id: Detached} for those that are usable or diverged."""
+        waiter = _Waiter()
+        self._cmd("detach", None, (list(conn_ids), waiter))
+        return waiter.wait(timeout)
 
     def stop(self):
         self._halt = True
@@ -137,14 +169,19 @@ class ReplicaPool(threading.Thread):
 
     def _apply(self, cmd):
         kind, conn_id = cmd[0], cmd[1] if len(cmd) > 1 else None
+        if kind == "detach":
+            ids, waiter = cmd[2]
+            waiter.put({cid: d for cid in ids if cid in self._replicas
+                        for d in [self._detach(self._replicas[cid])] if d is not None}, self._close_detached)
+            return
         rep = self._replicas.get(conn_id)
         if kind == "open":
             self._open(conn_id, cmd[2])
         elif rep is None:
-            if kind == "detach":
-                cmd[2][0].set()
+            pass
         elif kind == "feed":
-            rep.out += cmd[2]
+            if not rep.failed:     # a replica that failed is never fed again
+                rep.out += cmd[2]
         elif kind == "acked":
             rep.acked = max(rep.acked, cmd[2])
             self._check(rep)
@@ -159,10 +196,6 @@ class ReplicaPool(threading.Thread):
             rep.finish = True
         elif kind == "drop":
             self._close(rep)
-        elif kind == "detach":
-            done, box = cmd[2]
-            box.append(self._detach(rep))
-            done.set()
         if conn_id in self._replicas:
             self._update(rep if rep is not None else self._replicas[conn_id])
 
@@ -184,14 +217,13 @@ class ReplicaPool(threading.Thread):
 
     def _update(self, rep):
         """Select for writing while there is input to give, for reading while the
-        tail has room."""
-        if rep.failed:
-            return
+        tail has room and the replica has not closed its output; nothing once failed."""
         events = 0
-        if not rep.connected or rep.out or rep.finish:
-            events |= selectors.EVENT_WRITE
-        if rep.connected and len(rep.tail) < self.max_tail:
-            events |= selectors.EVENT_READ
+        if not rep.failed:
+            if not rep.connected or rep.out or rep.finish:
+                events |= selectors.EVENT_WRITE
+            if rep.connected and len(rep.tail) < self.max_tail and not rep.eof:
+                events |= selectors.EVENT_READ
         if events != rep.events:
             if events:
                 if rep.events:
@@ -224,6 +256,8 @@ class ReplicaPool(threading.Thread):
                     rep.produced += len(data)
                     self._check(rep)
                     self._trim(rep)
+                else:
+                    rep.eof = True   # no more output: stop selecting for it (it would spin)
         except (BlockingIOError, InterruptedError):
             pass
         except OSError as e:
@@ -267,8 +301,10 @@ class ReplicaPool(threading.Thread):
 
     def _detach(self, rep):
         del self._replicas[rep.conn_id]
+        self.diverged.pop(rep.conn_id, None)   # the verdict travels in the Detached
         if rep.events:
             self._sel.unregister(rep.sock)
+            rep.events = 0
         if rep.diverged:
             rep.sock.close()
             return Detached(None, b"", rep.fed, 0, b"", diverged=rep.diverged)
@@ -279,8 +315,17 @@ class ReplicaPool(threading.Thread):
         return Detached(rep.sock, bytes(rep.out), rep.fed, rep.produced - len(rep.tail), bytes(rep.tail),
                         checks=[c for c in rep.checks if c[0] + c[1] > rep.verified])
 
+    @staticmethod
+    def _close_detached(result: dict) -> None:
+        for detached in result.values():
+            if detached.sock is not None:
+                detached.sock.close()
+
     def _close(self, rep):
         self._replicas.pop(rep.conn_id, None)
+        # A verdict not collected yet belongs to this replica, not to a later
+        # connection on the same 4-tuple (commands run in order: no newer one exists).
+        self.diverged.pop(rep.conn_id, None)
         if rep.events:
             self._sel.unregister(rep.sock)
             rep.events = 0
@@ -312,14 +357,16 @@ class HotStandby:
 
     def seen(self, conn, data: bytes) -> None:
         cid = conn.id
-        reason = self.pool.diverged.pop(cid, None)
-        if reason is not None:
-            self.tracker.mark_unprotected(conn, reason)
         current = self._open.get(cid)
         if current is not None and current is not conn:
             self.pool.drop(cid)  # the 4-tuple now belongs to a new connection
+            del self._open[cid]
             self._checks.pop(current, None)
             current = None
+        if current is not None:
+            reason = self.pool.diverged.pop(cid, None)
+            if reason is not None:
+                self.tracker.mark_unprotected(conn, reason)
         if conn.status != "protected":
             self._checks.pop(conn, None)
             if current is not None:
@@ -350,8 +397,12 @@ class HotStandby:
             self.pool.drop(conn.id)
         self._checks.pop(conn, None)
 
-    def detach(self, conn):
-        if self._open.get(conn.id) is not conn:
-            return None
-        del self._open[conn.id]
-        return self.pool.detach(conn.id)
+    def detach_all(self, conns) -> dict:
+        """The hot replicas of these connections, out of the pool: {conn id: Detached}."""
+        ids = []
+        for conn in conns:
+            self._checks.pop(conn, None)
+            if self._open.get(conn.id) is conn:
+                del self._open[conn.id]
+                ids.append(conn.id)
+        return self.pool.detach_many(ids) if ids else {}

@@ -1,23 +1,39 @@
-"""Take over a connection on the backup: repaired client socket spliced to the replica.
+"""Take over connections on the backup: repaired client sockets spliced to replicas.
 
-One ``Session`` per connection. The replica connection is either the hot one that
-has been fed all along (ftcp/agent/replica.py: only its unsent input and its kept
-output ``tail`` come along), or, cold, a fresh one fed the whole frozen log. The
-client's socket is rebuilt with TCP_REPAIR and two threads splice the two. Replica
-output below ``skip`` (what the client acknowledged to the primary) is dropped; what
-follows is held until ``go`` (the switch now sends the client to us), then flows.
+A takeover handles all of a service's connections at once, in two phases:
+
+* ``prepare`` (the agent's main thread, before ``ready``): each connection's replica --
+  the hot one that has been fed all along (only its unsent input and its kept output
+  ``tail`` come along, ftcp/agent/replica.py) or, cold, a fresh connection fed the
+  whole frozen log -- is read until its output covers what the primary sent and every
+  primary segment not compared yet; the output is compared (a mismatch: the
+  connection is not taken, never spliced); the client's socket is rebuilt with
+  TCP_REPAIR with the unacknowledged part queued as already sent. One selector drives
+  every replica, so a thousand cold replays overlap instead of queueing.
+* ``Splicer`` (one thread for every live session, after ``go``: the switch now sends
+  the client to us): the replica's output flows to the client, the client's bytes to
+  the replica. Nothing reaches the client before ``go``: until then the backup's
+  packets would reach the client from the wrong address.
 """
 from __future__ import annotations
 
+import collections
+import errno
 import logging
+import os
+import selectors
 import socket
 import threading
+import time
 import zlib
 
 from ftcp.agent import repair
 
 LOG = logging.getLogger("ftcp.agent.takeover")
 CHUNK = 65536
+# Bytes a session buffers each way before it stops reading that side (TCP flow
+# control then holds the sender back).
+BUFFER_LIMIT = 1 << 20
 
 
 class Diverged(ValueError):
@@ -25,131 +41,260 @@ class Diverged(ValueError):
 
 
 class Session:
+    """One connection's takeover: its replica socket, what is still to be compared and
+    sent, and (once prepared) the repaired client socket."""
+
     def __init__(self, conn_id: str, params: repair.RepairParams, skip: int, replica: socket.socket,
                  unsent: bytes = b"", tail_start: int = 0, tail: bytes = b"", checks=(), sent: int = 0,
-                 make_socket=repair.repaired_socket):
+                 mode: str = "hot", connecting: bool = False):
         self.conn_id = conn_id
         self.params = params
-        self.skip = skip              # server bytes the client acknowledged
-        self.sent = max(sent, skip)   # server bytes the primary sent (the mirror saw)
+        self.skip = skip                 # server bytes the client acknowledged
+        self.sent = max(sent, skip)      # server bytes the primary sent (as far as the mirror saw)
         self.replica = replica
-        self.log = unsent            # client bytes the replica has not been given yet
-        self.tail_start = tail_start  # replica output offset of tail[0]
-        self.tail = tail              # replica output already read, not yet known to the client
-        self.checks = list(checks)    # (offset, length, crc32) the primary sent, still to compare
-        self._make_socket = make_socket
-        self._go = threading.Event()
-        self._client_ready = threading.Event()
-        self._pending = b""
+        self.mode = mode
+        self.tail_start = tail_start     # replica output offset of out[0]
+        self.out = bytearray(tail)       # replica output not yet known to the client
+        self.checks = list(checks)       # (offset, length, crc32) the primary sent, still to compare
+        self.need = max([self.sent] + [off + n for off, n, _ in self.checks])
+        self.to_replica = bytearray(unsent)   # client bytes the replica has not been given
+        self.to_client = bytearray()          # replica output for the client, after go
+        self.connecting = connecting
+        self.replica_eof = self.client_eof = False
+        self.client_shut = self.replica_shut = False
         self.client = None
         self.error = None
-        self.to_client = self.to_replica = 0
-        self.mode = "hot"
-        self._threads = []
+        self.to_client_bytes = self.to_replica_bytes = 0
 
     @classmethod
-    def cold(cls, conn_id, params, skip, replica_addr, log, **kw):
-        """A fresh replica connection that is fed the whole log."""
-        sock = socket.create_connection(replica_addr, timeout=5)
-        sock.settimeout(None)
-        return cls(conn_id, params, skip, sock, unsent=log, **kw)
+    def cold(cls, conn_id, params, skip, replica_addr, log: bytes, **kw) -> "Session":
+        """A fresh replica connection that is fed the whole log (connects in ``prepare``)."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        err = sock.connect_ex(replica_addr)
+        if err not in (0, errno.EINPROGRESS):
+            sock.close()
+            raise OSError(err, f"cannot connect to the replica at {replica_addr[0]}:{replica_addr[1]}: "
+                               f"{os.strerror(err)}")
+        return cls(conn_id, params, skip, sock, unsent=log, mode="cold", connecting=True, **kw)
 
-    def start(self) -> None:
-        """Read the replica up to what the primary sent, compare, rebuild the client
-        socket with the unacknowledged part queued, start splicing (raises on failure,
-        Diverged included)."""
+    @property
+    def covered(self) -> bool:
+        return self.tail_start + len(self.out) >= self.need
+
+    def finish_prepare(self, make_socket=repair.repaired_socket) -> None:
+        """Compare, then rebuild the client socket (raises Diverged or OSError)."""
+        view = memoryview(self.out)
+        for off, n, crc in self.checks:
+            rel = off - self.tail_start
+            if rel >= 0 and rel + n <= len(view) and zlib.crc32(view[rel:rel + n]) != crc:
+                raise Diverged(f"diverged at takeover: the replica's output differs from the primary's "
+                               f"at server byte {off}")
+        view.release()
+        rel_acked, rel_sent = self.skip - self.tail_start, self.sent - self.tail_start
+        if rel_acked < 0 or len(self.out) < rel_sent:
+            raise Diverged(f"the replica's output ({self.tail_start + len(self.out)} bytes) does not reach what "
+                           f"the primary sent ({self.sent})")
+        self.client = make_socket(self.params, bytes(self.out[rel_acked:rel_sent]))
+        self.client.setblocking(False)
+        self.to_client = self.out[rel_sent:]
+        self.out = bytearray()
+
+    def kick(self) -> None:
+        """The client may be waiting in a retransmission timeout: a window probe makes
+        it answer (and resend) now."""
         try:
-            # The c2r thread feeds the replica meanwhile: the log may be what it needs.
-            self._start_thread(self._client_to_replica, "c2r", early=True)
-            data = self._verified_start()
-            rel_acked, rel_sent = self.skip - self.tail_start, self.sent - self.tail_start
-            if rel_acked < 0 or len(data) < rel_sent:
-                raise Diverged(f"the replica's output ({self.tail_start + len(data)} bytes) does not reach what "
-                               f"the primary sent ({self.sent})")
-            self._pending = data[rel_sent:]
-            self.client = self._make_socket(self.params, data[rel_acked:rel_sent])
-        except BaseException:
-            self._client_ready.set()   # the c2r thread sees no client and ends
-            self.replica.close()
-            raise
-        self._client_ready.set()
-        self._start_thread(self._replica_to_client, "r2c")
-
-    def _start_thread(self, target, name, early=False):
-        t = threading.Thread(target=target, name=f"{name} {self.conn_id}", daemon=True)
-        t.start()
-        self._threads.append(t)
-
-    def go(self) -> None:
-        """The client now reaches us: release the replica's output and kick."""
-        self._go.set()
-        try:
-            # The client may be waiting in a retransmission timeout: a window probe
-            # makes it answer (and resend) now.
             repair.window_probe(self.client)
         except OSError as e:
             LOG.warning("%s: window probe failed: %s", self.conn_id, e)
 
-    def _client_to_replica(self):
-        try:
-            self.replica.sendall(self.log)
-            self.log = b""
-            self._client_ready.wait()
-            if self.client is None:
-                return   # the takeover of this connection failed
-            while True:
-                data = self.client.recv(CHUNK)
-                if not data:
-                    self.replica.shutdown(socket.SHUT_WR)
-                    return
-                self.replica.sendall(data)
-                self.to_replica += len(data)
-        except OSError as e:
-            self._fail(f"client->replica: {e}")
-
-    def _verified_start(self) -> bytes:
-        """The replica's output from ``tail_start``, read until it covers what the
-        primary sent and every segment not compared yet, and compared: no replica
-        byte reaches the client before that. Raises Diverged."""
-        data = bytearray(self.tail)
-        need = max([self.sent] + [off + n for off, n, _ in self.checks])
-        while self.tail_start + len(data) < need:
-            chunk = self.replica.recv(CHUNK)
-            if not chunk:
-                break  # the replica ended early: nothing more to compare against
-            data += chunk
-        view = memoryview(data)
-        for off, n, crc in self.checks:
-            rel = off - self.tail_start
-            if rel >= 0 and rel + n <= len(data) and zlib.crc32(view[rel:rel + n]) != crc:
-                raise Diverged(f"diverged at takeover: the replica's output differs from the primary's "
-                               f"at server byte {off}")
-        return bytes(data)
-
-    def _replica_to_client(self):
-        pending, self._pending, self.tail = self._pending, b"", b""
-        try:
-            while True:
-                if pending:
-                    data, pending = pending, b""
-                else:
-                    data = self.replica.recv(CHUNK)
-                if not data:
-                    self._go.wait()
-                    self.client.shutdown(socket.SHUT_WR)
-                    return
-                self._go.wait()
-                self.client.sendall(data)
-                self.to_client += len(data)
-        except OSError as e:
-            self._fail(f"replica->client: {e}")
-
-    def _fail(self, why: str):
-        if self.error is None:
-            self.error = why
-            LOG.error("%s: %s", self.conn_id, why)
-
-    def close(self):
+    def close(self) -> None:
         for sock in (self.client, self.replica):
             if sock is not None:
                 sock.close()
+
+
+def prepare(sessions, timeout: float, clock=time.monotonic, make_socket=repair.repaired_socket) -> None:
+    """Drive every session's replica until its output covers what is needed, then
+    compare and rebuild its client socket. A session that cannot be taken gets its
+    ``error`` set and its sockets closed; the others are ready for ``Splicer.add``."""
+    sel = selectors.DefaultSelector()
+    deadline = clock() + timeout
+
+    def done(s, error=None):
+        if s.replica.fileno() >= 0 and s in waiting:
+            sel.unregister(s.replica)
+        waiting.discard(s)
+        if error is None:
+            try:
+                s.finish_prepare(make_socket)
+                return
+            except (OSError, ValueError) as e:
+                error = str(e)
+        s.error = error
+        s.close()
+
+    waiting = set()
+    for s in sessions:
+        s.replica.setblocking(False)
+        if not s.connecting and not s.to_replica and s.covered:
+            done(s)   # a hot replica that is already where the primary was
+            continue
+        sel.register(s.replica, selectors.EVENT_READ | selectors.EVENT_WRITE, s)
+        waiting.add(s)
+    while waiting:
+        left = deadline - clock()
+        if left <= 0:
+            for s in list(waiting):
+                done(s, f"the replica did not produce {s.need} bytes within {timeout:.1f} s")
+            break
+        for key, mask in sel.select(left):
+            s = key.data
+            try:
+                if mask & selectors.EVENT_WRITE:
+                    if s.connecting:
+                        err = s.replica.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                        if err:
+                            raise OSError(err, f"replica connection: {os.strerror(err)}")
+                        s.connecting = False
+                    if s.to_replica:
+                        del s.to_replica[:s.replica.send(s.to_replica)]
+                if mask & selectors.EVENT_READ:
+                    data = s.replica.recv(CHUNK)
+                    if data:
+                        s.out += data
+                    else:
+                        s.replica_eof = True
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError as e:
+                done(s, f"replica: {e.strerror or e}")
+                continue
+            if s.covered or s.replica_eof:
+                done(s)
+            elif not s.connecting and not s.to_replica:
+                sel.modify(s.replica, selectors.EVENT_READ, s)
+    sel.close()
+
+
+class Splicer(threading.Thread):
+    """One selector thread that splices every live session: client <-> replica."""
+
+    def __init__(self):
+        super().__init__(name="ftcp-splicer", daemon=True)
+        self._sel = selectors.DefaultSelector()
+        self._new = collections.deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._events = {}     # socket -> registered events
+        self._halt = False
+        self.live = 0
+
+    def add(self, sessions) -> None:
+        """Start splicing these prepared sessions (called at ``go``)."""
+        self._new.extend(sessions)
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass  # the pipe is full: the thread is awake anyway
+
+    def stop(self) -> None:
+        self._halt = True
+        self.add(())
+        self.join(5)
+
+    def run(self) -> None:
+        while not self._halt:
+            for key, mask in self._sel.select(timeout=1.0):
+                if key.data is None:
+                    try:
+                        os.read(self._wake_r, 4096)
+                    except BlockingIOError:
+                        pass
+                    continue
+                s, side = key.data
+                if s.error is None:
+                    self._io(s, side, mask)
+            while self._new:
+                s = self._new.popleft()
+                self.live += 1
+                self._update(s)
+
+    def _io(self, s: Session, side: str, mask: int) -> None:
+        try:
+            if side == "r":
+                if mask & selectors.EVENT_READ:
+                    data = s.replica.recv(CHUNK)
+                    if data:
+                        s.to_client += data
+                    else:
+                        s.replica_eof = True
+                if mask & selectors.EVENT_WRITE and s.to_replica:
+                    n = s.replica.send(s.to_replica)
+                    del s.to_replica[:n]
+                    s.to_replica_bytes += n
+            else:
+                if mask & selectors.EVENT_READ:
+                    data = s.client.recv(CHUNK)
+                    if data:
+                        s.to_replica += data
+                    else:
+                        s.client_eof = True
+                if mask & selectors.EVENT_WRITE and s.to_client:
+                    n = s.client.send(s.to_client)
+                    del s.to_client[:n]
+                    s.to_client_bytes += n
+            # A side's FIN is passed on once everything before it has been.
+            if s.replica_eof and not s.to_client and not s.client_shut:
+                s.client_shut = True
+                s.client.shutdown(socket.SHUT_WR)
+            if s.client_eof and not s.to_replica and not s.replica_shut:
+                s.replica_shut = True
+                s.replica.shutdown(socket.SHUT_WR)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as e:
+            self._end(s, f"{'replica' if side == 'r' else 'client'}: {e.strerror or e}")
+            return
+        if s.replica_eof and s.client_eof and not s.to_client and not s.to_replica:
+            self._end(s)
+            return
+        self._update(s)
+
+    def _update(self, s: Session) -> None:
+        """Read a side while the other side's buffer has room and it has not ended;
+        write a side while there is something for it."""
+        want_r = ((selectors.EVENT_READ if not s.replica_eof and len(s.to_client) < BUFFER_LIMIT else 0)
+                  | (selectors.EVENT_WRITE if s.to_replica else 0))
+        want_c = ((selectors.EVENT_READ if not s.client_eof and len(s.to_replica) < BUFFER_LIMIT else 0)
+                  | (selectors.EVENT_WRITE if s.to_client else 0))
+        self._interest(s.replica, want_r, (s, "r"))
+        self._interest(s.client, want_c, (s, "c"))
+
+    def _interest(self, sock, events, data) -> None:
+        old = self._events.get(sock, 0)
+        if events == old:
+            return
+        if not events:
+            self._sel.unregister(sock)
+            del self._events[sock]
+        elif old:
+            self._sel.modify(sock, events, data)
+            self._events[sock] = events
+        else:
+            self._sel.register(sock, events, data)
+            self._events[sock] = events
+
+    def _end(self, s: Session, error=None) -> None:
+        if error is not None:
+            s.error = error
+            LOG.error("%s: %s", s.conn_id, error)
+        else:
+            LOG.info("%s: closed after takeover (%d bytes to the client, %d to the replica)", s.conn_id,
+                     s.to_client_bytes, s.to_replica_bytes)
+        for sock in (s.replica, s.client):
+            self._interest(sock, 0, None)
+        s.close()
+        self.live -= 1
