@@ -62,6 +62,7 @@ class Session:
         self.connecting = connecting
         self.replica_eof = self.client_eof = False
         self.client_shut = self.replica_shut = False
+        self.ended = False
         self.client = None
         self.error = None
         self.to_client_bytes = self.to_replica_bytes = 0
@@ -87,7 +88,12 @@ class Session:
         view = memoryview(self.out)
         for off, n, crc in self.checks:
             rel = off - self.tail_start
-            if rel >= 0 and rel + n <= len(view) and zlib.crc32(view[rel:rel + n]) != crc:
+            if rel < 0:
+                continue   # output the client acknowledged before the pool could compare it
+            if rel + n > len(view):
+                raise Diverged(f"the replica's output ended at server byte {self.tail_start + len(view)}, "
+                               f"before the primary's segment at {off}")
+            if zlib.crc32(view[rel:rel + n]) != crc:
                 raise Diverged(f"diverged at takeover: the replica's output differs from the primary's "
                                f"at server byte {off}")
         view.release()
@@ -215,12 +221,18 @@ class Splicer(threading.Thread):
                         pass
                     continue
                 s, side = key.data
-                if s.error is None:
+                if not s.ended:   # an earlier event of this batch may have ended it
                     self._io(s, side, mask)
             while self._new:
                 s = self._new.popleft()
                 self.live += 1
                 self._update(s)
+        for key in list(self._sel.get_map().values()):
+            if key.data is not None and not key.data[0].ended:
+                self._end(key.data[0], "agent stopping")
+        self._sel.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
 
     def _io(self, s: Session, side: str, mask: int) -> None:
         try:
@@ -288,6 +300,7 @@ class Splicer(threading.Thread):
             self._events[sock] = events
 
     def _end(self, s: Session, error=None) -> None:
+        s.ended = True
         if error is not None:
             s.error = error
             LOG.error("%s: %s", s.conn_id, error)

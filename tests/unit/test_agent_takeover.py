@@ -1,0 +1,282 @@
+"""ftcp.agent.takeover: prepare (replica catch-up, compare, client socket) and the Splicer.
+
+The client socket is normally rebuilt with TCP_REPAIR; here ``make_socket`` is a fake
+that records the unacknowledged bytes it is given and returns one end of a socketpair
+(the test holds the other end as "the client"). Replicas are a tiny line server on
+127.0.0.1 ("PING X\\n" -> "PONG X\\n", "QUIT\\n" closes) or socketpairs.
+"""
+import socket
+import threading
+import time
+import zlib
+
+import pytest
+
+from ftcp.agent.takeover import Session, Splicer, prepare
+
+
+class LineServer:
+    """Thread per connection: "PING X\\n" -> "PONG X\\n"; "QUIT\\n" closes. With a ``gate``
+    (a threading.Barrier) every answer waits until that many requests are in."""
+
+    def __init__(self, gate=None):
+        self.gate = gate
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=256)
+        self.addr = self.sock.getsockname()
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        try:
+            with conn, conn.makefile("rb") as lines:
+                for line in lines:
+                    if line == b"QUIT\n":
+                        return
+                    if line.startswith(b"PING "):
+                        if self.gate is not None:
+                            self.gate.wait()
+                        conn.sendall(b"PONG " + line[5:])
+        except (OSError, threading.BrokenBarrierError):
+            pass
+
+    def close(self):
+        for s in [self.sock] + self.conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+
+class FakeRepair:
+    """``make_socket`` stand-in: ``params`` is the connection's name."""
+
+    def __init__(self):
+        self.unacked = {}     # name -> bytes queued as already sent
+        self.clients = {}     # name -> the test's end ("the client")
+
+    def __call__(self, params, unacked):
+        assert params not in self.unacked, "make_socket called twice for one connection"
+        ours, theirs = socket.socketpair()
+        self.unacked[params] = unacked
+        self.clients[params] = theirs
+        return ours
+
+    def close(self):
+        for s in self.clients.values():
+            s.close()
+
+
+@pytest.fixture
+def server():
+    srv = LineServer()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def fake():
+    f = FakeRepair()
+    yield f
+    f.close()
+
+
+@pytest.fixture
+def sessions():
+    made = []
+    yield made
+    for s in made:
+        s.close()
+
+
+def crc(data):
+    return zlib.crc32(data)
+
+
+def cold(made, name, addr, log, **kw):
+    s = Session.cold(name, name, replica_addr=addr, log=log, **kw)
+    made.append(s)
+    return s
+
+
+def recv_exactly(sock, n, timeout=5.0):
+    sock.settimeout(timeout)
+    buf = b""
+    while len(buf) < n:
+        data = sock.recv(n - len(buf))
+        assert data, f"EOF after {buf!r}"
+        buf += data
+    return buf
+
+
+def wait_for(cond, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+# --- prepare ---------------------------------------------------------------------------
+
+def test_hot_session_already_covered_is_finished_without_io(fake, sessions):
+    replica, peer = socket.socketpair()
+    s = Session("h", "h", skip=105, replica=replica, tail_start=100, tail=b"0123456789", sent=107)
+    sessions.append(s)
+    try:
+        prepare([s], timeout=0, make_socket=fake)     # no time at all: nothing may be awaited
+        assert s.error is None
+        assert fake.unacked["h"] == b"56"               # out[skip - tail_start : sent - tail_start]
+        assert bytes(s.to_client) == b"789"             # beyond sent
+        assert s.client is not None and s.replica.fileno() >= 0
+        peer.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            peer.recv(1)                                # nothing was written to the replica
+    finally:
+        peer.close()
+
+
+def test_cold_sessions_split_unacked_and_to_client_exactly(server, fake, sessions):
+    out = b"PONG a\nPONG b\nPONG c\n"
+    # need covers all of out via a (matching) check past `sent`, so the split is deterministic
+    a = cold(sessions, "a", server.addr, b"PING a\nPING b\nPING c\n", skip=7, sent=14,
+             checks=[(14, 7, crc(out[14:]))])
+    b = cold(sessions, "b", server.addr, b"PING a\nPING b\n", skip=3, sent=14)
+    c = cold(sessions, "c", server.addr, b"PING a\nPING b\nPING c\n", skip=0, sent=21,
+             checks=[(0, 21, crc(out))])
+    prepare([a, b, c], timeout=5, make_socket=fake)
+    assert [s.error for s in (a, b, c)] == [None, None, None]
+    assert fake.unacked == {"a": b"PONG b\n", "b": b"G a\nPONG b\n", "c": out}
+    assert (bytes(a.to_client), bytes(b.to_client), bytes(c.to_client)) == (b"PONG c\n", b"", b"")
+
+
+def test_many_cold_replays_overlap():
+    """No replica answers before all 50 have their request: replays that waited for one
+    another would never get there (and time out)."""
+    n = 50
+    srv, f, made = LineServer(gate=threading.Barrier(n, timeout=10)), FakeRepair(), []
+    try:
+        for i in range(n):
+            cold(made, f"s{i}", srv.addr, f"PING {i}\n".encode(), skip=2, sent=len(f"PONG {i}\n"))
+        prepare(made, timeout=10, make_socket=f)
+        assert [s.error for s in made] == [None] * n
+        assert all(f.unacked[f"s{i}"] == f"NG {i}\n".encode() for i in range(n))
+    finally:
+        for s in made:
+            s.close()
+        f.close()
+        srv.close()
+
+
+def test_divergence_fails_only_that_session(server, fake, sessions):
+    log = b"PING a\nPING b\n"
+    bad = cold(sessions, "bad", server.addr, log, skip=0, sent=14, checks=[(7, 7, crc(b"PONG X\n"))])
+    good = cold(sessions, "good", server.addr, log, skip=0, sent=14, checks=[(7, 7, crc(b"PONG b\n"))])
+    prepare([bad, good], timeout=5, make_socket=fake)
+    assert "diverged" in bad.error and "server byte 7" in bad.error
+    assert bad.replica.fileno() == -1 and bad.client is None and "bad" not in fake.unacked
+    assert good.error is None and fake.unacked["good"] == b"PONG a\nPONG b\n"
+
+
+def test_replica_that_stays_short_times_out(server, fake, sessions):
+    slow = cold(sessions, "slow", server.addr, b"PING a\n", skip=0, sent=100)
+    ok = cold(sessions, "ok", server.addr, b"PING a\n", skip=0, sent=7)
+    t0 = time.monotonic()
+    prepare([slow, ok], timeout=0.3, make_socket=fake)
+    assert time.monotonic() - t0 >= 0.3
+    assert slow.error == "the replica did not produce 100 bytes within 0.3 s"
+    assert slow.replica.fileno() == -1 and "slow" not in fake.unacked
+    assert ok.error is None and fake.unacked["ok"] == b"PONG a\n"
+
+
+def test_replica_that_closes_early_does_not_reach_sent(server, fake, sessions):
+    s = cold(sessions, "eof", server.addr, b"PING a\nQUIT\n", skip=0, sent=20)
+    t0 = time.monotonic()
+    prepare([s], timeout=5, make_socket=fake)
+    assert time.monotonic() - t0 < 4, "EOF should end the wait, not the timeout"
+    assert "does not reach" in s.error and "(7 bytes)" in s.error
+    assert s.replica.fileno() == -1 and "eof" not in fake.unacked
+
+
+def test_cold_replica_where_nothing_listens(server, fake, sessions):
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))      # bound, never listening: connecting is refused
+    try:
+        dead = cold(sessions, "dead", closed.getsockname(), b"PING a\n", skip=0, sent=7)
+        live = cold(sessions, "live", server.addr, b"PING a\n", skip=0, sent=7)
+        prepare([dead, live], timeout=5, make_socket=fake)
+    finally:
+        closed.close()
+    assert dead.error and "replica" in dead.error and "refused" in dead.error.lower()
+    assert dead.replica.fileno() == -1 and "dead" not in fake.unacked
+    assert live.error is None
+
+
+# --- Splicer ---------------------------------------------------------------------------
+
+def test_splicer_relays_both_ways_and_passes_eof(server, fake, sessions):
+    out = b"PONG a\nPONG b\nPONG c\n"
+    s = cold(sessions, "x", server.addr, b"PING a\nPING b\nPING c\n", skip=7, sent=14,
+             checks=[(14, 7, crc(out[14:]))])
+    prepare([s], timeout=5, make_socket=fake)
+    assert s.error is None and bytes(s.to_client) == b"PONG c\n"
+    client = fake.clients["x"]
+    more = [f"{i:05d}".encode() for i in range(5000)]     # ~60 KB each way
+    splicer = Splicer()
+    splicer.start()
+    try:
+        splicer.add([s])
+        assert recv_exactly(client, 7) == b"PONG c\n"     # to_client first
+        pings = b"".join(b"PING " + m + b"\n" for m in more)
+        expected = b"".join(b"PONG " + m + b"\n" for m in more)
+        writer = threading.Thread(target=client.sendall, args=(pings,))
+        writer.start()
+        assert recv_exactly(client, len(expected)) == expected
+        writer.join(5)
+        client.shutdown(socket.SHUT_WR)                   # client EOF -> replica -> server closes
+        assert client.recv(1) == b""                      # ... and the replica's close reaches the client
+        wait_for(lambda: splicer.live == 0)
+        assert s.error is None and s.client.fileno() == -1 and s.replica.fileno() == -1
+        assert s.to_client_bytes == 7 + len(expected)
+        assert s.to_replica_bytes == len(pings)           # everything the client sent, no more
+    finally:
+        splicer.stop()
+    assert not splicer.is_alive()
+
+
+def test_splicer_passes_replica_close_after_pending_output(fake, sessions):
+    replica, server_end = socket.socketpair()
+    s = Session("r", "r", skip=0, replica=replica, tail=b"abcdef", sent=2)
+    sessions.append(s)
+    prepare([s], timeout=0, make_socket=fake)
+    assert fake.unacked["r"] == b"ab" and bytes(s.to_client) == b"cdef"
+    server_end.sendall(b"ghi")
+    server_end.close()                                    # the replica ends before go
+    splicer = Splicer()
+    splicer.start()
+    try:
+        splicer.add([s])
+        client = fake.clients["r"]
+        assert recv_exactly(client, 7) == b"cdefghi"
+        assert client.recv(1) == b""                      # FIN only after all pending output
+        assert splicer.live == 1                          # the client has not closed yet
+    finally:
+        splicer.stop()
+    assert not splicer.is_alive()
+
+
+def test_a_primary_segment_the_replica_never_produced_is_not_taken(server, fake, sessions):
+    """The replica closed before the primary's segment at byte 7: nothing compared it,
+    so the connection is not taken (the pool's checks are never dropped unread)."""
+    short = cold(sessions, "short", server.addr, b"PING a\nQUIT\n", skip=0, sent=7,
+                 checks=[(7, 7, crc(b"PONG b\n"))])
+    prepare([short], timeout=5, make_socket=fake)
+    assert "ended at server byte 7" in short.error and "short" not in fake.unacked
