@@ -215,6 +215,7 @@ class Agent:
             return
         LOG.info("takeover of %s (epoch %d): draining the capture", service, epoch)
         self.drain()
+        drained = self.clock()
         # Hands the last client bytes to the hot replicas; Redis is written by the
         # writer thread as usual and only read here for a cold replay.
         self.writer.collect(self.clock())
@@ -227,6 +228,7 @@ class Agent:
             else:
                 self._not_taken(service, conn, reason, failed)
         sessions = self._sessions(service, candidates, failed)
+        made = self.clock()
         prepare_sessions(sessions, timeout=self.args.prepare_timeout)
         by_id = {conn.id: conn for conn in candidates}
         for session in sessions:
@@ -235,8 +237,10 @@ class Agent:
         ready = [s for s in sessions if s.error is None]
         self.sessions[service] = ready
         elapsed = self.clock() - started
-        LOG.info("takeover of %s (epoch %d): %d connection(s) ready (%d hot), %d not, in %.1f ms",
-                 service, epoch, len(ready), sum(s.mode == "hot" for s in ready), len(failed), elapsed * 1000)
+        LOG.info("takeover of %s (epoch %d): %d connection(s) ready (%d hot), %d not, in %.1f ms "
+                 "(drain %.1f, sessions %.1f, replicas and sockets %.1f)",
+                 service, epoch, len(ready), sum(s.mode == "hot" for s in ready), len(failed), elapsed * 1000,
+                 (drained - started) * 1000, (made - drained) * 1000, (started + elapsed - made) * 1000)
         self.store.publish(CONTROLLER_CHANNEL, {"cmd": "ready", "service": service, "epoch": epoch,
                                                 "backup": self.name, "taken": [s.conn_id for s in ready],
                                                 "failed": failed, "seconds": round(elapsed, 6)})
