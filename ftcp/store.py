@@ -110,6 +110,9 @@ class Store:
                  "mirror_port": str(b.mirror_port), "mac": b.mac} for b in service.backups]),
             "status": status,
             "updated": f"{self.clock():.6f}",
+            # the whole definition, as the services file would hold it: an agent that
+            # starts after a service was created over REST reads it from here
+            "config": json.dumps(service.to_dict()),
         }
         fields.update({k: str(v) for k, v in extra.items()})
 
@@ -126,6 +129,18 @@ class Store:
 
     def service_names(self) -> set:
         return self._do(lambda r: r.smembers(SERVICES))
+
+    def service_configs(self) -> list:
+        """The definition (``config``) of every recorded service, as mappings."""
+        out = []
+        for name in sorted(self.service_names()):
+            raw = (self.service(name) or {}).get("config")
+            if raw:
+                try:
+                    out.append(json.loads(raw))
+                except ValueError:
+                    pass   # not ours to judge here: the caller validates what it gets
+        return out
 
     # --- events ---------------------------------------------------------------
 
@@ -334,7 +349,8 @@ CONN_KINDS = _kinds(
     floats=("first_seen", "last_seen", "closed_at"),
     bools=("sack_ok", "ts_ok", "fin_c", "fin_s", "rst"),
     jsons=("c_opts", "s_opts"))
-SERVICE_KINDS = _kinds(ints=("svc_port", "epoch", "flows"), floats=("updated",), jsons=("primary", "backups"))
+SERVICE_KINDS = _kinds(ints=("svc_port", "epoch", "flows"), floats=("updated",),
+                      jsons=("primary", "backups", "config"))
 # The heartbeat is counters, but for its times and two text fields.
 AGENT_KINDS = _kinds(floats=("heartbeat", "started", "stopped"), texts=("iface", "services"), default=int)
 EVENT_KINDS = _kinds(floats=("time",))

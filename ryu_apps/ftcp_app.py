@@ -175,6 +175,10 @@ class FtcpApp(app_manager.RyuApp):
         self._record()
         for dp in self.datapaths.values():
             dp.send_msg(flows.port_desc_request(dp))
+        # The backups' agents log the new service from now on (a backup the new
+        # definition no longer lists stops: the same message tells it).
+        for name in {b.name for b in service.backups} | {b.name for b in (old.backups if old else ())}:
+            self._publish(agent_channel(name), {"cmd": "service", "service": service.to_dict()})
 
     def remove_service(self, name):
         svc = self.conf.service(name)
@@ -186,6 +190,8 @@ class FtcpApp(app_manager.RyuApp):
         self.recorder.forget_service(name)
         self.recorder.event("service_deleted", service=name)
         self._record()
+        for backup in svc.backups:
+            self._publish(agent_channel(backup.name), {"cmd": "forget", "service": name})
 
     def counters(self) -> dict:
         """Numbers for /metrics: probes, held FIN/RST, failovers and their duration."""

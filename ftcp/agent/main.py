@@ -40,19 +40,19 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30}[match.group(2).upper()]
 
 
-def tracked_services(conf, backup: str | None) -> dict:
+def tracked_services(services, backup: str | None) -> dict:
     """(server ip int, port) -> service name, for the services this backup protects."""
     chosen = {}
-    for svc in conf.services:
+    for svc in services:
         if backup is None or any(b.name == backup for b in svc.backups):
             chosen[(ip_int(svc.address), svc.port)] = svc.name
     return chosen
 
 
-def replicas(conf, backup: str | None) -> dict:
+def replicas(services, backup: str | None) -> dict:
     """service name -> (address, port) of its replica on this backup."""
     out = {}
-    for svc in conf.services:
+    for svc in services:
         for b in svc.backups:
             if backup is None or b.name == backup:
                 out[svc.name] = (b.address, svc.port)
@@ -98,14 +98,18 @@ class Agent:
         self.args = args
         self.clock = clock
         conf = ftcp_config.load(args.config)
-        self.services = tracked_services(conf, args.backup)
-        if not self.services:
-            raise ftcp_config.ConfigError("services", f"no service lists backup {args.backup!r}")
         self.name = args.backup or "agent"
         url = args.redis_url or os.environ.get("FTCP_REDIS_URL") or conf.redis_url
         self.store = Store(url)
+        # The services file, updated by what the controller recorded (services created
+        # or replaced over REST), then kept current by its "service"/"forget" messages.
+        self.defined = {svc.name: svc for svc in conf.services}
+        self.defined.update(self._recorded_services())
+        self.services = tracked_services(self.defined.values(), args.backup)
+        if not self.services:
+            raise ftcp_config.ConfigError("services", f"no service lists backup {args.backup!r}")
         self.tracker = Tracker(self.services, log_cap=args.log_cap, grace=args.grace)
-        self.replicas = replicas(conf, args.backup)
+        self.replicas = replicas(self.defined.values(), args.backup)
         self.pool = ReplicaPool(self.replicas) if args.standby == "hot" else None
         self.hot = HotStandby(self.pool, self.tracker, max_hot=args.max_hot) if self.pool else None
         self.writer = LogWriter(self.store, self.tracker, max_buffer=args.buffer, agent_name=self.name,
@@ -182,12 +186,47 @@ class Agent:
                 self.takeover(str(msg["service"]), int(msg["epoch"]))
             elif cmd == "go":
                 self.go(str(msg["service"]), int(msg["epoch"]))
+            elif cmd == "service":
+                service = ftcp_config.parse_service(msg["service"])
+                self.defined[service.name] = service
+                self._services_changed(f"service {service.name} defined")
+            elif cmd == "forget":
+                if self.defined.pop(str(msg["service"]), None) is not None:
+                    self._services_changed(f"service {msg['service']} deleted")
             else:
                 LOG.error("control: unknown message %r", msg)
-        except (KeyError, ValueError, TypeError) as e:
+        except (KeyError, ValueError, TypeError, ftcp_config.ConfigError) as e:
             LOG.error("control: malformed message %r: %s", msg, e, exc_info=True)
         except Exception:   # a bug in a takeover must not stop capture for everyone else
             LOG.exception("control: %s failed", cmd)
+
+    def _recorded_services(self) -> dict:
+        """Services the controller recorded in Redis (those created over REST too)."""
+        try:
+            raw = self.store.service_configs()
+        except StoreError as e:
+            LOG.warning("services recorded in Redis not read (%s): using the services file only", e)
+            return {}
+        out = {}
+        for data in raw:
+            try:
+                service = ftcp_config.parse_service(data)
+            except ftcp_config.ConfigError as e:
+                LOG.error("a service recorded in Redis is not valid, ignored: %s", e)
+                continue
+            out[service.name] = service
+        return out
+
+    def _services_changed(self, why: str) -> None:
+        """Track and replicate what ``defined`` now says this backup protects."""
+        services = tracked_services(self.defined.values(), self.args.backup)
+        # in place: the replica pool reads the same mapping
+        new_replicas = replicas(self.defined.values(), self.args.backup)
+        self.replicas.clear()
+        self.replicas.update(new_replicas)
+        self.services = services
+        self.tracker.set_services(services)
+        LOG.info("%s: now logging %s", why, ", ".join(sorted(services.values())) or "no service")
 
     def drain(self) -> None:
         """Everything mirrored before now into the tracker. The ring is in capture order

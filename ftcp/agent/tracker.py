@@ -241,9 +241,7 @@ class Tracker:
     """Feeds segments into connections. ``services``: {(server_ip_int, server_port): name}."""
 
     def __init__(self, services, log_cap, grace: float = 30.0, max_ooo: int = DEFAULT_MAX_OOO):
-        self.services = dict(services)
-        # int keys hash faster than tuples on the per-packet lookup
-        self._svc = {(ip << 16) | port: name for (ip, port), name in self.services.items()}
+        self.set_services(services)
         self.log_cap = log_cap
         # None = no cap; an int compare on the hot path either way
         self._cap = log_cap if log_cap is not None else 1 << 62
@@ -259,6 +257,12 @@ class Tracker:
         # Called with (conn, server stream offset, payload) for every server segment
         # with data of a protected connection (the hot standby's divergence check).
         self.s2c_hook = None
+
+    def set_services(self, services) -> None:
+        """The services to track from now on (connections already tracked stay)."""
+        self.services = dict(services)
+        # int keys hash faster than tuples on the per-packet lookup
+        self._svc = {(ip << 16) | port: name for (ip, port), name in self.services.items()}
 
     # --- per packet -----------------------------------------------------------------
     def feed_frame(self, frame, now: float):

@@ -31,6 +31,21 @@ def test_rest_in_the_lab(run_dir):
         status, body = lab.rest("GET", "/ftcp/services/web")
         assert status == 200 and body["port"] == NEW_PORT
 
+        # The backup's agent logs the new service at once (the controller tells it)...
+        def logged(res):
+            status, body = lab.rest("GET", "/ftcp/connections?service=web")
+            return status == 200 and any(c["client_port"] == res["local_port"] and c["status"] == "protected"
+                                         and c["c2s_logged"] == res["sent"] for c in body["connections"])
+        res = lab.client("c2", "reqresp", PRIMARY_IP, NEW_PORT, "--count", 20)
+        assert res["ok"], res
+        wait_for(lambda: logged(res), 10, "the new service's connection in the agent's log")
+        # ...and so does an agent started later: it reads the services the controller recorded.
+        assert lab.stop_agent() == 0
+        lab.start_agent()
+        res = lab.client("c2", "reqresp", PRIMARY_IP, NEW_PORT, "--count", 20)
+        assert res["ok"], res
+        wait_for(lambda: logged(res), 10, "the new service's connection logged by the restarted agent")
+
         # A live connection's full TCP state.
         client = RunningClient(lab.host("c1"), "stream", PRIMARY_IP, PORT, "--bytes", 60_000_000, "--progress", 0.02)
         client.wait_progress(received=2_000_000)
