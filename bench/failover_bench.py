@@ -161,7 +161,9 @@ def main(argv=None) -> int:
     ap.add_argument("--run-dir", default="/run/ftcp-bench")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--only-many", action="store_true", help="only the many-connections trial")
-    ap.add_argument("--trials-from", help="take the stall trials from an earlier run's output (JSON lines)")
+    ap.add_argument("--trials-from", nargs="+",
+                    help="take the stall trials from earlier runs' output (JSON lines), e.g. of --trials-only")
+    ap.add_argument("--trials-only", action="store_true", help="run the stall trials, print them, stop")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -169,7 +171,7 @@ def main(argv=None) -> int:
     if args.only_many:
         args.trials = 0
     if args.trials_from:
-        trials = [json.loads(line) for line in Path(args.trials_from).read_text().splitlines()
+        trials = [json.loads(line) for path in args.trials_from for line in Path(path).read_text().splitlines()
                   if line.startswith('{"failure"')]
         args.trials = 0
     for i in range(args.trials):
@@ -177,6 +179,8 @@ def main(argv=None) -> int:
             trial = stall_trial(args.run_dir, failure)
             trials.append(trial)
             print(json.dumps(trial), flush=True)
+    if args.trials_only:
+        return 0
     if not args.only_many:
         capture = Path(args.run_dir + "-pcap")
         capture.mkdir(parents=True, exist_ok=True)

@@ -344,8 +344,9 @@ class Lab:
         started = time.time()
 
         def beating():
+            # this run's heartbeat, not the last one of an agent stopped a moment ago
             beat = store.agent("b1")
-            return beat and float(beat.get("heartbeat", 0)) >= started - 1 and beat.get("control") == "1"
+            return beat and float(beat.get("started") or 0) >= started and beat.get("control") == "1"
         wait_for(beating, 20, "the backup agent's first heartbeat",
                  failed=lambda: self.agent.died() and f"{self.agent.died()}\n{tail(self.run_dir / 'agent.log')}")
         return self.agent

@@ -146,7 +146,9 @@ class Agent:
                 "s2c_unseen": t.s2c_unseen,
                 "kernel_received": self.capture.received, "kernel_drops": self.capture.dropped,
                 "conns": len(t.conns), "services": ",".join(sorted(self.services.values())),
-                "control": int(self.control.subscribed.is_set())}
+                "control": int(self.control.subscribed.is_set()),
+                # overwrites the mark a previous run of this agent left at its clean stop
+                "stopped": ""}
 
     def run(self) -> int:
         collect_every = self.args.flush_ms / 1000.0

@@ -42,6 +42,9 @@ def test_rest_in_the_lab(run_dir):
         # ...and so does an agent started later: it reads the services the controller recorded.
         assert lab.stop_agent() == 0
         lab.start_agent()
+        agents = wait_for(lambda: (lambda r: r[1]["agents"] if r[0] == 200 else None)(lab.rest("GET", "/ftcp/health")),
+                          10, "health")
+        assert [a["status"] for a in agents if a["name"] == "b1"] == ["up"], agents   # not "stopped" as it was
         res = lab.client("c2", "reqresp", PRIMARY_IP, NEW_PORT, "--count", 20)
         assert res["ok"], res
         wait_for(lambda: logged(res), 10, "the new service's connection logged by the restarted agent")
