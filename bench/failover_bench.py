@@ -60,6 +60,7 @@ def stall_trial(run_dir: str, failure: str, capture: Path = None) -> dict:
                 "max_gap_ms": res.get("max_gap_ms"), "max_gap_at": res.get("max_gap_at"),
                 "status": svc["status"], "reason": svc.get("reason"),
                 "takeover_s": float(svc.get("takeover_seconds") or 0), "failed_at": failed_at,
+                "timeline_ms": json.loads(svc.get("timeline_ms") or "{}"),
                 "received": res["received"]}
 
 
@@ -152,6 +153,15 @@ def stall_plot(summary, trials, path: Path):
     fig.savefig(path, dpi=110)
 
 
+def _timeline_medians(trials) -> dict:
+    """Median ms after the failure was seen of each failover step (controller timeline)."""
+    steps = {}
+    for t in trials:
+        for step, ms in (t.get("timeline_ms") or {}).items():
+            steps.setdefault(step, []).append(ms)
+    return {step: statistics.median(values) for step, values in steps.items()}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=30)
@@ -164,6 +174,8 @@ def main(argv=None) -> int:
     ap.add_argument("--trials-from", nargs="+",
                     help="take the stall trials from earlier runs' output (JSON lines), e.g. of --trials-only")
     ap.add_argument("--trials-only", action="store_true", help="run the stall trials, print them, stop")
+    ap.add_argument("--failures", nargs="+", choices=FAILURES, default=list(FAILURES),
+                    help="the failures to run stall trials of (default: all)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -175,7 +187,7 @@ def main(argv=None) -> int:
                   if line.startswith('{"failure"')]
         args.trials = 0
     for i in range(args.trials):
-        for failure in FAILURES:  # interleaved, so drift is shared by all three
+        for failure in args.failures:  # interleaved, so drift is shared by all of them
             trial = stall_trial(args.run_dir, failure)
             trials.append(trial)
             print(json.dumps(trial), flush=True)
@@ -209,7 +221,8 @@ def main(argv=None) -> int:
                             "takeover_p50_ms": statistics.median(t["takeover_s"] for t in trials
                                                                  if t["failure"] == failure) * 1000,
                             "longest_silence_anywhere_p50_ms": statistics.median(
-                                t["max_gap_ms"] for t in trials if t["failure"] == failure and t["max_gap_ms"])}
+                                t["max_gap_ms"] for t in trials if t["failure"] == failure and t["max_gap_ms"]),
+                            "timeline_p50_ms": _timeline_medians([t for t in trials if t["failure"] == failure])}
     summary["many"] = many
     summary["probe"] = probe
     summary["command"] = "sudo .venv/bin/python -m bench.failover_bench " + " ".join(argv or [])

@@ -115,6 +115,7 @@ class FtcpApp(app_manager.RyuApp):
         self.recorder = Recorder(self.store)
         self._wake = hub.Event()
         self._after_barrier = {}  # (dpid, xid) -> callable run on the barrier reply
+        self.timelines = {}       # service -> [(step, time)] of the failover under way
         self.failover_counts = {}  # final status -> count
         self.last_takeover_seconds = 0.0
         self.datapaths = {}       # dpid -> datapath
@@ -287,6 +288,7 @@ class FtcpApp(app_manager.RyuApp):
             LOG.info("ftcp: backup %s ready for %s (epoch %s): %d taken, %d not (%s s)", msg.get("backup"),
                      name, msg.get("epoch"), len(msg.get("taken", [])), len(msg.get("failed", {})),
                      msg.get("seconds"))
+            self._step(name, "ready")
             self._run(self.failovers[name].ready(int(msg.get("epoch", -1)), msg.get("backup"),
                                                  list(msg.get("taken", [])), dict(msg.get("failed", {})),
                                                  time.time()))
@@ -301,6 +303,7 @@ class FtcpApp(app_manager.RyuApp):
         actions = self.failovers[name].fail(reason, time.time(), timeout=cfg.CONF.ftcp.takeover_timeout,
                                             backup=backup)
         if actions:
+            self.timelines[name] = [("detected", self.failovers[name].started)]
             LOG.warning("ftcp: service %s: %s: failing over", name, reason)
             if name in self.probers:
                 self.probers[name].stop()  # held FIN/RST are dropped: the client must not see them
@@ -314,7 +317,12 @@ class FtcpApp(app_manager.RyuApp):
         while actions:
             action = actions.pop(0)
             if isinstance(action, (failover.Fence, failover.Redirect)):
-                self._flows_then(action, lambda rest=actions: self._run(rest))
+                step = "fenced" if isinstance(action, failover.Fence) else "redirected"
+
+                def confirmed(rest=actions, name=action.service, step=step):
+                    self._step(name, step)
+                    self._run(rest)
+                self._flows_then(action, confirmed)
                 return
             if isinstance(action, failover.RequestTakeover):
                 self._publish(agent_channel(action.backup),
@@ -322,6 +330,7 @@ class FtcpApp(app_manager.RyuApp):
             elif isinstance(action, failover.Go):
                 self._publish(agent_channel(action.backup),
                               {"cmd": "go", "service": action.service, "epoch": action.epoch})
+                self._step(action.service, "go")
             elif isinstance(action, failover.Record):
                 self._record_failover(action)
 
@@ -355,8 +364,21 @@ class FtcpApp(app_manager.RyuApp):
             return [flows.fence_flow(dp, plan)]
         return flows.redirect_flows(dp, plan, action.backup, svc.primary.mac)
 
+    def _step(self, name: str, step: str):
+        if name in self.timelines:
+            self.timelines[name].append((step, time.time()))
+
     def _record_failover(self, action: failover.Record):
         svc = self.conf.service(action.service)
+        if action.status in (failover.FAILED_OVER, failover.FAILED) and action.service in self.timelines:
+            # Where the time went, in ms after the failure was seen: for operators and
+            # for the benchmark's breakdown of the stall.
+            steps = self.timelines.pop(action.service)
+            t0 = steps[0][1]
+            timeline = {step: round((t - t0) * 1000, 1) for step, t in steps}
+            LOG.warning("ftcp: failover of %s, ms after the failure was seen: %s", action.service, timeline)
+            action = failover.Record(action.service, action.status, action.epoch,
+                                     dict(action.detail, timeline_ms=timeline))
         detail = {k: v if isinstance(v, str) else json.dumps(v) for k, v in action.detail.items()}
         LOG.warning("ftcp: service %s is %s (epoch %d): %s", action.service, action.status, action.epoch,
                     action.detail)
