@@ -24,14 +24,26 @@ class LabHost(Host):
     exist, and the netdev datapath forwards the packet with the checksum unfilled.
     """
 
-    def config(self, mirror_intf=None, **params):
+    def config(self, mirror_intf=None, takeover_intf=None, **params):
         result = super().config(**params)
         for intf in self.intfList():
             if intf.name != "lo":
                 self.cmd(f"ethtool -K {intf.name} tx off rx off sg off tso off gso off gro off >/dev/null 2>&1")
         if mirror_intf:
             self.setup_mirror_intf(mirror_intf)
+        if takeover_intf:
+            self.setup_takeover_route(takeover_intf)
         return result
+
+    def setup_takeover_route(self, name, initcwnd=128):
+        # A socket rebuilt with TCP_REPAIR starts with the initial cwnd (10 segments)
+        # while the primary's unacknowledged bytes already count as in flight: with more
+        # than 10 of them it may send nothing new, so no SACK tells it what the client
+        # lacks, and it waits for its 1 s initial retransmission timeout. The route's
+        # initcwnd is what connect() gives the socket (docs/failover.md).
+        for route in self.cmd(f"ip -4 route show dev {name} scope link").splitlines():
+            if route.strip():
+                self.cmd(f"ip route change {route.strip()} dev {name} initcwnd {initcwnd}")
 
     def setup_mirror_intf(self, name):
         # The mirror iface only listens: no address, no IPv6 chatter, promiscuous so
@@ -51,7 +63,8 @@ class FtcpTopo(Topo):
             self.addLink(host, s1, port2=client_ports[i - 1])
         p1 = self.addHost("p1", cls=LabHost, ip="10.0.0.10/24", mac="00:00:00:00:00:10")
         self.addLink(p1, s1, port2=PRIMARY_PORT)
-        b1 = self.addHost("b1", cls=LabHost, ip="10.0.0.20/24", mac="00:00:00:00:00:20", mirror_intf="b1-eth1")
+        b1 = self.addHost("b1", cls=LabHost, ip="10.0.0.20/24", mac="00:00:00:00:00:20", mirror_intf="b1-eth1",
+                          takeover_intf="b1-eth0")
         self.addLink(b1, s1, port1=0, port2=BACKUP_DATA_PORT)
         self.addLink(b1, s1, port1=1, port2=MIRROR_PORT)
 

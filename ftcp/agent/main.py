@@ -116,11 +116,12 @@ class Agent:
                                 tap=self.hot, state_interval=args.state_ms / 1000.0)
         self.writer_thread = WriterThread(self.writer, args.flush_ms / 1000.0)
         # A block is handed over when full or after retire_ms: small, so a takeover's
-        # drain (which must wait for the partly filled block) costs only a few ms. Under
-        # light traffic every block is retired nearly empty, so the ring then holds
-        # block_count x retire_ms of packets: many small blocks (256 KiB, 4 per MiB)
-        # let capture survive a stall of the agent of half a second, not 128 ms.
-        self.capture = RingCapture(args.iface, block_size=1 << 18, block_count=max(32, args.ring_mb * 4),
+        # drain (which must wait for the partly filled block, up to two timer periods)
+        # costs only ~2 ms. Under light traffic every block is retired nearly empty, so
+        # the ring then holds block_count x retire_ms of packets: many small blocks
+        # (128 KiB, 8 per MiB) let capture survive a stall of the agent of half a
+        # second, not 64 ms.
+        self.capture = RingCapture(args.iface, block_size=1 << 17, block_count=max(64, args.ring_mb * 8),
                                    retire_ms=args.retire_ms)
         self.control = ControlListener(self.store, agent_channel(self.name))
         self.capture.wake_on(self.control.wake_r)
@@ -424,7 +425,7 @@ def build_parser():
                     help="a busy connection's state hash is refreshed at most this often (ms); "
                          "its log, and changes of state or status, are written at every flush")
     ap.add_argument("--ring-mb", type=int, default=64, help="capture ring size in MiB")
-    ap.add_argument("--retire-ms", type=int, default=2,
+    ap.add_argument("--retire-ms", type=int, default=1,
                     help="capture ring block timeout (ms): the latency of a quiet stream's capture")
     ap.add_argument("--shutdown-timeout", type=float, default=5.0)
     ap.add_argument("--prepare-timeout", type=float, default=3.0,

@@ -90,7 +90,7 @@ class _Replica:
 
 
 class ReplicaPool(threading.Thread):
-    def __init__(self, addresses: dict, max_tail: int = 4 << 20):
+    def __init__(self, addresses: dict, max_tail: int = 1 << 20):
         super().__init__(name="ftcp-replicas", daemon=True)
         self.addresses = addresses            # service -> (ip, port)
         self.max_tail = max_tail
