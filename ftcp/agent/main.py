@@ -108,7 +108,8 @@ class Agent:
         self.services = tracked_services(self.defined.values(), args.backup)
         if not self.services:
             raise ftcp_config.ConfigError("services", f"no service lists backup {args.backup!r}")
-        self.tracker = Tracker(self.services, log_cap=args.log_cap, grace=args.grace)
+        self.tracker = Tracker(self.services, log_cap=args.log_cap, grace=args.grace,
+                               half_closed_timeout=args.half_closed_timeout)
         self.replicas = replicas(self.defined.values(), args.backup)
         self.pool = ReplicaPool(self.replicas) if args.standby == "hot" else None
         self.hot = HotStandby(self.pool, self.tracker, max_hot=args.max_hot) if self.pool else None
@@ -420,6 +421,9 @@ def build_parser():
     ap.add_argument("--buffer", type=parse_size, default=parse_size("256M"),
                     help="bytes held while Redis is unreachable (default 256M)")
     ap.add_argument("--grace", type=float, default=30.0, help="seconds a closed connection stays listed")
+    ap.add_argument("--half-closed-timeout", type=float, default=120.0,
+                    help="seconds of silence after which a connection that is closing (or never finished "
+                         "its handshake) is taken as closed; established ones never time out")
     ap.add_argument("--flush-ms", type=int, default=10, help="Redis write interval (ms)")
     ap.add_argument("--state-ms", type=int, default=250,
                     help="a busy connection's state hash is refreshed at most this often (ms); "

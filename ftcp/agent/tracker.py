@@ -240,8 +240,14 @@ def _negotiate(conn: Conn) -> None:
 class Tracker:
     """Feeds segments into connections. ``services``: {(server_ip_int, server_port): name}."""
 
-    def __init__(self, services, log_cap, grace: float = 30.0, max_ooo: int = DEFAULT_MAX_OOO):
+    def __init__(self, services, log_cap, grace: float = 30.0, max_ooo: int = DEFAULT_MAX_OOO,
+                 half_closed_timeout: float = 120.0):
         self.set_services(services)
+        # A connection half-way through its handshake or its close that goes quiet this
+        # long is taken as closed (its last ACK or RST was never seen); an established
+        # one never is: an idle connection may resume at any time.
+        self.half_closed_timeout = half_closed_timeout
+        self._next_idle_check = 0.0
         self.log_cap = log_cap
         # None = no cap; an int compare on the hot path either way
         self._cap = log_cap if log_cap is not None else 1 << 62
@@ -594,6 +600,13 @@ class Tracker:
 
     def expire(self, now: float) -> list:
         """Remove and return connections closed more than ``grace`` seconds ago."""
+        if now >= self._next_idle_check:
+            self._next_idle_check = now + 1.0   # a scan of every connection: once a second
+            limit = now - self.half_closed_timeout
+            for c in self.conns.values():
+                if c.state is not ESTABLISHED and c.state is not CLOSED and c.last_seen < limit:
+                    self._close(c, now)
+                    self._dirty[c.key] = c
         gone = [c for c in self._closed.values() if now - c.closed_at > self.grace]
         for c in gone:
             key = c.key

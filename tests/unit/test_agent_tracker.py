@@ -863,3 +863,16 @@ def test_logged_bytes_survive_the_reuse_of_the_capture_buffer(t):
     t.feed_frame(memoryview(ring), 1.0)
     ring[:] = bytes(len(ring))   # the kernel writes another packet into that slot
     assert drain(conn) == STREAM[:100]
+
+
+def test_a_silent_half_closed_connection_times_out_but_an_idle_established_one_never(t):
+    closing, idle = Link(t, cport=40001), Link(t, cport=40002)
+    a, b = closing.handshake(), idle.handshake()
+    closing.c("FA", closing.cs(0), closing.ss(0))      # the client's FIN; its last ACK is never seen
+    assert a.state == "closing"
+    assert t.expire(1.0 + 119) == [] and a.state == "closing"
+    t.expire(1.0 + 121)
+    assert (a.state, a.closed_at) == ("closed", 122.0) and b.state == "established"
+    assert a in t.take_dirty()                         # written as closed
+    assert t.expire(122.0 + t.grace + 1) == [a]        # and gone after the grace period
+    assert b.state == "established" and b.key in t.conns
