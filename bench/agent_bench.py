@@ -233,6 +233,10 @@ def main(argv=None) -> int:
         heartbeat = store.agent("b1")
         assert lab.stop_agent() == 0
         rows += bulk(lab, store, max(2, args.trials // 2), args.seconds, with_agent=False)
+        # The controller probed the primary all along while iperf3 saturated the switch:
+        # a false "silent" verdict would have failed it over.
+        services = {name: (store.service_state(name) or {}).get("status") for name in store.service_names()}
+        assert set(services.values()) == {"protected"}, f"a service failed over under load: {services}"
     echo = "python3 {root}/services/echo_server.py --port {port}"
     with Lab(service_cmd=echo, service_port=PROTECTED, run_dir=args.run_dir,
              extra_primary_cmds=((echo, UNPROTECTED),), agent_args=agent_args) as lab:
@@ -240,6 +244,7 @@ def main(argv=None) -> int:
         lat = latency(lab, args.latency_rounds, args.latency_count)
         idle_result = idle(lab, store, args.idle)
     summary = summarize(rows, lat, idle_result, heartbeat)
+    summary["service_status_after_bulk"] = services
     summary["command"] = "sudo .venv/bin/python -m bench.agent_bench " + " ".join(argv or [])
     summary["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     summary["standby"] = args.standby

@@ -108,14 +108,15 @@ def service_cookie_id(name: str) -> int:
 class Probe:
     """In-band liveness probes: SYNs from ``address`` (a free address in the service's
     subnet that the controller answers ARP for) every ``interval`` seconds; ``misses``
-    unanswered in a row = the host is gone."""
+    unanswered in a row, and no packet from the primary's port, = the host is gone."""
 
     address: str
     mac: str = "02:66:74:63:70:01"
     interval: float = 0.05
-    # 6 x 50 ms: with 3 (150 ms) the lab saw a false "silent" verdict while iperf3
-    # saturated ovs-vswitchd, whose packet-in path then answered probes > 150 ms late.
-    misses: int = 6
+    # 3 x 50 ms + 50 ms <= 200 ms to detect a silent host. Probe answers alone gave a
+    # false verdict when a saturated ovs-vswitchd answered them > 150 ms late; the
+    # prober now also reads the primary port's counters before it condemns (probe.py).
+    misses: int = 3
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,11 @@ def barrier(dp):
     return parser.OFPBarrierRequest(dp)
 
 
+def port_stats_request(dp, port_no: int):
+    """The counters of one port (the prober's liveness reading of the primary's port)."""
+    return parser.OFPPortStatsRequest(dp, 0, port_no)
+
+
 def describe(msg) -> str:
     """One log line for a FlowMod: cookie, priority, match and actions."""
     match = ",".join(f"{k}={v}" for k, v in msg.match.items()) or "*"

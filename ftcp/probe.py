@@ -20,6 +20,14 @@ probe sent at once can only condemn (a RST), never acquit.
 
 A prober is *armed* by the first SYN-ACK: until the service has been seen alive
 (its server may start after the switch connects) silence and RSTs mean nothing.
+
+Silence is confirmed before it condemns. With every probe the controller also reads
+the primary's switch-port counters (``ReadPort``); when ``misses`` intervals pass
+without an answer it asks once more and waits for that reply: if the port received
+anything since the previous reading, the host is alive (its kernel sends), only the
+switch's path to us is slow -- under a saturating load ovs-vswitchd answered probes
+150 ms late, and a verdict on silence alone failed over a healthy primary. A really
+silent host sends nothing, and the confirming reply comes back in a millisecond or two.
 """
 from __future__ import annotations
 
@@ -41,6 +49,13 @@ class Release:
     """Send the held segments on to their destination (and the mirror)."""
     service: str
     held: tuple
+
+
+@dataclass(frozen=True)
+class ReadPort:
+    """Ask the switch for the primary port's counters; answer with ``port_counter``."""
+    service: str
+    token: int
 
 
 @dataclass(frozen=True)
@@ -68,9 +83,16 @@ class Prober:
     sent_since_answer: int = 0
     stopped: bool = False
     armed: bool = False
+    confirming: int = 0                  # token of the port reading that may confirm silence
+    _rx: int = -1                        # the primary port's received packets, last reading
+    _tokens: int = 0
     _counter: int = 0
     _late: set = field(default_factory=set)
     stats: dict = field(default_factory=lambda: {ALIVE: 0, DEAD: 0, "missed": 0, "held": 0, "released": 0})
+
+    def _read_port(self) -> ReadPort:
+        self._tokens += 1
+        return ReadPort(self.service, self._tokens)
 
     def _send(self, now: float) -> SendProbe:
         self.sent_since_answer += 1
@@ -96,17 +118,41 @@ class Prober:
             if now - sent >= 1.0 + self.misses * self.interval:
                 del self.outstanding[sport]
                 self._late.discard(sport)
-        if (self.armed and self.sent_since_answer >= self.misses
-                and now - self.last_answer >= self.misses * self.interval):
-            self.stop()
-            return [Verdict(self.service, SILENT, f"no answer to {self.sent_since_answer} probes "
-                                                  f"in {now - self.last_answer:.3f} s")]
         if now >= self.next_at:
             out.append(self._send(now))
+            out.append(self._read_port())
         elif self.held and not self.confirm_sent and now >= self.held_since + self.hold_grace:
             self.confirm_sent = True
             out.append(self._send(now))
+        # After the send: the tick that sends the misses-th probe since the last answer
+        # (misses intervals after it) starts the confirmation, not the tick after.
+        if (self.armed and not self.confirming and self.sent_since_answer >= self.misses
+                and now - self.last_answer >= self.misses * self.interval):
+            read = self._read_port()
+            self.confirming = read.token
+            out.append(read)
         return out
+
+    def port_counter(self, rx_packets: int, token: int, now: float) -> list:
+        """The reply to ReadPort ``token``: packets the primary's port has received."""
+        if self.stopped:
+            return []
+        moved = 0 <= self._rx < rx_packets
+        self._rx = max(self._rx, rx_packets)
+        if moved:
+            # the host sends: alive, whatever the probes say (they may be late)
+            self.sent_since_answer = 0
+            self.missed = 0
+            self.last_answer = now
+            self.confirming = 0
+            return []
+        if self.confirming and token >= self.confirming:
+            silence = now - self.last_answer
+            sent = self.sent_since_answer
+            self.stop()
+            return [Verdict(self.service, SILENT, f"no answer to {sent} probes in {silence:.3f} s, "
+                                                  f"and nothing from the primary's port")]
+        return []
 
     def answer(self, sport: int, ack: int, syn_ack: bool, rst: bool, now: float = None) -> list:
         """A reply to one of our probes (matched by port and acknowledged seq)."""
@@ -119,6 +165,7 @@ class Prober:
         self.missed = 0
         self.sent_since_answer = 0
         self.last_answer = sent if now is None else now
+        self.confirming = 0
         if syn_ack:
             self.armed = True
             self.stats[ALIVE] += 1

@@ -23,7 +23,7 @@ from ftcp import config as ftcp_config
 from ftcp import failover, flows
 from ftcp.api import Api, ApiError, Controller
 from ftcp.plan import plan_switch, switch_applies
-from ftcp.probe import Prober, Release, SendProbe, Verdict
+from ftcp.probe import Prober, ReadPort, Release, SendProbe, Verdict
 from ftcp.recorder import Recorder
 from ftcp.store import CONTROLLER_CHANNEL, Store, StoreError, agent_channel
 from ryu_apps import ftcp_rest
@@ -116,6 +116,7 @@ class FtcpApp(app_manager.RyuApp):
         self._wake = hub.Event()
         self._after_barrier = {}  # (dpid, xid) -> callable run on the barrier reply
         self.timelines = {}       # service -> [(step, time)] of the failover under way
+        self._port_reads = {}     # (dpid, xid) -> (service, token) of a prober's ReadPort
         self.failover_counts = {}  # final status -> count
         self.last_takeover_seconds = 0.0
         self.datapaths = {}       # dpid -> datapath
@@ -261,6 +262,15 @@ class FtcpApp(app_manager.RyuApp):
             if isinstance(action, SendProbe):
                 for dp, plan in self._service_plans(action.service):
                     dp.send_msg(flows.probe_syn(dp, plan, self.conf.probe, action.sport, action.seq))
+            elif isinstance(action, ReadPort):
+                for dp, plan in self._service_plans(action.service):
+                    if plan.primary_port is not None:
+                        msg = flows.port_stats_request(dp, plan.primary_port)
+                        dp.set_xid(msg)
+                        dp.send_msg(msg)
+                        if len(self._port_reads) > 10000:   # replies lost (switch gone): forget them
+                            self._port_reads.clear()
+                        self._port_reads[(dp.id, msg.xid)] = (action.service, action.token)
             elif isinstance(action, Release):
                 LOG.info("ftcp: %s: a probe sent after the hold was answered: releasing %d held FIN/RST",
                          action.service, len(action.held))
@@ -554,6 +564,16 @@ class FtcpApp(app_manager.RyuApp):
                 callback()
             except Exception:
                 LOG.exception("ftcp: barrier follow-up failed")
+
+    @set_ev_cls(ofp_event.EventOFPPortStatsReply, MAIN_DISPATCHER)
+    def port_stats_reply(self, ev):
+        read = self._port_reads.pop((ev.msg.datapath.id, ev.msg.xid), None)
+        if read is None:
+            return
+        name, token = read
+        prober = self.probers.get(name)
+        if prober is not None and ev.msg.body:
+            self._probe_actions(prober.port_counter(ev.msg.body[0].rx_packets, token, time.time()))
 
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
     def state_change(self, ev):

@@ -186,7 +186,7 @@ def test_probe_section_defaults_and_checks():
     data = copy.deepcopy(GOOD)
     data["probe"] = {"address": "10.0.0.254"}
     probe = config.parse(data).probe
-    assert (probe.address, probe.interval, probe.misses, probe.mac) == ("10.0.0.254", 0.05, 6, "02:66:74:63:70:01")
+    assert (probe.address, probe.interval, probe.misses, probe.mac) == ("10.0.0.254", 0.05, 3, "02:66:74:63:70:01")
     assert config.parse(GOOD).probe is None
     data["probe"] = {"address": "10.0.0.10"}
     with pytest.raises(ConfigError, match="probe.address: 10.0.0.10 is used by services"):

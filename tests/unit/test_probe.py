@@ -1,5 +1,5 @@
 """Probes and the FIN/RST hold: verdicts only for an armed prober, releases on life."""
-from ftcp.probe import DEAD, SILENT, Prober, Release, SendProbe, Verdict
+from ftcp.probe import DEAD, SILENT, Prober, ReadPort, Release, SendProbe, Verdict
 
 
 def alive(p, now):
@@ -17,17 +17,54 @@ def test_unarmed_prober_ignores_silence_and_rst():
     assert not p.stopped
 
 
-def test_silence_after_arming_fails_after_misses():
+def switch_reads(p, acts, rx, now):
+    """The switch answers every ReadPort at once with the primary port's counter."""
+    out = []
+    for a in acts:
+        if isinstance(a, ReadPort):
+            out += p.port_counter(rx, a.token, now)
+    return out
+
+
+def test_silence_after_arming_fails_after_misses_once_the_port_is_quiet_too():
     p = Prober("web", interval=0.05, misses=3)
     assert alive(p, 0.0) == [] and p.armed
     verdicts, i = [], 0
     while not verdicts:
         i += 1
-        verdicts = [a for a in p.tick(i * 0.051) if isinstance(a, Verdict)]
-    assert verdicts[0].kind == SILENT and "3 probes" in verdicts[0].reason
-    # last answer at 0; probes at 0.051, 0.102, 0.153; at the next tick all three had
-    # their chance and 3 intervals have passed
-    assert i == 4 and p.stopped and p.tick(10.0) == []
+        verdicts = [a for a in switch_reads(p, p.tick(i * 0.051), 1000, i * 0.051) if isinstance(a, Verdict)]
+    assert verdicts[0].kind == SILENT and "3 probes in 0.153 s" in verdicts[0].reason
+    assert "nothing from the primary's port" in verdicts[0].reason
+    # last answer at 0; probes at 0.051, 0.102, 0.153: the tick that sends the third is
+    # 3 intervals after the answer; the port counter, read then, did not move
+    assert i == 3 and p.stopped and p.tick(10.0) == []
+
+
+def test_a_primary_whose_port_receives_is_alive_however_late_the_probes():
+    """Under a saturating load the switch answered probes 150+ ms late; the primary's
+    port kept receiving: no verdict."""
+    p = Prober("web", interval=0.05, misses=3)
+    alive(p, 0.0)
+    rx = 1000
+    for i in range(1, 40):
+        rx += 500
+        acts = p.tick(i * 0.05)
+        assert not any(isinstance(a, Verdict) for a in switch_reads(p, acts, rx, i * 0.05))
+    assert not p.stopped and p.stats["missed"] > 0
+
+
+def test_silence_is_condemned_only_by_the_reading_asked_for_it():
+    p = Prober("web", interval=0.05, misses=3)
+    alive(p, 0.0)
+    reads = []
+    for i in range(1, 5):
+        reads += [a for a in p.tick(i * 0.051) if isinstance(a, ReadPort)]
+    earlier = [r for r in reads if r.token < p.confirming]
+    assert p.confirming and earlier
+    # replies to the readings asked before the silence: no verdict yet
+    assert [v for r in earlier for v in p.port_counter(1000, r.token, 0.21)] == []
+    verdict, = p.port_counter(1000, p.confirming, 0.21)
+    assert verdict.kind == SILENT
 
 
 def test_late_answers_mean_slow_not_silent():
@@ -83,7 +120,7 @@ def test_answer_to_a_probe_older_than_the_hold_does_not_release():
     client an EOF; only the probe sent after the hold decides."""
     p = Prober("web", interval=0.05, misses=3)
     alive(p, 0.0)
-    old, = p.tick(0.05)                      # periodic probe, server still alive
+    old, = [a for a in p.tick(0.05) if isinstance(a, SendProbe)]   # periodic probe, server alive
     fresh, = p.hold("fin", now=0.051)        # the server's FIN, held
     assert p.answer(old.sport, old.seq + 1, syn_ack=True, rst=False) == []
     assert p.held == ["fin"]
