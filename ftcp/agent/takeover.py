@@ -107,8 +107,9 @@ class Session:
         self.out = bytearray()
 
     def kick(self) -> None:
-        """The client may be waiting in a retransmission timeout: a window probe makes
-        it answer (and resend) now."""
+        """A window probe makes the client answer with an ACK now, telling the rebuilt
+        socket what it has of the primary's last bytes. (It does not make the client
+        resend its own unacknowledged bytes: those wait for its retransmission timer.)"""
         try:
             repair.window_probe(self.client)
         except OSError as e:
