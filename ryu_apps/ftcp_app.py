@@ -268,8 +268,6 @@ class FtcpApp(app_manager.RyuApp):
                         msg = flows.port_stats_request(dp, plan.primary_port)
                         dp.set_xid(msg)
                         dp.send_msg(msg)
-                        if len(self._port_reads) > 10000:   # replies lost (switch gone): forget them
-                            self._port_reads.clear()
                         self._port_reads[(dp.id, msg.xid)] = (action.service, action.token)
             elif isinstance(action, Release):
                 LOG.info("ftcp: %s: a probe sent after the hold was answered: releasing %d held FIN/RST",
@@ -580,3 +578,5 @@ class FtcpApp(app_manager.RyuApp):
         if ev.state == DEAD_DISPATCHER and ev.datapath.id is not None:
             self.datapaths.pop(ev.datapath.id, None)
             self.connected_since.pop(ev.datapath.id, None)
+            # its replies will never come
+            self._port_reads = {key: read for key, read in self._port_reads.items() if key[0] != ev.datapath.id}

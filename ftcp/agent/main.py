@@ -26,6 +26,7 @@ from ftcp.agent.packet import ip_int
 from ftcp.agent.replica import HotStandby, ReplicaPool
 from ftcp.agent.takeover import Session, Splicer, prepare as prepare_sessions
 from ftcp.agent.tracker import CLOSED, ESTABLISHED, PROTECTED, Tracker
+from ftcp.agent.wakeup import Wakeup
 from ftcp.agent.writer import LogWriter, WriterThread
 from ftcp.store import CONTROLLER_CHANNEL, Store, StoreError, agent_channel
 
@@ -69,8 +70,7 @@ class ControlListener(threading.Thread):
         self.store, self.channel = store, channel
         self.commands = queue.Queue()
         # Written once per command: the capture loop polls it with the ring.
-        self.wake_r, self.wake_w = os.pipe()
-        os.set_blocking(self.wake_r, False)
+        self.wakeup = Wakeup()
         self.subscribed = threading.Event()
         self._halt = threading.Event()
 
@@ -83,7 +83,7 @@ class ControlListener(threading.Thread):
                     msg = self.store.next_message(pubsub, timeout=0.5)
                     if msg is not None:
                         self.commands.put(msg)
-                        os.write(self.wake_w, b"x")
+                        self.wakeup.wake()
             except StoreError as e:
                 self.subscribed.clear()
                 LOG.error("control channel: %s; resubscribing", e)
@@ -125,7 +125,7 @@ class Agent:
         self.capture = RingCapture(args.iface, block_size=1 << 17, block_count=max(64, args.ring_mb * 8),
                                    retire_ms=args.retire_ms)
         self.control = ControlListener(self.store, agent_channel(self.name))
-        self.capture.wake_on(self.control.wake_r)
+        self.capture.wake_on(self.control.wakeup.fileno())
         self.sessions = {}   # service -> [Session]
         self.resets = {}     # service -> [RepairParams] of connections to reset at go
         self.splicer = Splicer()
@@ -163,10 +163,7 @@ class Agent:
             self.pool.start()
         while not self.stopping:
             while not self.control.commands.empty():
-                try:
-                    os.read(self.control.wake_r, 4096)
-                except BlockingIOError:
-                    pass
+                self.control.wakeup.drain()
                 self.handle(self.control.commands.get())
             frames = self.capture.batch(self.args.flush_ms)
             now = self.clock()

@@ -26,6 +26,8 @@ import socket
 import threading
 import zlib
 
+from ftcp.agent.wakeup import Wakeup
+
 LOG = logging.getLogger("ftcp.agent.replica")
 
 
@@ -96,10 +98,8 @@ class ReplicaPool(threading.Thread):
         self.max_tail = max_tail
         self._sel = selectors.DefaultSelector()
         self._cmds = collections.deque()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)   # a full pipe must not stall the capture thread
-        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._wakeup = Wakeup()
+        self._sel.register(self._wakeup, selectors.EVENT_READ, None)
         self._replicas = {}
         self._halt = False
         self.failures = 0
@@ -114,10 +114,7 @@ class ReplicaPool(threading.Thread):
         idle = not self._cmds
         self._cmds.append(cmd)
         if idle:
-            try:
-                os.write(self._wake_w, b"x")
-            except BlockingIOError:
-                pass  # the pipe is full: the thread is awake anyway
+            self._wakeup.wake()
 
     def open(self, conn_id: str, service: str):
         self._cmd("open", conn_id, service)
@@ -156,10 +153,7 @@ class ReplicaPool(threading.Thread):
         while not self._halt:
             for key, mask in self._sel.select(timeout=1.0):
                 if key.data is None:
-                    try:
-                        os.read(self._wake_r, 65536)
-                    except BlockingIOError:
-                        pass
+                    self._wakeup.drain()
                     continue
                 self._io(key.data, mask)
             while self._cmds:

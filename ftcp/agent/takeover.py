@@ -28,6 +28,7 @@ import time
 import zlib
 
 from ftcp.agent import repair
+from ftcp.agent.wakeup import Wakeup
 
 LOG = logging.getLogger("ftcp.agent.takeover")
 CHUNK = 65536
@@ -191,10 +192,8 @@ class Splicer(threading.Thread):
         super().__init__(name="ftcp-splicer", daemon=True)
         self._sel = selectors.DefaultSelector()
         self._new = collections.deque()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._wakeup = Wakeup()
+        self._sel.register(self._wakeup, selectors.EVENT_READ, None)
         self._events = {}     # socket -> registered events
         self._halt = False
         self.live = 0
@@ -202,10 +201,7 @@ class Splicer(threading.Thread):
     def add(self, sessions) -> None:
         """Start splicing these prepared sessions (called at ``go``)."""
         self._new.extend(sessions)
-        try:
-            os.write(self._wake_w, b"x")
-        except BlockingIOError:
-            pass  # the pipe is full: the thread is awake anyway
+        self._wakeup.wake()
 
     def stop(self) -> None:
         self._halt = True
@@ -216,10 +212,7 @@ class Splicer(threading.Thread):
         while not self._halt:
             for key, mask in self._sel.select(timeout=1.0):
                 if key.data is None:
-                    try:
-                        os.read(self._wake_r, 4096)
-                    except BlockingIOError:
-                        pass
+                    self._wakeup.drain()
                     continue
                 s, side = key.data
                 if not s.ended:   # an earlier event of this batch may have ended it
@@ -232,33 +225,18 @@ class Splicer(threading.Thread):
             if key.data is not None and not key.data[0].ended:
                 self._end(key.data[0], "agent stopping")
         self._sel.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self._wakeup.close()
 
     def _io(self, s: Session, side: str, mask: int) -> None:
         try:
             if side == "r":
-                if mask & selectors.EVENT_READ:
-                    data = s.replica.recv(CHUNK)
-                    if data:
-                        s.to_client += data
-                    else:
-                        s.replica_eof = True
-                if mask & selectors.EVENT_WRITE and s.to_replica:
-                    n = s.replica.send(s.to_replica)
-                    del s.to_replica[:n]
-                    s.to_replica_bytes += n
+                eof, sent = _pump(s.replica, mask, s.to_client, s.to_replica)
+                s.replica_eof |= eof
+                s.to_replica_bytes += sent
             else:
-                if mask & selectors.EVENT_READ:
-                    data = s.client.recv(CHUNK)
-                    if data:
-                        s.to_replica += data
-                    else:
-                        s.client_eof = True
-                if mask & selectors.EVENT_WRITE and s.to_client:
-                    n = s.client.send(s.to_client)
-                    del s.to_client[:n]
-                    s.to_client_bytes += n
+                eof, sent = _pump(s.client, mask, s.to_replica, s.to_client)
+                s.client_eof |= eof
+                s.to_client_bytes += sent
             # A side's FIN is passed on once everything before it has been.
             if s.replica_eof and not s.to_client and not s.client_shut:
                 s.client_shut = True
@@ -312,3 +290,19 @@ class Splicer(threading.Thread):
             self._interest(sock, 0, None)
         s.close()
         self.live -= 1
+
+
+def _pump(sock, mask: int, into: bytearray, out: bytearray):
+    """One side of a session: read what it sends into ``into`` and write ``out`` to it.
+    Returns (it ended its output, bytes written)."""
+    eof, sent = False, 0
+    if mask & selectors.EVENT_READ:
+        data = sock.recv(CHUNK)
+        if data:
+            into += data
+        else:
+            eof = True
+    if mask & selectors.EVENT_WRITE and out:
+        sent = sock.send(out)
+        del out[:sent]
+    return eof, sent

@@ -158,6 +158,12 @@ def test_new_connections_after_failover_reach_the_backup(lab):
     assert "00:00:00:00:00:10" in lab.host("c2").cmd(f"ip neigh show {PRIMARY_IP}")
 
 
+# The end of a client script: wait for the backup's verdict on its connection.
+AWAIT_RESET = ("try:\n d=s.recv(100); print('got', d, flush=True)\n"
+               "except ConnectionResetError: print('reset', flush=True)\n"
+               "except socket.timeout: print('timeout', flush=True)")
+
+
 def test_connection_the_backup_cannot_take_is_reset_not_left_hanging(run_dir):
     """A connection opened before the agent started is unprotected: at failover its
     client gets a RST at once instead of waiting for a timeout."""
@@ -166,9 +172,7 @@ def test_connection_the_backup_cannot_take_is_reset_not_left_hanging(run_dir):
             "import socket,sys,time; s=socket.create_connection(('10.0.0.10', 7000)); s.settimeout(20); "
             "s.sendall(b'PING a\\n'); s.recv(100); print('open', flush=True); sys.stdin.readline(); "
             "s.sendall(b'PING b\\n'); s.recv(100); print('seen', flush=True)\n"
-            "try:\n d=s.recv(100); print('got', d, flush=True)\n"
-            "except ConnectionResetError: print('reset', flush=True)\n"
-            "except socket.timeout: print('timeout', flush=True)")],
+            + AWAIT_RESET)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
             assert held.stdout.readline().strip() == "open"
@@ -197,9 +201,7 @@ def test_nondeterministic_service_is_detected_as_diverged_and_reset(run_dir):
             "import socket,sys; s=socket.create_connection(('10.0.0.10', 7000)); s.settimeout(20)\n"
             "for i in range(20):\n s.sendall(b'PING %d\\n' % i); s.recv(100)\n"
             "print(s.getsockname()[1], flush=True); sys.stdin.readline()\n"
-            "try:\n d=s.recv(100); print('got', d, flush=True)\n"
-            "except ConnectionResetError: print('reset', flush=True)\n"
-            "except socket.timeout: print('timeout', flush=True)")],
+            + AWAIT_RESET)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
             cid = conn_id(int(held.stdout.readline()))
