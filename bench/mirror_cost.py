@@ -1,0 +1,184 @@
+"""What the switch's mirror alone costs, for every userspace datapath this machine has.
+
+    sudo .venv/bin/python -m bench.mirror_cost [--trials 3] [--seconds 3]
+
+No ftcp at all: one netdev bridge, three network namespaces (client, server, a mirror
+sink nobody reads), iperf3 client -> server with plain forwarding and with every packet
+also output to the sink's port, which is what ftcp's mirror flows make OVS do. Trials
+alternate between the two so drift is shared. Each datapath configuration:
+
+  * afpacket      -- "system" ports (AF_PACKET), offloads off: what the lab uses;
+  * afpacket+tso  -- the same with other_config:userspace-tso-enable and offloads on;
+  * afxdp-nonpmd  -- AF_XDP ports polled by the main thread;
+  * afxdp         -- AF_XDP ports polled by a PMD thread.
+
+Writes bench/results/mirror_cost.json and mirror_cost.png. The ratio mirrored / plain
+is the ceiling of protected / unprotected throughput for any backup agent on this
+machine (docs/benchmarks.md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+from topology.lab import OVS_CTL, ROOT, LabError, wait_for
+
+BRIDGE, HOSTS = "br-mcost", ("mc1", "mc2", "mc3")  # client, server, mirror sink
+CONFIGS = {
+    "afpacket": {"type": "system", "tso": False},
+    "afpacket+tso": {"type": "system", "tso": True},
+    "afxdp-nonpmd": {"type": "afxdp-nonpmd", "tso": False},
+    "afxdp": {"type": "afxdp", "tso": False},
+}
+
+
+def sh(cmd: str, check: bool = True) -> str:
+    out = subprocess.run(cmd, shell=True, capture_output=True, text=True)
+    if check and out.returncode != 0:
+        raise LabError(f"{cmd!r} failed: {out.stderr.strip()}")
+    return out.stdout
+
+
+def ovs_running() -> bool:
+    return subprocess.run(["ovs-vsctl", "--timeout=2", "show"], capture_output=True).returncode == 0
+
+
+def restart_ovs(tso: bool):
+    # userspace-tso-enable is read when ovs-vswitchd starts.
+    if not ovs_running():
+        sh(f"{OVS_CTL} start --system-id=random")
+    if tso:
+        sh("ovs-vsctl set Open_vSwitch . other_config:userspace-tso-enable=true")
+    else:
+        sh("ovs-vsctl remove Open_vSwitch . other_config userspace-tso-enable")
+    sh(f"{OVS_CTL} restart --system-id=random")
+
+
+def teardown():
+    sh(f"ovs-vsctl --if-exists del-br {BRIDGE}", check=False)
+    for host in HOSTS:
+        sh(f"ip netns pids {host} 2>/dev/null | xargs -r kill -9", check=False)
+        sh(f"ip netns del {host}", check=False)
+
+
+def build(config: dict):
+    sh(f"ovs-vsctl add-br {BRIDGE} -- set bridge {BRIDGE} datapath_type=netdev fail_mode=secure")
+    for i, host in enumerate(HOSTS, 1):
+        intf, port = f"{host}-eth0", f"{host}-sw"
+        sh(f"ip netns add {host}")
+        sh(f"ip link add {intf} type veth peer name {port}")
+        sh(f"ip link set {intf} netns {host}")
+        sh(f"ip -n {host} addr add 10.77.0.{i}/24 dev {intf}")
+        sh(f"ip -n {host} link set lo up; ip -n {host} link set {intf} up; ip link set {port} up")
+        if not config["tso"]:
+            # Without userspace TSO the netdev datapath forwards a frame whose checksum
+            # the kernel left to the NIC unfilled (DESIGN §12).
+            sh(f"ip netns exec {host} ethtool -K {intf} tx off rx off sg off tso off gso off gro off")
+        sh(f"ovs-vsctl add-port {BRIDGE} {port} -- set interface {port} ofport_request={i} type={config['type']}")
+    sh(f"ip netns exec {HOSTS[1]} iperf3 -s -D")
+    wait_for(lambda: "5201" in sh(f"ip netns exec {HOSTS[1]} ss -ltn"), 10, "iperf3 to listen")
+
+
+def set_flows(mirror: bool):
+    sink = ",output:3" if mirror else ""
+    flows = f"priority=10,in_port=1,actions=output:2{sink}\npriority=10,in_port=2,actions=output:1{sink}\n"
+    subprocess.run(["ovs-ofctl", "replace-flows", BRIDGE, "-"], input=flows, text=True, check=True)
+
+
+def iperf(seconds: float, reverse: bool) -> float:
+    out = sh(f"ip netns exec {HOSTS[0]} iperf3 -c 10.77.0.2 -t {seconds} -J {'-R' if reverse else ''}")
+    return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+def run_config(name: str, config: dict, trials: int, seconds: float) -> list:
+    restart_ovs(config["tso"])
+    teardown()
+    build(config)
+    rows = []
+    try:
+        for trial in range(trials):
+            for direction in ("upload", "download"):
+                for mirror in ((False, True) if trial % 2 == 0 else (True, False)):
+                    set_flows(mirror)
+                    gbps = iperf(seconds, direction == "download")
+                    row = {"config": name, "trial": trial, "direction": direction, "mirror": mirror,
+                           "gbps": round(gbps, 4)}
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
+    finally:
+        teardown()
+    return rows
+
+
+def summarise(rows: list) -> dict:
+    summary = {}
+    for name in dict.fromkeys(r["config"] for r in rows):
+        for direction in ("upload", "download"):
+            med = {m: statistics.median(r["gbps"] for r in rows
+                                        if r["config"] == name and r["direction"] == direction and r["mirror"] == m)
+                   for m in (False, True)}
+            summary.setdefault(name, {})[direction] = {
+                "plain_gbps": round(med[False], 3), "mirrored_gbps": round(med[True], 3),
+                "ratio": round(med[True] / med[False], 3)}
+    return summary
+
+
+def plot(summary: dict, path: Path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = list(summary)
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.2
+    for k, (direction, mirror, label) in enumerate([("upload", "plain_gbps", "upload, plain"),
+                                                    ("upload", "mirrored_gbps", "upload, mirrored"),
+                                                    ("download", "plain_gbps", "download, plain"),
+                                                    ("download", "mirrored_gbps", "download, mirrored")]):
+        ax.bar([i + (k - 1.5) * width for i in range(len(names))],
+               [summary[n][direction][mirror] for n in names], width, label=label)
+    for i, name in enumerate(names):
+        ratios = " / ".join(f"{summary[name][d]['ratio']:.2f}" for d in ("upload", "download"))
+        top = max(summary[name][d][m] for d in ("upload", "download") for m in ("plain_gbps", "mirrored_gbps"))
+        ax.annotate(f"ratio {ratios}", (i, top), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("iperf3 throughput, Gbit/s (median)")
+    ax.set_title("OVS userspace datapath: plain forwarding vs every packet also mirrored")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--trials", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    ap.add_argument("--out", default=str(ROOT / "bench/results"))
+    args = ap.parse_args(argv)
+    was_running = ovs_running()
+    rows = []
+    try:
+        for name in args.configs:
+            rows += run_config(name, CONFIGS[name], args.trials, args.seconds)
+    finally:
+        teardown()
+        restart_ovs(tso=False)  # leave Open vSwitch as the lab expects it
+        if not was_running:
+            sh(f"{OVS_CTL} stop", check=False)
+    summary = summarise(rows)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "trials": args.trials, "seconds": args.seconds,
+              "summary": summary, "rows": rows}
+    (out / "mirror_cost.json").write_text(json.dumps(result, indent=1) + "\n")
+    plot(summary, out / "mirror_cost.png")
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
