@@ -24,6 +24,7 @@ from ftcp.agent import repair
 from ftcp.agent.capture import CaptureError, RingCapture
 from ftcp.agent.packet import ip_int
 from ftcp.agent.replica import HotStandby, ReplicaPool
+from ftcp.agent.acks import AckSender
 from ftcp.agent.takeover import Session, Splicer, prepare as prepare_sessions
 from ftcp.agent.tracker import CLOSED, ESTABLISHED, PROTECTED, Tracker
 from ftcp.agent.wakeup import Wakeup
@@ -129,6 +130,7 @@ class Agent:
         self.sessions = {}   # service -> [Session]
         self.resets = {}     # service -> [RepairParams] of connections to reset at go
         self.splicer = Splicer()
+        self.acks = AckSender()
         self.started = clock()
         self.stopping = False
         self._drops_reported = 0
@@ -358,7 +360,7 @@ class Agent:
     def go(self, service: str, epoch: int) -> None:
         sessions = self.sessions.pop(service, [])
         for session in sessions:
-            session.kick()
+            session.kick(self.acks)
         self.splicer.add(sessions)
         # Connections we could not take: a RST now (the switch delivers it from the
         # service's address), so their clients fail fast instead of hanging.
@@ -385,6 +387,7 @@ class Agent:
         if self.pool:
             self.pool.stop()
         self.splicer.stop()
+        self.acks.close()
         now = self.clock()
         beat = self.heartbeat(now)
         beat["stopped"] = f"{now:.6f}"

@@ -43,6 +43,7 @@ class RepairParams:
     tsval: int              # our next TSval: above the primary's last (the client's PAWS check)
     snd_wnd: int            # the client's last advertised window, scaled
     rcv_wnd: int            # the primary's last advertised window, scaled
+    ts_recent: int = 0      # the client's latest TSval the mirror showed (our TSecr)
 
     @property
     def window(self) -> bytes:
@@ -92,6 +93,7 @@ def repair_params(state: dict, local_ip: str, logged: int) -> RepairParams:
         tsval=(_int(state, "s_tsval", 0) + 1) & MASK if ts_ok else 0,
         snd_wnd=_int(state, "c_win_scaled", 0) or 65535,
         rcv_wnd=_int(state, "s_win_scaled", 0) or 65535,
+        ts_recent=_int(state, "c_tsval", 0) if ts_ok else 0,
     )
 
 
@@ -176,11 +178,20 @@ def repaired_socket(p: RepairParams, unacked: bytes = b"") -> socket.socket:
     return sock
 
 
-def window_probe(sock: socket.socket) -> None:
+def window_probe(sock: socket.socket) -> tuple:
     """Make the kernel send one window probe now: the client answers with an ACK,
-    which resumes a stalled transfer without waiting for its retransmission timer."""
+    which tells the socket what the client has of its bytes. Returns the socket's
+    (snd_nxt, rcv_nxt, rcv_wnd in bytes, TSval), read while repair mode froze it."""
     sock.setsockopt(socket.SOL_TCP, TCP_REPAIR, TCP_REPAIR_ON)
-    sock.setsockopt(socket.SOL_TCP, TCP_REPAIR, TCP_REPAIR_OFF)
+    try:
+        sock.setsockopt(socket.SOL_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)
+        snd_nxt = sock.getsockopt(socket.SOL_TCP, TCP_QUEUE_SEQ) & MASK  # write_seq: nothing unsent yet
+        sock.setsockopt(socket.SOL_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)
+        rcv_nxt = sock.getsockopt(socket.SOL_TCP, TCP_QUEUE_SEQ) & MASK
+        rcv_wnd = struct.unpack("=5I", sock.getsockopt(socket.SOL_TCP, TCP_REPAIR_WINDOW, 20))[3]
+    finally:
+        sock.setsockopt(socket.SOL_TCP, TCP_REPAIR, TCP_REPAIR_OFF)
+    return snd_nxt, rcv_nxt, rcv_wnd, sock.getsockopt(socket.SOL_TCP, TCP_TIMESTAMP) & MASK
 
 
 def reset(sock: socket.socket) -> None:

@@ -28,6 +28,7 @@ import time
 import zlib
 
 from ftcp.agent import repair
+from ftcp.agent.acks import AckNumbers, ack_segment
 from ftcp.agent.wakeup import Wakeup
 
 LOG = logging.getLogger("ftcp.agent.takeover")
@@ -107,14 +108,20 @@ class Session:
         self.to_client = self.out[rel_sent:]
         self.out = bytearray()
 
-    def kick(self) -> None:
+    def kick(self, acks=None) -> None:
         """A window probe makes the client answer with an ACK now, telling the rebuilt
-        socket what it has of the primary's last bytes. (It does not make the client
-        resend its own unacknowledged bytes: those wait for its retransmission timer.)"""
+        socket what it has of the primary's last bytes; then ``acks``
+        (ftcp/agent/acks.py) tells the client what the socket has of its bytes, so
+        it resends the rest at once instead of on its retransmission timer."""
         try:
-            repair.window_probe(self.client)
+            snd_nxt, rcv_nxt, rcv_wnd, tsval = repair.window_probe(self.client)
+            if acks is not None:
+                p = self.params
+                numbers = AckNumbers(snd_nxt, rcv_nxt, rcv_wnd >> p.rcv_wscale, tsval if p.timestamps else 0,
+                                     p.ts_recent)
+                acks.send(ack_segment(p.local, p.remote, numbers, p.timestamps), p.remote[0])
         except OSError as e:
-            LOG.warning("%s: window probe failed: %s", self.conn_id, e)
+            LOG.warning("%s: kick failed: %s", self.conn_id, e)
 
     def close(self) -> None:
         for sock in (self.client, self.replica):
