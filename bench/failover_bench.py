@@ -5,9 +5,12 @@ a time-sequence plot of one failover, and 1,000 connections failing over at once
 
 Every trial is a fresh lab: a client streams from the demo service; after 3 MB the
 primary fails (link down, server killed, or host silent); the stall is the longest
-silence between two reads that brought data, measured by the client itself. Every
-trial also checks the whole stream byte for byte (SHA-256) and that the client saw
-no error. Writes bench/results/failover_bench.json and failover_*.png.
+silence between two reads that brought data, measured by the client itself. With
+``--traffic upload`` the client uploads 40 MB instead (PUT, fails after 6 MB) and
+the stall is the silence of the acknowledgements its kernel got (TCP_INFO
+bytes_acked). Every trial also checks the whole stream byte for byte (SHA-256) and
+that the client saw no error. Writes bench/results/failover_bench.json and
+failover_*.png.
 """
 from __future__ import annotations
 
@@ -32,16 +35,21 @@ def failed_over(store):
     return svc if svc.get("status") in ("failed-over", "failover-failed") else None
 
 
-def stall_trial(run_dir: str, failure: str, capture: Path = None) -> dict:
+def stall_trial(run_dir: str, failure: str, capture: Path = None, traffic: str = "stream") -> dict:
     with Lab(service_cmd=SERVICES["demo"], service_port=PORT, run_dir=run_dir) as lab:
         store = Store(lab.redis.url)
         dump = None
         if capture is not None:
             dump = lab.popen("c1", f"exec tcpdump -i c1-eth0 -n -U -s 128 -w {capture} tcp port {PORT}", "tcpdump")
             wait_for(lambda: "listening on" in dump.log.read_text(), 10, "tcpdump")
-        client = RunningClient(lab.host("c1"), "stream", PRIMARY_IP, PORT, "--bytes", 15_000_000,
-                               "--progress", 0.01)
-        client.wait_progress(received=3_000_000)
+        if traffic == "stream":
+            client = RunningClient(lab.host("c1"), "stream", PRIMARY_IP, PORT, "--bytes", 15_000_000,
+                                   "--progress", 0.01)
+            client.wait_progress(received=3_000_000)
+        else:  # upload: the stall is the silence of the acknowledgements the client gets
+            client = RunningClient(lab.host("c1"), "upload", PRIMARY_IP, PORT, "--bytes", 40_000_000,
+                                   "--progress", 0.01)
+            client.wait_progress(sent=6_000_000)
         failed_at = time.time()
         lab.fail_primary(failure)
         svc = wait_for(lambda: failed_over(store), 15, "the failover")
@@ -58,12 +66,13 @@ def stall_trial(run_dir: str, failure: str, capture: Path = None) -> dict:
         # took effect: 2 of 30 trials on 2026-11-27).
         around = [g for g in res.get("gaps", []) if g[0] + g[1] / 1000 >= failed_at and g[0] <= failed_at + 1.0]
         stall = max(g[1] for g in around) if around else None
-        return {"failure": failure, "ok": res["ok"], "error": res.get("error"), "stall_ms": stall,
+        return {"failure": failure, "traffic": traffic, "ok": res["ok"], "error": res.get("error"),
+                "stall_ms": stall,
                 "max_gap_ms": res.get("max_gap_ms"), "max_gap_at": res.get("max_gap_at"),
                 "status": svc["status"], "reason": svc.get("reason"),
                 "takeover_s": float(svc.get("takeover_seconds") or 0), "failed_at": failed_at,
                 "timeline_ms": json.loads(svc.get("timeline_ms") or "{}"),
-                "received": res["received"]}
+                "received": res["received"], "sent": res["sent"]}
 
 
 def many_trial(run_dir: str, count: int, pause_ms: int) -> dict:
@@ -141,13 +150,18 @@ def stall_plot(summary, trials, path: Path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for i, failure in enumerate(FAILURES):
-        values = [t["stall_ms"] for t in trials if t["failure"] == failure and t["stall_ms"] is not None]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    names = {"link": "link down", "crash": "process crash", "silent": "silent host"}
+    columns = [(f, "stream", summary[f]) for f in FAILURES if summary.get(f)]
+    columns += [(f, "upload", s) for f, s in summary.get("upload", {}).items()]
+    for i, (failure, traffic, stats) in enumerate(columns):
+        values = [t["stall_ms"] for t in trials if t["failure"] == failure and t.get("traffic", "stream") == traffic
+                  and t["stall_ms"] is not None]
         ax.scatter([i] * len(values), values, s=10, alpha=0.6)
-        ax.hlines(summary[failure]["p50_ms"], i - 0.3, i + 0.3, color="black")
-        ax.hlines(summary[failure]["target_p50_ms"], i - 0.3, i + 0.3, color="red", ls="--")
-    ax.set_xticks(range(len(FAILURES)), ["link down", "process crash", "silent host"])
+        ax.hlines(stats["p50_ms"], i - 0.3, i + 0.3, color="black")
+        ax.hlines(stats["target_p50_ms"], i - 0.3, i + 0.3, color="red", ls="--")
+    ax.set_xticks(range(len(columns)), [f"{names[f]}\n{'download' if t == 'stream' else 'upload'}"
+                                        for f, t, _ in columns])
     ax.set_ylabel("client-observed stall, ms (black: p50, red: target p50)")
     ax.set_yscale("log")
     ax.set_title("Failover stall per trial")
@@ -164,6 +178,19 @@ def _timeline_medians(trials) -> dict:
     return {step: statistics.median(values) for step, values in steps.items()}
 
 
+def _summary(trials, failure: str, traffic: str, target_ms: float):
+    chosen = [t for t in trials if t["failure"] == failure and t.get("traffic", "stream") == traffic]
+    values = [t["stall_ms"] for t in chosen if t["stall_ms"] is not None]
+    if not values:
+        return None
+    return {"trials": len(values), "p50_ms": statistics.median(values), "p99_ms": percentile(values, 99),
+            "max_ms": max(values), "target_p50_ms": target_ms,
+            "byte_exact_no_error": sum(1 for t in chosen if t["ok"]),
+            "takeover_p50_ms": statistics.median(t["takeover_s"] for t in chosen) * 1000,
+            "longest_silence_anywhere_p50_ms": statistics.median(t["max_gap_ms"] for t in chosen if t["max_gap_ms"]),
+            "timeline_p50_ms": _timeline_medians(chosen)}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=30)
@@ -178,6 +205,8 @@ def main(argv=None) -> int:
     ap.add_argument("--trials-only", action="store_true", help="run the stall trials, print them, stop")
     ap.add_argument("--failures", nargs="+", choices=FAILURES, default=list(FAILURES),
                     help="the failures to run stall trials of (default: all)")
+    ap.add_argument("--traffic", nargs="+", choices=("stream", "upload"), default=["stream"],
+                    help="what the client does in the stall trials: stream (download) and/or upload")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -189,10 +218,11 @@ def main(argv=None) -> int:
                   if line.startswith('{"failure"')]
         args.trials = 0
     for i in range(args.trials):
-        for failure in args.failures:  # interleaved, so drift is shared by all of them
-            trial = stall_trial(args.run_dir, failure)
-            trials.append(trial)
-            print(json.dumps(trial), flush=True)
+        for traffic in args.traffic:
+            for failure in args.failures:  # interleaved, so drift is shared by all of them
+                trial = stall_trial(args.run_dir, failure, traffic=traffic)
+                trials.append(trial)
+                print(json.dumps(trial), flush=True)
     if args.trials_only:
         return 0
     if not args.only_many:
@@ -213,18 +243,9 @@ def main(argv=None) -> int:
     lab_probe = load(ROOT / "switch_config/services-lab.yaml").probe
     probe = {"interval_ms": lab_probe.interval * 1000, "misses": lab_probe.misses}
     targets = {"link": 50.0, "crash": 100.0, "silent": probe["interval_ms"] * probe["misses"] + 50.0}
-    summary = {}
-    for failure in FAILURES:
-        values = [t["stall_ms"] for t in trials if t["failure"] == failure and t["stall_ms"] is not None]
-        summary[failure] = {"trials": len(values), "p50_ms": statistics.median(values),
-                            "p99_ms": percentile(values, 99), "max_ms": max(values),
-                            "target_p50_ms": targets[failure],
-                            "byte_exact_no_error": sum(1 for t in trials if t["failure"] == failure and t["ok"]),
-                            "takeover_p50_ms": statistics.median(t["takeover_s"] for t in trials
-                                                                 if t["failure"] == failure) * 1000,
-                            "longest_silence_anywhere_p50_ms": statistics.median(
-                                t["max_gap_ms"] for t in trials if t["failure"] == failure and t["max_gap_ms"]),
-                            "timeline_p50_ms": _timeline_medians([t for t in trials if t["failure"] == failure])}
+    summary = {failure: _summary(trials, failure, "stream", targets[failure]) for failure in FAILURES}
+    uploads = {failure: _summary(trials, failure, "upload", targets[failure]) for failure in FAILURES}
+    summary["upload"] = {failure: value for failure, value in uploads.items() if value}
     summary["many"] = many
     summary["probe"] = probe
     summary["command"] = "sudo .venv/bin/python -m bench.failover_bench " + " ".join(argv or [])

@@ -11,6 +11,8 @@
         PUT N bytes to services/demo_server.py and check the SHA-256 it answers
 
 --progress SEC prints "client: <bytes received> <bytes sent>" to stderr every SEC.
+The JSON's "gaps" are the silences (> 10 ms) between reads that brought data; in
+upload mode also those of the server's acknowledgements (the kernel's bytes_acked).
 
 Exit status 0 only if the connection ended cleanly and every answer was right;
 the JSON carries sha256 of all bytes sent and received so callers can compare.
@@ -21,6 +23,7 @@ import json
 import os
 import random
 import socket
+import struct
 import sys
 import threading
 import time
@@ -46,6 +49,12 @@ class Conn:
         self._last_data = None
         self.gaps = []   # (wall time the silence began, ms, bytes received by then), gaps > 10 ms
 
+    def _gap(self, began: float, gap: float, at: int):
+        if gap > self.max_gap:
+            self.max_gap, self.gap_at = gap, at
+        if gap > 0.01 and len(self.gaps) < 1000:
+            self.gaps.append((round(began, 6), round(gap * 1000, 3), at))
+
     def _tick(self):
         if self.progress and time.monotonic() - self._last >= self.progress:
             self._last = time.monotonic()
@@ -63,10 +72,7 @@ class Conn:
             now = time.monotonic()
             if self._last_data is not None:
                 gap = now - self._last_data
-                if gap > self.max_gap:
-                    self.max_gap, self.gap_at = gap, self.nrecv
-                if gap > 0.01 and len(self.gaps) < 1000:
-                    self.gaps.append((round(time.time() - gap, 6), round(gap * 1000, 3), self.nrecv))
+                self._gap(time.time() - gap, gap, self.nrecv)
             self._last_data = now
         self.recv.update(data)
         self.nrecv += len(data)
@@ -91,6 +97,29 @@ class Conn:
                 raise ConnectionError("unexpected EOF from server")
             buf += data
         return bytes(buf)
+
+    def bytes_acked(self) -> int:
+        # struct tcp_info: tcpi_bytes_acked is the u64 at offset 120 (Linux >= 4.1).
+        return struct.unpack_from("=Q", self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 192), 120)[0]
+
+    def watch_acks(self, period: float = 0.001):
+        """For a sender the stall is the silence of the peer's acknowledgements: sample
+        the kernel's count of acknowledged bytes and record its silences as gaps, in
+        the same form as those between reads. Stops when the socket is closed."""
+        def sample():
+            last, since = 0, time.monotonic()
+            while True:
+                try:
+                    acked = self.bytes_acked()
+                except OSError:
+                    return
+                now = time.monotonic()
+                if acked != last:
+                    if last:
+                        self._gap(time.time() - (now - since), now - since, acked)
+                    last, since = acked, now
+                time.sleep(period)
+        threading.Thread(target=sample, daemon=True).start()
 
     def report(self, **extra):
         try:
@@ -163,6 +192,7 @@ def run_stream(conn, args):
 
 def run_upload(conn, args):
     body = random.Random(args.seed).randbytes(args.bytes)
+    conn.watch_acks()
     conn.send(f"PUT {len(body)}\n".encode())
     for i in range(0, len(body), args.chunk):
         conn.send(body[i:i + args.chunk])
