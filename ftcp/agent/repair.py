@@ -90,11 +90,20 @@ def repair_params(state: dict, local_ip: str, logged: int) -> RepairParams:
         rcv_wscale=_int(state, "wscale_s", 0),
         sack=bool(_int(state, "sack_ok", 0)),
         timestamps=ts_ok,
-        tsval=(_int(state, "s_tsval", 0) + 1) & MASK if ts_ok else 0,
+        tsval=next_tsval(_int(state, "s_tsval", 0)) if ts_ok else 0,
         snd_wnd=_int(state, "c_win_scaled", 0) or 65535,
         rcv_wnd=_int(state, "s_win_scaled", 0) or 65535,
         ts_recent=_int(state, "c_tsval", 0) if ts_ok else 0,
     )
+
+
+def next_tsval(last: int) -> int:
+    """The first TSval of the rebuilt socket: above the primary's last one (the client's
+    PAWS check) and *even*. Since Linux 6.7 the low bit of a TCP_TIMESTAMP value set in
+    repair mode selects microsecond timestamps (for CRIU): an odd value made the socket
+    tick 1000 times faster than the primary did, so after 36 idle minutes its TSval
+    would look older than the client's last one and PAWS would drop every segment."""
+    return (last + 2) & ~1 & MASK
 
 
 def _u32(value: int) -> bytes:

@@ -79,7 +79,7 @@ def test_kick_acks_what_the_socket_has_with_our_scale_and_the_clients_last_times
     session = Session("c", params, 50, replica=None)
     session.client = object()
     out = Recorder()
-    session.kick(out)
+    assert session.kick(out)
     (pkt, dst), = out.sent
     assert dst == "10.0.0.1"
     assert (pkt.src, pkt[TCP].sport, pkt[TCP].dport) == ("10.0.0.20", 7000, 43210)
@@ -93,8 +93,25 @@ def test_kick_survives_a_socket_the_kernel_refuses(monkeypatch, caplog):
     monkeypatch.setattr(repair, "window_probe", refuse)
     session = Session("c", repair_params(STATE, "10.0.0.20", logged=0), 50, replica=None)
     out = Recorder()
-    session.kick(out)
+    assert not session.kick(out)
     assert out.sent == [] and "kick failed" in caplog.text
+
+
+@pytest.mark.parametrize("last", [999, 1000, 0xFFFFFFFE, 0xFFFFFFFF])
+def test_rebuilt_socket_keeps_millisecond_timestamps_above_the_primarys(last):
+    """The kernel's low bit of TCP_TIMESTAMP says microseconds (Linux >= 6.7): an odd
+    first TSval would switch the socket to them. Read back, the bit must be clear."""
+    tsval = repair.next_tsval(last)
+    assert tsval % 2 == 0 and 0 < (tsval - last) & repair.MASK <= 2
+    listener = socket.create_server(("127.0.0.1", 0))
+    state = dict(STATE, s_tsval=str(last), client_ip="127.0.0.1", client_port=str(listener.getsockname()[1]))
+    params = repair_params(state, "127.0.0.1", logged=0)
+    sock = repair.repaired_socket(type(params)(**{**params.__dict__, "local": ("127.0.0.1", 0)}))
+    try:
+        assert sock.getsockopt(socket.SOL_TCP, repair.TCP_TIMESTAMP) & 1 == 0
+    finally:
+        sock.close()
+        listener.close()
 
 
 @pytest.mark.parametrize("ts_ok, expected", [("1", 424242), ("0", 0)])
