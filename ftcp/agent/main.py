@@ -359,8 +359,7 @@ class Agent:
 
     def go(self, service: str, epoch: int) -> None:
         sessions = self.sessions.pop(service, [])
-        for session in sessions:
-            session.kick(self.acks)
+        acked = sum(session.kick(self.acks) for session in sessions)
         self.splicer.add(sessions)
         # Connections we could not take: a RST now (the switch delivers it from the
         # service's address), so their clients fail fast instead of hanging.
@@ -370,8 +369,8 @@ class Agent:
                 repair.reset(repair.repaired_socket(params))
             except OSError as e:
                 LOG.warning("could not reset %s:%s: %s", *params.remote, e)
-        LOG.info("go for %s (epoch %d): %d connection(s) released, %d reset", service, epoch, len(sessions),
-                 len(resets))
+        LOG.info("go for %s (epoch %d): %d connection(s) released (%d acknowledged to their clients), %d reset",
+                 service, epoch, len(sessions), acked, len(resets))
 
     def shutdown(self) -> int:
         LOG.info("agent %s stopping: draining the capture ring", self.name)

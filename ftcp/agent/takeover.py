@@ -108,20 +108,24 @@ class Session:
         self.to_client = self.out[rel_sent:]
         self.out = bytearray()
 
-    def kick(self, acks=None) -> None:
+    def kick(self, acks=None) -> bool:
         """A window probe makes the client answer with an ACK now, telling the rebuilt
         socket what it has of the primary's last bytes; then ``acks``
         (ftcp/agent/acks.py) tells the client what the socket has of its bytes, so
-        it resends the rest at once instead of on its retransmission timer."""
+        it resends the rest at once instead of on its retransmission timer.
+        True when both went out."""
         try:
             snd_nxt, rcv_nxt, rcv_wnd, tsval = repair.window_probe(self.client)
-            if acks is not None:
-                p = self.params
-                numbers = AckNumbers(snd_nxt, rcv_nxt, rcv_wnd >> p.rcv_wscale, tsval if p.timestamps else 0,
-                                     p.ts_recent)
-                acks.send(ack_segment(p.local, p.remote, numbers, p.timestamps), p.remote[0])
+            if acks is None:
+                return False
+            p = self.params
+            numbers = AckNumbers(snd_nxt, rcv_nxt, rcv_wnd >> p.rcv_wscale, tsval if p.timestamps else 0,
+                                 p.ts_recent)
+            acks.send(ack_segment(p.local, p.remote, numbers, p.timestamps), p.remote[0])
+            return True
         except OSError as e:
             LOG.warning("%s: kick failed: %s", self.conn_id, e)
+            return False
 
     def close(self) -> None:
         for sock in (self.client, self.replica):

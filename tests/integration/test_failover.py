@@ -79,6 +79,8 @@ def test_failure_mid_upload(lab, failure):
     res = client.result()
     assert res["ok"], res  # the server (now the backup's replica) saw every byte: its SHA-256 matches
     assert res["sent"] == 30_000_000 + len("PUT 30000000\n")
+    # The rebuilt socket told the client at go what it has of the upload (ftcp/agent/acks.py).
+    assert "1 connection(s) released (1 acknowledged to their clients)" in (lab.run_dir / "agent.log").read_text()
 
 
 @pytest.mark.parametrize("failure", FAILURES)
