@@ -17,6 +17,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -245,7 +246,8 @@ def main(argv=None) -> int:
         idle_result = idle(lab, store, args.idle)
     summary = summarize(rows, lat, idle_result, heartbeat)
     summary["service_status_after_bulk"] = services
-    summary["command"] = "sudo .venv/bin/python -m bench.agent_bench " + " ".join(argv or [])
+    given = sys.argv[1:] if argv is None else argv
+    summary["command"] = " ".join(["sudo .venv/bin/python -m bench.agent_bench"] + given)
     summary["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     summary["standby"] = args.standby
     (out / f"{args.name}.json").write_text(json.dumps({"summary": summary, "trials": rows,

@@ -18,6 +18,7 @@ import argparse
 import json
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -248,7 +249,8 @@ def main(argv=None) -> int:
     summary["upload"] = {failure: value for failure, value in uploads.items() if value}
     summary["many"] = many
     summary["probe"] = probe
-    summary["command"] = "sudo .venv/bin/python -m bench.failover_bench " + " ".join(argv or [])
+    given = sys.argv[1:] if argv is None else argv
+    summary["command"] = " ".join(["sudo .venv/bin/python -m bench.failover_bench"] + given)
     summary["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     (out / "failover_bench.json").write_text(json.dumps({"summary": summary, "trials": trials,
                                                          "timeseq_trial": seq_trial}, indent=1))
