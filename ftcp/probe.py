@@ -184,14 +184,19 @@ class Prober:
         return []
 
     def hold(self, segment, now: float) -> list:
-        """The switch held a FIN/RST from the primary: probe now to decide its fate."""
+        """The switch held a FIN/RST from the primary. The first of a hold probes at
+        once to decide its fate; the others join it without a probe of their own: a
+        crashed server's kernel answers every client segment with a RST (160 within
+        20 ms of an upload), and a probe for each had flooded the controller with
+        their answers, queued ahead of the one that decides."""
         if self.stopped:
             return []
-        if not self.held:
-            self.held_since = now
-            self.confirm_sent = False
         self.held.append(segment)
         self.stats["held"] += 1
+        if len(self.held) > 1:
+            return []
+        self.held_since = now
+        self.confirm_sent = False
         return [self._send(now)]
 
     def stop(self) -> None:

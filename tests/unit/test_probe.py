@@ -114,6 +114,21 @@ def test_held_segments_released_only_by_a_later_probe_dropped_when_failing():
     assert p.held == [] and p.stats["released"] == 1 and p.stats["held"] == 2 and p.stopped
 
 
+def test_a_flood_of_held_segments_sends_one_probe_and_releases_them_all():
+    """A crashed server's kernel answers every client segment with a RST: only the
+    first held one probes; the verdict covers them all."""
+    p = Prober("web", interval=0.05, misses=3, hold_grace=0.01)
+    alive(p, 0.0)
+    probe, = p.hold("rst-0", now=0.010)
+    assert all(p.hold(f"rst-{i}", now=0.010 + i / 10000) == [] for i in range(1, 160))
+    assert p.stats["held"] == 160 and len(p.held) == 160
+    confirm, = p.tick(0.021)                         # the confirming probe still goes out
+    rel, = p.answer(confirm.sport, confirm.seq + 1, syn_ack=True, rst=False)
+    assert rel == Release("web", tuple(f"rst-{i}" for i in range(160)))
+    again, = p.hold("fin", now=0.03)                 # a new hold probes at once again
+    assert isinstance(again, SendProbe)
+
+
 def test_answer_to_a_probe_older_than_the_hold_does_not_release():
     """A crash in progress: the periodic probe went out before the server died, its
     SYN-ACK arrives after the server's FINs were held. Releasing them would hand the
