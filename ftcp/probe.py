@@ -3,9 +3,9 @@
 Every ``interval`` the controller sends a SYN from the probe address to the
 service through the switch. A SYN-ACK means the service is up; a RST means the
 host is up but nothing listens (the server process died); no answer at all for
-``misses`` intervals since the last one (and at least ``misses`` probes sent in that
-time) means the host is gone. A late answer still counts: a loaded primary whose
-answers take 30 ms is slow, not silent.
+``misses`` intervals since the last answered probe was sent (and at least ``misses``
+probes sent in that time) means the host is gone. A late answer still counts: a loaded
+primary whose answers take 30 ms is slow, not silent.
 
 Segments with FIN or RST from the primary are held by the switch (sent to the
 controller instead of the client): a crashed server makes its kernel close every
@@ -79,7 +79,7 @@ class Prober:
     held: list = field(default_factory=list)
     held_since: float = 0.0              # when the oldest held segment arrived
     confirm_sent: bool = False           # the probe that may release them went out
-    last_answer: float = 0.0             # when the last answer (of any kind) arrived
+    last_answer: float = 0.0             # when the last answered probe was sent (or the port moved)
     sent_since_answer: int = 0
     stopped: bool = False
     armed: bool = False
@@ -164,7 +164,12 @@ class Prober:
         self._late.discard(sport)
         self.missed = 0
         self.sent_since_answer = 0
-        self.last_answer = sent if now is None else now
+        # Alive when it answered this probe, i.e. at least since the probe was sent:
+        # count the silence from then. Counting from the answer's arrival added the
+        # delay of the switch's packet-in path (tens of ms while a stream saturates
+        # ovs-vswitchd) to every silent-host verdict. A slow but live host is still
+        # acquitted: by its next answer, or by its port's counter when silence is confirmed.
+        self.last_answer = sent
         self.confirming = 0
         if syn_ack:
             self.armed = True

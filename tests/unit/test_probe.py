@@ -40,6 +40,20 @@ def test_silence_after_arming_fails_after_misses_once_the_port_is_quiet_too():
     assert i == 3 and p.stopped and p.tick(10.0) == []
 
 
+def test_silence_counts_from_the_last_answered_probe_not_from_its_late_answer():
+    """The switch delivered the last answer 40 ms late (a stream saturated it); the
+    host then fell silent. The verdict comes 3 intervals after that probe was sent,
+    not 40 ms later."""
+    p = Prober("web", interval=0.05, misses=3)
+    probe, = [a for a in p.tick(0.0) if isinstance(a, SendProbe)]
+    p.answer(probe.sport, probe.seq + 1, syn_ack=True, rst=False, now=0.04)
+    verdicts, now = [], 0.0
+    while not verdicts:
+        now = round(now + 0.01, 2)
+        verdicts = [a for a in switch_reads(p, p.tick(now), 1000, now) if isinstance(a, Verdict)]
+    assert 0.15 <= now < 0.04 + 0.15 and verdicts[0].kind == SILENT   # one tick of float slack
+
+
 def test_a_primary_whose_port_receives_is_alive_however_late_the_probes():
     """Under a saturating load the switch answered probes 150+ ms late; the primary's
     port kept receiving: no verdict."""
