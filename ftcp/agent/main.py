@@ -25,7 +25,7 @@ from ftcp.agent.capture import CaptureError, RingCapture
 from ftcp.agent.packet import ip_int
 from ftcp.agent.replica import HotStandby, ReplicaPool
 from ftcp.agent.acks import AckSender
-from ftcp.agent.takeover import LateBytes, Session, Splicer, prepare as prepare_sessions
+from ftcp.agent.takeover import Session, Splicer, prepare as prepare_sessions
 from ftcp.agent.tracker import CLOSED, ESTABLISHED, PROTECTED, Tracker
 from ftcp.agent.wakeup import Wakeup
 from ftcp.agent.writer import LogWriter, WriterThread
@@ -114,9 +114,8 @@ class Agent:
         self.replicas = replicas(self.defined.values(), args.backup)
         self.pool = ReplicaPool(self.replicas) if args.standby == "hot" else None
         self.hot = HotStandby(self.pool, self.tracker, max_hot=args.max_hot) if self.pool else None
-        self.late = LateBytes(inner=self.hot)
         self.writer = LogWriter(self.store, self.tracker, max_buffer=args.buffer, agent_name=self.name,
-                                tap=self.late, state_interval=args.state_ms / 1000.0)
+                                tap=self.hot, state_interval=args.state_ms / 1000.0)
         self.writer_thread = WriterThread(self.writer, args.flush_ms / 1000.0)
         # A block is handed over when full or after retire_ms: small, so a takeover's
         # drain (which must wait for the partly filled block, up to two timer periods)
@@ -251,17 +250,6 @@ class Agent:
             if not frames and now >= until:
                 return
 
-    def feed_pending(self) -> None:
-        """Whatever the ring holds now into the tracker, without waiting (frames of the
-        block the kernel has not retired yet stay: at most ``--retire-ms``)."""
-        while True:
-            frames = self.capture.batch(0)
-            if not frames:
-                return
-            now = self.clock()
-            for frame in frames:
-                self.tracker.feed_frame(frame, now)
-
     def takeover(self, service: str, epoch: int) -> None:
         started = self.clock()
         if service not in self.replicas:
@@ -282,41 +270,22 @@ class Agent:
             else:
                 self._not_taken(service, conn, reason, failed)
         sessions = self._sessions(service, candidates, failed)
-        by_id = {conn.id: conn for conn in candidates}
-        for session in sessions:
-            self.late.expect(by_id[session.conn_id])
         made = self.clock()
         prepare_sessions(sessions, timeout=self.args.prepare_timeout)
+        by_id = {conn.id: conn for conn in candidates}
         for session in sessions:
             if session.error is not None:
                 self._not_taken(service, by_id[session.conn_id], f"takeover failed: {session.error}", failed)
         ready = [s for s in sessions if s.error is None]
-        prepared = self.clock()
-        self._hand_over_late_bytes(sessions)
         self.sessions[service] = ready
         elapsed = self.clock() - started
         LOG.info("takeover of %s (epoch %d): %d connection(s) ready (%d hot), %d not, in %.1f ms "
-                 "(drain %.1f, sessions %.1f, replicas and sockets %.1f, hand-over %.1f of %d late client bytes)",
+                 "(drain %.1f, sessions %.1f, replicas and sockets %.1f)",
                  service, epoch, len(ready), sum(s.mode == "hot" for s in ready), len(failed), elapsed * 1000,
-                 (drained - started) * 1000, (made - drained) * 1000, (prepared - made) * 1000,
-                 (started + elapsed - prepared) * 1000, sum(s.handed_over for s in ready))
+                 (drained - started) * 1000, (made - drained) * 1000, (started + elapsed - made) * 1000)
         self.store.publish(CONTROLLER_CHANNEL, {"cmd": "ready", "service": service, "epoch": epoch,
                                                 "backup": self.name, "taken": [s.conn_id for s in ready],
                                                 "failed": failed, "seconds": round(elapsed, 6)})
-
-    def _hand_over_late_bytes(self, sessions) -> None:
-        """The client->service mirror flow keeps copying until the redirect: what the
-        clients sent while the sessions were prepared (a second, for a thousand cold
-        replays) is in the ring. Into the tracker with it, and into the rebuilt sockets
-        before the redirect, when nothing else can reach them; otherwise every client
-        whose request went out during the takeover waits for its retransmission
-        timer, backed off over the outage."""
-        self.feed_pending()
-        self.writer.collect(self.clock())
-        for session in sessions:
-            late = self.late.take(session.conn_id)
-            if session.error is None:
-                session.hand_over(late)
 
     def _not_taken(self, service: str, conn, reason: str, failed: dict) -> None:
         """Record why; a connection still open gets a RST at go (its client fails fast)."""
@@ -405,7 +374,13 @@ class Agent:
 
     def shutdown(self) -> int:
         LOG.info("agent %s stopping: draining the capture ring", self.name)
-        self.feed_pending()
+        while True:
+            frames = self.capture.batch(0)
+            if not frames:
+                break
+            now = self.clock()
+            for frame in frames:
+                self.tracker.feed_frame(frame, now)
         self.writer_thread.stop()
         self.control.stop()
         if self.pool:

@@ -187,34 +187,6 @@ def repaired_socket(p: RepairParams, unacked: bytes = b"") -> socket.socket:
     return sock
 
 
-HAND_OVER_CHUNK = 1 << 16
-
-
-def hand_over(sock: socket.socket, data: bytes, rcv_nxt: int) -> int:
-    """Append client bytes to the rebuilt socket's receive queue, as received: its next
-    ACK covers them and its reader (the splicer) passes them to the replica. Only
-    before the redirect, when no client segment can reach the socket: the kernel
-    appends at whatever rcv_nxt is, so it is checked to be ``rcv_nxt`` first. Returns
-    how many bytes the queue took (each chunk is all or nothing; the rest the client
-    sends again)."""
-    sock.setsockopt(socket.SOL_TCP, TCP_REPAIR, TCP_REPAIR_ON)
-    try:
-        sock.setsockopt(socket.SOL_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)
-        now = sock.getsockopt(socket.SOL_TCP, TCP_QUEUE_SEQ) & MASK
-        if now != rcv_nxt & MASK:
-            raise RepairError(0, f"TCP_REPAIR hand-over: rcv_nxt is {now}, not {rcv_nxt & MASK}")
-        taken = 0
-        while taken < len(data):
-            try:
-                taken += sock.send(data[taken:taken + HAND_OVER_CHUNK])
-            except OSError:   # ENOMEM: the receive buffer is full
-                break
-        return taken
-    finally:
-        # Leave as the socket was: silent until the kick at go.
-        sock.setsockopt(socket.SOL_TCP, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP)
-
-
 def window_probe(sock: socket.socket) -> tuple:
     """Make the kernel send one window probe now: the client answers with an ACK,
     which tells the socket what the client has of its bytes. Returns the socket's

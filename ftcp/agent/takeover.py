@@ -68,7 +68,6 @@ class Session:
         self.client = None
         self.error = None
         self.to_client_bytes = self.to_replica_bytes = 0
-        self.handed_over = 0
 
     @classmethod
     def cold(cls, conn_id, params, skip, replica_addr, log: bytes, **kw) -> "Session":
@@ -109,15 +108,6 @@ class Session:
         self.to_client = self.out[rel_sent:]
         self.out = bytearray()
 
-    def hand_over(self, late: bytes) -> None:
-        """Client bytes the mirror showed after this session was built (until now,
-        before the redirect) go into the rebuilt socket as received."""
-        if late and self.client is not None:
-            try:
-                self.handed_over = repair.hand_over(self.client, late, self.params.rcv_nxt)
-            except OSError as e:
-                LOG.warning("%s: %d late client bytes not handed over: %s", self.conn_id, len(late), e)
-
     def kick(self, acks=None) -> bool:
         """A window probe makes the client answer with an ACK now, telling the rebuilt
         socket what it has of the primary's last bytes; then ``acks``
@@ -141,38 +131,6 @@ class Session:
         for sock in (self.client, self.replica):
             if sock is not None:
                 sock.close()
-
-
-class LateBytes:
-    """The writer's tap while a takeover is under way: the client bytes each session's
-    connection logs after the session was built -- the mirror keeps copying the
-    client's segments until the redirect -- kept for ``Session.hand_over``, at most
-    ``limit`` per connection (beyond that the client sends them again). Everything is
-    passed on to ``inner`` (the hot standby) as well."""
-
-    def __init__(self, inner=None, limit: int = 1 << 20):
-        self.inner = inner
-        self.limit = limit
-        self._waiting = {}   # conn id -> (conn, bytearray)
-
-    def expect(self, conn) -> None:
-        self._waiting[conn.id] = (conn, bytearray())
-
-    def seen(self, conn, data: bytes) -> None:
-        waiting = self._waiting.get(conn.id)
-        if waiting is not None and waiting[0] is conn and data:
-            buf = waiting[1]
-            buf += data[:max(0, self.limit - len(buf))]
-        if self.inner is not None:
-            self.inner.seen(conn, data)
-
-    def gone(self, conn) -> None:
-        if self.inner is not None:
-            self.inner.gone(conn)
-
-    def take(self, conn_id: str) -> bytes:
-        waiting = self._waiting.pop(conn_id, None)
-        return bytes(waiting[1]) if waiting else b""
 
 
 def prepare(sessions, timeout: float, clock=time.monotonic, make_socket=repair.repaired_socket) -> None:

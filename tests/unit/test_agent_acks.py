@@ -135,27 +135,3 @@ def test_window_probe_reads_the_numbers_of_a_real_repaired_socket():
         listener.close()
     assert (snd_nxt, rcv_nxt) == ((params.snd_nxt + 10) & repair.MASK, params.rcv_nxt)
     assert rcv_wnd > 0 and (tsval - params.tsval) & repair.MASK < 1 << 31
-
-
-def test_hand_over_puts_late_client_bytes_in_the_rebuilt_sockets_receive_queue():
-    """The kernel's own answer: the bytes become readable, rcv_nxt moves past them,
-    and nothing is taken when rcv_nxt is not where the caller thinks it is."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    params = repair_params(dict(STATE, client_ip="127.0.0.1", client_port=str(listener.getsockname()[1])),
-                           "127.0.0.1", logged=300)
-    sock = repair.repaired_socket(type(params)(**{**params.__dict__, "local": ("127.0.0.1", 0)}))
-    try:
-        with pytest.raises(repair.RepairError, match="rcv_nxt"):
-            repair.hand_over(sock, b"never", params.rcv_nxt + 1)
-        late = bytes(range(256)) * 1000
-        assert repair.hand_over(sock, late, params.rcv_nxt) == len(late)
-        _, rcv_nxt, _, _ = repair.window_probe(sock)
-        assert rcv_nxt == (params.rcv_nxt + len(late)) & repair.MASK
-        got = bytearray()
-        sock.settimeout(2)
-        while len(got) < len(late):
-            got += sock.recv(65536)
-        assert bytes(got) == late
-    finally:
-        sock.close()
-        listener.close()

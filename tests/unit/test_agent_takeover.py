@@ -12,7 +12,7 @@ import zlib
 
 import pytest
 
-from ftcp.agent.takeover import LateBytes, Session, Splicer, prepare
+from ftcp.agent.takeover import Session, Splicer, prepare
 
 
 class LineServer:
@@ -280,36 +280,3 @@ def test_a_primary_segment_the_replica_never_produced_is_not_taken(server, fake,
                  checks=[(7, 7, crc(b"PONG b\n"))])
     prepare([short], timeout=5, make_socket=fake)
     assert "ended at server byte 7" in short.error and "short" not in fake.unacked
-
-
-class Conn:
-    def __init__(self, cid):
-        self.id = cid
-
-
-class Tap:
-    def __init__(self):
-        self.calls = []
-
-    def seen(self, conn, data):
-        self.calls.append(("seen", conn.id, data))
-
-    def gone(self, conn):
-        self.calls.append(("gone", conn.id))
-
-
-def test_late_bytes_keeps_what_expected_connections_log_after_their_session_was_built():
-    inner = Tap()
-    late = LateBytes(inner=inner, limit=10)
-    a, b, reused = Conn("a"), Conn("b"), Conn("a")
-    late.seen(a, b"before")              # logged before the session: the replica has it
-    late.expect(a)
-    late.seen(a, b"PING 1\n")
-    late.seen(b, b"not expected")
-    late.seen(reused, b"a new connection on the same 4-tuple")
-    late.seen(a, b"PING 2\n")            # beyond the limit: the client sends it again
-    late.gone(b)
-    assert late.take("a") == b"PING 1\nPIN" and late.take("a") == b"" and late.take("b") == b""
-    # the hot standby still sees everything, as without a takeover
-    assert [c[:2] for c in inner.calls] == [("seen", "a"), ("seen", "a"), ("seen", "b"), ("seen", "a"),
-                                            ("seen", "a"), ("gone", "b")]
