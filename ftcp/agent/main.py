@@ -21,10 +21,10 @@ import time
 
 from ftcp import config as ftcp_config
 from ftcp.agent import repair
+from ftcp.agent.acks import AckSender
 from ftcp.agent.capture import CaptureError, RingCapture
 from ftcp.agent.packet import ip_int
 from ftcp.agent.replica import HotStandby, ReplicaPool
-from ftcp.agent.acks import AckSender
 from ftcp.agent.takeover import Session, Splicer, prepare as prepare_sessions
 from ftcp.agent.tracker import CLOSED, ESTABLISHED, PROTECTED, Tracker
 from ftcp.agent.wakeup import Wakeup
