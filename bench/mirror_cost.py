@@ -25,7 +25,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from topology.lab import OVS_CTL, ROOT, LabError, wait_for
+from topology.lab import OVS_CTL, ROOT, LabError, Ovs, wait_for
 
 BRIDGE, HOSTS = "br-mcost", ("mc1", "mc2", "mc3")  # client, server, mirror sink
 CONFIGS = {
@@ -43,13 +43,9 @@ def sh(cmd: str, check: bool = True) -> str:
     return out.stdout
 
 
-def ovs_running() -> bool:
-    return subprocess.run(["ovs-vsctl", "--timeout=2", "show"], capture_output=True).returncode == 0
-
-
 def restart_ovs(tso: bool):
     # userspace-tso-enable is read when ovs-vswitchd starts.
-    if not ovs_running():
+    if not Ovs.running():
         sh(f"{OVS_CTL} start --system-id=random")
     if tso:
         sh("ovs-vsctl set Open_vSwitch . other_config:userspace-tso-enable=true")
@@ -159,7 +155,7 @@ def main(argv=None) -> int:
     ap.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
     ap.add_argument("--out", default=str(ROOT / "bench/results"))
     args = ap.parse_args(argv)
-    was_running = ovs_running()
+    was_running = Ovs.running()
     rows = []
     try:
         for name in args.configs:

@@ -34,7 +34,7 @@ class AckNumbers:
     snd_nxt: int
     rcv_nxt: int
     window: int         # the field's value: the receive window already shifted by our scale
-    tsval: int          # our timestamp now; 0 when timestamps are off
+    tsval: int          # our timestamp now (unused when timestamps are off)
     tsecr: int          # the client's latest timestamp we know of
 
 

@@ -119,8 +119,7 @@ class Session:
             if acks is None:
                 return False
             p = self.params
-            numbers = AckNumbers(snd_nxt, rcv_nxt, rcv_wnd >> p.rcv_wscale, tsval if p.timestamps else 0,
-                                 p.ts_recent)
+            numbers = AckNumbers(snd_nxt, rcv_nxt, rcv_wnd >> p.rcv_wscale, tsval, p.ts_recent)
             acks.send(ack_segment(p.local, p.remote, numbers, p.timestamps), p.remote[0])
             return True
         except OSError as e:
