@@ -1,48 +1,52 @@
-"""Failover decisions per service (pure: events and ``now`` in, actions out).
+"""Failover of one service (pure: events and ``now`` in, actions out).
 
-The order is DESIGN §7, sync before promote:
+The order is DESIGN §7, sync before promote, and every step that crosses to another
+process is an epoch-tagged message resent until it is acknowledged (DESIGN §13):
 
-    fence the primary -> ask the backup to take over (epoch N) -> wait for its
-    ready(N) -> redirect both directions -> tell it to go (kick) -> record
+    PROTECTED --fail(N)-->  FENCED       the fence (and the backup->client rewrite) on
+                                         every switch; after their barriers takeover(N)
+                                         to the backup, resent until ready(N) or the
+                                         deadline
+    FENCED --ready(N)-->    FAILED_OVER  the redirect on every switch; after their
+                                         barriers go(N), resent until gone(N)
+    FENCED --deadline-->    FAILED       the redirect as well: the clients' segments reach
+                                         the backup's kernel, which resets them (nobody
+                                         hangs); abort(N) resent until aborted(N): the
+                                         agent drops what it prepared and resets the rest
+    FAILED --fail(N+1)-->   FENCED       a retry (over REST)
 
-An epoch per service makes every message of one failover distinguishable from a
-late message of an earlier one: a ready(N-1), a second link-down while one
-failover runs, or a ready after the deadline never redirect anything.
+An epoch per service makes every message of one failover distinguishable from a late
+message of an earlier one: a ready(N-1), a second link-down while one failover runs,
+or a ready after the deadline never redirect anything. ``step`` says how far the
+current epoch got; status, epoch, backup and step are recorded in Redis, and a
+controller that starts reads them back (``restored``) and carries on from there.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 PROTECTED = "protected"
 FENCED = "failing-over"      # fenced, waiting for the backup's ready
 FAILED_OVER = "failed-over"  # running on the backup; unprotected until a new backup exists
-FAILED = "failover-failed"   # the backup did not take over in time; the service is down
+FAILED = "failover-failed"   # the backup did not take over in time; clients were reset
 
 
 @dataclass(frozen=True)
-class Fence:
+class SyncFlows:
+    """Make every switch hold the flows of the service's current state; then call
+    ``confirmed(step, epoch)`` once their barriers came back."""
     service: str
-
-
-@dataclass(frozen=True)
-class RequestTakeover:
-    service: str
-    backup: str
+    step: str
     epoch: int
 
 
 @dataclass(frozen=True)
-class Redirect:
+class Send:
+    """A control message to the backup's agent (resent by ``tick`` until acknowledged)."""
     service: str
     backup: str
-
-
-@dataclass(frozen=True)
-class Go:
-    service: str
-    backup: str
-    epoch: int
+    message: dict
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,13 @@ class Record:
     status: str
     epoch: int
     detail: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """No failover: no live backup agent to take the connections."""
+    service: str
+    reason: str
 
 
 @dataclass
@@ -65,34 +76,108 @@ class ServiceFailover:
     started: Optional[float] = None
     deadline: Optional[float] = None
     reason: str = ""
+    step: str = ""
+    timeout: float = 5.0          # fence to ready, and how long an acknowledgement is awaited
+    retry: float = 0.25           # a control message is resent this often until acknowledged
+    outstanding: Optional[tuple] = None   # (cmd, next send, give up at)
 
-    def fail(self, reason: str, now: float, timeout: float = 5.0, backup: Optional[str] = None) -> list:
-        """The primary is gone (or is being retired): start a failover unless one runs."""
-        if self.status != PROTECTED:
+    @classmethod
+    def restored(cls, service: str, backups: tuple, record: dict, now: float, **kw):
+        """The state a previous controller recorded, and what finishes its failover:
+        a fenced service asks its backup again (the agent answers a takeover it already
+        prepared with the same ready); a failed-over one whose go was not acknowledged
+        re-checks its redirect and sends go again; a failed one its abort."""
+        f = cls(service, backups, epoch=_int(record.get("epoch")), **kw)
+        status, backup = record.get("status"), record.get("backup") or None
+        if status not in (FENCED, FAILED_OVER, FAILED) or backup is None:
+            return f, []
+        f.status, f.backup, f.reason, f.started = status, backup, record.get("reason", ""), now
+        if status == FENCED:
+            f.deadline, f.step = now + f.timeout, "fencing"
+            return f, [SyncFlows(service, "fenced", f.epoch)]
+        done = "done" if status == FAILED_OVER else "aborted"
+        if record.get("step") == done:
+            f.step = done
+            return f, []
+        f.step = "redirecting"
+        return f, [SyncFlows(service, "redirected", f.epoch)]
+
+    def fail(self, reason: str, now: float, backup: Optional[str] = None,
+             alive: Callable[[str], bool] = lambda name: True, retry: bool = False) -> list:
+        """The primary is gone (or is being retired): start a failover unless one runs.
+        A failed one is only tried again when asked (``retry``, over REST)."""
+        if self.status != PROTECTED and not (retry and self.status == FAILED):
             return []
-        backup = backup or (self.backups[0] if self.backups else None)
-        if backup is None:
-            return [Record(self.service, FAILED, self.epoch, {"reason": f"{reason}; no backup"})]
+        candidates = [backup] if backup else list(self.backups)
+        live = [b for b in candidates if alive(b)]
+        if not live:
+            why = (f"no live backup agent ({', '.join(candidates)} sent no heartbeat lately)" if candidates
+                   else "no backup")
+            return [Refused(self.service, f"{reason}; {why}: the primary keeps the service")]
         self.epoch += 1
-        self.status, self.backup, self.started, self.deadline = FENCED, backup, now, now + timeout
-        self.reason = reason
-        return [Fence(self.service), Record(self.service, FENCED, self.epoch, {"reason": reason, "backup": backup}),
-                RequestTakeover(self.service, backup, self.epoch)]
+        self.status, self.backup, self.started, self.deadline = FENCED, live[0], now, now + self.timeout
+        self.reason, self.step, self.outstanding = reason, "fencing", None
+        return [Record(self.service, FENCED, self.epoch, {"reason": reason, "backup": self.backup,
+                                                         "step": self.step}),
+                SyncFlows(self.service, "fenced", self.epoch)]
 
-    def ready(self, epoch: int, backup: str, taken: list, failed: dict, now: float) -> list:
-        """The backup has its sockets: redirect and let it go."""
-        if self.status != FENCED or epoch != self.epoch or backup != self.backup:
-            return []  # late, duplicate or foreign: never redirect twice or elsewhere
-        self.status = FAILED_OVER
-        detail = {"backup": backup, "taken": len(taken), "failed": failed, "reason": self.reason,
-                  "takeover_seconds": round(now - self.started, 6)}
-        return [Redirect(self.service, backup), Go(self.service, backup, epoch),
-                Record(self.service, FAILED_OVER, epoch, detail)]
+    def confirmed(self, step: str, epoch: int, now: float) -> list:
+        """The switches hold the flows of ``step``: send the message that follows."""
+        if epoch != self.epoch or self.step != {"fenced": "fencing", "redirected": "redirecting"}.get(step):
+            return []
+        if self.status == FENCED:
+            self.step = "takeover"
+            return self._send("takeover", now, self.deadline)
+        if self.status == FAILED_OVER:
+            self.step = "go"
+            return self._send("go", now, now + self.timeout)
+        if self.status == FAILED:
+            self.step = "aborting"
+            return self._send("abort", now, now + self.timeout)
+        return []
+
+    def reply(self, cmd: str, epoch: int, backup: str, now: float, detail: Optional[dict] = None) -> list:
+        """An agent's answer: ready, gone or aborted. Anything not for the current
+        epoch and backup, or not awaited now, is ignored (it is late or a duplicate)."""
+        if epoch != self.epoch or backup != self.backup:
+            return []
+        detail = detail or {}
+        if cmd == "ready" and self.status == FENCED and self.step == "takeover":
+            self.status, self.step, self.outstanding = FAILED_OVER, "redirecting", None
+            record = {"backup": backup, "taken": len(detail.get("taken", ())), "failed": detail.get("failed", {}),
+                      "reason": self.reason, "takeover_seconds": round(now - self.started, 6), "step": self.step}
+            return [Record(self.service, FAILED_OVER, epoch, record),
+                    SyncFlows(self.service, "redirected", epoch)]
+        if (cmd, self.status, self.step) in (("gone", FAILED_OVER, "go"), ("aborted", FAILED, "aborting")):
+            self.step, self.outstanding = "done" if cmd == "gone" else "aborted", None
+            return [Record(self.service, self.status, epoch, dict(detail, step=self.step))]
+        return []
 
     def tick(self, now: float) -> list:
-        """Give up waiting for the backup after the deadline."""
+        """Give up waiting for ready after the deadline; resend what is unacknowledged."""
         if self.status == FENCED and now >= self.deadline:
-            self.status = FAILED
+            self.status, self.step, self.outstanding = FAILED, "redirecting", None
             return [Record(self.service, FAILED, self.epoch,
-                           {"reason": f"{self.reason}; backup {self.backup} did not take over in time"})]
-        return []
+                           {"reason": f"{self.reason}; backup {self.backup} did not take over in time",
+                            "step": self.step}),
+                    SyncFlows(self.service, "redirected", self.epoch)]
+        if self.outstanding is None or now < self.outstanding[1]:
+            return []
+        cmd, _, until = self.outstanding
+        if now >= until:
+            self.outstanding = None
+            self.step = f"{cmd}-unacknowledged"
+            return [Record(self.service, self.status, self.epoch,
+                           {"step": self.step, "problem": f"{self.backup} never acknowledged {cmd}({self.epoch})"})]
+        return self._send(cmd, now, until)
+
+    def _send(self, cmd: str, now: float, until: float) -> list:
+        self.outstanding = (cmd, now + self.retry, until)
+        return [Send(self.service, self.backup, {"cmd": cmd, "service": self.service, "epoch": self.epoch})]
+
+
+def _int(value) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0

@@ -6,6 +6,9 @@ of one service (cookie/cookie_mask, as ryu's rest_router does).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 from ryu.lib.packet import arp, ether_types, ethernet, in_proto, ipv4, packet, tcp
 from ryu.ofproto import ofproto_v1_3 as ofp
 from ryu.ofproto import ofproto_v1_3_parser as parser
@@ -110,12 +113,101 @@ def service_flows(dp, plan: ServicePlan, hold: bool = False) -> list:
              _tcp_match(in_port=plan.primary_port, ipv4_src=svc.address, tcp_src=svc.port),
              [parser.OFPActionOutput(ofp.OFPP_NORMAL)] + mirrors),
     ]
-    for port in plan.mirror_ports:
-        flows.append(_add(dp, cookie(sid, MIRROR_PORT_DROP), PRIO_MIRROR_PORT_DROP,
-                          parser.OFPMatch(in_port=port), []))
+    flows += mirror_port_drops(dp, plan)
     if hold:
         flows += hold_flows(dp, plan)
     return flows
+
+
+# --- what a switch holds, and the messages that make it hold what is wanted -----------
+
+@dataclass(frozen=True)
+class Installed:
+    """One ftcp flow as the switch holds it (from a flow-stats reply or our own add)."""
+    cookie: int
+    priority: int
+    match: object          # OFPMatch
+    actions: tuple         # actions_key() of its instructions
+
+    @property
+    def key(self) -> tuple:
+        return flow_key(self.priority, self.match)
+
+
+def _norm(value):
+    return value.lower() if isinstance(value, str) else tuple(value) if isinstance(value, (list, tuple)) else value
+
+
+def flow_key(priority: int, match) -> tuple:
+    """A flow's identity in its table: priority and match (OpenFlow's own rule: an ADD
+    with the same pair replaces the flow)."""
+    return priority, tuple(sorted((k, _norm(v)) for k, v in match.items()))
+
+
+def actions_key(instructions) -> tuple:
+    """What a flow does, comparable between our FlowMods and a switch's flow stats."""
+    out = []
+    for inst in instructions:
+        acts = []
+        for act in getattr(inst, "actions", []):
+            if isinstance(act, parser.OFPActionSetField):
+                acts.append(("set", act.key, _norm(act.value)))
+            elif isinstance(act, parser.OFPActionOutput):
+                acts.append(("output", act.port))
+            else:
+                acts.append((type(act).__name__,))
+        out.append((inst.type, tuple(acts)))
+    return tuple(out)
+
+
+def installed(flow) -> Installed:
+    """An Installed from a FlowMod or an OFPFlowStats entry."""
+    return Installed(flow.cookie, flow.priority, flow.match, actions_key(flow.instructions))
+
+
+def is_ftcp(cookie_value: int) -> bool:
+    return cookie_value >> 32 == COOKIE_MAGIC
+
+
+def flow_stats_request(dp=None, xid: Optional[int] = None):
+    """Every ftcp flow the switch holds (cookie mask on the 'ftcp' magic)."""
+    msg = parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                     cookie(0, 0), MASK_ALL_FTCP, parser.OFPMatch())
+    msg.xid = xid
+    return msg
+
+
+def delete_strict(dp, flow: Installed):
+    """Remove exactly this flow (its priority, match and cookie)."""
+    return parser.OFPFlowMod(dp, cookie=flow.cookie, cookie_mask=0xFFFFFFFFFFFFFFFF, table_id=0,
+                             command=ofp.OFPFC_DELETE_STRICT, priority=flow.priority, match=flow.match,
+                             out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY)
+
+
+def reconcile(current: dict, desired: list, keep=frozenset()) -> tuple:
+    """The messages that turn a switch's ftcp flows (``current``: key -> Installed) into
+    ``desired`` (FlowMods), and the table that results. Adds first, highest priority
+    first (a fence before anything it guards), then deletes: never delete-then-add, so
+    no packet meets a table without the flow that should stop or carry it. An ADD with
+    the same priority and match replaces a flow in place. Flows of the services in
+    ``keep`` (cookie ids) that are not desired are left alone (their ports are
+    missing now; they may come back)."""
+    want = {}
+    for mod in desired:
+        want[flow_key(mod.priority, mod.match)] = mod
+    adds = [mod for key, mod in want.items()
+            if key not in current or (current[key].cookie, current[key].actions)
+            != (mod.cookie, actions_key(mod.instructions))]
+    adds.sort(key=lambda mod: -mod.priority)
+    table = dict(current)
+    deletes = []
+    for key, flow in current.items():
+        if key not in want and (cookie_parts(flow.cookie) or (None,))[0] not in keep:
+            deletes.append(delete_strict(None, flow))
+            del table[key]
+    for mod in adds:
+        table[flow_key(mod.priority, mod.match)] = installed(mod)
+    return adds + deletes, table
 
 
 def port_desc_request(dp):
@@ -152,27 +244,47 @@ def fence_flow(dp, plan: ServicePlan):
                 _tcp_match(in_port=plan.primary_port, ipv4_src=svc.address, tcp_src=svc.port), [])
 
 
+def _backup_port(plan: ServicePlan, backup_name: str):
+    svc = plan.service
+    index = next(i for i, b in enumerate(svc.backups) if b.name == backup_name)
+    return svc.backups[index], plan.data_ports[index]
+
+
+def redirect_s2c_flow(dp, plan: ServicePlan, backup_name: str, service_mac: str):
+    """What the backup sends from the service port leaves with the service's address
+    and MAC. Installed from the fence on: a rebuilt socket that retransmits before
+    the client is redirected reaches it from the service's address, never its own."""
+    svc = plan.service
+    backup, port = _backup_port(plan, backup_name)
+    return _add(dp, cookie(svc.cookie_id, REDIRECT_S2C), PRIO_REDIRECT,
+                _tcp_match(in_port=port, ipv4_src=backup.address, tcp_src=svc.port),
+                [parser.OFPActionSetField(ipv4_src=svc.address), parser.OFPActionSetField(eth_src=service_mac),
+                 parser.OFPActionOutput(ofp.OFPP_NORMAL)])
+
+
 def redirect_flows(dp, plan: ServicePlan, backup_name: str, service_mac: str) -> list:
     """Client->service goes to the backup (addresses rewritten; OVS fixes the
     checksums); the backup's answers leave with the service's address and MAC."""
     svc = plan.service
-    index = next(i for i, b in enumerate(svc.backups) if b.name == backup_name)
-    backup, port = svc.backups[index], plan.data_ports[index]
+    backup, port = _backup_port(plan, backup_name)
     sid = svc.cookie_id
     return [
         _add(dp, cookie(sid, REDIRECT_C2S), PRIO_REDIRECT,
              _tcp_match(ipv4_dst=svc.address, tcp_dst=svc.port),
              [parser.OFPActionSetField(eth_dst=backup.mac), parser.OFPActionSetField(ipv4_dst=backup.address),
               parser.OFPActionOutput(port)]),
-        _add(dp, cookie(sid, REDIRECT_S2C), PRIO_REDIRECT,
-             _tcp_match(in_port=port, ipv4_src=backup.address, tcp_src=svc.port),
-             [parser.OFPActionSetField(ipv4_src=svc.address), parser.OFPActionSetField(eth_src=service_mac),
-              parser.OFPActionOutput(ofp.OFPP_NORMAL)]),
+        redirect_s2c_flow(dp, plan, backup_name, service_mac),
         # The primary no longer answers ARP for the service address: the controller
         # does, so clients whose ARP cache expired can still open new connections.
         _add(dp, cookie(sid, SERVICE_ARP), PRIO_REDIRECT,
              parser.OFPMatch(eth_type=ether_types.ETH_TYPE_ARP, arp_tpa=svc.address), _to_controller()),
     ]
+
+
+def mirror_port_drops(dp, plan: ServicePlan) -> list:
+    """Anything a backup's mirror iface sends is dropped: it can never inject."""
+    return [_add(dp, cookie(plan.service.cookie_id, MIRROR_PORT_DROP), PRIO_MIRROR_PORT_DROP,
+                 parser.OFPMatch(in_port=port), []) for port in plan.mirror_ports]
 
 
 def _to_controller():
@@ -231,13 +343,46 @@ def probe_rst(dp, plan: ServicePlan, probe, sport: int, seq: int):
     return _packet_out(dp, frame, [parser.OFPActionOutput(plan.primary_port)])
 
 
-def arp_reply(dp, in_port: int, request: arp.arp, mac: str):
+def arp_reply(dp, in_port: int, request, mac: str):
+    """The answer to an ARP request (a Frame of kind "arp") for an address we own."""
     pkt = packet.Packet()
     pkt.add_protocol(ethernet.ethernet(dst=request.src_mac, src=mac, ethertype=ether_types.ETH_TYPE_ARP))
-    pkt.add_protocol(arp.arp(opcode=arp.ARP_REPLY, src_mac=mac, src_ip=request.dst_ip,
-                             dst_mac=request.src_mac, dst_ip=request.src_ip))
+    pkt.add_protocol(arp.arp(opcode=arp.ARP_REPLY, src_mac=mac, src_ip=request.dst,
+                             dst_mac=request.src_mac, dst_ip=request.src))
     pkt.serialize()
     return _packet_out(dp, bytes(pkt.data), [parser.OFPActionOutput(in_port)])
+
+
+@dataclass(frozen=True)
+class Frame:
+    """What the controller needs of a packet-in: an ARP request or a TCP segment."""
+    kind: str                 # "arp" (requests only) or "tcp"
+    src: str                  # sender IPv4 address
+    dst: str                  # target IPv4 address
+    src_mac: str = ""
+    sport: int = 0
+    dport: int = 0
+    seq: int = 0
+    ack: int = 0
+    flags: int = 0
+
+
+def parse_frame(data: bytes) -> Optional[Frame]:
+    """An ARP request or an IPv4/TCP segment, else None (never raises on junk)."""
+    try:
+        pkt = packet.Packet(data)
+    except Exception:   # ryu's parsers raise anything on truncated input
+        return None
+    req = pkt.get_protocol(arp.arp)
+    if req is not None:
+        if req.opcode != arp.ARP_REQUEST:
+            return None
+        return Frame("arp", req.src_ip, req.dst_ip, src_mac=req.src_mac)
+    ip, seg = pkt.get_protocol(ipv4.ipv4), pkt.get_protocol(tcp.tcp)
+    if ip is None or seg is None:
+        return None
+    return Frame("tcp", ip.src, ip.dst, sport=seg.src_port, dport=seg.dst_port, seq=seg.seq, ack=seg.ack,
+                 flags=seg.bits)
 
 
 def release(dp, plan: ServicePlan, data: bytes):

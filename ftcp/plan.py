@@ -15,14 +15,18 @@ from ftcp.config import Config, Service
 @dataclass(frozen=True)
 class ServicePlan:
     service: Service
-    primary_port: Optional[int] = None
+    primary_port: Optional[int] = None   # None: the primary's port is not on the switch (now)
     mirror_ports: tuple = ()
     data_ports: tuple = ()
-    problem: Optional[str] = None  # set when the service cannot be protected here
+    problem: Optional[str] = None  # set when the backups' ports are not all here
 
     @property
     def ok(self) -> bool:
         return self.problem is None
+
+    @property
+    def primary_problem(self) -> str:
+        return f"primary.port {self.service.primary.port} is not a port of this switch"
 
 
 def switch_applies(config: Config, dpid: int) -> bool:
@@ -30,9 +34,12 @@ def switch_applies(config: Config, dpid: int) -> bool:
     return config.dpid is None or config.dpid == dpid
 
 
+
 def plan_service(service: Service, ports_by_name: dict, port_numbers: set) -> ServicePlan:
-    """Resolve a service's attachment points against one switch's ports."""
-    refs = [("primary.port", service.primary.port)]
+    """Resolve a service's attachment points against one switch's ports. A missing
+    primary port is not a problem of the plan: a failed-over service still needs its
+    backups' ports (its primary's tap may be gone for good)."""
+    refs = []
     for b in service.backups:
         refs += [(f"backups[{b.name}].data_port", b.data_port), (f"backups[{b.name}].mirror_port", b.mirror_port)]
     resolved = {}
@@ -41,9 +48,10 @@ def plan_service(service: Service, ports_by_name: dict, port_numbers: set) -> Se
         if number is None or number not in port_numbers:
             return ServicePlan(service, problem=f"{what} {ref} is not a port of this switch")
         resolved[what] = number
+    primary = service.primary.port.resolve(ports_by_name)
     return ServicePlan(
         service,
-        primary_port=resolved["primary.port"],
+        primary_port=primary if primary in port_numbers else None,
         mirror_ports=tuple(resolved[f"backups[{b.name}].mirror_port"] for b in service.backups),
         data_ports=tuple(resolved[f"backups[{b.name}].data_port"] for b in service.backups),
     )

@@ -150,10 +150,15 @@ class Process:
 
 
 class RedisServer(Process):
+    """The lab's Redis: a unix socket, and an append-only file fsynced at every write
+    (the run directory is a tmpfs), so a restart loses nothing the controller or the
+    agent were told was written."""
+
     def __init__(self, run_dir: Path):
         self.socket_path = run_dir / "redis.sock"
         argv = ["redis-server", "--port", "0", "--unixsocket", str(self.socket_path), "--unixsocketperm", "700",
-                "--save", "", "--appendonly", "no", "--dir", str(run_dir), "--daemonize", "no"]
+                "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", str(run_dir),
+                "--daemonize", "no"]
         super().__init__("redis-server", argv, run_dir / "redis.log")
 
     @property
@@ -269,6 +274,8 @@ class Lab:
         cleanup_stale(self.run_dir)
         for old_log in [*self.run_dir.glob("*.log"), *self.run_dir.glob("*.out")]:
             old_log.unlink()  # each run's logs start empty, so they tell about this run only
+        # and Redis starts empty: an earlier lab's append-only file would bring its state back
+        shutil.rmtree(self.run_dir / "appendonlydir", ignore_errors=True)
         LOG.info("lab: starting Open vSwitch")
         self.ovs.start()
         LOG.info("lab: starting redis-server on %s", self.run_dir / "redis.sock")
@@ -311,6 +318,10 @@ class Lab:
             autoSetMacs=False, autoStaticArp=False, waitConnected=False,
         )
         self.net.start()
+        # Reconnect to a restarted controller within a second (OVS backs off to 8 s).
+        for uuid in sh("ovs-vsctl --timeout=5 --columns=_uuid --bare list controller").split():
+            subprocess.run(["ovs-vsctl", "--timeout=5", "set", "controller", uuid, "max_backoff=1000"],
+                           capture_output=True)
 
     def _wait_protected(self):
         """Wait for the controller's 'flows_installed' event for every service."""
@@ -350,6 +361,41 @@ class Lab:
         wait_for(beating, 20, "the backup agent's first heartbeat",
                  failed=lambda: self.agent.died() and f"{self.agent.died()}\n{tail(self.run_dir / 'agent.log')}")
         return self.agent
+
+    def _replace(self, old: Process, new: Process) -> Process:
+        self.procs[self.procs.index(old)] = new
+        (self.run_dir / f"{old.name}-{old.pid}.pid").unlink(missing_ok=True)
+        (self.run_dir / f"{new.name}-{new.pid}.pid").write_text(str(new.pid))
+        return new
+
+    def kill(self, proc: Process) -> None:
+        """SIGKILL a lab process (its whole process group) and reap it: a crash."""
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.proc.wait(10)
+
+    def restart_controller(self, kill: bool = True) -> None:
+        """ryu-manager dies (SIGKILL, or SIGTERM) and is started again with the same
+        arguments; returns once it listens (the switch reconnects on its own)."""
+        old = self.ryu
+        self.kill(old) if kill else old.stop()
+        old.stop()
+        self.ryu = self._replace(old, RyuManager(self.run_dir, self.config_path, self.redis.url, old.ofp_port,
+                                                 self.wsapi_port, api_token=self.api_token))
+        self.ryu.wait_ready()
+
+    def restart_redis(self, down: float = 0.0) -> None:
+        """redis-server is killed (SIGKILL) and, ``down`` seconds later, started again
+        on the same socket and append-only file."""
+        old = self.redis
+        self.kill(old)
+        old.stop()
+        if down:
+            time.sleep(down)   # the outage itself: how long Redis stays away is the test's subject
+        self.redis = self._replace(old, RedisServer(self.run_dir))
+        self.redis.wait_ready()
 
     def stop_agent(self, timeout: float = 10.0) -> int:
         """SIGTERM the agent (it drains and flushes) and return its exit status."""

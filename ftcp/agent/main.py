@@ -20,16 +20,16 @@ import threading
 import time
 
 from ftcp import config as ftcp_config
-from ftcp.agent import repair
 from ftcp.agent.acks import AckSender
 from ftcp.agent.capture import CaptureError, RingCapture
+from ftcp.agent.coordinator import Coordinator
 from ftcp.agent.packet import ip_int
 from ftcp.agent.replica import HotStandby, ReplicaPool
-from ftcp.agent.takeover import Session, Splicer, prepare as prepare_sessions
-from ftcp.agent.tracker import CLOSED, ESTABLISHED, PROTECTED, Tracker
+from ftcp.agent.takeover import Splicer
+from ftcp.agent.tracker import Tracker
 from ftcp.agent.wakeup import Wakeup
 from ftcp.agent.writer import LogWriter, WriterThread
-from ftcp.store import CONTROLLER_CHANNEL, Store, StoreError, agent_channel
+from ftcp.store import Store, StoreError, agent_channel
 
 LOG = logging.getLogger("ftcp.agent")
 SIZE_RE = re.compile(r"^(\d+)([KMG]?)(i?B)?$", re.I)
@@ -127,8 +127,7 @@ class Agent:
                                    retire_ms=args.retire_ms)
         self.control = ControlListener(self.store, agent_channel(self.name))
         self.capture.wake_on(self.control.wakeup.fileno())
-        self.sessions = {}   # service -> [Session]
-        self.resets = {}     # service -> [RepairParams] of connections to reset at go
+        self.coordinator = Coordinator(self)
         self.splicer = Splicer()
         self.acks = AckSender()
         self.started = clock()
@@ -180,15 +179,13 @@ class Agent:
                 next_collect = now + collect_every
         return self.shutdown()
 
-    # --- takeover ----------------------------------------------------------------------
+    # --- control messages -------------------------------------------------------------
 
     def handle(self, msg: dict) -> None:
         cmd = msg.get("cmd")
         try:
-            if cmd == "takeover":
-                self.takeover(str(msg["service"]), int(msg["epoch"]))
-            elif cmd == "go":
-                self.go(str(msg["service"]), int(msg["epoch"]))
+            if cmd in ("takeover", "go", "abort"):
+                getattr(self.coordinator, cmd)(str(msg["service"]), int(msg["epoch"]))
             elif cmd == "service":
                 service = ftcp_config.parse_service(msg["service"])
                 self.defined[service.name] = service
@@ -249,128 +246,6 @@ class Agent:
                 return
             if not frames and now >= until:
                 return
-
-    def takeover(self, service: str, epoch: int) -> None:
-        started = self.clock()
-        if service not in self.replicas:
-            LOG.error("takeover of %s: not a service of this backup", service)
-            return
-        LOG.info("takeover of %s (epoch %d): draining the capture", service, epoch)
-        self.drain()
-        drained = self.clock()
-        # Hands the last client bytes to the hot replicas; Redis is written by the
-        # writer thread as usual and only read here for a cold replay.
-        self.writer.collect(self.clock())
-        self.writer.snapshot_all(self.clock())
-        failed, candidates = {}, []
-        for conn in [c for c in self.tracker.conns.values() if c.service == service]:
-            reason = self._cannot_take(conn)
-            if reason is None:
-                candidates.append(conn)
-            else:
-                self._not_taken(service, conn, reason, failed)
-        sessions = self._sessions(service, candidates, failed)
-        made = self.clock()
-        prepare_sessions(sessions, timeout=self.args.prepare_timeout)
-        by_id = {conn.id: conn for conn in candidates}
-        for session in sessions:
-            if session.error is not None:
-                self._not_taken(service, by_id[session.conn_id], f"takeover failed: {session.error}", failed)
-        ready = [s for s in sessions if s.error is None]
-        self.sessions[service] = ready
-        elapsed = self.clock() - started
-        LOG.info("takeover of %s (epoch %d): %d connection(s) ready (%d hot), %d not, in %.1f ms "
-                 "(drain %.1f, sessions %.1f, replicas and sockets %.1f)",
-                 service, epoch, len(ready), sum(s.mode == "hot" for s in ready), len(failed), elapsed * 1000,
-                 (drained - started) * 1000, (made - drained) * 1000, (started + elapsed - made) * 1000)
-        self.store.publish(CONTROLLER_CHANNEL, {"cmd": "ready", "service": service, "epoch": epoch,
-                                                "backup": self.name, "taken": [s.conn_id for s in ready],
-                                                "failed": failed, "seconds": round(elapsed, 6)})
-
-    def _not_taken(self, service: str, conn, reason: str, failed: dict) -> None:
-        """Record why; a connection still open gets a RST at go (its client fails fast)."""
-        failed[conn.id] = reason
-        LOG.warning("takeover of %s: cannot take %s: %s", service, conn.id, reason)
-        if conn.state != CLOSED:
-            reset = repair.reset_params(conn.to_state(), self.replicas[service][0])
-            if reset is not None:
-                self.resets.setdefault(service, []).append(reset)
-
-    @staticmethod
-    def _cannot_take(conn):
-        if conn.status is not PROTECTED:
-            return f"unprotected: {conn.reason}"
-        if conn.state != ESTABLISHED:
-            return f"state {conn.state}"
-        return None
-
-    def _sessions(self, service: str, conns, failed: dict) -> list:
-        """A Session per connection: its hot replica where that one was fed the whole
-        log, else a cold replay of the log stored in Redis."""
-        replica = self.replicas[service]
-        hot = self.hot.detach_all(conns) if self.hot else {}
-        sessions, cold = [], []
-        for conn in conns:
-            detached = hot.get(conn.id)
-            if detached is not None and detached.diverged:
-                # Never replay into a fresh replica: it would diverge the same way.
-                self.tracker.mark_unprotected(conn, detached.diverged)
-                self._not_taken(service, conn, detached.diverged, failed)
-            elif detached is not None and detached.fed + len(detached.unsent) == conn.c2s_logged:
-                state = conn.to_state()
-                params = repair.repair_params(state, replica[0], logged=conn.c2s_logged)
-                sessions.append(Session(conn.id, params, int(state["s2c_acked"]), detached.sock,
-                                        unsent=detached.unsent, tail_start=detached.tail_start,
-                                        tail=detached.tail, checks=detached.checks, sent=conn.s2c_sent))
-            else:
-                if detached is not None:
-                    LOG.warning("%s: hot replica was fed %d bytes of %d; replaying the log instead",
-                                conn.id, detached.fed + len(detached.unsent), conn.c2s_logged)
-                    detached.sock.close()
-                cold.append(conn)
-        if not cold:
-            return sessions
-        try:
-            logs = self._stored_logs(cold)
-        except StoreError as e:
-            for conn in cold:
-                self._not_taken(service, conn, f"takeover failed: {e}", failed)
-            return sessions
-        for conn in cold:
-            log = logs[conn.id]
-            if len(log) != conn.c2s_logged:
-                self._not_taken(service, conn, f"takeover failed: the log in Redis has {len(log)} bytes, "
-                                               f"the tracker {conn.c2s_logged}", failed)
-                continue
-            state = conn.to_state()
-            params = repair.repair_params(state, replica[0], logged=len(log))
-            try:
-                sessions.append(Session.cold(conn.id, params, int(state["s2c_acked"]), replica, log,
-                                             sent=conn.s2c_sent))
-            except OSError as e:
-                self._not_taken(service, conn, f"takeover failed: {e}", failed)
-        return sessions
-
-    def _stored_logs(self, conns) -> dict:
-        """The client logs of these connections from Redis, written out first."""
-        if not self.writer.flush():
-            raise StoreError("Redis unreachable: the client logs are not all stored")
-        return self.store.conn_logs([conn.id for conn in conns])
-
-    def go(self, service: str, epoch: int) -> None:
-        sessions = self.sessions.pop(service, [])
-        acked = sum(session.kick(self.acks) for session in sessions)
-        self.splicer.add(sessions)
-        # Connections we could not take: a RST now (the switch delivers it from the
-        # service's address), so their clients fail fast instead of hanging.
-        resets = self.resets.pop(service, [])
-        for params in resets:
-            try:
-                repair.reset(repair.repaired_socket(params))
-            except OSError as e:
-                LOG.warning("could not reset %s:%s: %s", *params.remote, e)
-        LOG.info("go for %s (epoch %d): %d connection(s) released (%d acknowledged to their clients), %d reset",
-                 service, epoch, len(sessions), acked, len(resets))
 
     def shutdown(self) -> int:
         LOG.info("agent %s stopping: draining the capture ring", self.name)

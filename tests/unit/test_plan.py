@@ -19,9 +19,11 @@ def test_names_and_numbers_resolve():
     assert plan.ok and (plan.primary_port, plan.mirror_ports, plan.data_ports) == (3, (5,), (4,))
 
 
-def test_unknown_name_is_a_problem_not_a_crash():
+def test_unknown_primary_is_not_a_crash_and_leaves_the_backups_resolved():
+    """A failed-over service still needs its backup's ports when its primary's port is gone."""
     plan, = plan_switch(conf(primary="eth9"), PORTS)
-    assert not plan.ok and plan.problem == "primary.port eth9 is not a port of this switch"
+    assert plan.ok and plan.primary_port is None and plan.data_ports == (4,)
+    assert plan.primary_problem == "primary.port eth9 is not a port of this switch"
 
 
 def test_number_absent_from_switch_is_a_problem():

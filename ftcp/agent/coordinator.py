@@ -1,0 +1,308 @@
+"""The backup agent's side of a failover: one epoch-tagged takeover per service,
+acknowledged and idempotent (DESIGN §7, §13).
+
+    takeover(N)  the capture thread drains the mirror and decides, per connection,
+                 hot session, cold replay or reset (``plan_takeover``, pure); a worker
+                 thread fetches cold logs, prepares every session and answers ready(N).
+                 Capture goes on for every other service meanwhile, and two services'
+                 takeovers run side by side.
+    go(N)        the switch now sends the clients here: kick, splice, reset the
+                 connections that could not be taken; answer gone(N)
+    abort(N)     the controller gave up: drop what was prepared, reset every client
+                 of the service (their segments reach this kernel now); answer aborted(N)
+
+The controller resends each message until it hears the answer, so a message for an
+epoch already answered is answered again the same way; a takeover for a newer epoch
+drops an older one that never went; anything for an older epoch is dropped with a log
+line. Rebuilt sockets stay silent until go, and anything they do send before it leaves
+with the service's address: the controller installs the backup->client rewrite with
+the fence.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ftcp.agent import repair
+from ftcp.agent.takeover import Session, prepare as prepare_sessions
+from ftcp.agent.tracker import CLOSED, ESTABLISHED, PROTECTED
+from ftcp.store import CONTROLLER_CHANNEL, StoreError
+
+LOG = logging.getLogger("ftcp.agent.coordinator")
+
+
+@dataclass
+class Takeover:
+    service: str
+    epoch: int
+    state: str = "preparing"          # preparing, ready, gone, aborted
+    sessions: list = field(default_factory=list)
+    resets: list = field(default_factory=list)    # RepairParams of connections to reset at go
+    answer: Optional[dict] = None     # the last answer sent, sent again on a repeat
+    abort_asked: bool = False
+
+
+@dataclass(frozen=True)
+class ColdJob:
+    """A connection to replay from its log in Redis (no hot replica fed from byte 0)."""
+    conn_id: str
+    state: dict
+    logged: int
+    sent: int
+
+
+def cannot_take(conn) -> Optional[str]:
+    if conn.status is not PROTECTED:
+        return f"unprotected: {conn.reason}"
+    if conn.state != ESTABLISHED:
+        return f"state {conn.state}"
+    return None
+
+
+def plan_takeover(conns, detached: dict, replica_ip: str):
+    """Decide, per connection, how it is taken (pure): ([Session] of hot replicas,
+    [ColdJob], {conn id: why not}, {conn id: state to reset} for those still open)."""
+    hot, cold, failed, resets = [], [], {}, {}
+
+    def refuse(conn, reason):
+        failed[conn.id] = reason
+        if conn.state != CLOSED:
+            resets[conn.id] = conn.to_state()
+    for conn in conns:
+        reason = cannot_take(conn)
+        d = detached.get(conn.id)
+        if reason is not None:
+            refuse(conn, reason)
+        elif d is not None and d.diverged:
+            refuse(conn, d.diverged)   # never replay into a fresh replica: it would diverge the same way
+        elif d is not None and d.fed + len(d.unsent) == conn.c2s_logged:
+            state = conn.to_state()
+            params = repair.repair_params(state, replica_ip, logged=conn.c2s_logged)
+            hot.append(Session(conn.id, params, int(state["s2c_acked"]), d.sock, unsent=d.unsent,
+                               tail_start=d.tail_start, tail=d.tail, checks=d.checks, sent=conn.s2c_sent))
+        else:
+            if d is not None:
+                LOG.warning("%s: hot replica was fed %d bytes of %d; replaying the log instead",
+                            conn.id, d.fed + len(d.unsent), conn.c2s_logged)
+                d.sock.close()
+            cold.append(ColdJob(conn.id, conn.to_state(), conn.c2s_logged, conn.s2c_sent))
+    return hot, cold, failed, resets
+
+
+class Coordinator:
+    """Takeovers of this backup's services. ``takeover``, ``go`` and ``abort`` are
+    called on the capture thread; the slow part of a takeover runs on its own thread."""
+
+    def __init__(self, agent):
+        self.agent = agent
+        self.takeovers = {}      # service -> Takeover (the latest epoch)
+        self._lock = threading.Lock()
+
+    def _answer(self, t: Takeover, cmd: str, **fields) -> None:
+        t.answer = {"cmd": cmd, "service": t.service, "epoch": t.epoch, "backup": self.agent.name, **fields}
+        self._publish(t.answer)
+
+    def _publish(self, message: dict) -> None:
+        try:
+            self.agent.store.publish(CONTROLLER_CHANNEL, message)
+        except StoreError as e:
+            LOG.error("cannot answer %s(%s) for %s: %s (the controller asks again)", message["cmd"],
+                      message["epoch"], message["service"], e)
+
+    def _current(self, service: str, epoch: int, cmd: str) -> Optional[Takeover]:
+        t = self.takeovers.get(service)
+        if t is None or epoch != t.epoch:
+            LOG.warning("%s(%d) for %s dropped: %s", cmd, epoch, service,
+                        f"the takeover under way is epoch {t.epoch}" if t else "no takeover of it was asked")
+            return None
+        return t
+
+    # --- takeover ----------------------------------------------------------------------------
+
+    def takeover(self, service: str, epoch: int) -> None:
+        agent = self.agent
+        if service not in agent.replicas:
+            LOG.error("takeover of %s: not a service of this backup", service)
+            return
+        with self._lock:
+            t = self.takeovers.get(service)
+            if t is not None and epoch < t.epoch:
+                LOG.warning("takeover(%d) of %s dropped: epoch %d is newer", epoch, service, t.epoch)
+                return
+            if t is not None and epoch == t.epoch:
+                if t.answer is not None:
+                    self._publish(t.answer)    # the controller did not hear it: same answer
+                return
+            if t is not None and t.state == "ready":
+                LOG.warning("takeover of %s epoch %d supersedes epoch %d, which never went: dropped",
+                            service, epoch, t.epoch)
+                _close(t.sessions)
+            t = self.takeovers[service] = Takeover(service, epoch)
+        started = agent.clock()
+        LOG.info("takeover of %s (epoch %d): draining the capture", service, epoch)
+        agent.drain()
+        drained = agent.clock()
+        # Hands the last client bytes to the hot replicas; Redis is written by the
+        # writer thread as usual and only read here for a cold replay.
+        agent.writer.collect(agent.clock())
+        agent.writer.snapshot_all(agent.clock())
+        conns = [c for c in agent.tracker.conns.values() if c.service == service]
+        usable = [c for c in conns if cannot_take(c) is None]
+        detached = agent.hot.detach_all(usable) if agent.hot else {}
+        for conn in usable:
+            d = detached.get(conn.id)
+            if d is not None and d.diverged:
+                agent.tracker.mark_unprotected(conn, d.diverged)
+        hot, cold, failed, resets = plan_takeover(conns, detached, agent.replicas[service][0])
+        states = {conn.id: conn.to_state() for conn in usable}
+        planned = agent.clock()
+        threading.Thread(target=self._prepare, name=f"ftcp-takeover-{service}", daemon=True,
+                         args=(t, hot, cold, failed, resets, states, (started, drained, planned))).start()
+
+    def _prepare(self, t: Takeover, sessions, cold, failed, resets, states, times) -> None:
+        """The worker: cold logs, replicas caught up, sockets rebuilt; then ready."""
+        agent = self.agent
+        try:
+            sessions = sessions + self._cold_sessions(t.service, cold, failed, resets)
+            made = agent.clock()
+            prepare_sessions(sessions, timeout=agent.args.prepare_timeout)
+            for s in sessions:
+                if s.error is not None:
+                    failed[s.conn_id] = f"takeover failed: {s.error}"
+                    resets[s.conn_id] = states[s.conn_id]
+            ready = [s for s in sessions if s.error is None]
+        except Exception as e:   # a bug must still answer: the controller then resets the clients
+            LOG.exception("takeover of %s (epoch %d) failed", t.service, t.epoch)
+            sessions, ready, made = [], [], agent.clock()
+            failed["*"] = f"takeover failed: {e}"
+        reset_params = [p for p in (repair.reset_params(state, agent.replicas[t.service][0])
+                                    for state in resets.values()) if p is not None]
+        for conn_id, reason in failed.items():
+            LOG.warning("takeover of %s: cannot take %s: %s", t.service, conn_id, reason)
+        started, drained, planned = times
+        elapsed = agent.clock() - started
+        LOG.info("takeover of %s (epoch %d): %d connection(s) ready (%d hot), %d not, in %.1f ms "
+                 "(drain %.1f, plan %.1f, sessions %.1f, replicas and sockets %.1f)",
+                 t.service, t.epoch, len(ready), sum(s.mode == "hot" for s in ready), len(failed), elapsed * 1000,
+                 (drained - started) * 1000, (planned - drained) * 1000, (made - planned) * 1000,
+                 (started + elapsed - made) * 1000)
+        with self._lock:
+            if self.takeovers.get(t.service) is not t or t.abort_asked:
+                _close(ready)
+                if t.abort_asked:
+                    self._abort(t, reset_params)
+                return
+            t.sessions, t.resets, t.state = ready, reset_params, "ready"
+            self._answer(t, "ready", taken=[s.conn_id for s in ready], failed=failed, seconds=round(elapsed, 6))
+
+    def _cold_sessions(self, service: str, jobs, failed: dict, resets: dict) -> list:
+        if not jobs:
+            return []
+        agent = self.agent
+        replica = agent.replicas[service]
+        try:
+            if not agent.writer.flush():
+                raise StoreError("Redis unreachable: the client logs are not all stored")
+            logs = agent.store.conn_logs([job.conn_id for job in jobs])
+        except StoreError as e:
+            for job in jobs:
+                failed[job.conn_id], resets[job.conn_id] = f"takeover failed: {e}", job.state
+            return []
+        sessions = []
+        for job in jobs:
+            log = logs[job.conn_id]
+            if len(log) != job.logged:
+                failed[job.conn_id] = (f"takeover failed: the log in Redis has {len(log)} bytes, "
+                                       f"the tracker {job.logged}")
+                resets[job.conn_id] = job.state
+                continue
+            params = repair.repair_params(job.state, replica[0], logged=len(log))
+            try:
+                sessions.append(Session.cold(job.conn_id, params, int(job.state["s2c_acked"]), replica, log,
+                                             sent=job.sent))
+            except OSError as e:
+                failed[job.conn_id], resets[job.conn_id] = f"takeover failed: {e}", job.state
+        return sessions
+
+    # --- go and abort ------------------------------------------------------------------------
+
+    def go(self, service: str, epoch: int) -> None:
+        with self._lock:
+            t = self._current(service, epoch, "go")
+            if t is None:
+                return
+            if t.state != "ready":
+                if t.state == "gone":
+                    self._publish(t.answer)
+                else:
+                    LOG.warning("go(%d) for %s while the takeover is %s: ignored", epoch, service, t.state)
+                return
+            sessions, resets = t.sessions, t.resets
+            t.state, t.sessions, t.resets = "gone", [], []
+        agent = self.agent
+        acked = sum(session.kick(agent.acks) for session in sessions)
+        agent.splicer.add(sessions)
+        # Connections we could not take: a RST now (the switch delivers it from the
+        # service's address), so their clients fail fast instead of hanging.
+        _reset_all(resets)
+        LOG.info("go for %s (epoch %d): %d connection(s) released (%d acknowledged to their clients), %d reset",
+                 service, epoch, len(sessions), acked, len(resets))
+        with self._lock:
+            self._answer(t, "gone", released=len(sessions), acknowledged=acked, reset=len(resets))
+
+    def abort(self, service: str, epoch: int) -> None:
+        with self._lock:
+            t = self.takeovers.get(service)
+            if t is None or epoch > t.epoch:
+                # never asked (the takeover was lost): nothing was prepared
+                t = self.takeovers[service] = Takeover(service, epoch, state="aborted")
+                self._answer(t, "aborted", reset=0)
+                return
+            if self._current(service, epoch, "abort") is None:
+                return
+            if t.state == "preparing":
+                t.abort_asked = True      # the worker resets and answers when it is done
+                return
+            if t.state == "aborted":
+                self._publish(t.answer)
+                return
+            if t.state == "gone":
+                LOG.warning("abort(%d) for %s after go: the connections live on here", epoch, service)
+                self._publish(t.answer)
+                return
+            self._abort(t, t.resets)
+
+    def _abort(self, t: Takeover, resets) -> None:
+        """Reset every client of the takeover (called with the lock held)."""
+        for s in t.sessions:
+            if s.client is not None:
+                _reset(s.client)
+                s.client = None
+        _close(t.sessions)
+        _reset_all(resets)
+        count = len(t.sessions) + len(resets)
+        LOG.warning("abort of %s (epoch %d): %d client(s) reset", t.service, t.epoch, count)
+        t.state, t.sessions, t.resets = "aborted", [], []
+        self._answer(t, "aborted", reset=count)
+
+
+def _close(sessions) -> None:
+    for s in sessions:
+        s.close()
+
+
+def _reset(sock) -> None:
+    try:
+        repair.reset(sock)
+    except OSError as e:
+        LOG.warning("could not reset a client socket: %s", e)
+
+
+def _reset_all(params_list) -> None:
+    for params in params_list:
+        try:
+            repair.reset(repair.repaired_socket(params))
+        except OSError as e:
+            LOG.warning("could not reset %s:%s: %s", *params.remote, e)

@@ -1,0 +1,301 @@
+"""The controller core against fake switches: what a packet would hit, step by step,
+through failovers, controller restarts, switch reconnects, lost barriers and
+acknowledgements (tests/support/switch_rig.py)."""
+import pytest
+from ryu.ofproto import ofproto_v1_3 as ofp
+
+from ftcp import config, flows
+from ftcp.failover import FAILED, FAILED_OVER, FENCED, PROTECTED
+from tests.support.fake_oftable import FakeOFTable
+from tests.support.switch_rig import PORTS, Rig
+
+SERVICE = {"name": "web", "address": "10.0.0.10", "port": 80,
+           "primary": {"port": "s1-eth3", "mac": "00:00:00:00:00:10"},
+           "backups": [{"name": "b1", "address": "10.0.0.20", "data_port": "s1-eth4", "mirror_port": "s1-eth5",
+                        "mac": "00:00:00:00:00:20"}]}
+CONF = config.parse({"services": [SERVICE],
+                     "probe": {"address": "10.0.0.254", "interval": 0.05, "misses": 3}})
+CLIENT = dict(in_port=1, eth_type=0x0800, ip_proto=6, ipv4_src="10.0.0.1", ipv4_dst="10.0.0.10",
+              tcp_src=5000, tcp_dst=80, tcp_flags=flows.TCP_ACK)
+PRIMARY = dict(in_port=3, eth_type=0x0800, ip_proto=6, ipv4_src="10.0.0.10", ipv4_dst="10.0.0.1",
+               tcp_src=80, tcp_dst=5000, tcp_flags=flows.TCP_ACK)
+BACKUP = dict(PRIMARY, in_port=4, ipv4_src="10.0.0.20")
+NORMAL, CONTROLLER = ofp.OFPP_NORMAL, ofp.OFPP_CONTROLLER
+
+
+def ports_of(table, **pkt):
+    return [port for port, _ in table.forward(**pkt)]
+
+
+def up(conf=CONF, records=None, **kw):
+    """A controller with its state restored and switch 1 connected and reconciled."""
+    rig = Rig(conf, **kw)
+    rig.restore(records)
+    rig.connect(1)
+    rig.beat("b1")
+    return rig
+
+
+def fail_over(rig):
+    """Link down on the primary's port; the agent answers everything at once."""
+    rig.call("port_status", 1, 3, "s1-eth3", False, "modify")
+    epoch = rig.core.failovers["web"].epoch
+    rig.call("control", {"cmd": "ready", "service": "web", "epoch": epoch, "backup": "b1", "taken": ["x"],
+                         "failed": {}})
+    rig.call("control", {"cmd": "gone", "service": "web", "epoch": epoch, "backup": "b1"})
+    return epoch
+
+
+def test_fresh_switch_gets_the_steady_flows_and_the_service_is_protected_after_the_barrier():
+    rig = Rig(CONF)
+    rig.restore({})
+    table = rig.connect(1)
+    assert ports_of(table, **CLIENT) == [3, 5]                  # to the primary and the mirror
+    assert ports_of(table, **PRIMARY) == [NORMAL, 5]
+    assert ports_of(table, **dict(PRIMARY, tcp_flags=flows.TCP_FIN)) == [CONTROLLER]   # held
+    assert ports_of(table, **dict(CLIENT, in_port=5)) == []      # the mirror port cannot inject
+    assert ("web", PROTECTED) == rig.last_record("web")[:2]
+    assert ("flows_installed", {"service": "web", "dpid": "0000000000000001", "flows": 5}) in rig.events
+
+
+def test_no_switch_is_touched_before_the_state_is_read_from_redis():
+    rig = Rig(CONF)
+    old = FakeOFTable()
+    old.apply(flows.fence_flow(None, _plan()))
+    rig.connect(1, old)
+    assert old.log[1:] == [] and rig.core.switches[1].flows is not None
+    rig.restore({"web": {"status": "failed-over", "epoch": "2", "backup": "b1", "step": "done"}})
+    assert ports_of(old, **CLIENT) == [4]
+
+
+def _plan():
+    from ftcp.plan import plan_switch
+    return plan_switch(CONF, {name: no for name, (no, _) in PORTS.items()})[0]
+
+
+def test_failover_order_fence_then_takeover_then_redirect_then_go():
+    rig = up()
+    table = rig.tables[1]
+    rig.hold.add(1)                        # the switch has not answered the fence's barrier yet
+    rig.call("port_status", 1, 3, "s1-eth3", False, "modify")
+    assert rig.core.failovers["web"].status == FENCED
+    assert ports_of(table, **PRIMARY) == []            # fenced at once
+    assert ports_of(table, **BACKUP) == [NORMAL]       # a rebuilt socket's retransmission leaves as the service
+    assert table.forward(**BACKUP)[0][1]["ipv4_src"] == "10.0.0.10"
+    assert ports_of(table, **CLIENT) == [3, 5]         # still mirrored: the agent drains up to now
+    assert rig.cmds() == []                            # no takeover before the barrier
+    rig.hold.clear()
+    rig.settle()
+    assert rig.cmds() == [("takeover", 1)]
+    rig.hold.add(1)
+    rig.call("control", {"cmd": "ready", "service": "web", "epoch": 1, "backup": "b1", "taken": ["x"],
+                         "failed": {}})
+    assert ports_of(table, **CLIENT) == [4] and table.forward(**CLIENT)[0][1]["ipv4_dst"] == "10.0.0.20"
+    assert rig.cmds() == [("takeover", 1)]             # no go before the redirect's barrier
+    rig.hold.clear()
+    rig.settle()
+    assert rig.cmds() == [("takeover", 1), ("go", 1)]
+    rig.call("control", {"cmd": "gone", "service": "web", "epoch": 1, "backup": "b1"})
+    name, status, fields = rig.last_record("web")
+    assert status == FAILED_OVER and fields["step"] == "done" and "timeline_ms" in fields
+    assert ports_of(table, **PRIMARY) == []
+
+
+def test_a_controller_restart_after_a_failover_keeps_fence_and_redirect_and_touches_nothing():
+    rig = up()
+    fail_over(rig)
+    table = rig.tables[1]
+    record = {"status": rig.last_record("web")[1], **rig.last_record("web")[2]}
+    before = len(table.log)
+    again = Rig(CONF)
+    again.restore({"web": record})
+    again.connect(1, table)
+    assert table.log[before:] == []                    # nothing deleted, nothing re-added
+    assert ports_of(table, **CLIENT) == [4] and ports_of(table, **PRIMARY) == []
+    assert again.cmds() == []
+
+
+def test_a_controller_that_starts_during_a_failover_finishes_it_with_the_same_epoch():
+    rig = up()
+    rig.call("port_status", 1, 3, "s1-eth3", False, "modify")
+    record = {"status": rig.last_record("web")[1], **rig.last_record("web")[2]}
+    assert record["status"] == FENCED
+    again = Rig(CONF)
+    again.restore({"web": record})
+    again.connect(1, rig.tables[1])
+    assert again.cmds() == [("takeover", 1)]           # asked again; the agent answers what it prepared
+    again.call("control", {"cmd": "ready", "service": "web", "epoch": 1, "backup": "b1", "taken": [],
+                           "failed": {}})
+    assert again.cmds()[-1] == ("go", 1)
+    assert ports_of(again.tables[1], **CLIENT) == [4]
+
+
+def test_a_restart_between_redirect_and_gone_sends_go_again():
+    rig = up()
+    rig.call("port_status", 1, 3, "s1-eth3", False, "modify")
+    rig.call("control", {"cmd": "ready", "service": "web", "epoch": 1, "backup": "b1", "taken": [], "failed": {}})
+    record = {"status": rig.last_record("web")[1], **rig.last_record("web")[2]}
+    again = Rig(CONF)
+    again.restore({"web": record})
+    again.connect(1, rig.tables[1])
+    assert again.cmds() == [("go", 1)]
+
+
+def test_a_fence_lost_with_the_switch_is_confirmed_by_the_reconcile_after_it_reconnects():
+    rig = up()
+    rig.hold.add(1)
+    rig.call("control", {"cmd": "ready", "service": "web", "epoch": 0, "backup": "b1"})   # nothing awaited
+    rig.call("port_status", 1, 3, "s1-eth3", False, "modify")
+    rig.call("control", {"cmd": "ready", "service": "web", "epoch": 1, "backup": "b1"})   # not yet asked
+    assert rig.core.failovers["web"].status == FENCED
+    rig.disconnect(1)
+    rig.hold.clear()
+    fresh = FakeOFTable()          # the switch restarted and lost its flows
+    rig.connect(1, fresh)
+    assert ports_of(fresh, **PRIMARY) == [] and rig.cmds() == [("takeover", 1)]
+
+
+def test_switch_lost_between_redirect_and_barrier_gets_go_after_it_reconnects():
+    rig = up()
+    rig.call("port_status", 1, 3, "s1-eth3", False, "modify")
+    rig.hold.add(1)
+    rig.call("control", {"cmd": "ready", "service": "web", "epoch": 1, "backup": "b1", "taken": [], "failed": {}})
+    rig.disconnect(1)
+    rig.hold.clear()
+    assert rig.cmds() == [("takeover", 1)]
+    rig.connect(1)
+    assert rig.cmds() == [("takeover", 1), ("go", 1)]
+    assert ports_of(rig.tables[1], **CLIENT) == [4]
+
+
+def test_reconnect_reconciles_by_diff_never_delete_all():
+    rig = up()
+    table = rig.tables[1]
+    stale = flows.service_flows(None, _plan())[0]
+    stale.cookie = flows.cookie(0x123456, flows.MIRROR_C2S)   # a service no longer configured
+    stale.match = flows._tcp_match(ipv4_dst="10.0.0.99", tcp_dst=9)
+    table.apply(stale)
+    before = len(table.log)
+    rig.disconnect(1)
+    rig.connect(1, table)
+    changes = table.log[before:]
+    assert [m.command for m in changes] == [ofp.OFPFC_DELETE_STRICT]
+    assert changes[0].cookie == stale.cookie
+    assert all(m.command != ofp.OFPFC_DELETE for m in table.log)
+
+
+def test_replacing_a_service_moves_its_flows_without_a_gap():
+    rig = up()
+    table = rig.tables[1]
+    before = len(table.log)
+    moved = config.parse_service(dict(SERVICE, port=8080))
+    rig.call("apply_service", moved)
+    changes = table.log[before:]
+    commands = [m.command for m in changes]
+    assert commands == sorted(commands)                # every add before any delete
+    assert ofp.OFPFC_DELETE not in commands
+    assert ports_of(table, **dict(CLIENT, tcp_dst=8080)) == [3, 5]
+    assert ports_of(table, **CLIENT) == [NORMAL]
+    assert ("service", None) in [(m["cmd"], m.get("epoch")) for m in rig.published]
+
+
+def test_failover_deadline_redirects_so_clients_are_reset_and_aborts_the_agent():
+    rig = up(takeover_timeout=1.0)
+    rig.call("port_status", 1, 3, "s1-eth3", False, "modify")
+    rig.tick(rig.now + 0.5)
+    assert rig.cmds().count(("takeover", 1)) == 3      # resent every 0.25 s while no ready comes
+    rig.tick(rig.now + 0.6)
+    assert rig.core.failovers["web"].status == FAILED
+    assert ports_of(rig.tables[1], **CLIENT) == [4]    # the backup's kernel resets them: nobody hangs
+    assert rig.cmds()[-1] == ("abort", 1)
+    rig.call("control", {"cmd": "aborted", "service": "web", "epoch": 1, "backup": "b1"})
+    assert rig.last_record("web")[2]["step"] == "aborted"
+    effects, state = rig.core.start_failover("web", "retry", None, rig.now)   # retried over REST
+    rig.run(effects)
+    rig.settle()
+    assert state["epoch"] == 2 and state["status"] == FENCED and rig.cmds()[-1] == ("takeover", 2)
+
+
+def test_no_live_agent_means_no_fence():
+    rig = up()
+    rig.core.heartbeats.clear()
+    rig.call("port_status", 1, 3, "s1-eth3", False, "modify")
+    assert rig.core.failovers["web"].status == PROTECTED
+    assert ports_of(rig.tables[1], **PRIMARY) == [NORMAL, 5]
+    assert rig.events[-1][0] == "failover_refused"
+    rig.now += 10
+    rig.core.agent_heartbeat("b1", {"heartbeat": str(rig.now - 4), "control": "1"}, rig.now)
+    assert not rig.core.alive("b1", rig.now)           # an old heartbeat is no agent
+    rig.core.agent_heartbeat("b1", {"heartbeat": str(rig.now), "control": "1", "stopped": "1"}, rig.now)
+    assert not rig.core.alive("b1", rig.now)           # nor is one that stopped
+
+
+def test_a_deleted_primary_port_fails_over_and_the_redirect_stays():
+    rig = up()
+    rig.call("port_status", 1, 3, "s1-eth3", False, "delete")
+    rig.call("control", {"cmd": "ready", "service": "web", "epoch": 1, "backup": "b1", "taken": [], "failed": {}})
+    table = rig.tables[1]
+    assert rig.cmds() == [("takeover", 1), ("go", 1)]
+    assert ports_of(table, **CLIENT) == [4]
+    rig.disconnect(1)                                  # and a later reconnect keeps it
+    ports = {k: v for k, v in PORTS.items() if k != "s1-eth3"}
+    rig.connect(1, table, ports)
+    assert ports_of(table, **CLIENT) == [4] and ports_of(table, **BACKUP) == [NORMAL]
+
+
+def test_a_primary_already_down_at_start_is_failed_over_if_it_was_protected_before():
+    rig = Rig(CONF)
+    rig.beat("b1")
+    rig.restore({"web": {"status": "protected", "epoch": "4"}})
+    rig.connect(1, ports=dict(PORTS, **{"s1-eth3": (3, False)}))
+    assert rig.core.failovers["web"].status == FENCED and rig.core.failovers["web"].epoch == 5
+    fresh = Rig(CONF)                                  # never seen alive: waits for it
+    fresh.beat("b1")
+    fresh.restore({})
+    fresh.connect(1, ports=dict(PORTS, **{"s1-eth3": (3, False)}))
+    assert fresh.core.failovers["web"].status == PROTECTED
+
+
+def test_a_primary_whose_server_is_dead_at_start_is_condemned_by_the_first_rst():
+    rig = up(records={"web": {"status": "protected", "epoch": "1"}})
+    rig.tick(rig.now + 0.05)
+    sport, (seq, _) = next(iter(rig.core.probers["web"].outstanding.items()))
+    rst = _segment("10.0.0.10", "10.0.0.254", 80, sport, ack=seq + 1, flags=flows.TCP_RST | flows.TCP_ACK)
+    rig.call("packet_in", 1, 3, flows.cookie(0, flows.PROBE_REPLY), rst)
+    assert rig.core.failovers["web"].status == FENCED
+
+
+def test_a_malformed_epoch_is_dropped_not_raised():
+    rig = up()
+    rig.call("port_status", 1, 3, "s1-eth3", False, "modify")
+    rig.call("control", {"cmd": "ready", "service": "web", "epoch": "x1", "backup": "b1"})
+    rig.call("control", {"cmd": "ready", "service": "nope", "epoch": 1, "backup": "b1"})
+    assert rig.core.failovers["web"].status == FENCED
+
+
+def test_arp_for_the_service_is_answered_only_after_the_failover():
+    rig = up()
+    req = _arp("10.0.0.1", "10.0.0.10")
+    rig.published.clear()
+    assert rig.core.packet_in(1, 1, flows.cookie(0, flows.SERVICE_ARP), req, rig.now) == []
+    fail_over(rig)
+    sends = rig.core.packet_in(1, 1, flows.cookie(0, flows.SERVICE_ARP), req, rig.now)
+    assert len(sends) == 1 and b"\x00\x00\x00\x00\x00\x10" in bytes(sends[0].msg.data)
+
+
+def _segment(src, dst, sport, dport, ack=0, flags=0):
+    from scapy.all import IP, TCP, Ether
+    return bytes(Ether(src="00:00:00:00:00:10", dst="00:00:00:00:00:fe") / IP(src=src, dst=dst)
+                 / TCP(sport=sport, dport=dport, ack=ack, flags=flags))
+
+
+def _arp(src, dst):
+    from scapy.all import ARP, Ether
+    return bytes(Ether(src="00:00:00:00:00:01", dst="ff:ff:ff:ff:ff:ff")
+                 / ARP(op=1, psrc=src, pdst=dst, hwsrc="00:00:00:00:00:01"))
+
+
+@pytest.mark.parametrize("junk", [b"", b"\x00" * 10, b"\xff" * 60])
+def test_junk_packet_in_is_ignored(junk):
+    rig = up()
+    assert rig.core.packet_in(1, 1, 0, junk, rig.now) == []
