@@ -117,6 +117,13 @@ class Probe:
     # false verdict when a saturated ovs-vswitchd answered them > 150 ms late; the
     # prober now also reads the primary port's counters before it condemns (probe.py).
     misses: int = 3
+    # A RST to a probe condemns only when this many probes in a row were refused: each
+    # refusal sends the next probe at once, so a confirmation costs one probe's round
+    # trip (docs/reliability.md). 1 = the first RST condemns.
+    refusals: int = 2
+    # A primary's link that goes down fails over only if it is still down after this
+    # long (seconds); 0 = at once. The wait adds to every link failure's stall.
+    link_confirm: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -277,12 +284,15 @@ def _float_in(value: Any, path: str, low: float, high: float, what: str) -> floa
 def _probe(value: Any, path: str) -> Optional[Probe]:
     if value is None:
         return None
-    _mapping(value, path, {"address"}, {"mac", "interval", "misses"})
+    _mapping(value, path, {"address"}, {"mac", "interval", "misses", "refusals", "link_confirm"})
     return Probe(
         address=_ipv4(value["address"], path + ".address"),
         mac=_mac(value.get("mac", Probe.mac), path + ".mac"),
         interval=_float_in(value.get("interval", Probe.interval), path + ".interval", 0.005, 60.0, "seconds"),
         misses=_int_in(value.get("misses", Probe.misses), path + ".misses", 1, 100, "a count"),
+        refusals=_int_in(value.get("refusals", Probe.refusals), path + ".refusals", 1, 10, "a count"),
+        link_confirm=_float_in(value.get("link_confirm", Probe.link_confirm), path + ".link_confirm", 0.0, 10.0,
+                               "seconds"),
     )
 
 

@@ -91,6 +91,7 @@ class Controller:
         self._barriers = {}        # (dpid, xid) -> True for a reconcile barrier
         self._awaiting = {}        # SyncFlows -> {dpid: xid} or None (no switch carries it yet)
         self._port_reads = {}      # (dpid, xid) -> (service, token)
+        self._links_down = {}      # (dpid, port) -> (when it fails over, why): a link down being confirmed
         self._xid = 0x80000000
         self.failover_counts = {}
         self.last_takeover_seconds = 0.0
@@ -117,7 +118,7 @@ class Controller:
 
     def _prober(self, name: str, armed: bool = False, start: float = 0.0) -> Prober:
         probe = self.conf.probe
-        prober = Prober(name, probe.interval, probe.misses)
+        prober = Prober(name, probe.interval, probe.misses, refusals=probe.refusals)
         prober.armed, prober.next_at = armed, start
         return prober
 
@@ -227,11 +228,16 @@ class Controller:
         if sw is None or sw.ports is None:
             return []
         out = []
-        if not up:
-            for svc_name, plan in sw.plans.items():
-                if plan.primary_port == number:
-                    what = "deleted" if change == "delete" else "link down"
-                    out += self.fail(svc_name, f"{what} on port {number} of switch {dpid:016x}", now)
+        if up:
+            if self._links_down.pop((dpid, number), None):
+                LOG.warning("ftcp: port %d of switch %016x is up again within probe.link_confirm: no failover",
+                            number, dpid)
+                out.append(Event("link_flap", {"dpid": f"{dpid:016x}", "port": number}))
+        elif any(plan.primary_port == number for plan in sw.plans.values()):
+            why = f"{'deleted' if change == 'delete' else 'link down'} on port {number} of switch {dpid:016x}"
+            confirm = self.conf.probe.link_confirm if self.conf.probe and change != "delete" else 0.0
+            self._links_down[(dpid, number)] = (now + confirm, why)
+            out += self._links_confirmed(now)
         if change == "delete":
             sw.ports.pop(name, None)
         else:
@@ -303,8 +309,8 @@ class Controller:
                 continue
             if first:
                 count = len(flows.service_flows(None, plan, hold=bool(self.conf.probe)))
-                LOG.info("ftcp: service %s protected on switch %016x: primary port %d, mirror port(s) %s",
-                         name, dpid, plan.primary_port, ",".join(map(str, plan.mirror_ports)))
+                LOG.info("ftcp: service %s protected on switch %016x: %d flows, primary port %d, mirror port(s) %s",
+                         name, dpid, count, plan.primary_port, ",".join(map(str, plan.mirror_ports)))
                 out += [RecordService(svc, PROTECTED, {"dpid": f"{dpid:016x}", "flows": count, "reason": "",
                                                        "epoch": f.epoch}),
                         Event("flows_installed", {"service": name, "dpid": f"{dpid:016x}", "flows": count})]
@@ -448,8 +454,21 @@ class Controller:
 
     # --- probes, held segments, ARP ------------------------------------------------------
 
-    def tick(self, now: float) -> list:
+    def _links_confirmed(self, now: float) -> list:
+        """Fail over the services whose primary's link stayed down long enough."""
         out = []
+        for (dpid, number), (when, why) in list(self._links_down.items()):
+            if now < when:
+                continue
+            del self._links_down[(dpid, number)]
+            sw = self.switches.get(dpid)
+            for name, plan in (sw.plans.items() if sw else ()):
+                if plan.primary_port == number:
+                    out += self.fail(name, why, now)
+        return out
+
+    def tick(self, now: float) -> list:
+        out = self._links_confirmed(now)
         for f in list(self.failovers.values()):
             out += self._run(f.tick(now), now)
         for name, prober in list(self.probers.items()):

@@ -150,7 +150,8 @@ class ServiceFailover:
                     SyncFlows(self.service, "redirected", epoch)]
         if (cmd, self.status, self.step) in (("gone", FAILED_OVER, "go"), ("aborted", FAILED, "aborting")):
             self.step, self.outstanding = "done" if cmd == "gone" else "aborted", None
-            return [Record(self.service, self.status, epoch, dict(detail, step=self.step))]
+            counts = {k: detail[k] for k in ("released", "acknowledged", "reset") if k in detail}
+            return [Record(self.service, self.status, epoch, dict(counts, step=self.step))]
         return []
 
     def tick(self, now: float) -> list:

@@ -72,6 +72,8 @@ class Prober:
     interval: float
     misses: int
     timeout: float = 0.0                 # how long one probe may take; default: interval
+    refusals: int = 1                    # RSTs in a row that condemn (each sends the next probe at once)
+    refused: int = 0
     hold_grace: float = 0.01             # a released FIN/RST waits for a probe sent this much later
     outstanding: dict = field(default_factory=dict)   # sport -> (seq, sent at)
     missed: int = 0
@@ -173,6 +175,7 @@ class Prober:
         self.confirming = 0
         if syn_ack:
             self.armed = True
+            self.refused = 0
             self.stats[ALIVE] += 1
             # Only a probe sent hold_grace after the segments were held may release
             # them: an earlier answer may come from a server that is in the middle
@@ -184,8 +187,12 @@ class Prober:
             return []
         if rst and self.armed:
             self.stats[DEAD] += 1
+            self.refused += 1
+            if self.refused < self.refusals:
+                return [self._send(now)]    # confirm: ask again at once
             self.stop()
-            return [Verdict(self.service, DEAD, "the service refused a connection (RST): its server is down")]
+            return [Verdict(self.service, DEAD, f"the service refused {self.refused} connection(s) in a row (RST): "
+                                                f"its server is down")]
         return []
 
     def hold(self, segment, now: float) -> list:

@@ -111,3 +111,11 @@ class Rig:
     def last_record(self, name: str):
         return [r for r in self.records if r[0] == name][-1]
 
+    def stored(self, name: str) -> dict:
+        """The service's hash as Redis would hold it: every record merged (HSET)."""
+        out = {}
+        for record_name, status, fields in self.records:
+            if record_name == name:
+                out.update({k: str(v) for k, v in fields.items()}, status=status)
+        return out
+

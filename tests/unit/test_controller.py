@@ -105,7 +105,7 @@ def test_a_controller_restart_after_a_failover_keeps_fence_and_redirect_and_touc
     rig = up()
     fail_over(rig)
     table = rig.tables[1]
-    record = {"status": rig.last_record("web")[1], **rig.last_record("web")[2]}
+    record = rig.stored("web")
     before = len(table.log)
     again = Rig(CONF)
     again.restore({"web": record})
@@ -118,7 +118,7 @@ def test_a_controller_restart_after_a_failover_keeps_fence_and_redirect_and_touc
 def test_a_controller_that_starts_during_a_failover_finishes_it_with_the_same_epoch():
     rig = up()
     rig.call("port_status", 1, 3, "s1-eth3", False, "modify")
-    record = {"status": rig.last_record("web")[1], **rig.last_record("web")[2]}
+    record = rig.stored("web")
     assert record["status"] == FENCED
     again = Rig(CONF)
     again.restore({"web": record})
@@ -134,7 +134,7 @@ def test_a_restart_between_redirect_and_gone_sends_go_again():
     rig = up()
     rig.call("port_status", 1, 3, "s1-eth3", False, "modify")
     rig.call("control", {"cmd": "ready", "service": "web", "epoch": 1, "backup": "b1", "taken": [], "failed": {}})
-    record = {"status": rig.last_record("web")[1], **rig.last_record("web")[2]}
+    record = rig.stored("web")
     again = Rig(CONF)
     again.restore({"web": record})
     again.connect(1, rig.tables[1])
@@ -257,7 +257,8 @@ def test_a_primary_already_down_at_start_is_failed_over_if_it_was_protected_befo
 
 
 def test_a_primary_whose_server_is_dead_at_start_is_condemned_by_the_first_rst():
-    rig = up(records={"web": {"status": "protected", "epoch": "1"}})
+    conf = config.parse({"services": [SERVICE], "probe": {"address": "10.0.0.254", "refusals": 1}})
+    rig = up(conf, records={"web": {"status": "protected", "epoch": "1"}})
     rig.tick(rig.now + 0.05)
     sport, (seq, _) = next(iter(rig.core.probers["web"].outstanding.items()))
     rst = _segment("10.0.0.10", "10.0.0.254", 80, sport, ack=seq + 1, flags=flows.TCP_RST | flows.TCP_ACK)
@@ -299,3 +300,40 @@ def _arp(src, dst):
 def test_junk_packet_in_is_ignored(junk):
     rig = up()
     assert rig.core.packet_in(1, 1, 0, junk, rig.now) == []
+
+
+def test_a_link_flap_shorter_than_link_confirm_does_not_fail_over():
+    conf = config.parse({"services": [SERVICE], "probe": {"address": "10.0.0.254", "link_confirm": 0.1}})
+    rig = up(conf)
+    rig.call("port_status", 1, 3, "s1-eth3", False, "modify")
+    rig.tick(rig.now + 0.05)
+    rig.call("port_status", 1, 3, "s1-eth3", True, "modify")
+    rig.tick(rig.now + 0.2)
+    assert rig.core.failovers["web"].status == PROTECTED and ("link_flap", {"dpid": "0000000000000001",
+                                                                          "port": 3}) in rig.events
+    rig.call("port_status", 1, 3, "s1-eth3", False, "modify")
+    rig.tick(rig.now + 0.09)
+    assert rig.core.failovers["web"].status == PROTECTED
+    rig.tick(rig.now + 0.02)
+    assert rig.core.failovers["web"].status == FENCED
+
+
+def test_one_refused_probe_is_confirmed_by_a_second_before_the_verdict():
+    rig = up(records={"web": {"status": "protected", "epoch": "1"}})
+    rig.tick(rig.now + 0.05)
+
+    def refuse_latest():
+        sport, (seq, _) = max(rig.core.probers["web"].outstanding.items(), key=lambda kv: kv[1][1])
+        rst = _segment("10.0.0.10", "10.0.0.254", 80, sport, ack=seq + 1, flags=flows.TCP_RST | flows.TCP_ACK)
+        rig.call("packet_in", 1, 3, flows.cookie(0, flows.PROBE_REPLY), rst)
+    refuse_latest()
+    assert rig.core.failovers["web"].status == PROTECTED
+    refuse_latest()
+    assert rig.core.failovers["web"].status == FENCED
+
+
+def test_an_agents_answer_is_recorded_without_its_envelope():
+    rig = up()
+    fail_over(rig)
+    name, status, fields = rig.last_record("web")
+    assert status == FAILED_OVER and "cmd" not in fields and "service" not in fields
