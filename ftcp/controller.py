@@ -80,9 +80,11 @@ class Switch:
 
 class Controller:
     def __init__(self, conf: Config, takeover_timeout: float = 5.0, retry: float = 0.25,
-                 agent_timeout: float = AGENT_TIMEOUT):
+                 agent_timeout: float = AGENT_TIMEOUT, active: bool = True):
         self.conf = conf
         self.takeover_timeout, self.retry, self.agent_timeout = takeover_timeout, retry, agent_timeout
+        self.active = active       # False: a standby controller, which sends nothing (promote)
+        self.generation = None     # the OpenFlow role generation id, when two controllers share switches
         self.loaded = False
         self.failovers, self.probers = {}, {}
         self.switches = {}
@@ -127,6 +129,8 @@ class Controller:
         switches that connected meanwhile are reconciled."""
         out = []
         for svc in self.conf.services:
+            if self.conf.probe:
+                self.probers[svc.name] = self._prober(svc.name)
             record = records.get(svc.name) or {}
             f, actions = ServiceFailover.restored(svc.name, tuple(b.name for b in svc.backups), record, now,
                                                   timeout=self.takeover_timeout, retry=self.retry)
@@ -148,6 +152,41 @@ class Controller:
         for sw in list(self.switches.values()):
             out += self._maybe_reconcile(sw, now)
         return out
+
+    # --- two controllers ---------------------------------------------------------------------
+
+    def promote(self, records: dict, generation: int, now: float) -> list:
+        """This controller now holds the lease: claim the master role on every switch
+        (``generation`` makes a deposed master's messages stale there), re-read what
+        Redis and the switches hold, and act from then on."""
+        LOG.warning("ftcp: this controller is the master now (generation %d)", generation)
+        self.active, self.generation = True, generation
+        self._forget_pending()
+        out = []
+        for sw in self.switches.values():
+            sw.ports = sw.flows = None
+            sw.synced = False
+            out += self._claim(sw)
+        return out + self.restore(records, now)
+
+    def demote(self, now: float) -> list:
+        """Another controller acts now (or the lease could not be renewed): send nothing."""
+        LOG.warning("ftcp: this controller is a standby now")
+        self.active, self.loaded = False, False
+        self._forget_pending()
+        for prober in self.probers.values():
+            prober.stop()
+        return [Event("controller_standby", {})]
+
+    def _forget_pending(self):
+        for table in (self._barriers, self._awaiting, self._port_reads, self._links_down, self.timelines):
+            table.clear()
+
+    def _claim(self, sw: Switch) -> list:
+        out = [Send(sw.dpid, flows.role_request(None, self.generation))] if self.generation is not None else []
+        return out + [Send(sw.dpid, flows.port_desc_request(None)), self._read_flows(sw)]
+
+    # --- services ----------------------------------------------------------------------------
 
     def apply_service(self, service: Service, now: float) -> list:
         """Create or replace a service (ConfigError: nothing changed); every switch
@@ -186,7 +225,7 @@ class Controller:
         if not switch_applies(self.conf, dpid):
             LOG.info("ftcp: switch %016x is not switch.dpid %016x: left alone", dpid, self.conf.dpid)
             return []
-        return [Send(dpid, flows.port_desc_request(None)), self._read_flows(sw)]
+        return self._claim(sw) if self.active else []
 
     def switch_gone(self, dpid: int, now: float) -> list:
         LOG.warning("ftcp: switch %016x disconnected", dpid)
@@ -224,6 +263,8 @@ class Controller:
 
     def port_status(self, dpid: int, number: int, name: str, up: bool, change: str, now: float) -> list:
         """A port went down, came up, was added or deleted (``change``)."""
+        if not self.active:
+            return []
         sw = self.switches.get(dpid)
         if sw is None or sw.ports is None:
             return []
@@ -296,6 +337,8 @@ class Controller:
         return fence + flows.redirect_flows(None, plan, f.backup, svc.primary.mac) + flows.mirror_port_drops(None, plan)
 
     def barrier_reply(self, dpid: int, xid: int, now: float) -> list:
+        if not self.active:
+            return []
         sw = self.switches.get(dpid)
         reconciled = self._barriers.pop((dpid, xid), None)
         if sw is None or reconciled is None:
@@ -382,6 +425,8 @@ class Controller:
     def control(self, msg: dict, now: float) -> list:
         """A message on the controller's channel: an agent's ready/gone/aborted, or an
         operator's failover request."""
+        if not self.active:
+            return []
         cmd, name = msg.get("cmd"), msg.get("service")
         if name not in self.failovers:
             LOG.error("ftcp: control message for unknown service: %r", msg)
@@ -468,6 +513,8 @@ class Controller:
         return out
 
     def tick(self, now: float) -> list:
+        if not self.active:
+            return []
         out = self._links_confirmed(now)
         for f in list(self.failovers.values()):
             out += self._run(f.tick(now), now)
@@ -516,6 +563,8 @@ class Controller:
     def packet_in(self, dpid: int, in_port: int, cookie: int, data: bytes, now: float) -> list:
         """Only three kinds come here: ARP for addresses the controller answers, answers
         to probes, and FIN/RST segments held from a primary. Anything else is ignored."""
+        if not self.active:
+            return []
         parts = flows.cookie_parts(cookie)
         if parts and parts[1] in (flows.HOLD_FIN, flows.HOLD_RST):
             return self._held(dpid, data, *parts, now)

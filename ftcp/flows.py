@@ -210,6 +210,12 @@ def reconcile(current: dict, desired: list, keep=frozenset()) -> tuple:
     return adds + deletes, table
 
 
+def role_request(dp, generation: int):
+    """Claim the master role (OpenFlow 1.3 roles): the switch makes every other
+    controller a slave, and refuses a request with an older generation id."""
+    return parser.OFPRoleRequest(dp, ofp.OFPCR_ROLE_MASTER, generation)
+
+
 def port_desc_request(dp):
     return parser.OFPPortDescStatsRequest(dp, 0)
 

@@ -43,6 +43,22 @@ def agent_key(name: str) -> str:
 
 # Control channels (pub/sub): the controller asks an agent, the agent answers.
 CONTROLLER_CHANNEL = f"{PREFIX}:ctl:controller"
+# Two controllers: the lease of the one that acts (string: its id, with a TTL) and the
+# OpenFlow generation id each new holder takes (a counter).
+LEADER = f"{PREFIX}:controller:leader"
+GENERATION = f"{PREFIX}:controller:generation"
+# KEYS: leader, generation; ARGV: holder id, ttl ms. -> {generation, 1 if just taken}
+# or nil when another holds the lease.
+_LEAD = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {tonumber(redis.call('GET', KEYS[2]) or '0'), 0}
+end
+if holder then return nil end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return {redis.call('INCR', KEYS[2]), 1}
+"""
 
 
 def agent_channel(name: str) -> str:
@@ -164,6 +180,17 @@ class Store:
     def last_event_id(self) -> str:
         last = self._do(lambda r: r.xrevrange(EVENTS, count=1))
         return last[0][0] if last else "0"
+
+    # --- which controller acts ---------------------------------------------------
+
+    def lead(self, holder: str, ttl: float) -> Optional[tuple]:
+        """Take or keep the controllers' lease for ``ttl`` seconds: (generation id,
+        True if just taken) while ``holder`` has it, None while another one does."""
+        out = self._do(lambda r: r.eval(_LEAD, 2, LEADER, GENERATION, holder, int(ttl * 1000)))
+        return (int(out[0]), bool(out[1])) if out else None
+
+    def leader(self) -> Optional[str]:
+        return self._do(lambda r: r.get(LEADER))
 
     # --- control messages -------------------------------------------------------
 

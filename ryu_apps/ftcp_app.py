@@ -11,6 +11,7 @@ so that no OpenFlow handler waits on Redis.
 import dataclasses
 import logging
 import os
+import socket
 import sys
 import time
 
@@ -40,6 +41,11 @@ cfg.CONF.register_opts([
                help="Redis URL; overrides redis.url of the services file (FTCP_REDIS_URL overrides both)"),
     cfg.FloatOpt("takeover_timeout", default=5.0,
                  help="seconds to wait for the backup's ready before declaring the failover failed"),
+    cfg.BoolOpt("ha", default=False,
+                help="run as one of two (or more) controllers of the same switches: the one holding the "
+                     "lease in Redis is the OpenFlow master, the others stand by (FTCP_HA=1 overrides)"),
+    cfg.FloatOpt("lease", default=1.5,
+                 help="with ha: seconds a master's lease lasts unless renewed (renewed every lease/5)"),
 ], group="ftcp")
 
 
@@ -68,10 +74,16 @@ class _RestAdapter(ApiController):
     def config(self):
         return self.app.core.conf
 
+    def _master(self):
+        if not self.app.core.active:
+            raise ApiError(503, "this controller is a standby: ask the master (ftcp:controller:leader in Redis)")
+
     def apply_service(self, service):
+        self._master()
         self.app.dispatch(self.app.core.apply_service(service, time.time()))
 
     def remove_service(self, name):
+        self._master()
         self.app.dispatch(self.app.core.remove_service(name, time.time()))
 
     def switches(self):
@@ -86,6 +98,7 @@ class _RestAdapter(ApiController):
         return self._start(name, "planned migration requested over REST", None)
 
     def _start(self, name, reason, backup):
+        self._master()
         status = self.app.core.failovers[name].status
         if status not in (PROTECTED, FAILED):
             raise ApiError(409, f"service {name} is {status}, not protected: nothing to move", "name")
@@ -109,7 +122,9 @@ class FtcpApp(app_manager.RyuApp):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         conf = _load_config()
-        self.core = Controller(conf, takeover_timeout=cfg.CONF.ftcp.takeover_timeout)
+        self.ha = cfg.CONF.ftcp.ha or os.environ.get("FTCP_HA") == "1"
+        self.holder = f"{socket.gethostname()}:{os.getpid()}"
+        self.core = Controller(conf, takeover_timeout=cfg.CONF.ftcp.takeover_timeout, active=not self.ha)
         self.store = Store(conf.redis_url)
         self.recorder = Recorder(self.store)
         self._wake = hub.Event()
@@ -126,8 +141,8 @@ class FtcpApp(app_manager.RyuApp):
         for svc in conf.services:
             LOG.info("ftcp: service %s %s primary port %s backups %s", svc.name, svc.key, svc.primary.port,
                      ", ".join(f"{b.name}({b.address}, mirror port {b.mirror_port})" for b in svc.backups))
-        self.threads += [hub.spawn(self._restore), hub.spawn(self._recorder_loop), hub.spawn(self._control_loop),
-                         hub.spawn(self._tick_loop), hub.spawn(self._heartbeat_loop)]
+        self.threads += [hub.spawn(self._lease_loop if self.ha else self._restore), hub.spawn(self._recorder_loop),
+                         hub.spawn(self._control_loop), hub.spawn(self._tick_loop), hub.spawn(self._heartbeat_loop)]
         ftcp_rest.register(kwargs["wsgi"], Api(self.store, _RestAdapter(self), ftcp_rest.api_token()))
 
     # --- effects ---------------------------------------------------------------------------
@@ -173,18 +188,48 @@ class FtcpApp(app_manager.RyuApp):
 
     # --- green threads ---------------------------------------------------------------------
 
-    def _restore(self):
-        """Read every service's record from Redis before any switch is reconciled;
-        retried until Redis answers (meanwhile the switches keep their flows)."""
+    def _records(self) -> dict:
+        """Every service's record in Redis, retried until Redis answers (meanwhile the
+        switches keep their flows: nothing is reconciled before)."""
         while True:
             try:
-                records = {svc.name: self.store.service(svc.name) for svc in self.core.conf.services}
-                break
+                return {svc.name: self.store.service(svc.name) for svc in self.core.conf.services}
             except StoreError as e:
                 LOG.error("ftcp: cannot read the services' state from Redis (%s); switches are left as they "
                           "are until it answers", e)
                 hub.sleep(1.0)
-        self._call(self.core.restore, records)
+
+    def _restore(self):
+        self._call(self.core.restore, self._records())
+
+    def _lease_loop(self):
+        """With two controllers: hold the lease in Redis to act, stand by without it.
+        A master that cannot renew its lease within ``lease`` seconds (Redis away)
+        stops acting: another may hold it by then."""
+        lease = cfg.CONF.ftcp.lease
+        LOG.info("ftcp: one of several controllers (%s): standing by until this one holds the lease", self.holder)
+        renewed = 0.0
+        while True:
+            try:
+                held = self.store.lead(self.holder, lease)
+            except StoreError as e:
+                held = "unknown"
+                LOG.error("ftcp: cannot renew the controllers' lease: %s", e)
+            now = time.time()
+            if held == "unknown":
+                if self.core.active and now - renewed > lease:
+                    self._call(self.core.demote)
+            elif held is None:
+                if self.core.active:
+                    self._call(self.core.demote)
+            else:
+                renewed = now
+                generation, taken = held
+                if taken or not self.core.active:
+                    records = self._records()
+                    self.recorder.event("controller_master", holder=self.holder, generation=generation)
+                    self._call(self.core.promote, records, generation)
+            hub.sleep(lease / 5)
 
     def _recorder_loop(self):
         while True:

@@ -178,19 +178,24 @@ class RedisServer(Process):
 
 
 class RyuManager(Process):
+    """ryu-manager with the ftcp app. ``ha``: one of several controllers of the same
+    switch (the lease in Redis decides which one acts); ``log`` names its log file."""
+
     def __init__(self, run_dir: Path, config_path: Path, redis_url: str, ofp_port: int, wsapi_port: int,
-                 api_token: str = ""):
-        self.ofp_port = ofp_port
+                 api_token: str = "", ha: bool = False, log: str = "ryu"):
+        self.ofp_port, self.wsapi_port, self.ha, self.log_name = ofp_port, wsapi_port, ha, log
         argv = [str(VENV_BIN / "ryu-manager"), "--config-file", str(ROOT / "switch_config/ryu.conf"),
                 "--ofp-tcp-listen-port", str(ofp_port), "--wsapi-port", str(wsapi_port),
-                "--log-file", str(run_dir / "ryu.log"), "ryu_apps/ftcp_app.py"]
+                "--log-file", str(run_dir / f"{log}.log"), "ryu_apps/ftcp_app.py"]
         env = dict(os.environ, FTCP_CONFIG=str(config_path), FTCP_REDIS_URL=redis_url, PYTHONUNBUFFERED="1")
         if api_token:
             env["FTCP_API_TOKEN"] = api_token
+        if ha:
+            env["FTCP_HA"] = "1"
         self._cwd = os.getcwd()
         os.chdir(ROOT)  # ryu-manager resolves the app path and relative config paths from here
         try:
-            super().__init__("ryu-manager", argv, run_dir / "ryu-manager.out", env=env)
+            super().__init__("ryu-manager", argv, run_dir / f"{log}-manager.out", env=env)
         finally:
             os.chdir(self._cwd)
 
@@ -232,7 +237,7 @@ class Lab:
 
     def __init__(self, service_cmd: str = SERVICES["echo"], service_port: int = 7000,
                  run_dir: str = "/run/ftcp", clients: int = 2, backup_service: bool = True,
-                 extra_primary_cmds: tuple = (), agent: bool = True, agent_args: tuple = ()):
+                 extra_primary_cmds: tuple = (), agent: bool = True, agent_args: tuple = (), controllers: int = 1):
         self.service_cmd = service_cmd
         self.service_port = service_port
         self.run_dir = Path(run_dir)
@@ -242,6 +247,8 @@ class Lab:
         self.with_agent = agent
         self.agent_args = agent_args
         self.agent = None
+        self.controllers = controllers
+        self.ryus = []
         self.ovs = Ovs()
         self.redis = self.ryu = self.net = None
         self.procs = []
@@ -284,16 +291,23 @@ class Lab:
         self.config_path.write_text(yaml.safe_dump(lab_config(self.service_port, self.redis.url), sort_keys=False))
         ofp_port = free_tcp_port()
         self.wsapi_port = free_tcp_port()
-        LOG.info("lab: starting ryu-manager (OpenFlow port %d, REST port %d)", ofp_port, self.wsapi_port)
+        LOG.info("lab: starting ryu-manager (OpenFlow port %d, REST port %d)%s", ofp_port, self.wsapi_port,
+                 f" and {self.controllers - 1} more" if self.controllers > 1 else "")
         # A fresh REST token per lab, handed to ryu-manager in its environment and
         # kept in a root-only file for the user (never on a command line or in a log).
         self.api_token = secrets.token_urlsafe(24)
         token_file = self.run_dir / "api-token"
         token_file.touch(mode=0o600)
         token_file.write_text(self.api_token)
-        self.ryu = self._track(RyuManager(self.run_dir, self.config_path, self.redis.url, ofp_port, self.wsapi_port,
-                                          api_token=self.api_token))
-        self.ryu.wait_ready()
+        ha = self.controllers > 1
+        for i in range(self.controllers):
+            ports = (ofp_port, self.wsapi_port) if i == 0 else (free_tcp_port(), free_tcp_port())
+            self.ryus.append(self._track(RyuManager(self.run_dir, self.config_path, self.redis.url, *ports,
+                                                    api_token=self.api_token, ha=ha,
+                                                    log="ryu" if i == 0 else f"ryu-{i + 1}")))
+        self.ryu = self.ryus[0]
+        for ryu in self.ryus:
+            ryu.wait_ready()
         LOG.info("lab: starting the Mininet topology")
         self._start_net(ofp_port)
         self._wait_protected()
@@ -318,6 +332,9 @@ class Lab:
             autoSetMacs=False, autoStaticArp=False, waitConnected=False,
         )
         self.net.start()
+        if len(self.ryus) > 1:
+            subprocess.run(["ovs-vsctl", "--timeout=5", "set-controller", "s1",
+                            *(f"tcp:127.0.0.1:{ryu.ofp_port}" for ryu in self.ryus)], check=True)
         # Reconnect to a restarted controller within a second (OVS backs off to 8 s).
         for uuid in sh("ovs-vsctl --timeout=5 --columns=_uuid --bare list controller").split():
             subprocess.run(["ovs-vsctl", "--timeout=5", "set", "controller", uuid, "max_backoff=1000"],
@@ -376,15 +393,27 @@ class Lab:
             pass
         proc.proc.wait(10)
 
-    def restart_controller(self, kill: bool = True) -> None:
-        """ryu-manager dies (SIGKILL, or SIGTERM) and is started again with the same
-        arguments; returns once it listens (the switch reconnects on its own)."""
-        old = self.ryu
+    def restart_controller(self, kill: bool = True, which: RyuManager = None) -> RyuManager:
+        """A ryu-manager (the first one by default) dies (SIGKILL, or SIGTERM) and is
+        started again with the same arguments; returns once it listens (the switch
+        reconnects on its own)."""
+        old = which or self.ryu
         self.kill(old) if kill else old.stop()
         old.stop()
-        self.ryu = self._replace(old, RyuManager(self.run_dir, self.config_path, self.redis.url, old.ofp_port,
-                                                 self.wsapi_port, api_token=self.api_token))
-        self.ryu.wait_ready()
+        new = self._replace(old, RyuManager(self.run_dir, self.config_path, self.redis.url, old.ofp_port,
+                                            old.wsapi_port, api_token=self.api_token, ha=old.ha, log=old.log_name))
+        self.ryus[self.ryus.index(old)] = new
+        if self.ryu is old:
+            self.ryu = new
+        new.wait_ready()
+        return new
+
+    def master(self) -> RyuManager:
+        """With several controllers: the one that holds the lease now."""
+        from ftcp.store import Store
+        holder = wait_for(lambda: Store(self.redis.url).leader(), 10, "a controller to hold the lease")
+        pid = int(holder.rsplit(":", 1)[1])
+        return next(ryu for ryu in self.ryus if ryu.pid == pid)
 
     def restart_redis(self, down: float = 0.0) -> None:
         """redis-server is killed (SIGKILL) and, ``down`` seconds later, started again
@@ -414,6 +443,7 @@ class Lab:
         for proc in reversed(self.procs):
             if isinstance(proc, (RedisServer, RyuManager)):
                 proc.stop()
+        self.ryus = []
         for pidfile in self.run_dir.glob("*.pid"):
             pidfile.unlink(missing_ok=True)
         self.procs = []

@@ -337,3 +337,26 @@ def test_an_agents_answer_is_recorded_without_its_envelope():
     fail_over(rig)
     name, status, fields = rig.last_record("web")
     assert status == FAILED_OVER and "cmd" not in fields and "service" not in fields
+
+
+def test_a_standby_sends_nothing_until_promoted_then_claims_the_switch_and_carries_on():
+    from ryu.ofproto import ofproto_v1_3_parser as parser
+    master = up()
+    master.call("port_status", 1, 3, "s1-eth3", False, "modify")     # failing over when the master dies
+    table = master.tables[1]
+    standby = Rig(CONF, active=False)
+    standby.beat("b1")
+    assert standby.run(standby.core.switch_connected(1, standby.now)) == []
+    standby.tables[1], standby.ports[1] = table, dict(PORTS)
+    before = len(table.log)
+    standby.call("port_status", 1, 3, "s1-eth3", False, "modify")
+    standby.tick(standby.now + 0.5)
+    assert table.log[before:] == [] and standby.published == []
+    effects = standby.run(standby.core.promote({"web": master.stored("web")}, 7, standby.now))
+    roles = [e.msg for e in effects if isinstance(getattr(e, "msg", None), parser.OFPRoleRequest)]
+    assert [(r.role, r.generation_id) for r in roles] == [(ofp.OFPCR_ROLE_MASTER, 7)]
+    standby.settle()
+    assert standby.cmds() == [("takeover", 1)]                        # the same failover, finished
+    standby.run(standby.core.demote(standby.now))
+    standby.tick(standby.now + 1.0)
+    assert standby.cmds() == [("takeover", 1)]                        # demoted: no more resends

@@ -1,0 +1,83 @@
+"""Shared by the lab's fault tests: watching the client for the backup's own address,
+waiting for a failover's steps in Redis, reading flows, pausing the agent."""
+import contextlib
+import signal
+import subprocess
+
+import pytest
+from scapy.layers.l2 import Ether
+
+from tests.integration.pcap import frames
+from topology.lab import BACKUP_IP, PRIMARY_IP, wait_for
+
+PORT = 7000
+
+
+@contextlib.contextmanager
+def backup_frames_seen_by_client(lab):
+    """tcpdump on c1 for TCP segments whose source is the backup's own address (the
+    client would answer them with a RST); yields a list that holds them (one line
+    each) once the block ends. The backup's ARP requests for the clients are
+    broadcast, and harmless."""
+    path = lab.run_dir / "c1-from-backup.pcap"
+    proc = lab.host("c1").popen(["tcpdump", "-i", "c1-eth0", "-U", "-n", "-w", str(path), "tcp", "and", "src", "host",
+                                 BACKUP_IP],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    line = proc.stderr.readline()
+    assert "listening on" in line, line
+    seen = []
+    try:
+        yield seen
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+        seen += [Ether(raw).summary() for raw in frames(path)]
+
+
+def status(store, want, timeout=15):
+    def check():
+        svc = store.service("demo") or {}
+        return svc if svc.get("status") == want else None
+    return wait_for(check, timeout, f"the service to be {want}")
+
+
+def done(store, timeout=15):
+    """failed-over and go acknowledged by the agent."""
+    def check():
+        svc = store.service("demo") or {}
+        if svc.get("status") == "failover-failed":
+            pytest.fail(f"failover failed: {svc}")
+        return svc if svc.get("status") == "failed-over" and svc.get("step") == "done" else None
+    return wait_for(check, timeout, "the failover to finish (gone acknowledged)")
+
+
+def flows_with(lab, *words):
+    return [line for line in lab.flows().splitlines() if all(w in line for w in words)]
+
+
+def packets(line: str) -> int:
+    return int(line.split("n_packets=")[1].split(",")[0])
+
+
+def events(store, kind):
+    return [r for _, r in store.events() if r["kind"] == kind]
+
+
+def switch_connected():
+    return "is_connected: true" in subprocess.run(["ovs-vsctl", "show"], capture_output=True, text=True).stdout
+
+
+def requests(lab, count=4000):
+    client = lab.start_client("c1", "reqresp", PRIMARY_IP, PORT, "--count", count, "--interval", 0.001,
+                              "--progress", 0.02)
+    client.wait_progress(received=20_000)
+    return client
+
+
+def agent_paused(lab):
+    """SIGSTOP the agent: takeover messages wait in its socket (a slow backup)."""
+    lab.agent.proc.send_signal(signal.SIGSTOP)
+
+
+def agent_resumed(lab):
+    lab.agent.proc.send_signal(signal.SIGCONT)
