@@ -284,6 +284,17 @@ class Store:
     def service_conns(self, name: str) -> set:
         return self._do(lambda r: r.smembers(svc_conns_key(name)))
 
+    def live_conns(self, names) -> list:
+        """The stored state (decoded) of every listed connection of these services."""
+        ids = [cid for name in names for cid in self.service_conns(name)]
+
+        def read(r):
+            pipe = r.pipeline(transaction=False)
+            for cid in ids:
+                pipe.hgetall(conn_key(cid))
+            return pipe.execute()
+        return [decode_conn(raw) for raw in (self._do(read) if ids else []) if raw]
+
     def delete_conn(self, conn_id: str, service: str) -> None:
         """Forget a connection (benchmarks free memory between trials with it)."""
         def delete(r):
@@ -374,7 +385,7 @@ CONN_KINDS = _kinds(
           "c_ack", "c_win", "c_win_scaled", "s_win", "s_win_scaled", "c_tsval", "c_tsecr", "s_tsval",
           "s_tsecr", "fin_c_seq", "fin_s_seq", "ooo_bytes", "s2c_unseen"),
     floats=("first_seen", "last_seen", "closed_at"),
-    bools=("sack_ok", "ts_ok", "fin_c", "fin_s", "rst"),
+    bools=("sack_ok", "ts_ok", "fin_c", "fin_s", "rst", "restored"),
     jsons=("c_opts", "s_opts"))
 SERVICE_KINDS = _kinds(ints=("svc_port", "epoch", "flows"), floats=("updated",),
                       jsons=("primary", "backups", "config"))

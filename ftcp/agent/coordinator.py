@@ -58,6 +58,8 @@ def cannot_take(conn) -> Optional[str]:
         return f"unprotected: {conn.reason}"
     if conn.state != ESTABLISHED:
         return f"state {conn.state}"
+    if conn.restored:
+        return "not seen since the agent restarted: its stored state may be stale"
     return None
 
 

@@ -26,7 +26,7 @@ from ftcp.agent.coordinator import Coordinator
 from ftcp.agent.packet import ip_int
 from ftcp.agent.replica import HotStandby, ReplicaPool
 from ftcp.agent.takeover import Splicer
-from ftcp.agent.tracker import Tracker
+from ftcp.agent.tracker import ESTABLISHED, PROTECTED, Conn, Tracker
 from ftcp.agent.wakeup import Wakeup
 from ftcp.agent.writer import LogWriter, WriterThread
 from ftcp.store import Store, StoreError, agent_channel
@@ -117,6 +117,7 @@ class Agent:
         self.writer = LogWriter(self.store, self.tracker, max_buffer=args.buffer, agent_name=self.name,
                                 tap=self.hot, state_interval=args.state_ms / 1000.0)
         self.writer_thread = WriterThread(self.writer, args.flush_ms / 1000.0)
+        self._rebuild()
         # A block is handed over when full or after retire_ms: small, so a takeover's
         # drain (which must wait for the partly filled block, up to two timer periods)
         # costs only ~2 ms. Under light traffic every block is retired nearly empty, so
@@ -135,6 +136,31 @@ class Agent:
         self._drops_reported = 0
         LOG.info("agent %s capturing on %s for %s; redis %s; log cap %d bytes", self.name, args.iface,
                  ", ".join(sorted(self.services.values())), ftcp_config.redact_url(url), args.log_cap)
+
+    def _rebuild(self) -> None:
+        """The connections a previous run of this agent logged, from Redis: each stays
+        protected if its next segment shows it did not move meanwhile (Tracker.adopt);
+        until then a takeover resets it rather than replay a stale log."""
+        try:
+            states = self.store.live_conns(set(self.services.values()))
+        except StoreError as e:
+            LOG.warning("connections of an earlier run not read from Redis (%s): they will be unprotected", e)
+            return
+        now, adopted = self.clock(), 0
+        for state in states:
+            if state.get("state") != ESTABLISHED or state.get("status") != PROTECTED:
+                continue
+            try:
+                conn = Conn.from_state(state, now)
+            except (KeyError, TypeError, ValueError) as e:
+                LOG.warning("stored connection %s not usable: %s", state.get("id"), e)
+                continue
+            if self.tracker.adopt(conn):
+                self.writer.adopt(conn, now)
+                adopted += 1
+        if adopted:
+            LOG.info("rebuilt %d connection(s) from Redis; each is protected again once it is seen to continue "
+                     "where it was stored", adopted)
 
     def heartbeat(self, now: float) -> dict:
         self.capture.stats()

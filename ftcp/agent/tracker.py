@@ -6,7 +6,7 @@ its signed distance from a nearby known offset, so streams cross 2^32 without sp
 """
 from __future__ import annotations
 
-from ftcp.agent.packet import ACK, FIN, RST, SYN, ip_str, parse_frame
+from ftcp.agent.packet import ACK, FIN, RST, SYN, ip_int, ip_str, parse_frame
 
 MASK = 0xFFFFFFFF
 HALF = 0x80000000
@@ -78,6 +78,8 @@ class Conn:
         "_c_ack_off", "_s_ack_off",
         # contiguous client bytes not yet taken; held out-of-order segments {offset: bytes}
         "_pend", "_ooo", "_ooo_bytes",
+        # rebuilt from Redis by a restarted agent, not yet seen to continue where it was
+        "restored",
     )
 
     def __init__(self, key, service, now, status=PROTECTED, reason=""):
@@ -114,6 +116,25 @@ class Conn:
         self._pend = []
         self._ooo = None
         self._ooo_bytes = 0
+        self.restored = False
+
+    @classmethod
+    def from_state(cls, state: dict, now: float) -> "Conn":
+        """An established connection as a previous run of the agent stored it
+        (decoded ``ftcp:conn:<id>``), its log ``c2s_stored`` bytes long."""
+        key = (ip_int(state["client_ip"]), state["client_port"], ip_int(state["server_ip"]), state["server_port"])
+        c = cls(key, state["service"], now)
+        for name in ("isn_c", "isn_s", "c_opts", "s_opts", "mss_c", "mss_s", "wscale_c", "wscale_s", "sack_ok",
+                     "ts_ok", "c_ack", "s_ack", "c_win", "c_win_scaled", "s_win", "s_win_scaled", "c_tsval",
+                     "c_tsecr", "s_tsval", "s_tsecr", "s2c_unseen", "first_seen"):
+            if state.get(name) is not None:
+                setattr(c, name, state[name])
+        c._cb, c._sb = (c.isn_c + 1) & MASK, (c.isn_s + 1) & MASK
+        c.c2s_logged = c._c_rcv = state["c2s_stored"]
+        c._s_hi = state["s2c_sent"]
+        c._c_ack_off, c._s_ack_off = state["s2c_acked"], state["c2s_acked"]
+        c.restored = True
+        return c
 
     def __repr__(self) -> str:
         return f"Conn({self.id} {self.state} {self.status}{' ' + self.reason if self.reason else ''})"
@@ -218,6 +239,7 @@ class Conn:
             "first_seen": self.first_seen,
             "last_seen": self.last_seen,
             "closed_at": self.closed_at,
+            "restored": self.restored,
         }
 
 
@@ -307,11 +329,40 @@ class Tracker:
         if conn.state is CLOSED:
             # TIME_WAIT leftovers: nothing left to protect or track
             return conn
+        if conn.restored:
+            self._verify(conn, seg, from_client)
         if from_client:
             self._client(conn, seg, flags, now)
         else:
             self._server(conn, seg, flags, now)
         return conn
+
+    def adopt(self, conn: Conn) -> bool:
+        """Track a connection rebuilt from Redis (Conn.from_state) after a restart. It
+        stays protected only if it continues where it was stored: its first segment
+        from either side must carry exactly the stored next sequence and
+        acknowledgement numbers (``_verify``); until then a takeover refuses it."""
+        if conn.service not in self.services.values() or conn.key in self.conns:
+            return False
+        self.conns[conn.key] = conn
+        if conn._s_ack_off > conn._c_rcv:
+            self.mark_unprotected(conn, f"{CAPTURE_GAP}: the agent restarted; the server had acknowledged "
+                                        f"{conn._s_ack_off - conn._c_rcv} client bytes the log lacks")
+        return True
+
+    def _verify(self, c: Conn, seg, from_client: bool) -> None:
+        """Did the connection move while the agent was away? A sequence or an
+        acknowledgement beyond what was stored means bytes nobody logged or compared;
+        exactly the stored numbers mean it did not; lower ones (retransmissions) tell
+        nothing yet."""
+        mine, theirs = (c.c2s_next, c.s2c_next) if from_client else (c.s2c_next, c.c2s_next)
+        ahead = [seq_diff(seg.seq, mine)] + ([seq_diff(seg.ack, theirs)] if seg.flags & ACK else [])
+        if any(d > 0 for d in ahead):
+            c.restored = False
+            self.mark_unprotected(c, f"{CAPTURE_GAP}: the connection moved while the agent was down")
+        elif all(d == 0 for d in ahead):
+            c.restored = False
+            self._dirty[c.key] = c
 
     @staticmethod
     def _is_new_syn(conn) -> bool:

@@ -162,6 +162,14 @@ class LogWriter:
                     self._snapshot(entry, now)
             self._due.clear()
 
+    def adopt(self, conn, now: float) -> None:
+        """A connection rebuilt from Redis (Tracker.adopt): its record and log are
+        there already, ``c2s_logged`` bytes of it; later bytes are appended."""
+        with self._lock:
+            entry = self._new_entry(conn)
+            entry.new, entry.stored = False, conn.c2s_logged
+            self._snapshot(entry, now)
+
     @staticmethod
     def _snapshot(entry: _Entry, now: float) -> None:
         entry.state = entry.conn.to_state()

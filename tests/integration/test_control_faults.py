@@ -137,3 +137,62 @@ def test_no_live_agent_means_no_failover_and_the_primary_keeps_serving(lab):
     assert not flows_with(lab, "priority=3000")
     res = lab.client("c1", "reqresp", PRIMARY_IP, PORT, "--count", 100)
     assert res["ok"], res
+
+
+# Two connections on c1: A stays idle while the agent is down, B talks. Each phase is
+# one line on stdin; the script prints what each connection got.
+TWO_CONNS = r"""
+import socket, sys
+def conn():
+    s = socket.create_connection(('10.0.0.10', 7000)); s.settimeout(20); return s
+def ping(s, word):
+    try:
+        s.sendall(b'PING ' + word + b'\n'); return s.recv(100).decode().strip()
+    except ConnectionResetError:
+        return 'reset'
+a, b = conn(), conn()
+print(ping(a, b'a0'), ping(b, b'b0'), a.getsockname()[1], b.getsockname()[1], flush=True)
+sys.stdin.readline(); print(ping(b, b'b1'), flush=True)                 # the agent is down
+sys.stdin.readline(); print(ping(a, b'a2'), ping(b, b'b2'), flush=True) # it is back
+sys.stdin.readline(); print(ping(a, b'a3'), ping(b, b'b3'), flush=True) # after the failover
+"""
+
+
+def test_agent_killed_and_restarted_rebuilds_its_connections_from_redis(lab):
+    """What an idle connection logged before the agent died is taken over after it
+    restarts; one that talked while the agent was down is unprotected, with the
+    reason, and reset cleanly at the failover instead of replayed from a stale log."""
+    store = Store(lab.redis.url)
+    proc = lab.host("c1").popen(["python3", "-c", TWO_CONNS], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                text=True)
+
+    def phase():
+        proc.stdin.write("next\n")
+        proc.stdin.flush()
+        return proc.stdout.readline().split()
+    try:
+        first = proc.stdout.readline().split()
+        assert first[:4] == ["PONG", "a0", "PONG", "b0"], first
+        ids = [f"10.0.0.1:{port}-{PRIMARY_IP}:{PORT}" for port in first[4:6]]
+        # the state hash is refreshed at most every --state-ms: wait until it says where
+        # each connection is (8 bytes each way), as it does for any connection idle that long
+        wait_for(lambda: all([(store.conn(i) or {}).get(f) for f in ("c2s_stored", "s2c_sent", "s2c_acked")]
+                             == ["8", "8", "8"] for i in ids), 10, "both connections logged")
+        lab.kill(lab.agent)
+        assert phase() == ["PONG", "b1"]              # B talks while nobody logs it
+        lab.start_agent()
+        assert "rebuilt 2 connection(s) from Redis" in (lab.run_dir / "agent.log").read_text()
+        assert phase() == ["PONG", "a2", "PONG", "b2"]
+        a = wait_for(lambda: (lambda st: st if st and st["restored"] == "0" else None)(store.conn(ids[0])), 10,
+                     "A to be seen continuing")
+        b = wait_for(lambda: (lambda st: st if st and st["status"] == "unprotected" else None)(store.conn(ids[1])),
+                     10, "B to be found unprotected")
+        assert a["status"] == "protected", a["reason"]
+        assert "moved while the agent was down" in b["reason"], b
+        lab.fail_primary("link")
+        svc = done(store)
+        assert json.loads(svc["failed"]).keys() == {ids[1]} and svc["taken"] == "1", svc
+        last = phase()
+        assert last == ["PONG", "a3", "reset"], last
+    finally:
+        proc.kill()

@@ -124,7 +124,7 @@ def test_handshake_with_options_full_state(t):
         "fin_c": False, "fin_c_seq": None, "fin_s": False, "fin_s_seq": None, "rst": False,
         "ooo_bytes": 0,
         "s2c_unseen": 0,
-        "first_seen": 10.0, "last_seen": 11.5, "closed_at": None,
+        "first_seen": 10.0, "last_seen": 11.5, "closed_at": None, "restored": False,
     }
     assert json.loads(json.dumps(state)) == state
 
@@ -178,7 +178,7 @@ def test_to_state_keys(t):
         "c2s_logged", "c2s_next", "c2s_acked", "s_ack", "s2c_sent", "s2c_next", "s2c_acked", "c_ack",
         "c_win", "c_win_scaled", "s_win", "s_win_scaled", "c_tsval", "c_tsecr", "s_tsval", "s_tsecr",
         "fin_c", "fin_c_seq", "fin_s", "fin_s_seq", "rst", "ooo_bytes", "s2c_unseen", "first_seen", "last_seen",
-        "closed_at"}
+        "closed_at", "restored"}
 
 
 def test_to_state_is_a_copy(t):
