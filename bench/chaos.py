@@ -701,7 +701,6 @@ def run_trial(index: int, args, evidence_root: Path) -> dict:
         locked = time.monotonic()
         rec["started"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         try:
-            lab = None
             try:
                 with Lab(service_cmd=SERVICES["demo"], service_port=PORT, run_dir=args.run_dir) as lab:
                     rec["lab_start_s"] = round(time.monotonic() - locked, 3)
@@ -709,9 +708,9 @@ def run_trial(index: int, args, evidence_root: Path) -> dict:
                     try:
                         trial.run()
                     finally:
-                        if trial.fault is not None:
+                        if trial is not None and trial.fault is not None:
                             trial.fault.join(30)
-                        for c in trial.clients:
+                        for c in (trial.clients if trial is not None else ()):
                             if c.proc.poll() is None:
                                 c.proc.kill()
                         if d["failure"] == "silent":

@@ -24,6 +24,11 @@ class Recorder:
         self._healthy = None
 
     def service(self, service, status: str, **extra) -> None:
+        """The latest status wins; fields of a record still waiting are kept unless
+        the new one sets them too (Redis merges the hash the same way)."""
+        pending = self._services.get(service.name)
+        if pending is not None:
+            extra = {**pending[2], **extra}
         self._services[service.name] = (service, status, extra)
 
     def forget_service(self, name: str) -> None:

@@ -209,10 +209,13 @@ class RyuManager(Process):
         wait_for(listening, 30, f"ryu-manager to listen on OpenFlow port {self.ofp_port}", failed=self.died)
 
 
-def lab_config(service_port: int, redis_url: str) -> dict:
-    """The lab's services file: switch_config/services-lab.yaml with the chosen port."""
+def lab_config(service_port: int, redis_url: str, more_ports: tuple = ()) -> dict:
+    """The lab's services file: switch_config/services-lab.yaml with the chosen port;
+    each of ``more_ports`` adds a service like it on that port, named demo-<port>."""
     data = yaml.safe_load((ROOT / "switch_config/services-lab.yaml").read_text())
-    data["services"][0]["port"] = service_port
+    first = data["services"][0]
+    first["port"] = service_port
+    data["services"] += [dict(first, name=f"{first['name']}-{port}", port=port) for port in more_ports]
     data["redis"] = {"url": redis_url}
     return data
 
@@ -237,7 +240,8 @@ class Lab:
 
     def __init__(self, service_cmd: str = SERVICES["echo"], service_port: int = 7000,
                  run_dir: str = "/run/ftcp", clients: int = 2, backup_service: bool = True,
-                 extra_primary_cmds: tuple = (), agent: bool = True, agent_args: tuple = (), controllers: int = 1):
+                 extra_primary_cmds: tuple = (), agent: bool = True, agent_args: tuple = (), controllers: int = 1,
+                 more_ports: tuple = ()):
         self.service_cmd = service_cmd
         self.service_port = service_port
         self.run_dir = Path(run_dir)
@@ -248,6 +252,7 @@ class Lab:
         self.agent_args = agent_args
         self.agent = None
         self.controllers = controllers
+        self.more_ports = tuple(more_ports)   # more protected services, same command on these ports
         self.ryus = []
         self.ovs = Ovs()
         self.redis = self.ryu = self.net = None
@@ -288,7 +293,7 @@ class Lab:
         LOG.info("lab: starting redis-server on %s", self.run_dir / "redis.sock")
         self.redis = self._track(RedisServer(self.run_dir))
         self.redis.wait_ready()
-        self.config_path.write_text(yaml.safe_dump(lab_config(self.service_port, self.redis.url), sort_keys=False))
+        self.config_path.write_text(yaml.safe_dump(lab_config(self.service_port, self.redis.url, self.more_ports), sort_keys=False))
         ofp_port = free_tcp_port()
         self.wsapi_port = free_tcp_port()
         LOG.info("lab: starting ryu-manager (OpenFlow port %d, REST port %d)%s", ofp_port, self.wsapi_port,
@@ -314,9 +319,10 @@ class Lab:
         if self.with_agent:
             self.start_agent()
         LOG.info("lab: starting the service on the primary and the backup: %s", self.service_cmd)
-        self.start_service("p1", self.service_cmd, self.service_port)
-        if self.backup_service:
-            self.start_service("b1", self.service_cmd, self.service_port)
+        for port in (self.service_port, *self.more_ports):
+            self.start_service("p1", self.service_cmd, port)
+            if self.backup_service:
+                self.start_service("b1", self.service_cmd, port)
         for cmd, port in self.extra_primary_cmds:
             self.start_service("p1", cmd, port)
 

@@ -214,13 +214,16 @@ class Coordinator:
             return []
         sessions = []
         for job in jobs:
-            log = logs[job.conn_id]
+            # Capture goes on during the takeover: the log may have grown past the
+            # offset frozen at the drain; the client resends what follows (nobody
+            # acknowledged it to it).
+            log = logs[job.conn_id][:job.logged]
             if len(log) != job.logged:
                 failed[job.conn_id] = (f"takeover failed: the log in Redis has {len(log)} bytes, "
                                        f"the tracker {job.logged}")
                 resets[job.conn_id] = job.state
                 continue
-            params = repair.repair_params(job.state, replica[0], logged=len(log))
+            params = repair.repair_params(job.state, replica[0], logged=job.logged)
             try:
                 sessions.append(Session.cold(job.conn_id, params, int(job.state["s2c_acked"]), replica, log,
                                              sent=job.sent))

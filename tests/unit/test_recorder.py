@@ -97,3 +97,12 @@ def test_forget_service_wins_over_a_pending_status_and_survives_an_outage():
     assert not rec.flush() and rec.pending == 1
     store.up = True
     assert rec.flush() and store.services == {}
+
+
+def test_fields_of_a_record_still_waiting_are_kept_by_a_newer_one():
+    store = FakeStore()
+    rec = Recorder(store)
+    rec.service(SVC, "failed-over", taken=3, step="redirecting")
+    rec.service(SVC, "failed-over", step="done")
+    assert rec.flush()
+    assert store.services["web"] == ("failed-over", {"taken": 3, "step": "done"})
