@@ -25,9 +25,12 @@ trial is reproducible on its own and --resume continues the same sequence):
                                 the upload's answer line): it shuts down and reads EOF;
                right_after_failover  as mid_*, on c1, and the fault comes right after
                                 the failover is recorded.
-  A "before" fault of mid_* and right_after_failover moves the failure after the
-  trigger by the offset (the fault fires at the trigger); of during_close it fires
-  when c1's projected end is that far away; of handshake before the clients start.
+  A "before" fault of mid_* moves the failure after the trigger by the offset (the
+  fault fires at the trigger); of handshake it fires before the clients start; of
+  during_close when c1's end, projected from its rate, is that far away (for an upload
+  the projection is its last send, and its answer comes later by what the socket
+  buffers hold: the gap is then larger). Each trial records the gap it got
+  (``fault_minus_failure_s``) next to the one drawn.
 * ``mix``      stream | upload | reqresp on c1, or two of them (c1 and c2) at once.
   mid_upload draws among the mixes with an upload, mid_download among those with a
   stream (the trigger watches that client); the others among all six.
@@ -284,7 +287,7 @@ def conn_id(host: str, local_port) -> str:
     return f"{CLIENT_IPS[host]}:{local_port}-{PRIMARY_IP}:{PORT}"
 
 
-def classify(client: Client, fin: dict, record: dict) -> dict:
+def classify(client: Client, fin: dict, record: dict, failed_wall: float = None) -> dict:
     """One client's outcome and why (see the module docstring)."""
     res, exp = fin["result"], client.expected
     out = {"host": client.host, "mode": client.mode, "size": client.size, "seconds": fin["seconds"],
@@ -293,6 +296,12 @@ def classify(client: Client, fin: dict, record: dict) -> dict:
         out.update({k: res.get(k) for k in ("ok", "error", "sent", "received", "local_port", "max_gap_ms",
                                             "max_gap_at", "requests", "answer")})
         out["gaps_over_100ms"] = [g for g in res.get("gaps", []) if g[1] > 100][:10]
+        if failed_wall:
+            # the silence that spans the failure (bench/failover_bench.py's stall): the
+            # longest gap that ends after the failure and begins within a second of it
+            around = [g for g in res.get("gaps", []) if g[0] + g[1] / 1000 >= failed_wall
+                      and g[0] <= failed_wall + 1.0]
+            out["stall_ms"] = max(g[1] for g in around) if around else None
     if fin["hung"]:
         return dict(out, outcome="hung", why=f"no result within the deadline ({fin['seconds']} s)")
     if res is None:
@@ -467,7 +476,7 @@ class Trial:
         self.t0 = time.monotonic()
         self.clients = []
         self.fault = Fault(lab, d["fault"], d["fault_params"]) if d["fault"] != "none" else None
-        self.failed_at = None
+        self.failed_at = self.failed_wall = None
         self.marks = {}
 
     def mark(self, name: str):
@@ -480,30 +489,31 @@ class Trial:
             return {}
 
     def start_clients(self):
-        """c1 (and c2) start. A stream client computes the SHA-256 of the whole stream
-        before it reads a byte (services/client.py, ~1.5 s here), so with two clients the
-        other one starts when the stream is flowing: both are mid-transfer together
-        (except at the handshake moment, where both start at once)."""
+        """c1 (and c2) start; except at the handshake moment, this returns once every
+        client's bytes flow (a first progress line that moved bytes), so that both of a
+        pair are mid-transfer when the trigger fires. A stream client computes the
+        SHA-256 of the whole stream before it reads a byte (services/client.py, ~2 s
+        here): with a pair, the stream starts first and the other client once it flows."""
         fine = self.d["moment"] in ("handshake", "during_close")
+        settle = self.d["moment"] != "handshake"
         specs = list(zip(("c1", "c2"), self.d["mix"]))
-        first = [s for s in specs if s[1] == "stream"][:1] if len(specs) == 2 and self.d["moment"] != "handshake" \
-            else []
+        order = sorted(specs, key=lambda s: s[1] != "stream") if settle else specs
         started = {}
-        for host, mode in first + [s for s in specs if s not in first]:
-            if first and host != first[0][0]:
-                stream = started[first[0][0]]
-                if not stream.wait_until(lambda c: c.received > 0, time.monotonic() + 30):
-                    self.rec.setdefault("notes", []).append("the stream client received nothing in 30 s")
-                self.mark("stream_flowing")
+        for host, mode in order:
             progress = FINE_PROGRESS[mode] if fine else PROGRESS
-            started[host] = Client(self.lab, host, mode, SIZES[mode], self.d["client_seed"], progress,
-                                   self.args.client_timeout)
+            client = started[host] = Client(self.lab, host, mode, SIZES[mode], self.d["client_seed"], progress,
+                                            self.args.client_timeout)
+            if settle:
+                flowing = (lambda c: c.sent > 0) if mode == "upload" else (lambda c: c.received > 0)
+                if not client.wait_until(flowing, time.monotonic() + 30):
+                    self.rec.setdefault("notes", []).append(f"{host} {mode}: no bytes moved in 30 s")
+                self.mark(f"{host}_flowing")
         self.clients = [started[host] for host, _ in specs]
         self.mark("clients_started")
 
     def fail(self):
         self.failed_at = time.monotonic()
-        self.failed_wall = time.time()
+        self.failed_wall = self.rec["failure_wall"] = time.time()
         self.rec["at_failure"] = [{"host": c.host, "received": c.received, "sent": c.sent,
                                    "progress_lines": len(c.lines), "ended": c.ended is not None}
                                   for c in self.clients]
@@ -625,7 +635,7 @@ class Trial:
         except ValueError:
             record["timeline_ms"] = svc.get("timeline_ms")
         self.rec["record"] = record
-        self.rec["clients"] = [classify(c, fin, record) for c, fin in zip(self.clients, fins)]
+        self.rec["clients"] = [classify(c, fin, record, self.failed_wall) for c, fin in zip(self.clients, fins)]
         self.rec["events"] = self.events()
         self.rec["marks"] = self.marks
         self.rec["flows"] = self.lab.flows() if self.lab.net is not None else ""
@@ -757,9 +767,21 @@ def summarize(trials: list) -> dict:
     if times:
         out["trial_seconds"] = {"mean": round(sum(times) / len(times), 2), "max": times[-1],
                                 "p50": times[len(times) // 2]}
+    stalls = defaultdict(list)
+    for t in trials:
+        for c in t.get("clients", []):
+            if c["outcome"] == "masked" and c.get("stall_ms") is not None:
+                stalls[t["fault"]].append(c["stall_ms"])
+    out["masked_stall_ms_by_fault"] = {f: stall_stats(v) for f, v in sorted(stalls.items())}
     out["bad_trials"] = [t["trial"] for t in trials if t["outcome"] in ("corrupted", "hung", "reset_unexplained",
                                                                           "error")]
     return out
+
+
+def stall_stats(values: list) -> dict:
+    values = sorted(values)
+    pick = lambda q: values[min(len(values) - 1, int(q * len(values)))]   # noqa: E731
+    return {"n": len(values), "p50": pick(0.5), "p90": pick(0.9), "max": values[-1]}
 
 
 def markdown(trials: list) -> str:
@@ -794,6 +816,11 @@ def markdown(trials: list) -> str:
     if reasons:
         lines += ["", "| reset cleanly: the record's reason | connections |", "|---|---|"]
         lines += [f"| {r} | {n} |" for r, n in reasons.most_common()]
+    stalls = summarize(trials)["masked_stall_ms_by_fault"]
+    if stalls:
+        lines += ["", "| fault | masked connections | stall p50 ms | p90 ms | max ms |", "|---|---|---|---|---|"]
+        lines += [f"| {f} | {v['n']} | {v['p50']:.0f} | {v['p90']:.0f} | {v['max']:.0f} |" for f, v in stalls.items()]
+        lines += ["", "(stall: the client's longest silence that spans the failure, as in failover_bench)"]
     bad = [t for t in trials if t["outcome"] in ("corrupted", "hung", "reset_unexplained", "error")]
     if bad:
         lines += ["", "Trials to look at (evidence kept):"]

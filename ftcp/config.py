@@ -218,10 +218,36 @@ def _dpid(value: Any, path: str) -> Optional[int]:
     return _int_in(value, path, 0, 2**64 - 1, "a datapath id")
 
 
+SENTINEL_URL_RE = re.compile(r"^redis\+sentinel://(?:[^@/]*@)?([^/@]+)/([A-Za-z0-9_.-]+)(?:/([0-9]+))?$")
+
+
 def _redis_url(value: Any, path: str) -> str:
-    if not isinstance(value, str) or not re.match(r"^(unix|redis|rediss)://.+", value):
-        raise ConfigError(path, "must be a unix://, redis:// or rediss:// URL")
+    if not isinstance(value, str) or not re.match(r"^(unix|redis|rediss)://.+", value) and \
+            not SENTINEL_URL_RE.match(value):
+        raise ConfigError(path, "must be a unix://, redis://, rediss:// or "
+                                "redis+sentinel://[:password@]host:port[,host:port...]/master[/db] URL")
+    if value.startswith("redis+sentinel://"):
+        for host in SENTINEL_URL_RE.match(value).group(1).split(","):
+            if not re.match(r"^[^:,]+:[0-9]{1,5}$", host):
+                raise ConfigError(path, f"sentinel {host!r} is not host:port")
     return value
+
+
+def _redis(value: Any, path: str) -> str:
+    """``redis:`` as a URL, or as a Sentinel set: ``sentinels: [host:port, ...]`` and
+    ``master: name`` (one URL either way: redis+sentinel://h:p,h:p/name)."""
+    value = value or {}
+    _mapping(value, path, set(), {"url", "sentinels", "master"})
+    if "sentinels" not in value and "master" not in value:
+        return _redis_url(value.get("url", DEFAULT_REDIS_URL), path + ".url")
+    if "url" in value:
+        raise ConfigError(path, "give either url or sentinels + master, not both")
+    sentinels, master = value.get("sentinels"), value.get("master")
+    if not isinstance(sentinels, list) or not sentinels or not all(isinstance(h, str) for h in sentinels):
+        raise ConfigError(path + ".sentinels", "must be a non-empty list of host:port")
+    if not isinstance(master, str):
+        raise ConfigError(path + ".master", "must be the name the sentinels monitor")
+    return _redis_url(f"redis+sentinel://{','.join(sentinels)}/{master}", path + ".sentinels")
 
 
 def _primary(value: Any, path: str) -> Primary:
@@ -301,8 +327,6 @@ def parse(data: Any, source: str = "<memory>") -> Config:
     _mapping(data, "", {"services"}, {"switch", "redis", "probe"})
     switch = data.get("switch") or {}
     _mapping(switch, "switch", set(), {"dpid"})
-    redis_cfg = data.get("redis") or {}
-    _mapping(redis_cfg, "redis", set(), {"url"})
     services_raw = data["services"]
     if not isinstance(services_raw, list) or not services_raw:
         raise ConfigError("services", "must be a non-empty list of services")
@@ -316,7 +340,7 @@ def parse(data: Any, source: str = "<memory>") -> Config:
     return Config(
         services=services,
         dpid=_dpid(switch.get("dpid"), "switch.dpid"),
-        redis_url=_redis_url(redis_cfg.get("url", DEFAULT_REDIS_URL), "redis.url"),
+        redis_url=_redis(data.get("redis"), "redis"),
         source=source,
         probe=probe,
     )

@@ -10,15 +10,17 @@ import time
 from typing import Callable, Optional
 
 import redis
+from redis.sentinel import Sentinel
 from redis.connection import Encoder, HiredisRespSerializer, PythonRespSerializer
 from redis.utils import HIREDIS_AVAILABLE
 
-from ftcp.config import Service, redact_url
+from ftcp.config import SENTINEL_URL_RE, Service, redact_url
 
 PREFIX = "ftcp"
 EVENTS = f"{PREFIX}:events"          # capped stream + pub/sub channel of the same name
 SERVICES = f"{PREFIX}:services"      # set of configured service names
 EVENTS_MAXLEN = 10000
+REPLICA_WAIT_MS = 500   # with Sentinel: how long a write waits for a replica to have it
 
 
 def svc_key(name: str) -> str:
@@ -85,6 +87,23 @@ class _LogPacker:
         return self._hiredis.pack(*args)
 
 
+def _client(url: str, **kw) -> redis.Redis:
+    """A client for a Redis URL; for redis+sentinel://[:password@]h:p,h:p/master[/db],
+    one that asks the sentinels for the master at every (re)connect (redis-py's
+    Sentinel), so a promoted replica is found after a Sentinel failover."""
+    match = SENTINEL_URL_RE.match(url)
+    if match is None:
+        return redis.Redis.from_url(url, **kw)
+    creds = url[len("redis+sentinel://"):].split("@", 1)[0] if "@" in url.split("/", 3)[2] else ""
+    username, _, password = creds.partition(":")
+    hosts = [(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in match.group(1).split(",")]
+    timeout = kw.get("socket_timeout")
+    sentinel = Sentinel(hosts, socket_timeout=timeout, sentinel_kwargs={"socket_timeout": timeout,
+                                                                        "socket_connect_timeout": timeout})
+    return sentinel.master_for(match.group(2), db=int(match.group(3) or 0), username=username or None,
+                               password=password or None, **kw)
+
+
 class StoreError(RuntimeError):
     """Redis could not be reached or answered with an error."""
 
@@ -93,13 +112,12 @@ class Store:
     def __init__(self, url: str, clock: Callable[[], float] = time.time, timeout: float = 2.0):
         self.url = url
         self.clock = clock
-        self._redis = redis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True,
-        )
+        self.sentinel = url.startswith("redis+sentinel://")
+        self._redis = _client(url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True)
         # The client->server logs are bytes: a second client that does not decode, with
         # a packer of its own (see _LogPacker).
-        self._raw = redis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, command_packer=_LogPacker())
+        self._raw = _client(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                            command_packer=_LogPacker())
 
     def __repr__(self) -> str:
         return f"Store({redact_url(self.url)})"
@@ -249,6 +267,11 @@ class Store:
                 pipe.xadd(EVENTS, record, maxlen=EVENTS_MAXLEN, approximate=True)
                 pipe.publish(EVENTS, json.dumps(record))
             pipe.execute()
+            if self.sentinel:
+                # Replication is asynchronous: a promoted replica would lack what the
+                # master had not passed on. A write counts once a replica has it.
+                if r.execute_command("WAIT", 1, REPLICA_WAIT_MS) < 1:
+                    raise redis.RedisError(f"no replica acknowledged the write within {REPLICA_WAIT_MS} ms")
         self._do(write, raw=True)
 
     def log_lengths(self, conn_ids) -> dict:

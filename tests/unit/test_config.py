@@ -197,3 +197,23 @@ def test_probe_section_defaults_and_checks():
     data["probe"] = {"address": "10.0.0.254", "misses": 0}
     with pytest.raises(ConfigError, match="probe.misses"):
         config.parse(data)
+
+
+def test_redis_sentinels_make_one_sentinel_url():
+    data = dict(copy.deepcopy(GOOD), redis={"sentinels": ["127.0.0.1:26379", "10.0.0.9:26380"], "master": "ftcp"})
+    assert config.parse(data).redis_url == "redis+sentinel://127.0.0.1:26379,10.0.0.9:26380/ftcp"
+    url = "redis+sentinel://:secret@127.0.0.1:26379/ftcp/2"
+    assert config.parse(dict(copy.deepcopy(GOOD), redis={"url": url})).redis_url == url
+    assert config.redact_url(url) == "redis+sentinel://:***@127.0.0.1:26379/ftcp/2"
+
+
+@pytest.mark.parametrize("redis_cfg, field, words", [
+    ({"sentinels": ["127.0.0.1"], "master": "ftcp"}, "redis.sentinels", "is not host:port"),
+    ({"sentinels": [], "master": "ftcp"}, "redis.sentinels", "non-empty list"),
+    ({"sentinels": ["h:1"]}, "redis.master", "the name the sentinels monitor"),
+    ({"sentinels": ["h:1"], "master": "m", "url": "redis://h"}, "redis", "not both"),
+    ({"url": "redis+sentinel://h:1"}, "redis.url", "redis+sentinel://"),
+])
+def test_bad_sentinel_settings_name_the_field(redis_cfg, field, words):
+    err = bad(lambda d: d.update(redis=redis_cfg))
+    assert err.field == field and words in err.problem, err
