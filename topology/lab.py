@@ -29,8 +29,8 @@ from pathlib import Path
 
 import yaml
 
-from topology.processes import (ROOT, LabError, Ovs, Process, RedisServer, RyuManager, free_tcp_port, sh,  # noqa: F401
-                                tail, wait_for)
+from topology.processes import (ROOT, LabError, Ovs, Process, RedisServer, RyuManager, free_tcp_port, sh, tail,
+                                wait_for)
 from topology.redis_ha import RedisNode, SentinelNode, SentinelSet
 
 LAST = (RedisServer, RyuManager, RedisNode, SentinelNode)   # stopped after the hosts and the agent
@@ -43,10 +43,12 @@ SERVICES = {
 PRIMARY_IP, BACKUP_IP = "10.0.0.10", "10.0.0.20"
 
 
-def lab_config(service_port: int, redis_url: str, more_ports: tuple = ()) -> dict:
+def lab_config(service_port: int, redis_url: str, more_ports: tuple = (), probe: dict = None) -> dict:
     """The lab's services file: switch_config/services-lab.yaml with the chosen port;
-    each of ``more_ports`` adds a service like it on that port, named demo-<port>."""
+    each of ``more_ports`` adds a service like it on that port, named demo-<port>;
+    ``probe`` overrides settings of its probe section."""
     data = yaml.safe_load((ROOT / "switch_config/services-lab.yaml").read_text())
+    data["probe"].update(probe or {})
     first = data["services"][0]
     first["port"] = service_port
     data["services"] += [dict(first, name=f"{first['name']}-{port}", port=port) for port in more_ports]
@@ -75,7 +77,7 @@ class Lab:
     def __init__(self, service_cmd: str = SERVICES["echo"], service_port: int = 7000,
                  run_dir: str = "/run/ftcp", clients: int = 2, backup_service: bool = True,
                  extra_primary_cmds: tuple = (), agent: bool = True, agent_args: tuple = (), controllers: int = 1,
-                 more_ports: tuple = (), sentinel: bool = False):
+                 more_ports: tuple = (), sentinel: bool = False, probe: dict = None):
         self.service_cmd = service_cmd
         self.service_port = service_port
         self.run_dir = Path(run_dir)
@@ -88,6 +90,7 @@ class Lab:
         self.controllers = controllers
         self.more_ports = tuple(more_ports)   # more protected services, same command on these ports
         self.sentinel = sentinel              # Redis as a master, a replica and three sentinels
+        self.probe = probe                    # overrides of the services file's probe settings
         self.ryus = []
         self.ovs = Ovs()
         self.redis = self.ryu = self.net = None
@@ -133,7 +136,8 @@ class Lab:
             LOG.info("lab: starting redis-server on %s", self.run_dir / "redis.sock")
             self.redis = self._track(RedisServer(self.run_dir))
             self.redis.wait_ready()
-        self.config_path.write_text(yaml.safe_dump(lab_config(self.service_port, self.redis.url, self.more_ports), sort_keys=False))
+        self.config_path.write_text(yaml.safe_dump(lab_config(self.service_port, self.redis.url, self.more_ports,
+                                                                    self.probe), sort_keys=False))
         ofp_port = free_tcp_port()
         self.wsapi_port = free_tcp_port()
         LOG.info("lab: starting ryu-manager (OpenFlow port %d, REST port %d)%s", ofp_port, self.wsapi_port,

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from topology.lab import Ovs
+from topology.processes import Ovs
 
 
 @pytest.fixture(scope="session", autouse=True)

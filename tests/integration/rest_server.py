@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.rest_support import SERVICE
-from topology.lab import VENV_BIN, Process, RedisServer, free_tcp_port, wait_for
+from topology.processes import VENV_BIN, Process, RedisServer, free_tcp_port, wait_for
 
 RUN_ROOT = Path("/run/ftcp-rest-test")
 APP = Path(__file__).resolve().parent / "rest_app.py"

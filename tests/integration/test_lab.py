@@ -8,7 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from topology.lab import ROOT, RedisServer, RyuManager, cleanup_stale, free_tcp_port, lab_config
+from topology.lab import cleanup_stale, lab_config
+from topology.processes import ROOT, RedisServer, RyuManager, free_tcp_port
 
 
 def leftovers(run_dir):

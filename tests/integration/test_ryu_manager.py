@@ -10,7 +10,8 @@ import pytest
 
 from ftcp import flows
 from ftcp.store import Store
-from topology.lab import ROOT, VENV_BIN, RedisServer, RyuManager, cleanup_stale, free_tcp_port, wait_for
+from topology.lab import cleanup_stale
+from topology.processes import ROOT, VENV_BIN, RedisServer, RyuManager, free_tcp_port, wait_for
 
 BRIDGE = "ftcpbr0"
 VETHS = {3: "ftcpv3", 4: "ftcpv4", 5: "ftcpv5"}  # the port numbers switch_config/services.yaml uses
