@@ -25,7 +25,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from topology.lab import OVS_CTL, ROOT, LabError, Ovs, wait_for
+from topology.processes import OVS_CTL, ROOT, LabError, Ovs, wait_for
 
 BRIDGE, HOSTS = "br-mcost", ("mc1", "mc2", "mc3")  # client, server, mirror sink
 CONFIGS = {
