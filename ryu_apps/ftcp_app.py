@@ -25,7 +25,8 @@ from ryu.ofproto import ofproto_v1_3
 
 from ftcp import config as ftcp_config
 from ftcp.api import Api, ApiError, Controller as ApiController
-from ftcp.controller import Controller, Event, ForgetService, Publish, RecordService, Send
+from ftcp.controller import Controller
+from ftcp.effects import Event, ForgetService, Publish, RecordService, Send
 from ftcp.failover import FAILED, PROTECTED
 from ftcp.recorder import Recorder
 from ftcp.store import CONTROLLER_CHANNEL, Store, StoreError

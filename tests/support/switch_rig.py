@@ -12,7 +12,8 @@ import collections
 
 from ryu.ofproto import ofproto_v1_3_parser as parser
 
-from ftcp.controller import Controller, Event, ForgetService, Publish, RecordService, Send
+from ftcp.controller import Controller
+from ftcp.effects import Event, ForgetService, Publish, RecordService, Send
 from tests.support.fake_oftable import FakeOFTable
 
 PORTS = {f"s1-eth{i}": (i, True) for i in range(1, 9)}
