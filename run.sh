@@ -3,7 +3,7 @@
 #   ./run.sh demo     set everything up, run the lab demo
 #   ./run.sh test     set everything up, run the whole test suite (unit + integration)
 #   ./run.sh setup    only set up
-#   ./run.sh lab ...  the lab runner (python -m topology.lab ...), e.g. ./run.sh lab run --service echo
+#   ./run.sh lab ...  the lab runner (python -m topology ...), e.g. ./run.sh lab run --service echo
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$ROOT"
@@ -11,8 +11,8 @@ cmd="${1:-}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
     setup) exec scripts/setup.sh ;;
-    demo)  scripts/setup.sh; exec .venv/bin/python -m topology.lab demo "$@" ;;
-    lab)   scripts/setup.sh >/dev/null; exec .venv/bin/python -m topology.lab "$@" ;;
+    demo)  scripts/setup.sh; exec .venv/bin/python -m topology demo "$@" ;;
+    lab)   scripts/setup.sh >/dev/null; exec .venv/bin/python -m topology "$@" ;;
     test)
         scripts/setup.sh
         set +e

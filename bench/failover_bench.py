@@ -24,7 +24,8 @@ from pathlib import Path
 
 from bench.agent_bench import percentile
 from ftcp.store import Store
-from topology.lab import PRIMARY_IP, ROOT, SERVICES, Lab, RunningClient, wait_for
+from topology.clients import RunningClient
+from topology.lab import PRIMARY_IP, ROOT, SERVICES, Lab, wait_for
 
 PORT = 7000
 RESULTS = ROOT / "bench/results"

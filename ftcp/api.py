@@ -22,7 +22,8 @@ from typing import Any, Callable, Optional
 
 from ftcp.agent.tracker import CAPTURE_GAP, NO_SYN, OOO_OVERFLOW, PROTECTED, UNPROTECTED
 from ftcp.config import NAME_RE, Config, ConfigError, Service, parse_service, redact_url, with_service
-from ftcp.store import StoreError, decode_event
+from ftcp.records import decode_event
+from ftcp.store import StoreError
 
 LOG = logging.getLogger("ftcp.api")
 

@@ -6,13 +6,12 @@ topology of topology/ftcp_topo.py, and the service command of your choice on the
 primary (p1) and the backup (b1). Tears everything down on exit, on error and on
 Ctrl-C/SIGTERM. Usable from Python (``with Lab(...) as lab``) and from the shell:
 
-    .venv/bin/python -m topology.lab run --service 'python3 services/echo_server.py --port {port}'
-    .venv/bin/python -m topology.lab demo
-    .venv/bin/python -m topology.lab clean
+    .venv/bin/python -m topology run --service 'python3 services/echo_server.py --port {port}'
+    .venv/bin/python -m topology demo
+    .venv/bin/python -m topology clean      (the command line: topology/__main__.py)
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ import yaml
 
 from topology.processes import (ROOT, LabError, Ovs, Process, RedisServer, RyuManager, free_tcp_port, sh, tail,
                                 wait_for)
+from topology.clients import RunningClient
 from topology.redis_ha import RedisNode, SentinelNode, SentinelSet
 
 LAST = (RedisServer, RyuManager, RedisNode, SentinelNode)   # stopped after the hosts and the agent
@@ -407,155 +407,5 @@ class Lab:
             return status, raw.decode(errors="replace")
 
 
-class RunningClient:
-    """services/client.py running in the background with --progress: ``wait_progress``
-    returns once it has received/sent at least that much; ``result`` is its JSON plus
-    ``stall_ms``, the longest gap between two progress lines that moved bytes."""
-
-    def __init__(self, node, *args):
-        argv = ["python3", str(ROOT / "services/client.py"), *map(str, args)]
-        self.proc = node.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.received = self.sent = 0
-        self._last_move = None
-        self.stall = 0.0
-
-    def _read_progress(self) -> bool:
-        line = self.proc.stderr.readline()
-        if not line:
-            return False
-        if line.startswith("client: "):
-            got, put = map(int, line.split()[1:3])
-            now = time.monotonic()
-            if (got, put) != (self.received, self.sent):
-                if self._last_move is not None:
-                    self.stall = max(self.stall, now - self._last_move)
-                self._last_move = now
-            self.received, self.sent = got, put
-        return True
-
-    def wait_progress(self, received: int = 0, sent: int = 0):
-        while self.received < received or self.sent < sent:
-            if not self._read_progress():
-                raise LabError(f"client ended before {received}/{sent} bytes: {self.proc.stdout.read()}")
-
-    def result(self, timeout: float = 120.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while self._read_progress():
-            if time.monotonic() > deadline:
-                self.proc.kill()
-                raise LabError("client did not finish")
-        out = self.proc.stdout.read()
-        self.proc.wait(timeout=10)
-        try:
-            result = json.loads(out.strip().splitlines()[-1])
-        except (IndexError, ValueError):
-            raise LabError(f"client printed no result: {out[-500:]}") from None
-        result["stall_ms"] = self.stall * 1000
-        return result
-
-
 def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
-
-
-# --- command line ----------------------------------------------------------------------
-
-
-def _service_cmd(value: str) -> str:
-    return SERVICES.get(value, value)
-
-
-def demo(args) -> int:
-    """The lab demo: clients stream and exchange requests with the primary; the
-    primary crashes mid-stream (link down, server killed); the clients carry on,
-    served by the backup, and every byte checks out."""
-    from ftcp.store import Store
-    with Lab(service_cmd=SERVICES["demo"], service_port=args.port, run_dir=args.run_dir) as lab:
-        store = Store(lab.redis.url)
-        print(f"\n== lab up: clients c1 10.0.0.1 and c2 10.0.0.2, primary p1 {PRIMARY_IP}, backup b1 "
-              f"{BACKUP_IP} (mirror iface b1-eth1), service on port {args.port}; logs in {lab.run_dir}")
-        print("== c1 streams 40 MB from the primary; c2 runs 3000 requests, one every millisecond")
-        stream = lab.start_client("c1", "stream", PRIMARY_IP, args.port, "--bytes", 40_000_000, "--progress", 0.02)
-        reqs = lab.start_client("c2", "reqresp", PRIMARY_IP, args.port, "--count", 3000, "--interval", 0.001,
-                                "--progress", 0.02)
-        stream.wait_progress(received=10_000_000)
-        print(f"== c1 has {stream.received} bytes: the primary crashes now (link down, server killed)")
-        crashed = time.time()
-        lab.crash_primary()
-        svc = wait_for(lambda: _settled(store), 15, "the failover")
-        results = {"stream": stream.result(), "reqresp": reqs.result()}
-        print(f"== the controller: service demo is {svc['status']} (epoch {svc['epoch']}, backup {svc.get('backup')},"
-              f" {svc.get('taken')} connection(s) taken over, {svc.get('takeover_seconds')} s from fence to ready)")
-        for event_id, record in store.events():
-            if record["kind"].startswith("service_") or record["kind"] == "conn_unprotected":
-                fields = {k: v for k, v in record.items() if k not in ("kind", "time")}
-                print(f"   {float(record['time']) - crashed:+8.3f} s  {record['kind']:<22} {json.dumps(fields)}")
-        for name, res in results.items():
-            print(f"== {name}: ok={res['ok']} error={res.get('error')} sent={res['sent']} received={res['received']} "
-                  f"sha256(received)={res['received_sha256'][:16]}... longest stall {res['stall_ms']:.0f} ms")
-        ok = all(r["ok"] for r in results.values()) and svc["status"] == "failed-over"
-        print("\n== demo", "PASSED: both clients kept their connections through the crash" if ok else "FAILED",
-              f"(logs in {lab.run_dir})")
-        return 0 if ok else 1
-
-
-def _settled(store):
-    svc = store.service("demo") or {}
-    return svc if svc.get("status") in ("failed-over", "failover-failed") else None
-
-
-def run(args) -> int:
-    with Lab(service_cmd=_service_cmd(args.service), service_port=args.port, run_dir=args.run_dir,
-             clients=args.clients) as lab:
-        print(f"lab up: service {args.service!r} on p1 {PRIMARY_IP}:{args.port} and b1 {BACKUP_IP}:{args.port}; "
-              f"ryu-manager REST on 127.0.0.1:{lab.wsapi_port}; logs in {lab.run_dir}")
-        if args.client:
-            rc, out, err = lab.run(args.client_host, args.client, timeout=args.timeout)
-            sys.stdout.write(out)
-            sys.stderr.write(err)
-            return rc
-        from mininet.cli import CLI
-        CLI(lab.net)
-    return 0
-
-
-def clean(args) -> int:
-    cleanup_stale(Path(args.run_dir))
-    shutil.rmtree(args.run_dir, ignore_errors=True)
-    print("lab: cleaned")
-    return 0
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m topology.lab", description=__doc__.splitlines()[0])
-    ap.add_argument("--run-dir", default=os.environ.get("FTCP_RUN_DIR", "/run/ftcp"))
-    ap.add_argument("-v", "--verbose", action="store_true")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("demo", help="the lab demo (the README's first command)")
-    p.add_argument("--port", type=int, default=7000)
-    p = sub.add_parser("run", help="start the lab with your service; run a client command or open the Mininet CLI")
-    p.add_argument("--service", default="echo",
-                   help="'echo', 'demo' or a command line; {port} is replaced by --port")
-    p.add_argument("--port", type=int, default=7000)
-    p.add_argument("--clients", type=int, default=2)
-    p.add_argument("--client", help="command to run on --client-host, e.g. 'curl http://10.0.0.10:7000/'")
-    p.add_argument("--client-host", default="c1")
-    p.add_argument("--timeout", type=float, default=600)
-    sub.add_parser("clean", help="remove what a killed lab left behind")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
-    if os.geteuid() != 0:
-        print("the lab needs root (network namespaces, Open vSwitch)", file=sys.stderr)
-        return 2
-    try:
-        return {"demo": demo, "run": run, "clean": clean}[args.cmd](args)
-    except LabError as e:
-        print(f"lab: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("lab: interrupted, torn down", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

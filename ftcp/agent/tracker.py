@@ -3,6 +3,10 @@
 Offsets: each direction's bytes are numbered 0, 1, 2 ... from the first byte after the ISN
 (the SYN takes the ISN itself), as unbounded ints. A 32-bit seq is turned into an offset by
 its signed distance from a nearby known offset, so streams cross 2^32 without special cases.
+
+This module is long because it is one state machine: both directions of a connection,
+reassembly and the rebuild after a restart read and write the same fields, and the
+per-packet path must stay in one place to stay fast.
 """
 from __future__ import annotations
 

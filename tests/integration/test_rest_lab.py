@@ -5,7 +5,8 @@ import subprocess
 
 from ftcp import flows
 from ftcp.config import service_cookie_id
-from topology.lab import PRIMARY_IP, SERVICES, Lab, RunningClient, wait_for
+from topology.clients import RunningClient
+from topology.lab import PRIMARY_IP, SERVICES, Lab, wait_for
 
 PORT, NEW_PORT = 7000, 7002
 
