@@ -1,6 +1,7 @@
-"""Chaos trials in the real lab: a primary failure x a control-plane fault x the moment
-in the client's life x a traffic mix, each trial in a fresh lab; every client
-connection must end masked or reset cleanly, never corrupted, never hung.
+"""Chaos trials in the lab: primary failure x control-plane fault x moment x traffic mix.
+
+Each trial runs in a fresh lab; every client connection must end masked or reset
+cleanly, never corrupted, never hung.
 
     .venv/bin/python -m bench.chaos [--trials 200] [--seed 1] [--out bench/results/chaos.json]
     .venv/bin/python -m bench.chaos --smoke          # 2 trials, for CI (bench/results/chaos-smoke.json)
@@ -19,7 +20,9 @@ trial is reproducible on its own and --resume continues the same sequence):
 * ``moment``   handshake        the clients start and the primary fails 0-150 ms later
                                 (before or around their SYN);
                mid_upload       the upload client has sent 10-35 % of its bytes;
-               mid_download     the stream client has received 10-35 % of its bytes;
+               mid_download     the stream client has received 10-35 % of its bytes
+                                (with a pair: once both are under way, at once if
+                                the trigger client is past that by then);
                during_close     c1's last bytes are arriving (the last 0-512 KB of a
                                 stream, the last 0-16 KB of the request loop's answers,
                                 the upload's answer line): it shuts down and reads EOF;
@@ -55,9 +58,22 @@ bench/results/chaos-evidence/<trial>/ (ryu.log, agent.log, the clients' output, 
 
 Only one lab runs on this machine at a time: each trial holds an exclusive flock on
 /run/ftcp-lab.lock for the whole life of its Lab (run dir /run/ftcp-chaos). Results are
-rewritten after every trial (bench/results/chaos.json); a Markdown table of outcomes by
-fault x moment is printed at the end. Exit status 1 if any trial was corrupted, hung,
-reset unexplained or an error.
+rewritten after every trial (bench/results/chaos.json: commit, dirty, args, argv, mode
+= full (>= 200 trials) | short | smoke | only, started/finished, trials, summary); a Markdown
+table of outcomes by fault x moment, the reset reasons and the masked connections'
+stalls (the longest silence spanning the failure, as bench/failover_bench.py measures
+it) is printed at the end. Exit status 1 if any trial was corrupted, hung, reset
+unexplained or an error. A trial takes ~10 s here (lab start 3 s, clients 3-7 s,
+teardown 1 s; without waiting for the lock): 200 trials ~35 min.
+
+To look at one trial again: ``--seed S --only I`` reruns trial I with the same draws
+(``--keep-all`` keeps its logs even if it passes); ``--force moment=handshake
+--force fault=controller_kill`` replaces draws in every trial (recorded as ``forced``).
+
+Note on switch_disconnect: ``del-controller`` leaves the bridge without any controller,
+and Open vSwitch then flushes its flow table (fail_mode=secure: every packet is dropped
+until the controller is back and reinstalls the flows), so this fault is "the switch
+loses its controller and its flows", harsher than a dropped OpenFlow connection.
 """
 from __future__ import annotations
 
@@ -107,6 +123,7 @@ SIZES = {"stream": 40_000_000, "upload": 64_000_000, "reqresp": 4000}
 PROGRESS = 0.02            # progress lines, mid-transfer moments
 FINE_PROGRESS = {"stream": 0.0001, "upload": 0.0001, "reqresp": 0.0005}   # handshake, during_close
 HANDSHAKE_MAX_DELAY = 0.15
+FLOWING = {"stream": 1_000_000, "upload": 2_000_000, "reqresp": 20_000}   # bytes: a client is under way
 
 
 # --- expected bytes ---------------------------------------------------------------------------
@@ -235,11 +252,13 @@ class Client:
                 self.cond.wait(min(left, 0.05))
             return True
 
-    def rate(self, which: str) -> float:
-        """Bytes per second of ``received`` or ``sent`` over the progress lines so far."""
+    def rate(self, which: str, window: float = 0.5) -> float:
+        """Bytes per second of ``received`` or ``sent`` over the last ``window`` seconds
+        of progress lines (the first burst into the socket buffers is not the rate)."""
         index = 1 if which == "received" else 2
         with self.cond:
-            moving = [line for line in self.lines if line[index] > 0]
+            since = self.lines[-1][0] - window if self.lines else 0
+            moving = [line for line in self.lines if line[index] > 0 and line[0] >= since]
             if len(moving) < 2 or moving[-1][0] <= moving[0][0]:
                 return 0.0
             return (moving[-1][index] - moving[0][index]) / (moving[-1][0] - moving[0][0])
@@ -447,6 +466,9 @@ def draw(seed, index: int, force=()) -> dict:
             d[key] = type(d[key])(value)
         else:
             raise SystemExit(f"chaos: --force {item}: no such draw")
+        choices = {"failure": FAILURES, "fault": FAULTS, "moment": MOMENTS}.get(key)
+        if choices and value not in choices or key == "mix" and not set(d["mix"]) <= set(SIZES):
+            raise SystemExit(f"chaos: --force {item}: not one of {choices or sorted(SIZES)}")
         d.setdefault("forced", []).append(item)
     if "mix" not in d:
         mixes = [m for m in MIXES if d["moment"] != "mid_upload" or "upload" in m]
@@ -504,7 +526,8 @@ class Trial:
             client = started[host] = Client(self.lab, host, mode, SIZES[mode], self.d["client_seed"], progress,
                                             self.args.client_timeout)
             if settle:
-                flowing = (lambda c: c.sent > 0) if mode == "upload" else (lambda c: c.received > 0)
+                least = FLOWING[mode]
+                flowing = (lambda c: c.sent >= least) if mode == "upload" else (lambda c: c.received >= least)
                 if not client.wait_until(flowing, time.monotonic() + 30):
                     self.rec.setdefault("notes", []).append(f"{host} {mode}: no bytes moved in 30 s")
                 self.mark(f"{host}_flowing")
@@ -870,17 +893,22 @@ def main(argv=None) -> int:
     out = Path(args.out or args.resume or RESULTS / ("chaos-smoke.json" if args.smoke else "chaos.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     trials, resumed = [], []
+    argv_now = sys.argv if argv is None else ["bench/chaos.py", *argv]
     if args.resume:
         old = json.loads(Path(args.resume).read_text())
-        args.seed = old["args"]["seed"]
+        args.seed = old["args"]["seed"]           # the same trials: their draws come from it
+        args.force = args.force or old["args"].get("force")
         trials = old["trials"]
-        resumed = old.get("resumed", []) + [time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())]
+        resumed = old.get("resumed", []) + [{"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                             "argv": argv_now, "commit": git("rev-parse", "HEAD"),
+                                             "trials_before": len(trials), "previous_commit": old["commit"]}]
         started = old["started"]
+        argv_now = old["argv"]
     else:
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    mode = "smoke" if args.smoke else ("full" if args.trials >= 200 else "short")
+    mode = "smoke" if args.smoke else "only" if args.only else "full" if args.trials >= 200 else "short"
     data = {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain")), "args": vars(args),
-            "argv": sys.argv if argv is None else ["bench/chaos.py", *argv], "mode": mode, "started": started,
+            "argv": argv_now, "mode": mode, "started": started,
             "finished": None, "resumed": resumed, "sizes": SIZES, "trials": trials, "summary": summarize(trials)}
     interrupted = False
     try:
