@@ -15,8 +15,8 @@ trial is reproducible on its own and --resume continues the same sequence):
   ``fault_offset_s`` relative to the failure: before it by 0-1 s (negative) or after it
   by 0-0.3 s; for the moment ``right_after_failover`` 0-0.3 s after the service was
   recorded failed-over instead. redis_restart: Redis down 0-1 s; agent_pause: SIGSTOP
-  0.2-1.5 s; switch_disconnect: ``ovs-vsctl del-controller s1``, 0.2-1 s, then
-  ``set-controller s1 <previous target>`` (and max_backoff=1000 again, as the lab sets it).
+  0.2-1.5 s; switch_disconnect: the switch loses its OpenFlow connection for 0.2-1 s
+  (``Lab.cut_controller``: pointed at a port nobody listens on; it keeps its flows).
 * ``moment``   handshake        the clients start and the primary fails 0-150 ms later
                                 (before or around their SYN);
                mid_upload       the upload client has sent 10-35 % of its bytes;
@@ -70,10 +70,6 @@ To look at one trial again: ``--seed S --only I`` reruns trial I with the same d
 (``--keep-all`` keeps its logs even if it passes); ``--force moment=handshake
 --force fault=controller_kill`` replaces draws in every trial (recorded as ``forced``).
 
-Note on switch_disconnect: ``del-controller`` leaves the bridge without any controller,
-and Open vSwitch then flushes its flow table (fail_mode=secure: every packet is dropped
-until the controller is back and reinstalls the flows), so this fault is "the switch
-loses its controller and its flows", harsher than a dropped OpenFlow connection.
 """
 from __future__ import annotations
 
@@ -381,11 +377,7 @@ class Fault:
         self.began = self.ended = None
         self.error = None
         self.thread = None
-        self.target = None
         self._paused = False
-        if kind == "switch_disconnect":
-            self.target = subprocess.run(["ovs-vsctl", "get-controller", "s1"], capture_output=True, text=True,
-                                         check=True).stdout.strip()
 
     def start(self, delay: float = 0.0):
         self.thread = threading.Thread(target=self._run, args=(delay,), daemon=True)
@@ -408,17 +400,11 @@ class Fault:
                 finally:
                     self.resume()
             elif self.kind == "switch_disconnect":
-                subprocess.run(["ovs-vsctl", "del-controller", "s1"], check=True, capture_output=True)
+                targets = self.lab.cut_controller()
                 try:
-                    time.sleep(self.params["disconnected_s"])
+                    time.sleep(self.params["disconnected_s"])   # the fault's duration is the draw
                 finally:
-                    subprocess.run(["ovs-vsctl", "set-controller", "s1", self.target], check=True,
-                                   capture_output=True)
-                    uuids = subprocess.run(["ovs-vsctl", "--columns=_uuid", "--bare", "list", "controller"],
-                                           capture_output=True, text=True).stdout.split()
-                    for uuid in uuids:
-                        subprocess.run(["ovs-vsctl", "set", "controller", uuid, "max_backoff=1000"],
-                                       capture_output=True)
+                    self.lab.reconnect_controller(targets)
         except Exception as e:
             self.error = f"{type(e).__name__}: {e}"
         finally:

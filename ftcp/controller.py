@@ -83,9 +83,11 @@ class Controller(SwitchSync, Liveness):
         self._by_address = {(s.address, s.port): s.name for s in self.conf.services}
 
     def _prober(self, name: str, armed: bool = False, start: float = 0.0) -> Prober:
+        """A fresh prober; ``armed``: the service was seen alive before, so silence
+        (counted from ``start``) or RSTs condemn it without a first SYN-ACK."""
         probe = self.conf.probe
         prober = Prober(name, probe.interval, probe.misses, refusals=probe.refusals)
-        prober.armed, prober.next_at = armed, start
+        prober.armed, prober.next_at, prober.last_answer = armed, start, start
         return prober
 
     def restore(self, records: dict, now: float) -> list:
@@ -93,9 +95,10 @@ class Controller(SwitchSync, Liveness):
         switches that connected meanwhile are reconciled."""
         out = []
         for svc in self.conf.services:
-            if self.conf.probe:
-                self.probers[svc.name] = self._prober(svc.name)
             record = records.get(svc.name) or {}
+            if self.conf.probe:
+                # seen alive before: silence or a RST now condemns it
+                self.probers[svc.name] = self._prober(svc.name, armed=record.get("status") == PROTECTED, start=now)
             f, actions = ServiceFailover.restored(svc.name, tuple(b.name for b in svc.backups), record, now,
                                                   timeout=self.takeover_timeout, retry=self.retry)
             self.failovers[svc.name] = f
@@ -105,9 +108,6 @@ class Controller(SwitchSync, Liveness):
                 self.timelines[svc.name] = [("restored", now)]
                 if svc.name in self.probers:
                     self.probers[svc.name].stop()
-            elif record.get("status") == PROTECTED and svc.name in self.probers:
-                # it was seen alive before: silence or a RST now condemns it
-                self.probers[svc.name].armed = True
             if not record:
                 out.append(RecordService(svc, "configured", {"epoch": f.epoch}))
             out += self._run(actions, now)

@@ -187,10 +187,28 @@ class Lab:
         if len(self.ryus) > 1:
             subprocess.run(["ovs-vsctl", "--timeout=5", "set-controller", "s1",
                             *(f"tcp:127.0.0.1:{ryu.ofp_port}" for ryu in self.ryus)], check=True)
-        # Reconnect to a restarted controller within a second (OVS backs off to 8 s).
+        self._fast_reconnect()
+
+    @staticmethod
+    def _fast_reconnect():
+        """Reconnect to a restarted controller within a second (OVS backs off to 8 s)."""
         for uuid in sh("ovs-vsctl --timeout=5 --columns=_uuid --bare list controller").split():
             subprocess.run(["ovs-vsctl", "--timeout=5", "set", "controller", uuid, "max_backoff=1000"],
                            capture_output=True)
+
+    def cut_controller(self) -> list:
+        """The switch loses its OpenFlow connection(s): it is pointed at a port nobody
+        listens on, and keeps its flows (Open vSwitch flushes them when a bridge is left
+        with no controller at all, so del-controller would be another fault). Returns
+        the targets that ``reconnect_controller`` gives back."""
+        targets = sh("ovs-vsctl --timeout=5 get-controller s1").split()
+        subprocess.run(["ovs-vsctl", "--timeout=5", "set-controller", "s1", f"tcp:127.0.0.1:{free_tcp_port()}"],
+                       check=True)
+        return targets
+
+    def reconnect_controller(self, targets: list) -> None:
+        subprocess.run(["ovs-vsctl", "--timeout=5", "set-controller", "s1", *targets], check=True)
+        self._fast_reconnect()
 
     def _wait_protected(self):
         """Wait for the controller's 'flows_installed' event for every service."""

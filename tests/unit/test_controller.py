@@ -360,3 +360,16 @@ def test_a_standby_sends_nothing_until_promoted_then_claims_the_switch_and_carri
     standby.run(standby.core.demote(standby.now))
     standby.tick(standby.now + 1.0)
     assert standby.cmds() == [("takeover", 1)]                        # demoted: no more resends
+
+
+def test_a_silent_primary_after_a_restart_is_condemned_with_an_honest_silence():
+    rig = up(records={"web": {"status": "protected", "epoch": "1"}})
+    start = rig.now
+    while rig.core.failovers["web"].status == PROTECTED and rig.now < start + 1:
+        rig.tick(rig.now + 0.01)      # the primary answers nothing; nothing moves on its port:
+        for _, xid in list(rig.core._port_reads):
+            rig.call("port_stats", 1, xid, 0)
+    assert rig.core.failovers["web"].status == FENCED
+    reason = rig.stored("web")["reason"]
+    silence = float(reason.split(" in ")[1].split(" s")[0])
+    assert 0.1 <= silence <= 0.35, reason
