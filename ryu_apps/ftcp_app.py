@@ -100,6 +100,7 @@ class _RestAdapter(ApiController):
 
     def _start(self, name, reason, backup):
         self._master()
+        self.app.refresh_heartbeats()   # as of now, not of the last poll
         status = self.app.core.failovers[name].status
         if status not in (PROTECTED, FAILED):
             raise ApiError(409, f"service {name} is {status}, not protected: nothing to move", "name")
@@ -267,15 +268,19 @@ class FtcpApp(app_manager.RyuApp):
             hub.sleep(0.01)
             self._call(self.core.tick)
 
+    def refresh_heartbeats(self):
+        """The backups' heartbeats from Redis into the core (its "is the agent alive"
+        before a fence). Redis away: the old ones age out, no failover to an unknown agent."""
+        for name in sorted({b.name for s in self.core.conf.services for b in s.backups}):
+            try:
+                beat = self.store.agent(name)
+            except StoreError:
+                return
+            self.core.agent_heartbeat(name, beat, time.time())
+
     def _heartbeat_loop(self):
-        """The backups' heartbeats, for the core's "is the agent alive" before a fence."""
         while True:
-            for name in sorted({b.name for s in self.core.conf.services for b in s.backups}):
-                try:
-                    beat = self.store.agent(name)
-                except StoreError:
-                    break   # stale heartbeats age out in the core: no failover to an unknown agent
-                self.core.agent_heartbeat(name, beat, time.time())
+            self.refresh_heartbeats()
             hub.sleep(HEARTBEAT_POLL)
 
     # --- OpenFlow ---------------------------------------------------------------------------

@@ -201,3 +201,41 @@ def test_agent_killed_and_restarted_rebuilds_its_connections_from_redis(lab):
         assert last == ["PONG", "a3", "reset"], last
     finally:
         proc.kill()
+
+
+def test_a_failover_that_fails_resets_the_clients_and_can_be_retried_over_rest(lab):
+    """The agent never answers (SIGSTOPped past the 5 s deadline): the service is
+    failover-failed, the clients are reset instead of left hanging; once the agent is
+    back it acknowledges the abort, and a retry over REST fails the service over."""
+    store = Store(lab.redis.url)
+    proc = lab.host("c1").popen(["python3", "-c", (
+        "import socket, time\n"
+        "s = socket.create_connection(('10.0.0.10', 7000)); s.settimeout(30)\n"
+        "s.sendall(b'PING a\\n'); print(s.recv(100).decode().strip(), flush=True)\n"
+        "start = time.time()\n"
+        "while True:\n"
+        "    try:\n"
+        "        s.sendall(b'PING b\\n'); s.recv(100); time.sleep(0.2)\n"
+        "    except OSError as e:\n"
+        "        print(type(e).__name__, round(time.time() - start, 1), flush=True); break\n")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "PONG a"
+        agent_paused(lab)
+        lab.fail_primary("link")
+        svc = status(store, "failover-failed", timeout=15)
+        assert "did not take over in time" in svc["reason"]
+        line = proc.stdout.readline().split()
+        assert line[0] in ("ConnectionResetError", "BrokenPipeError"), line   # reset, not a timeout
+        agent_resumed(lab)
+        wait_for(lambda: (store.service("demo") or {}).get("step") == "aborted", 10, "the agent's aborted")
+        wait_for(lambda: lab.rest("GET", "/ftcp/health")[1]["agents"][0]["status"] == "up", 10,
+                 "the agent's heartbeat to be fresh again")
+        code, body = lab.rest("POST", "/ftcp/services/demo/failover", {"backup": "b1"})
+        assert code == 200 and body["epoch"] == int(svc["epoch"]) + 1, body
+        wait_for(lambda: (store.service("demo") or {}).get("epoch") == str(body["epoch"]), 5, "the retry's record")
+        done(store)
+        res = lab.client("c1", "reqresp", PRIMARY_IP, PORT, "--count", 50)
+        assert res["ok"], res
+    finally:
+        proc.kill()
