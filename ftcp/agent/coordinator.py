@@ -27,7 +27,7 @@ from typing import Optional
 
 from ftcp.agent import repair
 from ftcp.agent.takeover import Session, prepare as prepare_sessions
-from ftcp.agent.tracker import CLOSED, ESTABLISHED, PROTECTED
+from ftcp.agent.tracker import CLOSED, CLOSING, ESTABLISHED, MASK, PROTECTED
 from ftcp.store import CONTROLLER_CHANNEL, StoreError
 
 LOG = logging.getLogger("ftcp.agent.coordinator")
@@ -51,12 +51,20 @@ class ColdJob:
     state: dict
     logged: int
     sent: int
+    fin: bool = False     # half-closed by the client
+
+
+def half_closed(conn) -> bool:
+    """The client sent its FIN after every byte the log has, the server not yet: the
+    connection is taken over like an established one whose client is done sending."""
+    return (conn.state == CLOSING and conn.fin_c and not conn.fin_s and not conn.rst
+            and conn.c2s_next == (conn.fin_c_seq + 1) & MASK)
 
 
 def cannot_take(conn) -> Optional[str]:
     if conn.status is not PROTECTED:
         return f"unprotected: {conn.reason}"
-    if conn.state != ESTABLISHED:
+    if conn.state != ESTABLISHED and not half_closed(conn):
         return f"state {conn.state}"
     if conn.restored:
         return "not seen since the agent restarted: its stored state may be stale"
@@ -80,16 +88,17 @@ def plan_takeover(conns, detached: dict, replica_ip: str):
         elif d is not None and d.diverged:
             refuse(conn, d.diverged)   # never replay into a fresh replica: it would diverge the same way
         elif d is not None and d.fed + len(d.unsent) == conn.c2s_logged:
-            state = conn.to_state()
-            params = repair.repair_params(state, replica_ip, logged=conn.c2s_logged)
+            state, fin = conn.to_state(), half_closed(conn)
+            params = repair.repair_params(state, replica_ip, logged=conn.c2s_logged, fin=fin)
             hot.append(Session(conn.id, params, int(state["s2c_acked"]), d.sock, unsent=d.unsent,
-                               tail_start=d.tail_start, tail=d.tail, checks=d.checks, sent=conn.s2c_sent))
+                               tail_start=d.tail_start, tail=d.tail, checks=d.checks, sent=conn.s2c_sent,
+                               client_done=fin))
         else:
             if d is not None:
                 LOG.warning("%s: hot replica was fed %d bytes of %d; replaying the log instead",
                             conn.id, d.fed + len(d.unsent), conn.c2s_logged)
                 d.sock.close()
-            cold.append(ColdJob(conn.id, conn.to_state(), conn.c2s_logged, conn.s2c_sent))
+            cold.append(ColdJob(conn.id, conn.to_state(), conn.c2s_logged, conn.s2c_sent, half_closed(conn)))
     return hot, cold, failed, resets
 
 
@@ -223,10 +232,10 @@ class Coordinator:
                                        f"the tracker {job.logged}")
                 resets[job.conn_id] = job.state
                 continue
-            params = repair.repair_params(job.state, replica[0], logged=job.logged)
+            params = repair.repair_params(job.state, replica[0], logged=job.logged, fin=job.fin)
             try:
                 sessions.append(Session.cold(job.conn_id, params, int(job.state["s2c_acked"]), replica, log,
-                                             sent=job.sent))
+                                             sent=job.sent, client_done=job.fin))
             except OSError as e:
                 failed[job.conn_id], resets[job.conn_id] = f"takeover failed: {e}", job.state
         return sessions

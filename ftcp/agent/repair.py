@@ -72,11 +72,12 @@ def _int(state: dict, key: str, default=None) -> int:
     return int(value)
 
 
-def repair_params(state: dict, local_ip: str, logged: int) -> RepairParams:
+def repair_params(state: dict, local_ip: str, logged: int, fin: bool = False) -> RepairParams:
     """Numbers for the rebuilt socket from the agent's record of the connection.
 
     ``logged`` is how many client bytes the replica is fed (the frozen log); the
-    socket acknowledges exactly those.
+    socket acknowledges exactly those, and with ``fin`` the client's FIN after them
+    (a half-closed connection: the client resends nothing, a repeated FIN is old).
     """
     isn_c, isn_s = _int(state, "isn_c"), _int(state, "isn_s")
     ts_ok = bool(_int(state, "ts_ok", 0))
@@ -84,7 +85,7 @@ def repair_params(state: dict, local_ip: str, logged: int) -> RepairParams:
         local=(local_ip, _int(state, "server_port")),
         remote=(state["client_ip"], _int(state, "client_port")),
         snd_nxt=(isn_s + 1 + _int(state, "s2c_acked", 0)) & MASK,
-        rcv_nxt=(isn_c + 1 + logged) & MASK,
+        rcv_nxt=(isn_c + 1 + logged + (1 if fin else 0)) & MASK,
         mss=_int(state, "mss_c", 536),
         snd_wscale=_int(state, "wscale_c", 0),
         rcv_wscale=_int(state, "wscale_s", 0),

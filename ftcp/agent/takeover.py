@@ -48,7 +48,7 @@ class Session:
 
     def __init__(self, conn_id: str, params: repair.RepairParams, skip: int, replica: socket.socket,
                  unsent: bytes = b"", tail_start: int = 0, tail: bytes = b"", checks=(), sent: int = 0,
-                 mode: str = "hot", connecting: bool = False):
+                 mode: str = "hot", connecting: bool = False, client_done: bool = False):
         self.conn_id = conn_id
         self.params = params
         self.skip = skip                 # server bytes the client acknowledged
@@ -62,7 +62,10 @@ class Session:
         self.to_replica = bytearray(unsent)   # client bytes the replica has not been given
         self.to_client = bytearray()          # replica output for the client, after go
         self.connecting = connecting
-        self.replica_eof = self.client_eof = False
+        self.replica_eof = False
+        # client_done: the client had sent its FIN (half-closed): the replica gets EOF
+        # after the log, as the primary did, and the rebuilt socket has the FIN already
+        self.client_eof = client_done
         self.client_shut = self.replica_shut = False
         self.ended = False
         self.client = None
@@ -126,6 +129,15 @@ class Session:
             LOG.warning("%s: kick failed: %s", self.conn_id, e)
             return False
 
+    def shut_replica_if_done(self) -> None:
+        """Pass the client's FIN on to the replica once it has every byte before it."""
+        if self.client_eof and not self.to_replica and not self.replica_shut and not self.connecting:
+            self.replica_shut = True
+            try:
+                self.replica.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass   # the hot replica's pool may have shut it already
+
     def close(self) -> None:
         for sock in (self.client, self.replica):
             if sock is not None:
@@ -155,6 +167,7 @@ def prepare(sessions, timeout: float, clock=time.monotonic, make_socket=repair.r
     waiting = set()
     for s in sessions:
         s.replica.setblocking(False)
+        s.shut_replica_if_done()
         if not s.connecting and not s.to_replica and s.covered:
             done(s)   # a hot replica that is already where the primary was
             continue
@@ -177,6 +190,7 @@ def prepare(sessions, timeout: float, clock=time.monotonic, make_socket=repair.r
                         s.connecting = False
                     if s.to_replica:
                         del s.to_replica[:s.replica.send(s.to_replica)]
+                    s.shut_replica_if_done()
                 if mask & selectors.EVENT_READ:
                     data = s.replica.recv(CHUNK)
                     if data:

@@ -218,3 +218,46 @@ def test_nondeterministic_service_is_detected_as_diverged_and_reset(run_dir):
             assert held.stdout.readline().split()[0] == "reset"
         finally:
             held.kill()
+
+
+# A client that asks for a stream, closes its sending side at once (FIN), and reads
+# until the server's FIN; it prints its progress, then what it got.
+HALF_CLOSED = r"""
+import hashlib, socket, sys
+sys.path.insert(0, sys.argv[1])
+from demo_server import stream_bytes
+n = 40_000_000
+s = socket.create_connection(('10.0.0.10', 7000)); s.settimeout(20)
+s.sendall(b'GET %d half\n' % n); s.shutdown(socket.SHUT_WR)
+got, h, told = 0, hashlib.sha256(), False
+try:
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        got += len(d); h.update(d)
+        if got > 5_000_000 and not told:
+            print('half', flush=True); told = True
+    print('eof', got, h.hexdigest() == hashlib.sha256(stream_bytes(n, 'half')).hexdigest(), flush=True)
+except OSError as e:
+    print(type(e).__name__, got, flush=True)
+"""
+
+
+@pytest.mark.parametrize("failure", FAILURES)
+def test_a_connection_the_client_half_closed_is_taken_over_to_its_end(lab, failure):
+    """The client sent its request and its FIN at once and reads until EOF: at the
+    failure the connection is closing on the client's side only; the replica gets the
+    request and the EOF, the rebuilt socket has the FIN, and the client reads every
+    byte and then the replica's FIN."""
+    store = Store(lab.redis.url)
+    proc = lab.host("c1").popen(["python3", "-c", HALF_CLOSED, str(ROOT / "services")], stdout=subprocess.PIPE,
+                                text=True)
+    try:
+        assert proc.stdout.readline().strip() == "half"
+        lab.fail_primary(failure)
+        svc = failed_over(store)
+        assert svc["taken"] == "1", svc
+        assert proc.stdout.readline().split() == ["eof", "40000000", "True"]
+    finally:
+        proc.kill()
