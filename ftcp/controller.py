@@ -30,7 +30,7 @@ import logging
 from typing import Optional
 
 from ftcp import failover, flows
-from ftcp.config import Config, Service, with_service, without_service
+from ftcp.config import Config, ConfigError, Service, with_service, without_service
 from ftcp.effects import Event, ForgetService, Publish, RecordService, Send
 from ftcp.failover import FAILED, FAILED_OVER, FENCED, PROTECTED, ServiceFailover
 from ftcp.liveness import Liveness
@@ -55,7 +55,7 @@ class Controller(SwitchSync, Liveness):
         self.heartbeats = {}       # agent name -> its last heartbeat time
         self.timelines = {}        # service -> [(step, time)] of the failover under way
         self._barriers = {}        # (dpid, xid) -> True for a reconcile barrier
-        self._awaiting = {}        # SyncFlows -> {dpid: xid} or None (no switch carries it yet)
+        self._awaiting = {}        # SyncFlows -> (xid when asked, {dpid: barrier xid that confirms it})
         self._port_reads = {}      # (dpid, xid) -> (service, token)
         self._links_down = {}      # (dpid, port) -> (when it fails over, why): a link down being confirmed
         self._xid = 0x80000000
@@ -156,6 +156,10 @@ class Controller(SwitchSync, Liveness):
         """Create or replace a service (ConfigError: nothing changed); every switch
         is reconciled to the new definition by diff."""
         old = self.conf.service(service.name)
+        f = self.failovers.get(service.name)
+        if f is not None and f.status != PROTECTED and f.backup not in {b.name for b in service.backups}:
+            raise ConfigError("backups", f"service {service.name} is {f.status} to {f.backup}: "
+                                         f"keep {f.backup} among its backups")
         self.conf = with_service(self.conf, service)
         self._index()
         f = self.failovers[service.name]

@@ -80,6 +80,7 @@ class ServiceFailover:
     timeout: float = 5.0          # fence to ready, and how long an acknowledgement is awaited
     retry: float = 0.25           # a control message is resent this often until acknowledged
     outstanding: Optional[tuple] = None   # (cmd, next send, give up at)
+    fid: str = ""                 # this failover's id: with the epoch, names it even if the epoch is reused
 
     @classmethod
     def restored(cls, service: str, backups: tuple, record: dict, now: float, **kw):
@@ -92,6 +93,7 @@ class ServiceFailover:
         if status not in (FENCED, FAILED_OVER, FAILED) or backup is None:
             return f, []
         f.status, f.backup, f.reason, f.started = status, backup, record.get("reason", ""), now
+        f.fid = record.get("failover_id", "")
         if status == FENCED:
             f.deadline, f.step = now + f.timeout, "fencing"
             return f, [SyncFlows(service, "fenced", f.epoch)]
@@ -117,8 +119,11 @@ class ServiceFailover:
         self.epoch += 1
         self.status, self.backup, self.started, self.deadline = FENCED, live[0], now, now + self.timeout
         self.reason, self.step, self.outstanding = reason, "fencing", None
+        # An epoch whose record never reached Redis is used again by the next controller;
+        # the id (when it began) tells the agent it is another failover all the same.
+        self.fid = f"{self.epoch}@{now:.6f}"
         return [Record(self.service, FENCED, self.epoch, {"reason": reason, "backup": self.backup,
-                                                         "step": self.step}),
+                                                         "step": self.step, "failover_id": self.fid}),
                 SyncFlows(self.service, "fenced", self.epoch)]
 
     def confirmed(self, step: str, epoch: int, now: float) -> list:
@@ -139,9 +144,9 @@ class ServiceFailover:
     def reply(self, cmd: str, epoch: int, backup: str, now: float, detail: Optional[dict] = None) -> list:
         """An agent's answer: ready, gone or aborted. Anything not for the current
         epoch and backup, or not awaited now, is ignored (it is late or a duplicate)."""
-        if epoch != self.epoch or backup != self.backup:
-            return []
         detail = detail or {}
+        if epoch != self.epoch or backup != self.backup or detail.get("id", self.fid) != self.fid:
+            return []
         if cmd == "ready" and self.status == FENCED and self.step == "takeover":
             self.status, self.step, self.outstanding = FAILED_OVER, "redirecting", None
             record = {"backup": backup, "taken": len(detail.get("taken", ())), "failed": detail.get("failed", {}),
@@ -174,7 +179,8 @@ class ServiceFailover:
 
     def _send(self, cmd: str, now: float, until: float) -> list:
         self.outstanding = (cmd, now + self.retry, until)
-        return [Send(self.service, self.backup, {"cmd": cmd, "service": self.service, "epoch": self.epoch})]
+        return [Send(self.service, self.backup, {"cmd": cmd, "service": self.service, "epoch": self.epoch,
+                                                 "id": self.fid})]
 
 
 def _int(value) -> int:

@@ -36,6 +36,11 @@ class Recorder:
         wins), so a status still waiting to be written cannot bring it back."""
         self._services[name] = None
 
+    def drop_services(self) -> None:
+        """Forget the service records not written yet (a deposed controller's: the new
+        master's are newer)."""
+        self._services.clear()
+
     def event(self, kind: str, **fields) -> None:
         if len(self._events) == self._events.maxlen:
             self.dropped_events += 1

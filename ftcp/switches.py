@@ -95,8 +95,7 @@ class SwitchSync:
                 out.append(Event("link_flap", {"dpid": f"{dpid:016x}", "port": number}))
         elif any(plan.primary_port == number for plan in sw.plans.values()):
             why = f"{'deleted' if change == 'delete' else 'link down'} on port {number} of switch {dpid:016x}"
-            confirm = self.conf.probe.link_confirm if self.conf.probe and change != "delete" else 0.0
-            self._links_down[(dpid, number)] = (now + confirm, why)
+            self._links_down[(dpid, number)] = (now + (self._link_confirm() if change != "delete" else 0.0), why)
             out += self._links_confirmed(now)
         if change == "delete":
             sw.ports.pop(name, None)
@@ -150,6 +149,12 @@ class SwitchSync:
         if f.status == PROTECTED:
             return flows.service_flows(None, plan, hold=bool(self.conf.probe))
         fence = [flows.fence_flow(None, plan)] if plan.primary_port is not None else []
+        if f.backup not in {b.name for b in svc.backups}:
+            # recorded as moved to a backup the definition no longer has (renamed while
+            # the controller was down): keep the primary fenced, redirect nowhere
+            LOG.error("ftcp: service %s is %s to %s, which is not one of its backups now", svc.name, f.status,
+                      f.backup)
+            return fence
         if f.status == FENCED:
             mirrors = flows.service_flows(None, plan, hold=bool(self.conf.probe)) if plan.primary_port else []
             return fence + mirrors + [flows.redirect_s2c_flow(None, plan, f.backup, svc.primary.mac)]
@@ -178,13 +183,18 @@ class SwitchSync:
                         Event("flows_installed", {"service": name, "dpid": f"{dpid:016x}", "flows": count})]
             up = (sw.ports or {}).get(_port_name(sw, plan.primary_port), (None, True))[1]
             if not up and self._seen_alive(name):
-                out += self.fail(name, f"link down on port {plan.primary_port} of switch {dpid:016x}", now)
-        for token, need in list(self._awaiting.items()):
-            if need is None and token.service in sw.plans:
-                need = self._awaiting[token] = {}
-            if need is not None and xid >= need.get(dpid, xid + 1):
-                del need[dpid]
-            if need == {}:
+                # found down (at a connect, or a reconcile): the same confirmation as a port-status
+                why = f"link down on port {plan.primary_port} of switch {dpid:016x}"
+                self._links_down.setdefault((dpid, plan.primary_port), (now + self._link_confirm(), why))
+        out += self._links_confirmed(now)
+        for token, (after, need) in list(self._awaiting.items()):
+            if need:
+                if xid >= need.get(dpid, xid + 1):
+                    del need[dpid]
+                done = not need
+            else:   # no switch carried the service: the first reconcile after it that does
+                done = token.service in sw.plans and xid > after
+            if done:
                 del self._awaiting[token]
                 out += self._confirmed(token, now)
         return out
@@ -194,16 +204,19 @@ class SwitchSync:
         return prober is None or prober.armed
 
     def _sync(self, action: failover.SyncFlows, now: float) -> list:
-        out, need = [], {}
+        """Reconcile every switch whose flows are known with the new state; the step is
+        confirmed by a barrier sent after it from each one that carries the service (a
+        switch still being read is reconciled, with the new state, once it is)."""
+        out, need, after = [], {}, self._xid
         for sw in self.switches.values():
-            if sw.synced:
+            if sw.ports is not None and sw.flows is not None:
                 out += self._reconcile(sw, now)
                 if action.service in sw.plans:
                     need[sw.dpid] = self._xid
         if not need:
             LOG.warning("ftcp: %s: no connected switch carries the service; %s waits for one",
                         action.service, action.step)
-        self._awaiting[action] = need or None
+        self._awaiting[action] = (after, need)
         return out
 
     def _confirmed(self, token: failover.SyncFlows, now: float) -> list:
@@ -212,6 +225,9 @@ class SwitchSync:
             return []
         self._step(token.service, token.step, now)
         return self._run(f.confirmed(token.step, token.epoch, now), now)
+
+    def _link_confirm(self) -> float:
+        return self.conf.probe.link_confirm if self.conf.probe else 0.0
 
     def _links_confirmed(self, now: float) -> list:
         """Fail over the services whose primary's link stayed down long enough."""

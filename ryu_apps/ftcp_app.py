@@ -34,6 +34,7 @@ from ryu_apps import ftcp_rest
 
 LOG = logging.getLogger("ftcp.app")
 HEARTBEAT_POLL = 0.5   # seconds between reads of the agents' heartbeats
+LEASE_SAFE = 0.6       # with ha: act only this fraction of a lease after the last renewal was asked
 
 cfg.CONF.register_opts([
     cfg.StrOpt("config", default="switch_config/services.yaml",
@@ -126,6 +127,7 @@ class FtcpApp(app_manager.RyuApp):
         conf = _load_config()
         self.ha = cfg.CONF.ftcp.ha or os.environ.get("FTCP_HA") == "1"
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
+        self._renewed = 0.0   # when the last successful lease renewal was asked
         self.core = Controller(conf, takeover_timeout=cfg.CONF.ftcp.takeover_timeout, active=not self.ha)
         self.store = Store(conf.redis_url)
         self.recorder = Recorder(self.store)
@@ -150,8 +152,11 @@ class FtcpApp(app_manager.RyuApp):
     # --- effects ---------------------------------------------------------------------------
 
     def dispatch(self, effects):
-        """Carry out what the core decided, in its order."""
+        """Carry out what the core decided, in its order. A controller whose lease may
+        be gone sends nothing (``_may_act``): another one may be the master by now."""
         wake = False
+        if not self._may_act():
+            effects = [e for e in effects if isinstance(e, Event)]
         for effect in effects:
             if isinstance(effect, Send):
                 dp = self.datapaths.get(effect.dpid)
@@ -206,32 +211,34 @@ class FtcpApp(app_manager.RyuApp):
 
     def _lease_loop(self):
         """With two controllers: hold the lease in Redis to act, stand by without it.
-        A master that cannot renew its lease within ``lease`` seconds (Redis away)
-        stops acting: another may hold it by then."""
+        The lease is asked with a timeout of a third of its length, and this controller
+        acts only while its last renewal was asked less than LEASE_SAFE of a lease ago:
+        it stops before the lease can expire and another one take it (``_may_act``)."""
         lease = cfg.CONF.ftcp.lease
+        store = Store(self.core.conf.redis_url, timeout=lease / 3)
         LOG.info("ftcp: one of several controllers (%s): standing by until this one holds the lease", self.holder)
-        renewed = 0.0
         while True:
+            asked = time.time()
             try:
-                held = self.store.lead(self.holder, lease)
+                held = store.lead(self.holder, lease)
             except StoreError as e:
                 held = "unknown"
                 LOG.error("ftcp: cannot renew the controllers' lease: %s", e)
-            now = time.time()
-            if held == "unknown":
-                if self.core.active and now - renewed > lease:
-                    self._call(self.core.demote)
-            elif held is None:
-                if self.core.active:
-                    self._call(self.core.demote)
-            else:
-                renewed = now
+            if held not in ("unknown", None):
+                self._renewed = asked
                 generation, taken = held
                 if taken or not self.core.active:
                     records = self._records()
-                    self.recorder.event("controller_master", holder=self.holder, generation=generation)
-                    self._call(self.core.promote, records, generation)
+                    if self._may_act():   # else the lease is asked again first
+                        self.recorder.event("controller_master", holder=self.holder, generation=generation)
+                        self._call(self.core.promote, records, generation)
+            elif self.core.active and (held is None or not self._may_act()):
+                self.recorder.drop_services()   # a newer master's records must not be overwritten
+                self._call(self.core.demote)
             hub.sleep(lease / 5)
+
+    def _may_act(self) -> bool:
+        return not self.ha or time.time() - self._renewed < LEASE_SAFE * cfg.CONF.ftcp.lease
 
     def _recorder_loop(self):
         while True:

@@ -42,6 +42,7 @@ class Takeover:
     resets: list = field(default_factory=list)    # RepairParams of connections to reset at go
     answer: Optional[dict] = None     # the last answer sent, sent again on a repeat
     abort_asked: bool = False
+    fid: str = ""                     # the controller's failover id
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ def plan_takeover(conns, detached: dict, replica_ip: str):
         if reason is not None:
             refuse(conn, reason)
         elif d is not None and d.diverged:
+            d.sock.close()
             refuse(conn, d.diverged)   # never replay into a fresh replica: it would diverge the same way
         elif d is not None and d.fed + len(d.unsent) == conn.c2s_logged:
             state, fin = conn.to_state(), half_closed(conn)
@@ -104,7 +106,9 @@ def plan_takeover(conns, detached: dict, replica_ip: str):
 
 class Coordinator:
     """Takeovers of this backup's services. ``takeover``, ``go`` and ``abort`` are
-    called on the capture thread; the slow part of a takeover runs on its own thread."""
+    called on the capture thread; the slow part of a takeover runs on its own thread.
+    A takeover is named by its epoch and its id (the controller's failover id): a
+    repeat of both is answered again, anything else for the service supersedes it."""
 
     def __init__(self, agent):
         self.agent = agent
@@ -112,7 +116,8 @@ class Coordinator:
         self._lock = threading.Lock()
 
     def _answer(self, t: Takeover, cmd: str, **fields) -> None:
-        t.answer = {"cmd": cmd, "service": t.service, "epoch": t.epoch, "backup": self.agent.name, **fields}
+        t.answer = {"cmd": cmd, "service": t.service, "epoch": t.epoch, "id": t.fid, "backup": self.agent.name,
+                    **fields}
         self._publish(t.answer)
 
     def _publish(self, message: dict) -> None:
@@ -122,35 +127,37 @@ class Coordinator:
             LOG.error("cannot answer %s(%s) for %s: %s (the controller asks again)", message["cmd"],
                       message["epoch"], message["service"], e)
 
-    def _current(self, service: str, epoch: int, cmd: str) -> Optional[Takeover]:
+    def _current(self, service: str, epoch: int, fid: str, cmd: str) -> Optional[Takeover]:
         t = self.takeovers.get(service)
-        if t is None or epoch != t.epoch:
-            LOG.warning("%s(%d) for %s dropped: %s", cmd, epoch, service,
-                        f"the takeover under way is epoch {t.epoch}" if t else "no takeover of it was asked")
+        if t is None or (epoch, fid) != (t.epoch, t.fid):
+            LOG.warning("%s(%d, %s) for %s dropped: %s", cmd, epoch, fid or "-", service,
+                        f"the takeover here is epoch {t.epoch} ({t.fid or '-'})" if t else "no takeover of it here")
             return None
         return t
 
     # --- takeover ----------------------------------------------------------------------------
 
-    def takeover(self, service: str, epoch: int) -> None:
+    def takeover(self, service: str, epoch: int, fid: str = "") -> None:
         agent = self.agent
         if service not in agent.replicas:
             LOG.error("takeover of %s: not a service of this backup", service)
             return
+        replica = agent.replicas[service]
         with self._lock:
             t = self.takeovers.get(service)
             if t is not None and epoch < t.epoch:
                 LOG.warning("takeover(%d) of %s dropped: epoch %d is newer", epoch, service, t.epoch)
                 return
-            if t is not None and epoch == t.epoch:
+            if t is not None and (epoch, fid) == (t.epoch, t.fid):
                 if t.answer is not None:
                     self._publish(t.answer)    # the controller did not hear it: same answer
                 return
             if t is not None and t.state == "ready":
-                LOG.warning("takeover of %s epoch %d supersedes epoch %d, which never went: dropped",
-                            service, epoch, t.epoch)
-                _close(t.sessions)
-            t = self.takeovers[service] = Takeover(service, epoch)
+                LOG.warning("takeover of %s epoch %d (%s) supersedes epoch %d (%s), which never went",
+                            service, epoch, fid or "-", t.epoch, t.fid or "-")
+                _silence(t.sessions)
+                t.sessions = []
+            t = self.takeovers[service] = Takeover(service, epoch, fid=fid)
         started = agent.clock()
         LOG.info("takeover of %s (epoch %d): draining the capture", service, epoch)
         agent.drain()
@@ -166,17 +173,20 @@ class Coordinator:
             d = detached.get(conn.id)
             if d is not None and d.diverged:
                 agent.tracker.mark_unprotected(conn, d.diverged)
-        hot, cold, failed, resets = plan_takeover(conns, detached, agent.replicas[service][0])
+        hot, cold, failed, resets = plan_takeover(conns, detached, replica[0])
         states = {conn.id: conn.to_state() for conn in usable}
         planned = agent.clock()
         threading.Thread(target=self._prepare, name=f"ftcp-takeover-{service}", daemon=True,
-                         args=(t, hot, cold, failed, resets, states, (started, drained, planned))).start()
+                         args=(t, replica, hot, cold, failed, resets, states, (started, drained, planned))).start()
 
-    def _prepare(self, t: Takeover, sessions, cold, failed, resets, states, times) -> None:
-        """The worker: cold logs, replicas caught up, sockets rebuilt; then ready."""
+    def _prepare(self, t: Takeover, replica, sessions, cold, failed, resets, states, times) -> None:
+        """The worker: cold logs, replicas caught up, sockets rebuilt; then ready.
+        Whatever happens, it answers (a bug answers "nothing taken": the controller
+        then redirects, and the clients are reset rather than left waiting)."""
         agent = self.agent
+        ready, made = [], agent.clock()
         try:
-            sessions = sessions + self._cold_sessions(t.service, cold, failed, resets)
+            sessions = sessions + self._cold_sessions(replica, cold, failed, resets)
             made = agent.clock()
             prepare_sessions(sessions, timeout=agent.args.prepare_timeout)
             for s in sessions:
@@ -184,12 +194,13 @@ class Coordinator:
                     failed[s.conn_id] = f"takeover failed: {s.error}"
                     resets[s.conn_id] = states[s.conn_id]
             ready = [s for s in sessions if s.error is None]
-        except Exception as e:   # a bug must still answer: the controller then resets the clients
+        except Exception as e:
             LOG.exception("takeover of %s (epoch %d) failed", t.service, t.epoch)
-            sessions, ready, made = [], [], agent.clock()
+            _drop(sessions)
+            ready = []
             failed["*"] = f"takeover failed: {e}"
-        reset_params = [p for p in (repair.reset_params(state, agent.replicas[t.service][0])
-                                    for state in resets.values()) if p is not None]
+        reset_params = [p for p in (repair.reset_params(state, replica[0]) for state in resets.values())
+                        if p is not None]
         for conn_id, reason in failed.items():
             LOG.warning("takeover of %s: cannot take %s: %s", t.service, conn_id, reason)
         started, drained, planned = times
@@ -200,19 +211,20 @@ class Coordinator:
                  (drained - started) * 1000, (planned - drained) * 1000, (made - planned) * 1000,
                  (started + elapsed - made) * 1000)
         with self._lock:
-            if self.takeovers.get(t.service) is not t or t.abort_asked:
-                _close(ready)
-                if t.abort_asked:
-                    self._abort(t, reset_params)
+            if t.abort_asked:
+                t.sessions = ready
+                self._abort(t, reset_params)
+                return
+            if self.takeovers.get(t.service) is not t:
+                _silence(ready)     # superseded: the newer takeover rebuilds these connections
                 return
             t.sessions, t.resets, t.state = ready, reset_params, "ready"
             self._answer(t, "ready", taken=[s.conn_id for s in ready], failed=failed, seconds=round(elapsed, 6))
 
-    def _cold_sessions(self, service: str, jobs, failed: dict, resets: dict) -> list:
+    def _cold_sessions(self, replica, jobs, failed: dict, resets: dict) -> list:
         if not jobs:
             return []
         agent = self.agent
-        replica = agent.replicas[service]
         try:
             if not agent.writer.flush():
                 raise StoreError("Redis unreachable: the client logs are not all stored")
@@ -242,9 +254,9 @@ class Coordinator:
 
     # --- go and abort ------------------------------------------------------------------------
 
-    def go(self, service: str, epoch: int) -> None:
+    def go(self, service: str, epoch: int, fid: str = "") -> None:
         with self._lock:
-            t = self._current(service, epoch, "go")
+            t = self._current(service, epoch, fid, "go")
             if t is None:
                 return
             if t.state != "ready":
@@ -266,52 +278,66 @@ class Coordinator:
         with self._lock:
             self._answer(t, "gone", released=len(sessions), acknowledged=acked, reset=len(resets))
 
-    def abort(self, service: str, epoch: int) -> None:
+    def abort(self, service: str, epoch: int, fid: str = "") -> None:
         with self._lock:
             t = self.takeovers.get(service)
-            if t is None or epoch > t.epoch:
-                # never asked (the takeover was lost): nothing was prepared
-                t = self.takeovers[service] = Takeover(service, epoch, state="aborted")
-                self._answer(t, "aborted", reset=0)
+            if t is None or epoch > t.epoch or (epoch == t.epoch and fid != t.fid and t.state != "gone"):
+                # a takeover this agent never got: reset the clients it knows of the
+                # service (the controller redirected them here, where no socket waits)
+                if t is not None and t.state == "ready":
+                    _silence(t.sessions)
+                t = self.takeovers[service] = Takeover(service, epoch, fid=fid)
+                resets = [p for p in (repair.reset_params(c.to_state(), self.agent.replicas.get(service, ("",))[0])
+                                      for c in self.agent.tracker.conns.values()
+                                      if c.service == service and c.state != CLOSED) if p is not None]
+                self._abort(t, resets)
                 return
-            if self._current(service, epoch, "abort") is None:
+            if self._current(service, epoch, fid, "abort") is None:
                 return
             if t.state == "preparing":
                 t.abort_asked = True      # the worker resets and answers when it is done
                 return
-            if t.state == "aborted":
-                self._publish(t.answer)
-                return
-            if t.state == "gone":
-                LOG.warning("abort(%d) for %s after go: the connections live on here", epoch, service)
+            if t.state in ("aborted", "gone"):
+                if t.state == "gone":
+                    LOG.warning("abort(%d) for %s after go: the connections live on here", epoch, service)
                 self._publish(t.answer)
                 return
             self._abort(t, t.resets)
 
     def _abort(self, t: Takeover, resets) -> None:
         """Reset every client of the takeover (called with the lock held)."""
-        for s in t.sessions:
-            if s.client is not None:
-                _reset(s.client)
-                s.client = None
-        _close(t.sessions)
-        _reset_all(resets)
         count = len(t.sessions) + len(resets)
+        _drop(t.sessions)
+        _reset_all(resets)
         LOG.warning("abort of %s (epoch %d): %d client(s) reset", t.service, t.epoch, count)
         t.state, t.sessions, t.resets = "aborted", [], []
         self._answer(t, "aborted", reset=count)
 
 
-def _close(sessions) -> None:
+def _drop(sessions) -> None:
+    """Sessions that will never go: their clients get a RST (a plain close would send
+    an in-sequence FIN, a clean EOF in the middle of their stream)."""
     for s in sessions:
+        if s.client is not None:
+            try:
+                repair.reset(s.client)
+            except OSError as e:
+                LOG.warning("could not reset %s: %s", s.conn_id, e)
+            s.client = None
         s.close()
 
 
-def _reset(sock) -> None:
-    try:
-        repair.reset(sock)
-    except OSError as e:
-        LOG.warning("could not reset a client socket: %s", e)
+def _silence(sessions) -> None:
+    """Sessions a newer takeover replaces: their sockets go without a word (closed in
+    repair mode), so the client's connection is left for the new ones."""
+    for s in sessions:
+        if s.client is not None:
+            try:
+                repair.silent_close(s.client)
+            except OSError as e:
+                LOG.warning("could not close %s silently: %s", s.conn_id, e)
+            s.client = None
+        s.close()
 
 
 def _reset_all(params_list) -> None:

@@ -211,7 +211,7 @@ class Agent:
         cmd = msg.get("cmd")
         try:
             if cmd in ("takeover", "go", "abort"):
-                getattr(self.coordinator, cmd)(str(msg["service"]), int(msg["epoch"]))
+                getattr(self.coordinator, cmd)(str(msg["service"]), int(msg["epoch"]), str(msg.get("id", "")))
             elif cmd == "service":
                 service = ftcp_config.parse_service(msg["service"])
                 self.defined[service.name] = service

@@ -23,6 +23,7 @@ TCP_REPAIR_ON, TCP_REPAIR_OFF, TCP_REPAIR_OFF_NO_WP = 1, 0, -1
 TCP_RECV_QUEUE, TCP_SEND_QUEUE = 1, 2
 TCPOPT_MSS, TCPOPT_WINDOW, TCPOPT_SACK_PERM, TCPOPT_TIMESTAMP = 2, 3, 4, 8
 MASK = 0xFFFFFFFF
+LINGER_RST, LINGER_NORMAL = struct.pack("ii", 1, 0), struct.pack("ii", 0, 0)
 
 
 class RepairError(OSError):
@@ -149,6 +150,9 @@ def repaired_socket(p: RepairParams, unacked: bytes = b"") -> socket.socket:
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
+        # Until go, any close -- an abort, or the agent dying -- must be a RST: a FIN
+        # would be an in-sequence end of the client's stream. ``released`` undoes it.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RST)
         if unacked:
             sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, max(1 << 22, 4 * len(unacked)))
         _step(sock, "on", socket.SOL_TCP, TCP_REPAIR, TCP_REPAIR_ON)
@@ -204,7 +208,18 @@ def window_probe(sock: socket.socket) -> tuple:
     return snd_nxt, rcv_nxt, rcv_wnd, sock.getsockopt(socket.SOL_TCP, TCP_TIMESTAMP) & MASK
 
 
+def released(sock: socket.socket) -> None:
+    """The socket serves its client now (go): it closes normally again."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_NORMAL)
+
+
+def silent_close(sock: socket.socket) -> None:
+    """Close without a FIN or a RST: a socket in repair mode leaves silently."""
+    sock.setsockopt(socket.SOL_TCP, TCP_REPAIR, TCP_REPAIR_ON)
+    sock.close()
+
+
 def reset(sock: socket.socket) -> None:
     """Close with a RST (SO_LINGER 0): the client fails fast instead of hanging."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RST)
     sock.close()

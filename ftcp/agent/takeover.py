@@ -118,6 +118,7 @@ class Session:
         it resends the rest at once instead of on its retransmission timer.
         True when both went out."""
         try:
+            repair.released(self.client)
             snd_nxt, rcv_nxt, rcv_wnd, tsval = repair.window_probe(self.client)
             if acks is None:
                 return False

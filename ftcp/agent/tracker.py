@@ -376,7 +376,7 @@ class Tracker:
         # on, so it is ignored there -- unless we never saw that connection's SYN (it may be
         # a leftover created from a stray segment).
         return conn.state is CLOSED or conn.state is SYN_SENT or conn.state is SYN_RECEIVED \
-            or conn.isn_c is None
+            or conn.isn_c is None or conn.restored
 
     def _open(self, key, name, seg, from_client, now):
         flags = seg.flags
@@ -659,7 +659,9 @@ class Tracker:
             self._next_idle_check = now + 1.0   # a scan of every connection: once a second
             limit = now - self.half_closed_timeout
             for c in self.conns.values():
-                if c.state is not ESTABLISHED and c.state is not CLOSED and c.last_seen < limit:
+                # closing or opening, or rebuilt after a restart and never seen since:
+                # its end may have gone unseen
+                if (c.state is not ESTABLISHED or c.restored) and c.state is not CLOSED and c.last_seen < limit:
                     self._close(c, now)
                     self._dirty[c.key] = c
         gone = [c for c in self._closed.values() if now - c.closed_at > self.grace]

@@ -76,6 +76,7 @@ STATE = {"isn_c": "100", "isn_s": "200", "server_port": "7000", "client_ip": "10
 def test_kick_acks_what_the_socket_has_with_our_scale_and_the_clients_last_timestamp(monkeypatch):
     params = repair_params(STATE, "10.0.0.20", logged=300)
     monkeypatch.setattr(repair, "window_probe", lambda sock: (251, 401, 512 * 600, 5000))
+    monkeypatch.setattr(repair, "released", lambda sock: None)
     session = Session("c", params, 50, replica=None)
     session.client = object()
     out = Recorder()
@@ -91,6 +92,7 @@ def test_kick_survives_a_socket_the_kernel_refuses(monkeypatch, caplog):
     def refuse(sock):
         raise OSError(1, "Operation not permitted")
     monkeypatch.setattr(repair, "window_probe", refuse)
+    monkeypatch.setattr(repair, "released", lambda sock: None)
     session = Session("c", repair_params(STATE, "10.0.0.20", logged=0), 50, replica=None)
     out = Recorder()
     assert not session.kick(out)
@@ -109,6 +111,10 @@ def test_rebuilt_socket_keeps_millisecond_timestamps_above_the_primarys(last):
     sock = repair.repaired_socket(type(params)(**{**params.__dict__, "local": ("127.0.0.1", 0)}))
     try:
         assert sock.getsockopt(socket.SOL_TCP, repair.TCP_TIMESTAMP) & 1 == 0
+        # until go it closes with a RST (an abort, or the agent dying), after go normally
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8) == repair.LINGER_RST
+        repair.released(sock)
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8) == repair.LINGER_NORMAL
     finally:
         sock.close()
         listener.close()

@@ -373,3 +373,63 @@ def test_a_silent_primary_after_a_restart_is_condemned_with_an_honest_silence():
     reason = rig.stored("web")["reason"]
     silence = float(reason.split(" in ")[1].split(" s")[0])
     assert 0.1 <= silence <= 0.35, reason
+
+
+def test_ready_during_a_reconnects_reconcile_waits_for_a_barrier_after_the_redirect():
+    """The barrier of a reconcile computed before ready must not confirm the redirect."""
+    from ryu.ofproto import ofproto_v1_3_parser as parser
+    rig = up()
+    rig.call("port_status", 1, 3, "s1-eth3", False, "modify")
+    table = rig.tables[1]
+    rig.disconnect(1)
+    rig.hold.add(1)
+    rig.connect(1, table)
+    queue = rig.queue[1]
+    while queue and not isinstance(queue[0], parser.OFPBarrierRequest):
+        rig.run(rig._answer(1, queue.popleft()))      # the reconcile (fenced) is out, its barrier pending
+    rig.run(rig.core.control({"cmd": "ready", "service": "web", "epoch": 1, "backup": "b1", "taken": [],
+                              "failed": {}}, rig.now))
+    rig.hold.clear()
+    rig.settle()
+    assert rig.cmds()[-1] == ("go", 1)
+    assert ports_of(table, **CLIENT) == [4]           # go only once the redirect is in
+
+
+def test_a_reconcile_during_link_confirm_waits_for_it():
+    conf = config.parse({"services": [SERVICE], "probe": {"address": "10.0.0.254", "link_confirm": 1.0}})
+    rig = up(conf, records={"web": {"status": "protected", "epoch": "0"}})
+    rig.call("port_status", 1, 3, "s1-eth3", False, "modify")
+    rig.call("port_status", 1, 8, "s1-eth8", True, "add")    # any reconcile meanwhile
+    assert rig.core.failovers["web"].status == PROTECTED
+    rig.tick(rig.now + 1.0)
+    assert rig.core.failovers["web"].status == FENCED
+
+
+def test_a_failed_over_service_cannot_lose_its_backup_and_a_restored_one_without_it_does_not_wedge():
+    rig = up()
+    fail_over(rig)
+    b2 = dict(SERVICE["backups"][0], name="b2")
+    with pytest.raises(config.ConfigError) as err:
+        rig.core.apply_service(config.parse_service(dict(SERVICE, backups=[b2])), rig.now)
+    assert err.value.field == "backups" and "b1" in err.value.problem
+    conf2 = config.parse({"services": [dict(SERVICE, backups=[b2])]})
+    again = Rig(conf2)
+    again.restore({"web": rig.stored("web")})          # recorded failed over to b1, b1 is gone now
+    table = again.connect(1)
+    again.call("port_status", 1, 8, "s1-eth8", True, "add")
+    assert again.core.switches[1].synced and ports_of(table, **PRIMARY) == []   # fenced, still reconciling
+
+
+def test_messages_carry_the_failover_id_and_an_answer_for_another_one_is_ignored():
+    rig = up()
+    rig.call("port_status", 1, 3, "s1-eth3", False, "modify")
+    fid = rig.published[-1]["id"]
+    assert fid and rig.stored("web")["failover_id"] == fid
+    rig.call("control", {"cmd": "ready", "service": "web", "epoch": 1, "backup": "b1", "id": "1@other",
+                         "taken": [], "failed": {}})
+    assert rig.core.failovers["web"].status == FENCED              # an answer to a failover that is not this one
+    again = up(records={"web": {"status": "protected", "epoch": "0"}})   # its record never reached Redis
+    again.now += 2.0                                                       # a later controller
+    again.beat("b1")
+    again.call("port_status", 1, 3, "s1-eth3", False, "modify")
+    assert again.published[-1]["epoch"] == 1 and again.published[-1]["id"] != fid

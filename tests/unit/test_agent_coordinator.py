@@ -1,0 +1,124 @@
+"""The agent's coordinator: one takeover per service and epoch (and failover id),
+answered whatever happens; sessions that never go leave with a RST (abort) or
+silently (superseded by a newer takeover of the same connections)."""
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from ftcp.agent import coordinator as co
+from ftcp.agent.takeover import Session
+
+
+class Sock:
+    def __init__(self):
+        self.closed = False
+
+    def close(self):
+        self.closed = True
+
+    def fileno(self):
+        return -1
+
+
+class Store:
+    def __init__(self):
+        self.sent = []
+
+    def publish(self, channel, msg):
+        self.sent.append(dict(msg))
+        return 1
+
+
+def agent(conns=()):
+    writer = SimpleNamespace(collect=lambda now: None, snapshot_all=lambda now: None, flush=lambda: True)
+    return SimpleNamespace(name="b1", replicas={"web": ("10.0.0.20", 80)}, drain=lambda: None, writer=writer,
+                           tracker=SimpleNamespace(conns={c.id: c for c in conns}), hot=None, clock=time.monotonic,
+                           args=SimpleNamespace(prepare_timeout=1.0), store=Store())
+
+
+def session(cid="c1"):
+    s = Session(cid, None, 0, Sock())
+    s.client = Sock()
+    return s
+
+
+@pytest.fixture
+def kernel(monkeypatch):
+    """What the coordinator asked of the kernel: RSTs, silent closes, reset 4-tuples."""
+    did = {"reset": [], "silent": [], "rebuilt": []}
+    monkeypatch.setattr(co.repair, "reset", lambda sock: did["reset"].append(sock))
+    monkeypatch.setattr(co.repair, "silent_close", lambda sock: did["silent"].append(sock))
+    monkeypatch.setattr(co.repair, "reset_params", lambda state, ip: state["id"])
+    monkeypatch.setattr(co.repair, "repaired_socket", lambda params: did["rebuilt"].append(params) or Sock())
+    return did
+
+
+def wait_worker():
+    for t in threading.enumerate():
+        if t.name.startswith("ftcp-takeover-"):
+            t.join(5)
+
+
+def test_abort_while_preparing_resets_the_prepared_clients(monkeypatch, kernel):
+    a, s, gate = agent(), session(), threading.Event()
+    monkeypatch.setattr(co, "plan_takeover", lambda conns, d, ip: ([s], [], {}, {}))
+    monkeypatch.setattr(co, "prepare_sessions", lambda sessions, timeout: gate.wait(5))
+    c = co.Coordinator(a)
+    c.takeover("web", 1, "1@x")
+    c.abort("web", 1, "1@x")
+    gate.set()
+    wait_worker()
+    client = s.client or kernel["reset"][0]
+    assert kernel["reset"] == [client] and kernel["silent"] == []
+    assert a.store.sent == [{"cmd": "aborted", "service": "web", "epoch": 1, "id": "1@x", "backup": "b1",
+                             "reset": 1}]
+
+
+def test_the_same_epoch_with_another_failover_id_supersedes_silently(monkeypatch, kernel):
+    a = agent()
+    first, second = session("c1"), session("c1")
+    plans = iter([([first], [], {}, {}), ([second], [], {}, {})])
+    monkeypatch.setattr(co, "plan_takeover", lambda conns, d, ip: next(plans))
+    monkeypatch.setattr(co, "prepare_sessions", lambda sessions, timeout: None)
+    c = co.Coordinator(a)
+    c.takeover("web", 1, "1@old")
+    wait_worker()
+    c.takeover("web", 1, "1@old")                 # a repeat: the same answer again
+    assert [m["cmd"] for m in a.store.sent] == ["ready", "ready"] and a.store.sent[0] == a.store.sent[1]
+    old_client = first.client
+    c.takeover("web", 1, "1@new")                 # a controller that reused the epoch
+    wait_worker()
+    assert kernel["silent"] == [old_client] and kernel["reset"] == []
+    assert a.store.sent[-1]["id"] == "1@new" and a.store.sent[-1]["taken"] == ["c1"]
+    c.go("web", 1, "1@old")                       # the old failover's go: dropped
+    assert a.store.sent[-1]["cmd"] == "ready"
+
+
+def test_a_worker_that_fails_still_answers_and_resets_what_it_prepared(monkeypatch, kernel):
+    a, s = agent(), session()
+
+    def boom(sessions, timeout):
+        raise RuntimeError("bug")
+    monkeypatch.setattr(co, "plan_takeover", lambda conns, d, ip: ([s], [], {}, {}))
+    monkeypatch.setattr(co, "prepare_sessions", boom)
+    c = co.Coordinator(a)
+    client = s.client
+    c.takeover("web", 1, "1@x")
+    a.replicas.clear()                            # a service message meanwhile must not matter
+    wait_worker()
+    assert a.store.sent[-1]["cmd"] == "ready" and a.store.sent[-1]["taken"] == []
+    assert a.store.sent[-1]["failed"] == {"*": "takeover failed: bug"} and kernel["reset"] == [client]
+
+
+
+
+def test_abort_of_a_takeover_never_received_resets_every_open_connection_of_the_service(kernel):
+    conns = [SimpleNamespace(id=f"c{i}", service=svc, state=state, to_state=lambda i=i: {"id": f"c{i}"})
+             for i, (svc, state) in enumerate([("web", "established"), ("web", "closed"), ("db", "established"),
+                                               ("web", "closing")])]
+    a = agent(conns)
+    co.Coordinator(a).abort("web", 3, "3@x")
+    assert kernel["rebuilt"] == ["c0", "c3"]
+    assert a.store.sent[-1]["cmd"] == "aborted" and a.store.sent[-1]["reset"] == 2
