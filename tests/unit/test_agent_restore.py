@@ -79,3 +79,20 @@ def test_a_log_shorter_than_what_the_server_acknowledged_is_unprotected_at_once(
     again = Conn.from_state(state, NOW)
     new.adopt(again)
     assert again.status == "unprotected" and "4 client bytes the log lacks" in again.reason
+
+
+def test_a_new_connection_on_the_tuple_of_a_rebuilt_one_that_never_came_back_is_new():
+    link, ghost, _ = stored_then_restarted()      # it closed while the agent was down
+    new = Link(link.t, isn_c=0x00100000, isn_s=0x00900000)
+    conn = new.handshake()
+    new.data(0, 10)
+    assert conn is not ghost and conn.isn_c == 0x00100000 and cannot_take(conn) is None
+
+
+def test_a_rebuilt_connection_never_seen_again_expires():
+    link, ghost, _ = stored_then_restarted()
+    t = link.t
+    t.expire(NOW + t.half_closed_timeout - 1)
+    assert ghost.state == "established"
+    t.expire(NOW + t.half_closed_timeout + 1)
+    assert ghost.state == "closed"
