@@ -25,7 +25,7 @@ from pathlib import Path
 from bench.agent_bench import percentile
 from ftcp.store import Store
 from topology.clients import RunningClient
-from topology.lab import PRIMARY_IP, ROOT, SERVICES, Lab, wait_for
+from topology.lab import PRIMARY_IP, ROOT, SERVICES, Lab, failover_settled, wait_for
 
 PORT = 7000
 RESULTS = ROOT / "bench/results"
@@ -33,8 +33,7 @@ FAILURES = ("link", "crash", "silent")
 
 
 def failed_over(store):
-    svc = store.service("demo") or {}
-    return svc if svc.get("status") in ("failed-over", "failover-failed") else None
+    return failover_settled(store)
 
 
 def stall_trial(run_dir: str, failure: str, capture: Path = None, traffic: str = "stream") -> dict:
@@ -89,7 +88,7 @@ def many_trial(run_dir: str, count: int, pause_ms: int) -> dict:
         failed_at = time.time()
         lab.fail_primary("link")
         svc = wait_for(lambda: failed_over(store), 30, "the failover", interval=0.005)
-        go_at = time.time()   # the failover is recorded (at most 5 ms late): the backup has gone
+        go_at = time.time()   # the agent's gone is recorded (at most 5 ms late): the backup has gone
         result = json.loads(proc.stdout.read().strip().splitlines()[-1])
         proc.wait(30)
     # A connection has resumed at its first answer after the failover was recorded;

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from topology.lab import PRIMARY_IP, BACKUP_IP, SERVICES, Lab, LabError, cleanup_stale, wait_for
+from topology.lab import BACKUP_IP, PRIMARY_IP, SERVICES, Lab, LabError, cleanup_stale, failover_settled, wait_for
 
 
 def _service_cmd(value: str) -> str:
@@ -34,7 +34,7 @@ def demo(args) -> int:
         print(f"== c1 has {stream.received} bytes: the primary crashes now (link down, server killed)")
         crashed = time.time()
         lab.crash_primary()
-        svc = wait_for(lambda: _settled(store), 15, "the failover")
+        svc = wait_for(lambda: failover_settled(store), 15, "the failover")
         results = {"stream": stream.result(), "reqresp": reqs.result()}
         print(f"== the controller: service demo is {svc['status']} (epoch {svc['epoch']}, backup {svc.get('backup')},"
               f" {svc.get('taken')} connection(s) taken over, {svc.get('takeover_seconds')} s from fence to ready)")
@@ -49,11 +49,6 @@ def demo(args) -> int:
         print("\n== demo", "PASSED: both clients kept their connections through the crash" if ok else "FAILED",
               f"(logs in {lab.run_dir})")
         return 0 if ok else 1
-
-
-def _settled(store):
-    svc = store.service("demo") or {}
-    return svc if svc.get("status") in ("failed-over", "failover-failed") else None
 
 
 def run(args) -> int:

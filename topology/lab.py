@@ -56,6 +56,15 @@ def lab_config(service_port: int, redis_url: str, more_ports: tuple = (), probe:
     return data
 
 
+def failover_settled(store, name: str = "demo"):
+    """The service's record once its failover is over: failed (the reason says why),
+    or failed over with the agent's gone acknowledged (its timeline_ms is in); else None."""
+    svc = store.service(name) or {}
+    settled = svc.get("status") == "failover-failed" or (
+        svc.get("status") == "failed-over" and svc.get("step") in ("done", "go-unacknowledged"))
+    return svc if settled else None
+
+
 def cleanup_stale(run_dir: Path):
     """Remove what an earlier lab that was killed hard may have left (mn -c style,
     but only ftcp's own bridge, links, host shells and processes)."""

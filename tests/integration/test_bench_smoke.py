@@ -1,0 +1,18 @@
+"""The chaos benchmark runs (two trials): a broken script shows here, not on the day
+of a full run. Its own verdict is the exit status (a corrupted or hung trial is 1)."""
+import json
+import subprocess
+import sys
+
+from topology.processes import ROOT
+
+
+def test_chaos_smoke(tmp_path, run_dir):
+    out = tmp_path / "chaos-smoke.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.chaos", "--smoke", "--out", str(out), "--run-dir", run_dir,
+                           "--evidence", str(tmp_path / "evidence")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert len(result["trials"]) == 2 and result["commit"]
+    assert all(t["outcome"] in ("masked", "reset") for t in result["trials"]), result["trials"]
