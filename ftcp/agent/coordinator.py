@@ -317,25 +317,22 @@ class Coordinator:
 def _drop(sessions) -> None:
     """Sessions that will never go: their clients get a RST (a plain close would send
     an in-sequence FIN, a clean EOF in the middle of their stream)."""
-    for s in sessions:
-        if s.client is not None:
-            try:
-                repair.reset(s.client)
-            except OSError as e:
-                LOG.warning("could not reset %s: %s", s.conn_id, e)
-            s.client = None
-        s.close()
+    _end(sessions, repair.reset, "reset")
 
 
 def _silence(sessions) -> None:
     """Sessions a newer takeover replaces: their sockets go without a word (closed in
     repair mode), so the client's connection is left for the new ones."""
+    _end(sessions, repair.silent_close, "close silently")
+
+
+def _end(sessions, close_client, what: str) -> None:
     for s in sessions:
         if s.client is not None:
             try:
-                repair.silent_close(s.client)
+                close_client(s.client)
             except OSError as e:
-                LOG.warning("could not close %s silently: %s", s.conn_id, e)
+                LOG.warning("could not %s %s: %s", what, s.conn_id, e)
             s.client = None
         s.close()
 

@@ -10,7 +10,8 @@ import pytest
 
 from ftcp.store import Store
 from tests.support.faults import (PORT, agent_paused, agent_resumed, backup_frames_seen_by_client, done, events,
-                                  flows_with, packets, requests, status, switch_connected)
+                                  fault_between_fence_and_ready, flows_with, packets, requests, status,
+                                  switch_connected)
 from topology.lab import PRIMARY_IP, SERVICES, Lab, wait_for
 
 
@@ -42,19 +43,7 @@ def test_controller_killed_and_restarted_after_a_failover_keeps_the_connection(l
 
 
 def test_controller_killed_between_fence_and_ready_finishes_the_failover_on_restart(lab):
-    store = Store(lab.redis.url)
-    with backup_frames_seen_by_client(lab) as seen:
-        client = requests(lab)
-        agent_paused(lab)
-        lab.fail_primary("crash")
-        fenced = status(store, "failing-over")
-        lab.restart_controller(kill=True)
-        agent_resumed(lab)
-        svc = done(store)
-        assert svc["epoch"] == fenced["epoch"]          # the same failover, finished
-        res = client.result()
-    assert res["ok"] and res["requests"] == 4000, res
-    assert seen == []
+    fault_between_fence_and_ready(lab, "crash", lambda: lab.restart_controller(kill=True))
 
 
 def test_controller_restart_while_protected_disturbs_nothing_and_a_failover_after_it_works(lab):
@@ -77,19 +66,7 @@ def test_controller_restart_while_protected_disturbs_nothing_and_a_failover_afte
 
 
 def test_redis_restarted_between_fence_and_ready_loses_nothing(lab):
-    store = Store(lab.redis.url)
-    with backup_frames_seen_by_client(lab) as seen:
-        client = requests(lab)
-        agent_paused(lab)
-        lab.fail_primary("link")
-        fenced = status(store, "failing-over")
-        lab.restart_redis(down=0.5)
-        agent_resumed(lab)
-        svc = done(store, timeout=30)
-        assert svc["epoch"] == fenced["epoch"]
-        res = client.result()
-    assert res["ok"] and res["requests"] == 4000, res
-    assert seen == []
+    fault_between_fence_and_ready(lab, "link", lambda: lab.restart_redis(down=0.5), timeout=30)
 
 
 def test_switch_without_controller_when_ready_comes_gets_go_after_it_reconnects(lab):

@@ -5,7 +5,7 @@ bytes stay exact."""
 import pytest
 
 from ftcp.store import Store, StoreError
-from tests.support.faults import PORT, agent_paused, agent_resumed, done, requests, status
+from tests.support.faults import PORT, done, fault_between_fence_and_ready, requests
 from topology.lab import SERVICES, Lab, wait_for
 
 
@@ -46,14 +46,4 @@ def test_redis_master_killed_mid_stream_loses_nothing_and_a_failover_after_it_is
 
 
 def test_redis_master_killed_during_a_failover_the_failover_completes(lab):
-    store = Store(lab.redis.url)
-    client = requests(lab)
-    agent_paused(lab)
-    lab.fail_primary("crash")
-    fenced = status(store, "failing-over")
-    lab.redis.fail_master()
-    agent_resumed(lab)
-    svc = done(store, timeout=20)
-    assert svc["epoch"] == fenced["epoch"]
-    res = client.result()
-    assert res["ok"] and res["requests"] == 4000, res
+    fault_between_fence_and_ready(lab, "crash", lab.redis.fail_master, timeout=20)

@@ -7,6 +7,7 @@ import subprocess
 import pytest
 from scapy.layers.l2 import Ether
 
+from ftcp.store import Store
 from tests.integration.pcap import frames
 from topology.lab import BACKUP_IP, PRIMARY_IP, wait_for
 
@@ -81,3 +82,24 @@ def agent_paused(lab):
 
 def agent_resumed(lab):
     lab.agent.proc.send_signal(signal.SIGCONT)
+
+
+def fault_between_fence_and_ready(lab, failure: str, fault, timeout: float = 15) -> dict:
+    """The agent is paused, so the failover waits at the fence; ``fault()`` strikes
+    then; the agent resumes. The same failover (epoch) must finish, the client's 4000
+    requests all be answered right, and no TCP segment from the backup's own address
+    reach it. Returns the service's final record."""
+    store = Store(lab.redis.url)
+    with backup_frames_seen_by_client(lab) as seen:
+        client = requests(lab)
+        agent_paused(lab)
+        lab.fail_primary(failure)
+        fenced = status(store, "failing-over")
+        fault()
+        agent_resumed(lab)
+        svc = done(store, timeout=timeout)
+        assert svc["epoch"] == fenced["epoch"]          # the same failover, finished
+        res = client.result()
+    assert res["ok"] and res["requests"] == 4000, res
+    assert seen == []
+    return svc
