@@ -133,8 +133,8 @@ class Lab:
         cleanup_stale(self.run_dir)
         for old_log in [*self.run_dir.glob("*.log"), *self.run_dir.glob("*.out")]:
             old_log.unlink()  # each run's logs start empty, so they tell about this run only
-        # and Redis starts empty: an earlier lab's append-only file would bring its state back
-        for old in [self.run_dir / "appendonlydir", *self.run_dir.glob("redis-*")]:
+        # and the Sentinel set's Redis starts empty (RedisServer sees to its own)
+        for old in self.run_dir.glob("redis-*"):
             shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
         LOG.info("lab: starting Open vSwitch")
         self.ovs.start()
@@ -302,7 +302,7 @@ class Lab:
         old.stop()
         if down:
             time.sleep(down)   # the outage itself: how long Redis stays away is the test's subject
-        self.redis = self._replace(old, RedisServer(self.run_dir))
+        self.redis = self._replace(old, RedisServer(self.run_dir, fresh=False))
         self.redis.wait_ready()
 
     def stop_agent(self, timeout: float = 10.0) -> int:

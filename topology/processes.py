@@ -7,6 +7,7 @@ group (SIGTERM, then SIGKILL) and reaps it.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -130,9 +131,12 @@ class Process:
 class RedisServer(Process):
     """The lab's Redis: a unix socket, and an append-only file fsynced at every write
     (the run directory is a tmpfs), so a restart loses nothing the controller or the
-    agent were told was written."""
+    agent were told was written. ``fresh`` (the default) starts from nothing: an
+    earlier lab's file would bring its services' state back; a restart is not fresh."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, fresh: bool = True):
+        if fresh:
+            shutil.rmtree(run_dir / "appendonlydir", ignore_errors=True)
         self.socket_path = run_dir / "redis.sock"
         argv = ["redis-server", "--port", "0", "--unixsocket", str(self.socket_path), "--unixsocketperm", "700",
                 "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", str(run_dir),

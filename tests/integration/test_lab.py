@@ -29,7 +29,7 @@ def leftovers(run_dir):
 
 
 def lab_cli(run_dir, *args):
-    return subprocess.Popen([sys.executable, "-m", "topology.lab", "--run-dir", run_dir, *args], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "topology", "--run-dir", run_dir, *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

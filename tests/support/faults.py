@@ -7,7 +7,7 @@ import subprocess
 import pytest
 from scapy.layers.l2 import Ether
 
-from ftcp.store import Store
+from ftcp.store import Store, StoreError
 from tests.integration.pcap import frames
 from topology.lab import BACKUP_IP, PRIMARY_IP, wait_for
 
@@ -35,9 +35,18 @@ def backup_frames_seen_by_client(lab):
         seen += [Ether(raw).summary() for raw in frames(path)]
 
 
+def record(store, name="demo") -> dict:
+    """The service's record; {} while Redis does not answer (a restart, or the
+    sentinels still agreeing on a new master)."""
+    try:
+        return store.service(name) or {}
+    except StoreError:
+        return {}
+
+
 def status(store, want, timeout=15):
     def check():
-        svc = store.service("demo") or {}
+        svc = record(store)
         return svc if svc.get("status") == want else None
     return wait_for(check, timeout, f"the service to be {want}")
 
@@ -45,7 +54,7 @@ def status(store, want, timeout=15):
 def done(store, timeout=15):
     """failed-over and go acknowledged by the agent."""
     def check():
-        svc = store.service("demo") or {}
+        svc = record(store)
         if svc.get("status") == "failover-failed":
             pytest.fail(f"failover failed: {svc}")
         return svc if svc.get("status") == "failed-over" and svc.get("step") == "done" else None
