@@ -108,8 +108,9 @@ FAULTS = ("none", "controller_kill", "redis_restart", "agent_pause", "switch_dis
 MOMENTS = ("handshake", "mid_upload", "mid_download", "during_close", "right_after_failover")
 MIXES = (("stream",), ("upload",), ("reqresp",), ("stream", "upload"), ("stream", "reqresp"),
          ("upload", "reqresp"))
-OUTCOMES = ("masked", "reset", "reset_unexplained", "corrupted", "hung", "error")
-WORST = {name: rank for rank, name in enumerate(("masked", "reset", "reset_unexplained", "hung", "corrupted"))}
+OUTCOMES = ("masked", "not_connected", "reset", "reset_unexplained", "corrupted", "hung", "error")
+WORST = {name: rank for rank, name in enumerate(("masked", "not_connected", "reset", "reset_unexplained", "hung",
+                                                  "corrupted"))}
 
 # Sizes: each client transfers for ~2-3 s alone in this lab (stream ~20 MB/s once it
 # reads, after ~1.4 s computing the SHA-256 it expects; upload ~25 MB/s; ~1,600
@@ -330,6 +331,10 @@ def classify(client: Client, fin: dict, record: dict, failed_wall: float = None)
             return dict(out, outcome="masked", why="")
         return dict(out, outcome="corrupted", why=f"ok but sent {sent}/{exp.sent_len} received "
                                                   f"{received}/{exp.received_len} or a SHA-256 differs")
+    if "local_port" not in res:
+        # connect() itself failed: a new connection while the service was unreachable
+        # (the primary gone and no failover yet); there never was a byte to protect
+        return dict(out, outcome="not_connected", why=f"the connection was never established: {error}")
     # not ok: what it got so far must be a correct prefix, whatever the error
     if sent > exp.sent_len or received > exp.received_len:
         return dict(out, outcome="corrupted", why=f"more bytes than expected: sent {sent}, received {received}")

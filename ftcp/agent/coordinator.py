@@ -161,6 +161,7 @@ class Coordinator:
         started = agent.clock()
         LOG.info("takeover of %s (epoch %d): draining the capture", service, epoch)
         agent.drain()
+        agent.check_drops()   # a connection that lost packets is not taken
         drained = agent.clock()
         # Hands the last client bytes to the hot replicas; Redis is written by the
         # writer thread as usual and only read here for a cold replay.

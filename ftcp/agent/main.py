@@ -26,7 +26,7 @@ from ftcp.agent.coordinator import Coordinator
 from ftcp.agent.packet import ip_int
 from ftcp.agent.replica import HotStandby, ReplicaPool
 from ftcp.agent.takeover import Splicer
-from ftcp.agent.tracker import ESTABLISHED, PROTECTED, Conn, Tracker
+from ftcp.agent.tracker import CAPTURE_GAP, CLOSED, ESTABLISHED, PROTECTED, Conn, Tracker
 from ftcp.agent.wakeup import Wakeup
 from ftcp.agent.writer import LogWriter, WriterThread
 from ftcp.store import Store, StoreError, agent_channel
@@ -162,12 +162,24 @@ class Agent:
             LOG.info("rebuilt %d connection(s) from Redis; each is protected again once it is seen to continue "
                      "where it was stored", adopted)
 
-    def heartbeat(self, now: float) -> dict:
+    def check_drops(self) -> None:
+        """Packets the kernel dropped (ring full) may belong to any open connection, and
+        a lost server segment with the client's ACK of it leaves no trace to find later
+        (the primary may be dead by then): every connection open now is unprotected."""
         self.capture.stats()
-        if self.capture.dropped > self._drops_reported:
-            LOG.error("the kernel dropped %d mirrored packets (ring full); affected connections "
-                      "will be marked unprotected when the gap shows", self.capture.dropped - self._drops_reported)
-            self._drops_reported = self.capture.dropped
+        lost = self.capture.dropped - self._drops_reported
+        if lost <= 0:
+            return
+        self._drops_reported = self.capture.dropped
+        reason = f"{CAPTURE_GAP}: the kernel dropped {lost} mirrored packets (ring full)"
+        hit = [c for c in self.tracker.conns.values() if c.state != CLOSED and c.status == PROTECTED]
+        for conn in hit:
+            self.tracker.mark_unprotected(conn, reason)
+        LOG.error("the kernel dropped %d mirrored packets (ring full): %d open connection(s) unprotected", lost,
+                  len(hit))
+
+    def heartbeat(self, now: float) -> dict:
+        self.check_drops()
         t = self.tracker
         # The writer adds its own counters (bytes_logged, redis_errors, ...) when it writes.
         return {"pid": os.getpid(), "iface": self.args.iface, "started": f"{self.started:.6f}",

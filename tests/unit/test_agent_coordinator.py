@@ -33,7 +33,8 @@ class Store:
 
 def agent(conns=()):
     writer = SimpleNamespace(collect=lambda now: None, snapshot_all=lambda now: None, flush=lambda: True)
-    return SimpleNamespace(name="b1", replicas={"web": ("10.0.0.20", 80)}, drain=lambda: None, writer=writer,
+    return SimpleNamespace(name="b1", replicas={"web": ("10.0.0.20", 80)}, drain=lambda: None, check_drops=lambda: None,
+                           writer=writer,
                            tracker=SimpleNamespace(conns={c.id: c for c in conns}), hot=None, clock=time.monotonic,
                            args=SimpleNamespace(prepare_timeout=1.0), store=Store())
 
@@ -122,3 +123,23 @@ def test_abort_of_a_takeover_never_received_resets_every_open_connection_of_the_
     co.Coordinator(a).abort("web", 3, "3@x")
     assert kernel["rebuilt"] == ["c0", "c3"]
     assert a.store.sent[-1]["cmd"] == "aborted" and a.store.sent[-1]["reset"] == 2
+
+
+def test_kernel_drops_unprotect_every_open_connection():
+    """A dropped server segment and the client's ACK of it leave no trace once the
+    primary is dead: the rebuilt socket would start behind the client and hang."""
+    from ftcp.agent.main import Agent
+    from ftcp.agent.tracker import Tracker
+    from tests.unit.test_agent_tracker import SERVICES, Link
+    tracker = Tracker(SERVICES, log_cap=1 << 20)
+    open_conn = Link(tracker, cport=40000).handshake()
+    closed = Link(tracker, cport=40001).handshake()
+    closed.state = "closed"
+    capture = SimpleNamespace(dropped=0, stats=lambda: None)
+    fake = SimpleNamespace(capture=capture, _drops_reported=0, tracker=tracker)
+    Agent.check_drops(fake)
+    assert open_conn.status == "protected"
+    capture.dropped = 7
+    Agent.check_drops(fake)
+    assert open_conn.status == "unprotected" and "kernel dropped 7 mirrored packets" in open_conn.reason
+    assert closed.status == "protected" and fake._drops_reported == 7
