@@ -43,6 +43,9 @@ SHA-256s; the harness also recomputes the expected bytes and checks the SHA-256s
 what was sent and received, and of the prefix a reset client got):
 
 * masked     ok, all bytes, both SHA-256s equal the expected ones;
+* not_connected  connect() itself failed (a new connection while the primary was gone
+             and no failover had happened yet, e.g. the controller was down): there
+             never was a byte to protect;
 * reset      the client saw a reset/EOF (its bytes so far a correct prefix) AND the
              controller's record says why: status failover-failed with a reason, or the
              connection id (or "*") in the record's ``failed`` map;
@@ -52,7 +55,7 @@ what was sent and received, and of the prefix a reset client got):
 * hung       the client did not finish within --deadline (60 s) of its start, or its
              socket timed out (--client-timeout) or the kernel gave up (ETIMEDOUT).
 A trial's outcome is its worst client's (corrupted > hung > reset_unexplained > reset >
-masked); ``error`` when the harness itself failed (lab did not start, a fault could not
+not_connected > masked); ``error`` when the harness itself failed (lab did not start, a fault could not
 be injected). Every trial but a masked or cleanly reset one keeps its evidence in
 bench/results/chaos-evidence/<trial>/ (ryu.log, agent.log, the clients' output, flows).
 
