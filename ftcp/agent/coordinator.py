@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ftcp.agent import repair
+from ftcp.agent.acks import AckNumbers, ack_segment
 from ftcp.agent.takeover import Session, prepare as prepare_sessions
 from ftcp.agent.tracker import CLOSED, CLOSING, ESTABLISHED, MASK, PROTECTED
 from ftcp.store import CONTROLLER_CHANNEL, StoreError
@@ -273,7 +274,7 @@ class Coordinator:
         agent.splicer.add(sessions)
         # Connections we could not take: a RST now (the switch delivers it from the
         # service's address), so their clients fail fast instead of hanging.
-        _reset_all(resets)
+        _reset_all(resets, agent.acks)
         LOG.info("go for %s (epoch %d): %d connection(s) released (%d acknowledged to their clients), %d reset",
                  service, epoch, len(sessions), acked, len(resets))
         with self._lock:
@@ -309,7 +310,7 @@ class Coordinator:
         """Reset every client of the takeover (called with the lock held)."""
         count = len(t.sessions) + len(resets)
         _drop(t.sessions)
-        _reset_all(resets)
+        _reset_all(resets, self.agent.acks)
         LOG.warning("abort of %s (epoch %d): %d client(s) reset", t.service, t.epoch, count)
         t.state, t.sessions, t.resets = "aborted", [], []
         self._answer(t, "aborted", reset=count)
@@ -338,9 +339,18 @@ def _end(sessions, close_client, what: str) -> None:
         s.close()
 
 
-def _reset_all(params_list) -> None:
+def _reset_all(params_list, acks=None) -> None:
+    """A RST for each connection, from its recorded numbers. The record may be behind
+    the client (segments the mirror missed): such a RST falls below the client's window
+    and is dropped. So a pure ACK follows it: the client answers a segment it finds old
+    with an ACK of its own, which the redirect brings to this host's kernel; with no
+    socket for it, the kernel answers with a RST at exactly the client's next sequence
+    number, and the client fails fast instead of waiting for data forever."""
     for params in params_list:
         try:
             repair.reset(repair.repaired_socket(params))
+            if acks is not None:
+                nudge = AckNumbers(params.snd_nxt, params.rcv_nxt, 0, params.tsval, params.ts_recent)
+                acks.send(ack_segment(params.local, params.remote, nudge, params.timestamps), params.remote[0])
         except OSError as e:
             LOG.warning("could not reset %s:%s: %s", *params.remote, e)

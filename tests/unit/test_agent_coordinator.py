@@ -34,7 +34,7 @@ class Store:
 def agent(conns=()):
     writer = SimpleNamespace(collect=lambda now: None, snapshot_all=lambda now: None, flush=lambda: True)
     return SimpleNamespace(name="b1", replicas={"web": ("10.0.0.20", 80)}, drain=lambda: None, check_drops=lambda: None,
-                           writer=writer,
+                           writer=writer, acks=SimpleNamespace(sent=[], send=lambda pkt, dst: None),
                            tracker=SimpleNamespace(conns={c.id: c for c in conns}), hot=None, clock=time.monotonic,
                            args=SimpleNamespace(prepare_timeout=1.0), store=Store())
 
@@ -51,7 +51,9 @@ def kernel(monkeypatch):
     did = {"reset": [], "silent": [], "rebuilt": []}
     monkeypatch.setattr(co.repair, "reset", lambda sock: did["reset"].append(sock))
     monkeypatch.setattr(co.repair, "silent_close", lambda sock: did["silent"].append(sock))
-    monkeypatch.setattr(co.repair, "reset_params", lambda state, ip: state["id"])
+    monkeypatch.setattr(co.repair, "reset_params", lambda state, ip: SimpleNamespace(
+        id=state["id"], snd_nxt=1, rcv_nxt=2, tsval=0, ts_recent=0, timestamps=False, local=(ip, 80),
+        remote=("10.0.0.1", 40000)))
     monkeypatch.setattr(co.repair, "repaired_socket", lambda params: did["rebuilt"].append(params) or Sock())
     return did
 
@@ -121,7 +123,7 @@ def test_abort_of_a_takeover_never_received_resets_every_open_connection_of_the_
                                                ("web", "closing")])]
     a = agent(conns)
     co.Coordinator(a).abort("web", 3, "3@x")
-    assert kernel["rebuilt"] == ["c0", "c3"]
+    assert [p.id for p in kernel["rebuilt"]] == ["c0", "c3"]
     assert a.store.sent[-1]["cmd"] == "aborted" and a.store.sent[-1]["reset"] == 2
 
 
@@ -143,3 +145,22 @@ def test_kernel_drops_unprotect_every_open_connection():
     Agent.check_drops(fake)
     assert open_conn.status == "unprotected" and "kernel dropped 7 mirrored packets" in open_conn.reason
     assert closed.status == "protected" and fake._drops_reported == 7
+
+
+def test_a_reset_from_a_stale_record_is_followed_by_an_ack_that_draws_the_clients_own(monkeypatch):
+    """The record may be behind the client: its RST falls below the client's window.
+    The ACK after it makes the client answer, and this host's kernel then resets it at
+    exactly the client's sequence number."""
+    from scapy.all import IP, TCP
+    from ftcp.agent.repair import repair_params
+    from tests.unit.test_agent_acks import STATE
+    params = repair_params(STATE, "10.0.0.20", logged=300)
+    closed = []
+    monkeypatch.setattr(co.repair, "repaired_socket", lambda p: p)
+    monkeypatch.setattr(co.repair, "reset", closed.append)
+    sent = []
+    co._reset_all([params], SimpleNamespace(send=lambda pkt, dst: sent.append((IP(pkt), dst))))
+    assert closed == [params]
+    (pkt, dst), = sent
+    assert dst == "10.0.0.1" and pkt[TCP].flags == "A"
+    assert (pkt[TCP].seq, pkt[TCP].ack) == (params.snd_nxt, params.rcv_nxt)
