@@ -284,7 +284,7 @@ class Controller(SwitchSync, Liveness):
         if action.status == FAILED or (action.status == FAILED_OVER and detail.get("step") == "redirecting"):
             self.failover_counts[action.status] = self.failover_counts.get(action.status, 0) + 1
         LOG.warning("ftcp: service %s is %s (epoch %d): %s", action.service, action.status, action.epoch, detail)
-        fields = {k: v if isinstance(v, str) else _json(v) for k, v in detail.items()}
+        fields = {k: v if isinstance(v, str) else json.dumps(v) for k, v in detail.items()}
         return [RecordService(svc, action.status, dict(fields, epoch=action.epoch)),
                 Event(f"service_{action.status}", dict(detail, service=action.service, epoch=action.epoch))]
 
@@ -315,7 +315,3 @@ class Controller(SwitchSync, Liveness):
             probes["released"] += prober.stats["released"]
         return {"probes": probes, "failovers": dict(self.failover_counts),
                 "last_takeover_seconds": self.last_takeover_seconds}
-
-
-def _json(value) -> str:
-    return json.dumps(value)
