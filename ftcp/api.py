@@ -491,11 +491,14 @@ class Api:
 
     def _redis_families(self, conf: Config, now: float) -> tuple:
         """The metric families read from Redis, and the agents' records."""
-        services, conns, unprotected = collections.Counter(), [], []
+        services, conns, unprotected, divergent = collections.Counter(), [], [], []
         for service in conf.services:
             record = self.store.service_state(service.name) or {}
             services[record.get("status") or "configured"] += 1
-            rows = self._live_conns(service.name, ("status", "reason")).values()
+            rows = self._live_conns(service.name, ("status", "reason", "divergent_bytes")).values()
+            differed = [row["divergent_bytes"] for row in rows if isinstance(row.get("divergent_bytes"), int)
+                        and row["divergent_bytes"] > 0]
+            divergent.append(({"service": service.name}, len(differed)))
             by_status = collections.Counter(row.get("status") or "unknown" for row in rows)
             for status in sorted(set(CONN_STATUSES) | set(by_status)):
                 conns.append(({"service": service.name, "status": status}, by_status[status]))
@@ -509,6 +512,8 @@ class Api:
             ("ftcp_connections", "gauge", "Live connections by service and status.", conns),
             ("ftcp_unprotected_connections", "gauge", "Live unprotected connections by service and reason class.",
              unprotected),
+            ("ftcp_divergent_connections", "gauge", "Live connections whose hot replica's output differed from "
+             "the primary's in a way the service's divergence rule tolerates (aligned).", divergent),
             ("ftcp_agent_up", "gauge", f"1 if the backup's agent sent a heartbeat in the last "
              f"{AGENT_STALE_AFTER:g} s.", [({"agent": a["name"]}, a["status"] == "up") for a in agents]),
             ("ftcp_agent_heartbeat_age_seconds", "gauge", "Seconds since the agent's last heartbeat.",
@@ -528,6 +533,8 @@ AGENT_METRICS = (
     ("ftcp_agent_buffered_bytes", "gauge", "buffered", "Client bytes waiting to be written to Redis."),
     ("ftcp_agent_lost_connections_total", "counter", "lost_conns",
      "Connections that lost protection because their log could not be stored."),
+    ("ftcp_agent_divergent_bytes_total", "counter", "divergent_bytes",
+     "Bytes of the primaries' output that hot replicas produced differently, tolerated (divergence: aligned)."),
 )
 
 

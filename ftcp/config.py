@@ -21,6 +21,8 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 MAC_RE = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
 # OpenFlow 1.3 physical/logical port numbers stop below the reserved range (OFPP_MAX).
 OFPP_MAX = 0xFFFFFF00
+# a service's "divergence": how far its backup's replica may differ (ftcp/agent/divergence.py)
+DIVERGENCE_MODES = ("strict", "aligned")
 
 
 class ConfigError(ValueError):
@@ -71,6 +73,8 @@ class Service:
     port: int
     primary: Primary
     backups: tuple
+    # how much the backup's replica may differ from the primary (ftcp/agent/divergence.py)
+    divergence: str = "strict"
 
     @property
     def key(self) -> str:
@@ -96,7 +100,7 @@ class Service:
                 item["mac"] = b.mac
             backups.append(item)
         return {"name": self.name, "address": self.address, "port": self.port, "primary": primary,
-                "backups": backups}
+                "backups": backups, "divergence": self.divergence}
 
 
 def service_cookie_id(name: str) -> int:
@@ -180,6 +184,13 @@ def _ipv4(value: Any, path: str) -> str:
 def _int_in(value: Any, path: str, low: int, high: int, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ConfigError(path, f"must be {what} ({low}..{high}), got {value!r}")
+    return value
+
+
+def _choice(value: Any, path: str, choices: tuple) -> str:
+    if not isinstance(value, str) or value not in choices:
+        shown = repr(value[:40]) if isinstance(value, str) else _kind(value)
+        raise ConfigError(path, f"must be one of {', '.join(choices)}, not {shown}")
     return value
 
 
@@ -270,7 +281,7 @@ def _backup(value: Any, path: str) -> Backup:
 
 
 def _service(value: Any, path: str) -> Service:
-    _mapping(value, path, {"name", "address", "port", "primary", "backups"}, set())
+    _mapping(value, path, {"name", "address", "port", "primary", "backups"}, {"divergence"})
     backups_raw = value["backups"]
     if not isinstance(backups_raw, list) or not backups_raw:
         raise ConfigError(path + ".backups", "must be a non-empty list of backups")
@@ -280,6 +291,7 @@ def _service(value: Any, path: str) -> Service:
         port=_tcp_port(value["port"], path + ".port"),
         primary=_primary(value["primary"], path + ".primary"),
         backups=tuple(_backup(b, f"{path}.backups[{i}]") for i, b in enumerate(backups_raw)),
+        divergence=_choice(value.get("divergence", "strict"), path + ".divergence", DIVERGENCE_MODES),
     )
     _check_service_ports(service, path)
     return service

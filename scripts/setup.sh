@@ -17,7 +17,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 APT_PACKAGES=(openvswitch-switch mininet redis-server iperf3 ethtool tcpdump
-              python3 python3-venv python3-dev iproute2 procps psmisc iputils-ping curl gcc socat)
+              python3 python3-venv python3-dev iproute2 procps psmisc iputils-ping curl gcc socat nginx-light)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

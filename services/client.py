@@ -9,6 +9,9 @@
         GET N bytes from services/demo_server.py, printing progress lines
     client.py upload HOST PORT --bytes N [--seed S] [--progress SEC]
         PUT N bytes to services/demo_server.py and check the SHA-256 it answers
+    client.py http HOST PORT --count K [--path /20000.bin] [--interval SEC]
+        K HTTP/1.1 GETs on one keep-alive connection to services/web_server.py;
+        every response's status, headers (a well-formed Date) and body are checked
 
 --progress SEC prints "client: <bytes received> <bytes sent>" to stderr every SEC.
 The JSON's "gaps" are the silences (> 10 ms) between reads that brought data; in
@@ -204,9 +207,57 @@ def run_upload(conn, args):
     return conn.report(ok=answer == expected, answer=answer.decode(errors="replace").strip())
 
 
+def run_http(conn, args):
+    """HTTP/1.1 keep-alive: every GET on this one connection (a reset or a close ends
+    the run: it is never reopened), each body compared with the file's bytes."""
+    from email.utils import parsedate_to_datetime
+    size = int(args.path.rsplit("/", 1)[-1].split(".")[0])
+    expected = stream_bytes(size, f"web-{size}")
+    request = f"GET {args.path} HTTP/1.1\r\nHost: {args.host}:{args.port}\r\nUser-Agent: ftcp-lab\r\n\r\n".encode()
+    buf = bytearray()
+    dates = []
+
+    def fill():
+        data = conn.read(65536)
+        if not data:
+            raise ConnectionError("the server closed the connection")
+        buf.extend(data)
+
+    for i in range(args.count):
+        conn.send(request)
+        while b"\r\n\r\n" not in buf:
+            fill()
+        head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = dict((k.strip().lower(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:]))
+        if lines[0] != "HTTP/1.1 200 OK" or headers.get("content-length") != str(size):
+            return conn.report(ok=False, error=f"response {i}: {lines[0]!r}, content-length "
+                                               f"{headers.get('content-length')}", requests=i)
+        try:
+            dates.append(parsedate_to_datetime(headers["date"]).timestamp())
+        except (KeyError, TypeError, ValueError):
+            return conn.report(ok=False, error=f"response {i}: no well-formed Date: {headers.get('date')!r}",
+                               requests=i)
+        buf[:] = rest
+        while len(buf) < size:
+            fill()
+        if buf[:size] != expected:
+            return conn.report(ok=False, error=f"response {i}: the body differs from the file", requests=i)
+        del buf[:size]
+        if headers.get("connection", "").lower() == "close":
+            return conn.report(ok=False, error=f"response {i}: the server closes the connection", requests=i)
+        if args.interval:
+            time.sleep(args.interval)
+    conn.sock.shutdown(socket.SHUT_WR)
+    if buf or conn.read(1):
+        return conn.report(ok=False, error="bytes after the last response", requests=args.count)
+    return conn.report(ok=True, requests=args.count, first_date=min(dates, default=None),
+                       last_date=max(dates, default=None))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", choices=["echo", "reqresp", "stream", "upload"])
+    ap.add_argument("mode", choices=["echo", "reqresp", "stream", "upload", "http"])
     ap.add_argument("host")
     ap.add_argument("port", type=int)
     ap.add_argument("--bytes", type=int, default=1 << 20)
@@ -215,12 +266,14 @@ def main():
     ap.add_argument("--count", type=int, default=100)
     ap.add_argument("--interval", type=float, default=0.0)
     ap.add_argument("--progress", type=float, default=0.0)
+    ap.add_argument("--path", default="/20000.bin", help="http: the file to GET (/<size>.bin)")
     ap.add_argument("--timeout", type=float, default=30.0)
     args = ap.parse_args()
     conn = None
     try:
         conn = Conn(args.host, args.port, args.timeout, args.progress)
-        runner = {"echo": run_echo, "reqresp": run_reqresp, "stream": run_stream, "upload": run_upload}[args.mode]
+        runner = {"echo": run_echo, "reqresp": run_reqresp, "stream": run_stream, "upload": run_upload,
+                  "http": run_http}[args.mode]
         result = runner(conn, args)
     except OSError as e:
         result = conn.report(ok=False, error=repr(e)) if conn is not None else {"ok": False, "error": repr(e)}

@@ -6,15 +6,39 @@ import json
 import logging
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-from topology.lab import BACKUP_IP, PRIMARY_IP, SERVICES, Lab, LabError, cleanup_stale, failover_settled, wait_for
+from ftcp.config import DIVERGENCE_MODES
+from topology.processes import ROOT
+
+from topology.lab import (BACKUP_IP, DIVERGENCE, PRIMARY_IP, SERVICES, Lab, LabError, cleanup_stale,
+                          failover_settled, wait_for)
+
+# the client `lab run` starts when none is given, for the shipped services that have one
+DEFAULT_CLIENTS = {
+    "web": "python3 {root}/services/client.py http {address} {port} --count 3000 --interval 0.003",
+}
 
 
 def _service_cmd(value: str) -> str:
     return SERVICES.get(value, value)
+
+
+def print_timeline(store, since: float) -> dict:
+    """The failover's events, in seconds from ``since``; returns the service's record
+    once its failover settled."""
+    svc = wait_for(lambda: failover_settled(store), 15, "the failover")
+    print(f"== the controller: service demo is {svc['status']} (epoch {svc['epoch']}, backup {svc.get('backup')},"
+          f" {svc.get('taken')} connection(s) taken over, {svc.get('takeover_seconds')} s from fence to ready)")
+    for event_id, record in store.events():
+        if record["kind"].startswith("service_") or record["kind"] == "conn_unprotected":
+            fields = {k: v for k, v in record.items() if k not in ("kind", "time")}
+            print(f"   {float(record['time']) - since:+8.3f} s  {record['kind']:<22} {json.dumps(fields)}")
+    return svc
 
 
 def demo(args) -> int:
@@ -34,14 +58,8 @@ def demo(args) -> int:
         print(f"== c1 has {stream.received} bytes: the primary crashes now (link down, server killed)")
         crashed = time.time()
         lab.crash_primary()
-        svc = wait_for(lambda: failover_settled(store), 15, "the failover")
+        svc = print_timeline(store, crashed)
         results = {"stream": stream.result(), "reqresp": reqs.result()}
-        print(f"== the controller: service demo is {svc['status']} (epoch {svc['epoch']}, backup {svc.get('backup')},"
-              f" {svc.get('taken')} connection(s) taken over, {svc.get('takeover_seconds')} s from fence to ready)")
-        for event_id, record in store.events():
-            if record["kind"].startswith("service_") or record["kind"] == "conn_unprotected":
-                fields = {k: v for k, v in record.items() if k not in ("kind", "time")}
-                print(f"   {float(record['time']) - crashed:+8.3f} s  {record['kind']:<22} {json.dumps(fields)}")
         for name, res in results.items():
             print(f"== {name}: ok={res['ok']} error={res.get('error')} sent={res['sent']} received={res['received']} "
                   f"sha256(received)={res['received_sha256'][:16]}... longest stall {res['stall_ms']:.0f} ms")
@@ -52,18 +70,47 @@ def demo(args) -> int:
 
 
 def run(args) -> int:
+    """Your service on the primary and the backup; with --client, your client on a
+    client host, and with --fail, a failure of the primary --after seconds into it."""
+    from ftcp.store import Store
+    divergence = args.divergence or DIVERGENCE.get(args.service)
+    client = args.client or DEFAULT_CLIENTS.get(args.service)
+    if args.fail and not client:
+        raise LabError("--fail needs a client to watch: give --client")
     with Lab(service_cmd=_service_cmd(args.service), service_port=args.port, run_dir=args.run_dir,
-             clients=args.clients) as lab:
-        print(f"lab up: service {args.service!r} on p1 {PRIMARY_IP}:{args.port} and b1 {BACKUP_IP}:{args.port}; "
-              f"ryu-manager REST on 127.0.0.1:{lab.wsapi_port}; logs in {lab.run_dir}")
-        if args.client:
-            rc, out, err = lab.run(args.client_host, args.client, timeout=args.timeout)
-            sys.stdout.write(out)
-            sys.stderr.write(err)
-            return rc
-        from mininet.cli import CLI
-        CLI(lab.net)
-    return 0
+             clients=args.clients, divergence=divergence) as lab:
+        print(f"lab up: service {args.service!r} on p1 {PRIMARY_IP}:{args.port} and b1 {BACKUP_IP}:{args.port} "
+              f"(divergence: {divergence or 'strict'}); ryu-manager REST on 127.0.0.1:{lab.wsapi_port}; "
+              f"logs in {lab.run_dir}")
+        if not client:
+            from mininet.cli import CLI
+            CLI(lab.net)
+            return 0
+        client = client.format(root=ROOT, address=PRIMARY_IP, port=args.port)
+        print(f"== {args.client_host}: {client}")
+        proc = lab.host(args.client_host).popen(["bash", "-c", client], stdout=subprocess.PIPE,
+                                                stderr=subprocess.PIPE, text=True)
+        try:
+            if args.fail:
+                try:
+                    out, err = proc.communicate(timeout=args.after)
+                    raise LabError(f"the client ended (status {proc.returncode}) before the failure at "
+                                   f"{args.after} s: {(out + err)[-500:]}")
+                except subprocess.TimeoutExpired:
+                    pass
+                print(f"== {args.after:g} s: the primary fails ({args.fail})")
+                failed = time.time()
+                lab.fail_primary(args.fail)
+                print_timeline(Store(lab.redis.url), failed)
+            out, err = proc.communicate(timeout=args.timeout)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        sys.stdout.write(out)
+        sys.stderr.write(err[-2000:])
+        print(f"== the client exited with status {proc.returncode}")
+        return proc.returncode
 
 
 def clean(args) -> int:
@@ -82,11 +129,18 @@ def main(argv=None) -> int:
     p.add_argument("--port", type=int, default=7000)
     p = sub.add_parser("run", help="start the lab with your service; run a client command or open the Mininet CLI")
     p.add_argument("--service", default="echo",
-                   help="'echo', 'demo' or a command line; {port} is replaced by --port")
+                   help="'echo', 'demo', 'web' (nginx, with a keep-alive client) or a command line; "
+                        "{port} is replaced by --port, {run} by the run directory")
     p.add_argument("--port", type=int, default=7000)
+    p.add_argument("--divergence", choices=DIVERGENCE_MODES,
+                   help="how far the backup's replica may differ (default: strict; aligned for 'web')")
     p.add_argument("--clients", type=int, default=2)
-    p.add_argument("--client", help="command to run on --client-host, e.g. 'curl http://10.0.0.10:7000/'")
+    p.add_argument("--client", help="command to run on --client-host, e.g. 'curl http://10.0.0.10:7000/' "
+                                    "({address} and {port} are the service's)")
     p.add_argument("--client-host", default="c1")
+    p.add_argument("--fail", choices=("link", "crash", "silent"),
+                   help="fail the primary while the client runs, and print the failover's timeline")
+    p.add_argument("--after", type=float, default=3.0, help="seconds into the client run to --fail")
     p.add_argument("--timeout", type=float, default=600)
     sub.add_parser("clean", help="remove what a killed lab left behind")
     args = ap.parse_args(argv)

@@ -39,18 +39,26 @@ LOG = logging.getLogger("ftcp.lab")
 SERVICES = {
     "echo": "python3 {root}/services/echo_server.py --port {port}",
     "demo": "python3 {root}/services/demo_server.py --port {port}",
+    # Debian's nginx with static files (services/web_server.py): deterministic but for Date
+    "web": "python3 {root}/services/web_server.py --port {port} --run-dir {run}",
 }
+# How far the backup's replica may differ (ftcp/agent/divergence.py), for the shipped
+# services that need more than strict.
+DIVERGENCE = {"web": "aligned"}
 PRIMARY_IP, BACKUP_IP = "10.0.0.10", "10.0.0.20"
 
 
-def lab_config(service_port: int, redis_url: str, more_ports: tuple = (), probe: dict = None) -> dict:
-    """The lab's services file: switch_config/services-lab.yaml with the chosen port;
-    each of ``more_ports`` adds a service like it on that port, named demo-<port>;
-    ``probe`` overrides settings of its probe section."""
+def lab_config(service_port: int, redis_url: str, more_ports: tuple = (), probe: dict = None,
+               divergence: str = None) -> dict:
+    """The lab's services file: switch_config/services-lab.yaml with the chosen port
+    (and ``divergence`` when given); each of ``more_ports`` adds a service like it on
+    that port, named demo-<port>; ``probe`` overrides settings of its probe section."""
     data = yaml.safe_load((ROOT / "switch_config/services-lab.yaml").read_text())
     data["probe"].update(probe or {})
     first = data["services"][0]
     first["port"] = service_port
+    if divergence is not None:
+        first["divergence"] = divergence
     data["services"] += [dict(first, name=f"{first['name']}-{port}", port=port) for port in more_ports]
     data["redis"] = {"url": redis_url}
     return data
@@ -86,7 +94,7 @@ class Lab:
     def __init__(self, service_cmd: str = SERVICES["echo"], service_port: int = 7000,
                  run_dir: str = "/run/ftcp", clients: int = 2, backup_service: bool = True,
                  extra_primary_cmds: tuple = (), agent: bool = True, agent_args: tuple = (), controllers: int = 1,
-                 more_ports: tuple = (), sentinel: bool = False, probe: dict = None):
+                 more_ports: tuple = (), sentinel: bool = False, probe: dict = None, divergence: str = None):
         self.service_cmd = service_cmd
         self.service_port = service_port
         self.run_dir = Path(run_dir)
@@ -100,6 +108,7 @@ class Lab:
         self.more_ports = tuple(more_ports)   # more protected services, same command on these ports
         self.sentinel = sentinel              # Redis as a master, a replica and three sentinels
         self.probe = probe                    # overrides of the services file's probe settings
+        self.divergence = divergence          # the service's divergence rule (default: the file's, strict)
         self.ryus = []
         self.ovs = Ovs()
         self.redis = self.ryu = self.net = None
@@ -134,7 +143,7 @@ class Lab:
         for old_log in [*self.run_dir.glob("*.log"), *self.run_dir.glob("*.out")]:
             old_log.unlink()  # each run's logs start empty, so they tell about this run only
         # and the Sentinel set's Redis starts empty (RedisServer sees to its own)
-        for old in self.run_dir.glob("redis-*"):
+        for old in [*self.run_dir.glob("redis-*"), *self.run_dir.glob("nginx-*")]:
             shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
         LOG.info("lab: starting Open vSwitch")
         self.ovs.start()
@@ -146,7 +155,7 @@ class Lab:
             self.redis = self._track(RedisServer(self.run_dir))
             self.redis.wait_ready()
         self.config_path.write_text(yaml.safe_dump(lab_config(self.service_port, self.redis.url, self.more_ports,
-                                                                    self.probe), sort_keys=False))
+                                                                    self.probe, self.divergence), sort_keys=False))
         ofp_port = free_tcp_port()
         self.wsapi_port = free_tcp_port()
         LOG.info("lab: starting ryu-manager (OpenFlow port %d, REST port %d)%s", ofp_port, self.wsapi_port,
@@ -346,7 +355,7 @@ class Lab:
                                    self.run_dir / f"{host}-{log_name}.log", host=node))
 
     def start_service(self, host: str, cmd: str, port: int) -> Process:
-        cmd = cmd.format(port=port, root=ROOT)
+        cmd = cmd.format(port=port, root=ROOT, run=self.run_dir)
         proc = self.popen(host, cmd, f"service-{port}")
         node = self.host(host)
         wait_for(lambda: node.cmd(f"ss -Hltn 'sport = :{port}'").strip(), 15,

@@ -212,6 +212,10 @@ class Coordinator:
                  t.service, t.epoch, len(ready), sum(s.mode == "hot" for s in ready), len(failed), elapsed * 1000,
                  (drained - started) * 1000, (planned - drained) * 1000, (made - planned) * 1000,
                  (started + elapsed - made) * 1000)
+        differed = sum(s.differed for s in ready)
+        if differed:
+            LOG.info("takeover of %s: %d byte(s) of the primary's last output were produced differently by the "
+                     "replica and tolerated (divergence: aligned); the clients get the primary's", t.service, differed)
         with self._lock:
             if t.abort_asked:
                 t.sessions = ready

@@ -112,8 +112,10 @@ class Agent:
         self.tracker = Tracker(self.services, log_cap=args.log_cap, grace=args.grace,
                                half_closed_timeout=args.half_closed_timeout)
         self.replicas = replicas(self.defined.values(), args.backup)
+        self.divergence = {svc.name: svc.divergence for svc in self.defined.values()}
         self.pool = ReplicaPool(self.replicas) if args.standby == "hot" else None
-        self.hot = HotStandby(self.pool, self.tracker, max_hot=args.max_hot) if self.pool else None
+        self.hot = (HotStandby(self.pool, self.tracker, max_hot=args.max_hot, divergence=self.divergence)
+                    if self.pool else None)
         self.writer = LogWriter(self.store, self.tracker, max_buffer=args.buffer, agent_name=self.name,
                                 tap=self.hot, state_interval=args.state_ms / 1000.0)
         self.writer_thread = WriterThread(self.writer, args.flush_ms / 1000.0)
@@ -184,7 +186,7 @@ class Agent:
         # The writer adds its own counters (bytes_logged, redis_errors, ...) when it writes.
         return {"pid": os.getpid(), "iface": self.args.iface, "started": f"{self.started:.6f}",
                 "heartbeat": f"{now:.6f}", "packets": t.packets, "ignored": t.ignored, "malformed": t.malformed,
-                "s2c_unseen": t.s2c_unseen,
+                "s2c_unseen": t.s2c_unseen, "divergent_bytes": self.pool.differed_total if self.pool else 0,
                 "kernel_received": self.capture.received, "kernel_drops": self.capture.dropped,
                 "conns": len(t.conns), "services": ",".join(sorted(self.services.values())),
                 "control": int(self.control.subscribed.is_set()),
@@ -262,6 +264,8 @@ class Agent:
         new_replicas = replicas(self.defined.values(), self.args.backup)
         self.replicas.clear()
         self.replicas.update(new_replicas)
+        self.divergence.clear()
+        self.divergence.update({svc.name: svc.divergence for svc in self.defined.values()})
         self.services = services
         self.tracker.set_services(services)
         LOG.info("%s: now logging %s", why, ", ".join(sorted(services.values())) or "no service")

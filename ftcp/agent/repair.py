@@ -153,6 +153,9 @@ def repaired_socket(p: RepairParams, unacked: bytes = b"") -> socket.socket:
         # Until go, any close -- an abort, or the agent dying -- must be a RST: a FIN
         # would be an in-sequence end of the client's stream. ``released`` undoes it.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RST)
+        # A relay: what the replica wrote goes out at once. With Nagle, the tail of a
+        # response waits for the client's delayed ACK of the segment before (40 ms).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if unacked:
             sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, max(1 << 22, 4 * len(unacked)))
         _step(sock, "on", socket.SOL_TCP, TCP_REPAIR, TCP_REPAIR_ON)

@@ -10,10 +10,13 @@ what the client acknowledged is kept (``tail``, bounded: past ``max_tail`` the
 thread stops reading and TCP flow control holds the replica back).
 
 Divergence check: for every server segment of the primary the capture thread sends
-(offset, length, CRC-32); the pool compares it with the replica's output at the same
-offset, before that output may be dropped. A mismatch marks the replica diverged: the
+(offset, length, expectation); the pool compares it with the replica's output at the
+same offset, before that output may be dropped, by the service's divergence rule
+(ftcp/agent/divergence.py). Output that fails it marks the replica diverged: the
 connection becomes unprotected and is reset at failover, never spliced to a replica
-that would send the client bytes the primary never would have.
+that would send the client bytes the primary never would have. Output that differs
+and passes (``aligned``) is counted per connection and overwritten with the
+primary's bytes.
 """
 from __future__ import annotations
 
@@ -24,8 +27,8 @@ import os
 import selectors
 import socket
 import threading
-import zlib
 
+from ftcp.agent.divergence import STRICT, expectation, settle
 from ftcp.agent.wakeup import Wakeup
 
 LOG = logging.getLogger("ftcp.agent.replica")
@@ -72,7 +75,7 @@ class _Waiter:
 
 class _Replica:
     __slots__ = ("conn_id", "sock", "out", "fed", "produced", "tail", "acked", "finish", "connected", "failed",
-                 "events", "checks", "verified", "diverged", "eof")
+                 "events", "checks", "expected_bytes", "verified", "diverged", "eof")
 
     def __init__(self, conn_id, sock):
         self.conn_id, self.sock = conn_id, sock
@@ -85,7 +88,8 @@ class _Replica:
         self.connected = False
         self.failed = None         # why this replica is unusable
         self.events = 0
-        self.checks = collections.deque()  # (offset, length, crc32) of the primary's output
+        self.checks = collections.deque()  # (offset, length, expectation) of the primary's output
+        self.expected_bytes = 0    # primary bytes held in checks (aligned divergence)
         self.verified = 0          # replica output known equal to the primary's, up to here
         self.diverged = None
         self.eof = False           # the replica closed its output
@@ -104,7 +108,9 @@ class ReplicaPool(threading.Thread):
         self._halt = False
         self.failures = 0
         self.diverged = {}      # conn id -> reason (read by the capture thread)
+        self.differed = {}      # conn id -> bytes that differed and were tolerated (aligned divergence)
         self.unverified = 0     # primary segments that could not be compared (output already gone)
+        self.differed_total = 0
 
     # --- called from other threads ---------------------------------------------------
 
@@ -126,7 +132,7 @@ class ReplicaPool(threading.Thread):
         self._cmd("acked", conn_id, count)
 
     def expect(self, conn_id: str, checks: list):
-        """The primary sent these (offset, length, crc32) ranges: compare."""
+        """The primary sent these (offset, length, expectation) ranges: compare."""
         self._cmd("expect", conn_id, checks)
 
     def finish(self, conn_id: str):
@@ -182,8 +188,11 @@ class ReplicaPool(threading.Thread):
             self._trim(rep)
         elif kind == "expect":
             rep.checks.extend(cmd[2])
-            while len(rep.checks) > 100_000:
-                rep.checks.popleft()
+            rep.expected_bytes += sum(n for _, n, expected in cmd[2] if not isinstance(expected, int))
+            while len(rep.checks) > 100_000 or rep.expected_bytes > self.max_tail:
+                _, n, expected = rep.checks.popleft()
+                if not isinstance(expected, int):
+                    rep.expected_bytes -= n
                 self.unverified += 1
             self._check(rep)
         elif kind == "finish":
@@ -199,6 +208,7 @@ class ReplicaPool(threading.Thread):
             return
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # spliced after a takeover: no Nagle delay
         rep = _Replica(conn_id, sock)
         self._replicas[conn_id] = rep
         err = sock.connect_ex(addr)
@@ -268,7 +278,7 @@ class ReplicaPool(threading.Thread):
         checks = rep.checks
         start = rep.produced - len(rep.tail)
         while checks and rep.diverged is None:
-            off, n, crc = checks[0]
+            off, n, expected = checks[0]
             if off + n <= rep.verified:
                 checks.popleft()      # a retransmission of what was checked already
             elif off < start:
@@ -276,13 +286,18 @@ class ReplicaPool(threading.Thread):
                 self.unverified += 1
             elif off + n <= rep.produced:
                 checks.popleft()
-                if zlib.crc32(memoryview(rep.tail)[off - start:off - start + n]) != crc:
+                rep.expected_bytes -= n
+                count = settle(expected, rep.tail, off - start, n)
+                if count is None:
                     rep.diverged = (f"diverged: the replica's output differs from the primary's "
                                     f"at server byte {off}")
                     rep.failed = rep.diverged
                     self.diverged[rep.conn_id] = rep.diverged
                     LOG.error("%s: %s", rep.conn_id, rep.diverged)
                     return
+                if count:
+                    self.differed[rep.conn_id] = self.differed.get(rep.conn_id, 0) + count
+                    self.differed_total += count
                 rep.verified = max(rep.verified, off + n)
             else:
                 return                # the replica has not produced that far yet
@@ -296,6 +311,7 @@ class ReplicaPool(threading.Thread):
     def _detach(self, rep):
         del self._replicas[rep.conn_id]
         self.diverged.pop(rep.conn_id, None)   # the verdict travels in the Detached
+        self.differed.pop(rep.conn_id, None)
         if rep.events:
             self._sel.unregister(rep.sock)
             rep.events = 0
@@ -320,6 +336,7 @@ class ReplicaPool(threading.Thread):
         # A verdict not collected yet belongs to this replica, not to a later
         # connection on the same 4-tuple (commands run in order: no newer one exists).
         self.diverged.pop(rep.conn_id, None)
+        self.differed.pop(rep.conn_id, None)
         if rep.events:
             self._sel.unregister(rep.sock)
             rep.events = 0
@@ -331,23 +348,25 @@ class HotStandby:
     keeps one hot replica per protected connection, fed exactly the logged bytes, and
     the tracker's hook for the primary's segments (the divergence check)."""
 
-    def __init__(self, pool: ReplicaPool, tracker, max_hot: int = 256):
+    def __init__(self, pool: ReplicaPool, tracker, max_hot: int = 256, divergence: dict = None):
         self.pool = pool
         self.tracker = tracker
+        self.divergence = {} if divergence is None else divergence   # service -> mode (default strict)
         # Each hot replica costs the agent a socket and events on the pool thread; in
         # CPython on 2 cores, 1,000 busy ones starved the capture thread (ring overflow,
         # capture gaps). Past max_hot, connections are taken over by cold replay.
         self.max_hot = max_hot
         self._open = {}     # conn id -> the Conn whose replica is open
-        self._checks = {}   # Conn -> [(offset, length, crc32)] not yet sent to the pool
+        self._checks = {}   # Conn -> [(offset, length, expectation)] not yet sent to the pool
         tracker.s2c_hook = self.primary_sent
 
     def primary_sent(self, conn, off: int, payload) -> None:
-        # Per packet: a CRC of the payload in place (no copy), batched per connection
-        # until the next collect (which may be the one that opens its replica). Not for
-        # connections past max_hot: nothing would compare it.
+        # Per packet: a CRC of the payload in place (strict) or a copy of it (aligned),
+        # batched per connection until the next collect (which may be the one that opens
+        # its replica). Not for connections past max_hot: nothing would compare it.
         if self._open.get(conn.id) is conn or len(self._open) < self.max_hot:
-            self._checks.setdefault(conn, []).append((off, len(payload), zlib.crc32(payload)))
+            mode = self.divergence.get(conn.service, STRICT)
+            self._checks.setdefault(conn, []).append((off, len(payload), expectation(mode, payload)))
 
     def seen(self, conn, data: bytes) -> None:
         cid = conn.id
@@ -361,6 +380,7 @@ class HotStandby:
             reason = self.pool.diverged.pop(cid, None)
             if reason is not None:
                 self.tracker.mark_unprotected(conn, reason)
+            conn.divergent = self.pool.differed.get(cid, conn.divergent)
         if conn.status != "protected":
             self._checks.pop(conn, None)
             if current is not None:

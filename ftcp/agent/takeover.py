@@ -25,10 +25,10 @@ import selectors
 import socket
 import threading
 import time
-import zlib
 
 from ftcp.agent import repair
 from ftcp.agent.acks import AckNumbers, ack_segment
+from ftcp.agent.divergence import settle
 from ftcp.agent.wakeup import Wakeup
 
 LOG = logging.getLogger("ftcp.agent.takeover")
@@ -57,7 +57,8 @@ class Session:
         self.mode = mode
         self.tail_start = tail_start     # replica output offset of out[0]
         self.out = bytearray(tail)       # replica output not yet known to the client
-        self.checks = list(checks)       # (offset, length, crc32) the primary sent, still to compare
+        self.checks = list(checks)       # (offset, length, expectation) the primary sent, still to compare
+        self.differed = 0                # bytes of it the replica produced differently (tolerated)
         self.need = max([self.sent] + [off + n for off, n, _ in self.checks])
         self.to_replica = bytearray(unsent)   # client bytes the replica has not been given
         self.to_client = bytearray()          # replica output for the client, after go
@@ -77,6 +78,7 @@ class Session:
         """A fresh replica connection that is fed the whole log (connects in ``prepare``)."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # a relay: no Nagle delay
         err = sock.connect_ex(replica_addr)
         if err not in (0, errno.EINPROGRESS):
             sock.close()
@@ -90,18 +92,18 @@ class Session:
 
     def finish_prepare(self, make_socket=repair.repaired_socket) -> None:
         """Compare, then rebuild the client socket (raises Diverged or OSError)."""
-        view = memoryview(self.out)
-        for off, n, crc in self.checks:
+        for off, n, expected in self.checks:
             rel = off - self.tail_start
             if rel < 0:
                 continue   # output the client acknowledged before the pool could compare it
-            if rel + n > len(view):
-                raise Diverged(f"the replica's output ended at server byte {self.tail_start + len(view)}, "
+            if rel + n > len(self.out):
+                raise Diverged(f"the replica's output ended at server byte {self.tail_start + len(self.out)}, "
                                f"before the primary's segment at {off}")
-            if zlib.crc32(view[rel:rel + n]) != crc:
+            count = settle(expected, self.out, rel, n)
+            if count is None:
                 raise Diverged(f"diverged at takeover: the replica's output differs from the primary's "
                                f"at server byte {off}")
-        view.release()
+            self.differed += count
         rel_acked, rel_sent = self.skip - self.tail_start, self.sent - self.tail_start
         if rel_acked < 0 or len(self.out) < rel_sent:
             raise Diverged(f"the replica's output ({self.tail_start + len(self.out)} bytes) does not reach what "

@@ -69,6 +69,8 @@ class Conn:
         "first_seen", "last_seen", "closed_at",
         # server bytes the client acknowledged that the mirror never showed us
         "s2c_unseen",
+        # bytes of the primary's output its hot replica produced differently (aligned divergence)
+        "divergent",
         # seq of client/server offset 0 (ISN + 1); None until known
         "_cb", "_sb",
         # client bytes received contiguously (== c2s_logged while protected and under the cap)
@@ -113,6 +115,7 @@ class Conn:
         self.first_seen = self.last_seen = now
         self.closed_at = None
         self.s2c_unseen = 0
+        self.divergent = 0
         self._cb = self._sb = None
         self._c_rcv = self._s_hi = 0
         self._c_fin = self._s_fin = -1
@@ -136,6 +139,7 @@ class Conn:
         c._cb, c._sb = (c.isn_c + 1) & MASK, (c.isn_s + 1) & MASK
         c.c2s_logged = c._c_rcv = state["c2s_stored"]
         c._s_hi = state["s2c_sent"]
+        c.divergent = state.get("divergent_bytes") or 0
         c._c_ack_off, c._s_ack_off = state["s2c_acked"], state["c2s_acked"]
         c.restored = True
         return c
@@ -240,6 +244,7 @@ class Conn:
             "rst": self.rst,
             "ooo_bytes": self._ooo_bytes,
             "s2c_unseen": self.s2c_unseen,
+            "divergent_bytes": self.divergent,
             "first_seen": self.first_seen,
             "last_seen": self.last_seen,
             "closed_at": self.closed_at,

@@ -18,6 +18,7 @@ class FakePool:
     def __init__(self):
         self.calls = []
         self.diverged = {}
+        self.differed = {}
 
     def __getattr__(self, kind):
         if kind not in ("open", "feed", "expect", "acked", "finish", "drop"):
@@ -53,6 +54,7 @@ class FakeConn:
         self.c2s_logged = 0
         self.s2c_acked = 0
         self.fin_c = False
+        self.divergent = 0
 
 
 def log(hot, conn, data):
@@ -146,6 +148,16 @@ def test_primary_segments_are_checked_on_the_next_seen(pool):
         ("expect", "a", [(10, 7, crc(b"PONG a\n")), (17, 7, crc(b"PONG b\n"))]),
         ("feed", "a", b"PING c\n"), ("acked", "a", 0),
     ]
+
+
+def test_an_aligned_service_keeps_the_primary_s_bytes_to_compare(pool):
+    hot, a = HotStandby(pool, FakeTracker(), divergence={"svc": "aligned"}), FakeConn("a")
+    log(hot, a, b"PING 1\n")
+    hot.primary_sent(a, 0, memoryview(b"PONG 1\n"))
+    pool.differed["a"] = 3           # what the pool found so far
+    log(hot, a, b"")
+    assert ("expect", "a", [(0, 7, b"PONG 1\n")]) in pool.of("a")
+    assert a.divergent == 3
 
 
 def test_no_checks_queued_for_connections_that_cannot_be_hot(pool):
@@ -280,3 +292,62 @@ def test_a_verdict_not_collected_dies_with_its_replica(replicas):
     replicas.drop("c1")
     wait_for(lambda: "c1" not in replicas._replicas)
     assert "c1" not in replicas.diverged   # a new connection on this 4-tuple starts clean
+
+
+class ClockHandler(socketserver.StreamRequestHandler):
+    """Answers "PING X\n" with "PONG X <the replica's own counter>\n": like a Date
+    header, the same shape as the primary's answer but not the same digits, until
+    the counter grows a digit."""
+
+    def handle(self):
+        for i, line in enumerate(self.rfile):
+            self.wfile.write(b"PONG " + line.removeprefix(b"PING ").rstrip() + b" %d\n" % (7 + i))
+
+
+@pytest.fixture
+def clock_replicas():
+    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), ClockHandler)
+    srv.daemon_threads = True
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    rp = ReplicaPool({"svc": srv.server_address})
+    rp.start()
+    yield rp
+    rp.stop()
+    srv.shutdown()
+    srv.server_close()
+    thread.join(5)
+
+
+def test_aligned_tolerates_same_shape_output_and_keeps_the_primary_s_bytes(clock_replicas):
+    rp = clock_replicas
+    rp.open("c1", "svc")
+    primary = b"PONG a 3\nPONG b 4\n"       # the replica says 7 and 8
+    rp.expect("c1", [(0, 9, primary[:9]), (9, 9, primary[9:])])
+    rp.feed("c1", b"PING a\nPING b\n")
+    wait_for(lambda: produced(rp, "c1") == 18 and not rp._replicas["c1"].checks)
+    assert rp.differed["c1"] == 2 and "c1" not in rp.diverged
+    det = rp.detach_many(["c1"])["c1"]
+    try:
+        assert det.diverged is None and det.tail == primary   # the primary's bytes, not the replica's
+    finally:
+        det.sock.close()
+
+
+def test_aligned_refuses_output_that_moved(clock_replicas):
+    rp = clock_replicas
+    rp.open("c1", "svc")
+    rp.expect("c1", [(0, 10, b"PONG a 10\n")])      # the primary's counter had two digits
+    rp.feed("c1", b"PING a\nPING b\n")
+    wait_for(lambda: "c1" in rp.diverged)
+    assert "server byte 0" in rp.diverged["c1"]
+
+
+def test_aligned_expectations_are_bounded_in_bytes(clock_replicas):
+    rp = clock_replicas
+    rp.max_tail = 100
+    rp.open("c1", "svc")
+    rp.expect("c1", [(i * 10, 10, b"x" * 10) for i in range(30)])   # the replica has produced nothing
+    wait_for(lambda: rp.unverified == 20)
+    rep = rp._replicas["c1"]
+    assert rep.expected_bytes == 100 and rep.checks[0][0] == 200

@@ -186,6 +186,19 @@ def test_divergence_fails_only_that_session(server, fake, sessions):
     assert good.error is None and fake.unacked["good"] == b"PONG a\nPONG b\n"
 
 
+def test_aligned_divergence_at_takeover_gives_the_client_the_primary_s_bytes(server, fake, sessions):
+    """The primary answered "PONG b\n" where the replica says "PONG a\n": the same shape,
+    so it passes, counted, and the bytes queued for the client are the primary's. A
+    digit for a letter does not pass."""
+    log = b"PING a\nPING b\n"
+    s = cold(sessions, "s", server.addr, log, skip=0, sent=7, checks=[(0, 7, b"PONG b\n")])
+    refused = cold(sessions, "r", server.addr, log, skip=0, sent=7, checks=[(0, 7, b"PONG 1\n")])
+    prepare([s, refused], timeout=5, make_socket=fake)
+    assert s.error is None and s.differed == 1
+    assert fake.unacked["s"] == b"PONG b\n"
+    assert "diverged" in refused.error and "r" not in fake.unacked
+
+
 def test_replica_that_stays_short_times_out(server, fake, sessions):
     slow = cold(sessions, "slow", server.addr, b"PING a\n", skip=0, sent=100)
     ok = cold(sessions, "ok", server.addr, b"PING a\n", skip=0, sent=7)

@@ -124,6 +124,7 @@ def test_handshake_with_options_full_state(t):
         "fin_c": False, "fin_c_seq": None, "fin_s": False, "fin_s_seq": None, "rst": False,
         "ooo_bytes": 0,
         "s2c_unseen": 0,
+        "divergent_bytes": 0,
         "first_seen": 10.0, "last_seen": 11.5, "closed_at": None, "restored": False,
     }
     assert json.loads(json.dumps(state)) == state
@@ -177,8 +178,8 @@ def test_to_state_keys(t):
         "isn_c", "isn_s", "c_opts", "s_opts", "mss_c", "mss_s", "wscale_c", "wscale_s", "sack_ok", "ts_ok",
         "c2s_logged", "c2s_next", "c2s_acked", "s_ack", "s2c_sent", "s2c_next", "s2c_acked", "c_ack",
         "c_win", "c_win_scaled", "s_win", "s_win_scaled", "c_tsval", "c_tsecr", "s_tsval", "s_tsecr",
-        "fin_c", "fin_c_seq", "fin_s", "fin_s_seq", "rst", "ooo_bytes", "s2c_unseen", "first_seen", "last_seen",
-        "closed_at", "restored"}
+        "fin_c", "fin_c_seq", "fin_s", "fin_s_seq", "rst", "ooo_bytes", "s2c_unseen", "divergent_bytes",
+        "first_seen", "last_seen", "closed_at", "restored"}
 
 
 def test_to_state_is_a_copy(t):
