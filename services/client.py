@@ -9,6 +9,8 @@
         GET N bytes from services/demo_server.py, printing progress lines
     client.py upload HOST PORT --bytes N [--seed S] [--progress SEC]
         PUT N bytes to services/demo_server.py and check the SHA-256 it answers
+    client.py clock HOST PORT --count K [--interval SEC]
+        K "T i" lines to services/clock_server.py, each answer "T i <its time>" checked
     client.py http HOST PORT --count K [--path /20000.bin] [--interval SEC]
         K HTTP/1.1 GETs on one keep-alive connection to services/web_server.py;
         every response's status, headers (a well-formed Date) and body are checked
@@ -207,6 +209,21 @@ def run_upload(conn, args):
     return conn.report(ok=answer == expected, answer=answer.decode(errors="replace").strip())
 
 
+def run_clock(conn, args):
+    for i in range(args.count):
+        conn.send(f"T {i}\n".encode())
+        words = conn.read_line().split()
+        try:
+            good = words[:2] == [b"T", str(i).encode()] and len(words) == 3 and abs(float(words[2]) - time.time()) < 60
+        except ValueError:
+            good = False
+        if not good:
+            return conn.report(ok=False, error=f"wrong answer to request {i}: {b' '.join(words)!r}", requests=i)
+        if args.interval:
+            time.sleep(args.interval)
+    return conn.report(ok=True, requests=args.count)
+
+
 def run_http(conn, args):
     """HTTP/1.1 keep-alive: every GET on this one connection (a reset or a close ends
     the run: it is never reopened), each body compared with the file's bytes."""
@@ -257,7 +274,7 @@ def run_http(conn, args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", choices=["echo", "reqresp", "stream", "upload", "http"])
+    ap.add_argument("mode", choices=["echo", "reqresp", "stream", "upload", "http", "clock"])
     ap.add_argument("host")
     ap.add_argument("port", type=int)
     ap.add_argument("--bytes", type=int, default=1 << 20)
@@ -273,7 +290,7 @@ def main():
     try:
         conn = Conn(args.host, args.port, args.timeout, args.progress)
         runner = {"echo": run_echo, "reqresp": run_reqresp, "stream": run_stream, "upload": run_upload,
-                  "http": run_http}[args.mode]
+                  "http": run_http, "clock": run_clock}[args.mode]
         result = runner(conn, args)
     except OSError as e:
         result = conn.report(ok=False, error=repr(e)) if conn is not None else {"ok": False, "error": repr(e)}

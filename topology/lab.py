@@ -41,6 +41,8 @@ SERVICES = {
     "demo": "python3 {root}/services/demo_server.py --port {port}",
     # Debian's nginx with static files (services/web_server.py): deterministic but for Date
     "web": "python3 {root}/services/web_server.py --port {port} --run-dir {run}",
+    # answers carry the time at full precision: their length follows the clock
+    "clock": "python3 {root}/services/clock_server.py --port {port}",
 }
 # How far the backup's replica may differ (ftcp/agent/divergence.py), for the shipped
 # services that need more than strict.
