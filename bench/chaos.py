@@ -93,6 +93,7 @@ import traceback
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from bench.common import LOCK_PATH, git, write
 from ftcp.store import Store, StoreError
 from topology.lab import PRIMARY_IP, ROOT, SERVICES, Lab
 
@@ -102,7 +103,6 @@ from demo_server import stream_bytes  # noqa: E402
 PORT = 7000
 CLIENT = str(ROOT / "services/client.py")
 RESULTS = ROOT / "bench/results"
-LOCK_PATH = "/run/ftcp-lab.lock"
 RUN_DIR = "/run/ftcp-chaos"
 CLIENT_IPS = {"c1": "10.0.0.1", "c2": "10.0.0.2"}
 
@@ -848,16 +848,6 @@ def markdown(trials: list) -> str:
             lines.append(f"* trial {t['trial']}: {t['outcome']} — {t['failure']}, {t['fault']}, {t['moment']}, "
                          f"{'+'.join(t['mix'])}: {why or err[0]} ({t.get('evidence')})")
     return "\n".join(lines)
-
-
-def git(*args) -> str:
-    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-
-def write(path: Path, data: dict):
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:

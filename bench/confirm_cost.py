@@ -45,11 +45,11 @@ from unittest import mock
 import yaml
 
 from bench import failover_bench
+from bench.common import LOCK_PATH
 from bench.failover_bench import stall_trial
 from ftcp.store import Store
 from topology.lab import ROOT, Lab, wait_for
 
-LOCK_PATH = "/run/ftcp-lab.lock"
 RUN_DIR = "/run/ftcp-confirm"
 STREAM_BYTES = 15_000_000        # what stall_trial's stream client asks for
 # (name, failure, probe overrides); pairs are (A, B) in this order

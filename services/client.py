@@ -53,8 +53,12 @@ class Conn:
         self.gap_at = 0
         self._last_data = None
         self.gaps = []   # (wall time the silence began, ms, bytes received by then), gaps > 10 ms
+        self.by_second = {}   # wall second -> the longest silence that began in it (any length)
 
     def _gap(self, began: float, gap: float, at: int):
+        second = int(began)
+        if gap > self.by_second.get(second, 0.0):
+            self.by_second[second] = gap
         if gap > self.max_gap:
             self.max_gap, self.gap_at = gap, at
         if gap > 0.01 and len(self.gaps) < 1000:
@@ -133,7 +137,8 @@ class Conn:
             local_port = None
         out = {"local_port": local_port, "sent": self.nsent, "received": self.nrecv,
                "sent_sha256": self.sent.hexdigest(), "received_sha256": self.recv.hexdigest(),
-               "max_gap_ms": round(self.max_gap * 1000, 3), "max_gap_at": self.gap_at, "gaps": self.gaps}
+               "max_gap_ms": round(self.max_gap * 1000, 3), "max_gap_at": self.gap_at, "gaps": self.gaps,
+               "max_gap_ms_by_second": {str(k): round(v * 1000, 3) for k, v in sorted(self.by_second.items())}}
         out.update(extra)
         return out
 
