@@ -94,6 +94,7 @@ def show_services(data) -> str:
 def show_service(s) -> str:
     lines = [f"{k + ':':<14}{v}" for k, v in (
         ("name", s["name"]), ("address", f"{s['address']}:{s['port']}"), ("status", s["status"]),
+        ("divergence", s.get("divergence", "strict")),
         ("reason", s["reason"] or "-"), ("epoch", s["epoch"]), ("switch", s["dpid"] or "-"),
         ("flows", s["flows"] if s["flows"] is not None else "-"), ("updated", when(s["updated"])),
         ("primary", f"port {s['primary']['port']}" + (f" mac {s['primary']['mac']}" if s["primary"].get("mac")

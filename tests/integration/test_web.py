@@ -89,3 +89,23 @@ def test_output_whose_length_follows_the_clock_is_reset_never_spliced(run_dir, d
         done(store)
         res = client.result()
     assert not res["ok"] and "ConnectionResetError" in res["error"], res
+
+
+def test_divergence_set_over_rest_reaches_the_agent(run_dir):
+    """The service starts strict; a PUT makes it aligned; the agent applies it to the
+    next connection (a web client's Dates then differ and it stays protected)."""
+    with web_lab(run_dir, None) as lab:
+        store = Store(lab.redis.url)
+        status, svc = lab.rest("GET", "/ftcp/services/demo")
+        assert status == 200 and svc["divergence"] == "strict", svc
+        body = {k: svc[k] for k in ("address", "port", "primary", "backups")}
+        status, answer = lab.rest("PUT", "/ftcp/services/demo", dict(body, divergence="loose"))
+        assert status == 400 and answer["field"] == "service.divergence", answer
+        status, answer = lab.rest("PUT", "/ftcp/services/demo", dict(body, divergence="aligned"))
+        assert status == 200 and answer["divergence"] == "aligned", answer
+        wait_for(lambda: "service demo defined" in (lab.run_dir / "agent.log").read_text(), 10,
+                 "the agent to get the new definition")
+        client = http_client(lab, 1000)
+        wait_for(lambda: divergent_but_protected(store), 5, "a tolerated Date difference in Redis")
+        res = client.result()
+        assert res["ok"], res

@@ -454,9 +454,13 @@ def test_metrics(api, store, clock):
     agent = FakeAgent(store)
     agent.connect("10.0.0.1", 40000, b"hello")
     agent.connect("10.0.0.2", 40001, b"late", with_syn=False)
-    agent.flush(NOW, heartbeat(NOW, kernel_drops=2))
-    agent.flush(NOW, heartbeat(NOW, kernel_drops=2))   # the writer adds its counters to the next heartbeat
+    # the hot replica wrote a Date of its own; tolerated (divergence: aligned)
+    next(c for c in agent.tracker.conns.values() if c.status == "protected").divergent = 12
+    agent.flush(NOW, heartbeat(NOW, kernel_drops=2, divergent_bytes=12))
+    agent.flush(NOW, heartbeat(NOW, kernel_drops=2, divergent_bytes=12))   # the writer adds its counters
     samples, helps = metrics_of(call(api, "metrics"))
+    assert samples[("ftcp_divergent_connections", (("service", "web"),))] == 1
+    assert samples[("ftcp_agent_divergent_bytes_total", (("agent", "b1"),))] == 12
     assert samples[("ftcp_connections", (("service", "web"), ("status", "protected")))] == 1
     assert samples[("ftcp_connections", (("service", "web"), ("status", "unprotected")))] == 1
     assert samples[("ftcp_unprotected_connections", (("reason", "no_syn"), ("service", "web")))] == 1

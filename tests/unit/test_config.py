@@ -45,6 +45,14 @@ def test_defaults():
     del data["switch"], data["redis"]
     conf = config.parse(data)
     assert conf.dpid is None and conf.redis_url == config.DEFAULT_REDIS_URL
+    assert conf.services[0].divergence == "strict"
+
+
+def test_divergence_is_read_and_written_back():
+    data = copy.deepcopy(GOOD)
+    data["services"][0]["divergence"] = "aligned"
+    svc = config.parse(data).services[0]
+    assert svc.divergence == "aligned" and svc.to_dict()["divergence"] == "aligned"
 
 
 @pytest.mark.parametrize("path", ["switch_config/services.yaml", "switch_config/services-lab.yaml"])
@@ -89,6 +97,9 @@ def test_shipped_files_load(path):
      "services[0].backups", "unique"),
     (lambda d: d["services"].append(dict(d["services"][0], port=81)), "services[1].name", "duplicate service name"),
     (lambda d: d["services"].append(dict(d["services"][0], name="web2")), "services[1].port", "already protected"),
+    (lambda d: d["services"][0].update(divergence="loose"), "services[0].divergence",
+     "must be one of strict, aligned, not 'loose'"),
+    (lambda d: d["services"][0].update(divergence=None), "services[0].divergence", "not nothing"),
     (lambda d: d["switch"].update(dpid="zz"), "switch.dpid", "datapath id"),
     (lambda d: d["switch"].update(dpid=-1), "switch.dpid", "datapath id"),
     (lambda d: d.update(switch=[1]), "switch", "must be a mapping"),
