@@ -210,8 +210,8 @@ def _switch_port(value: Any, path: str) -> PortRef:
     raise ConfigError(path, f"must be a switch port number or interface name, got {value!r}")
 
 
-def _mac(value: Any, path: str) -> Optional[str]:
-    if value is None:
+def _mac(value: Any, path: str, required: bool = False) -> Optional[str]:
+    if value is None and not required:
         return None
     if not isinstance(value, str) or not MAC_RE.fullmatch(value):
         raise ConfigError(path, f"must be a MAC address like 00:00:00:00:00:0a, got {value!r}")
@@ -262,18 +262,20 @@ def _redis(value: Any, path: str) -> str:
 
 
 def _primary(value: Any, path: str) -> Primary:
-    _mapping(value, path, {"port"}, {"mac"})
-    return Primary(port=_switch_port(value["port"], path + ".port"), mac=_mac(value.get("mac"), path + ".mac"))
+    # the MAC is required: the backup's answers leave with it after a failover, and a
+    # failover is no time to find out it is missing
+    _mapping(value, path, {"port", "mac"}, set())
+    return Primary(port=_switch_port(value["port"], path + ".port"), mac=_mac(value["mac"], path + ".mac", required=True))
 
 
 def _backup(value: Any, path: str) -> Backup:
-    _mapping(value, path, {"name", "address", "data_port", "mirror_port"}, {"mac"})
+    _mapping(value, path, {"name", "address", "data_port", "mirror_port", "mac"}, set())
     backup = Backup(
         name=_name(value["name"], path + ".name"),
         address=_ipv4(value["address"], path + ".address"),
         data_port=_switch_port(value["data_port"], path + ".data_port"),
         mirror_port=_switch_port(value["mirror_port"], path + ".mirror_port"),
-        mac=_mac(value.get("mac"), path + ".mac"),
+        mac=_mac(value["mac"], path + ".mac", required=True),
     )
     if backup.mirror_port == backup.data_port:
         raise ConfigError(path + ".mirror_port", "must differ from data_port: the mirror iface carries no IP traffic")
@@ -388,6 +390,27 @@ def _check_unique(services: tuple) -> None:
                 f"{svc.name!r} hashes to the same flow cookie as services[{cookies[svc.cookie_id]}]; rename one",
             )
         names[svc.name] = keys[svc.key] = cookies[svc.cookie_id] = i
+    _check_port_roles(services)
+
+
+# What a switch port is to a service. One port may play the same role for several
+# services (one primary host, one backup host) but never two roles: a mirror port
+# that is another service's primary or data port would copy that service's traffic
+# out of it, and its drop flow would cut the other service off.
+_ROLES = {"primary.port": "primary port", "data_port": "backup data port", "mirror_port": "backup mirror port"}
+
+
+def _check_port_roles(services: tuple) -> None:
+    roles = {}   # PortRef -> (role, where)
+    for i, svc in enumerate(services):
+        uses = [(svc.primary.port, "primary.port", f"services[{i}].primary.port")]
+        uses += [(getattr(b, attr), attr, f"services[{i}].backups[{k}].{attr}")
+                 for k, b in enumerate(svc.backups) for attr in ("data_port", "mirror_port")]
+        for ref, role, here in uses:
+            other = roles.setdefault(ref, (role, here))
+            if other[0] != role:
+                raise ConfigError(here, f"switch port {ref} is the {_ROLES[other[0]]} of {other[1].split('.')[0]} "
+                                        f"({other[1]}); one port cannot be both")
 
 
 def load(path: Union[str, os.PathLike]) -> Config:

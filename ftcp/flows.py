@@ -96,9 +96,10 @@ def _tcp_match(**fields):
     return parser.OFPMatch(eth_type=ether_types.ETH_TYPE_IP, ip_proto=in_proto.IPPROTO_TCP, **fields)
 
 
-def service_flows(dp, plan: ServicePlan, hold: bool = False) -> list:
-    """The steady-state flows of one protected service (DESIGN §3); with ``hold``
-    also the FIN/RST hold (only when probes can release what it holds)."""
+def service_flows(dp, plan: ServicePlan, probe_ip: Optional[str] = None) -> list:
+    """The steady-state flows of one protected service (DESIGN §3); with ``probe_ip``
+    also the FIN/RST hold (only probes can release what it holds) and the way the
+    primary's answers to probes come back."""
     svc = plan.service
     sid = svc.cookie_id
     mirrors = [parser.OFPActionOutput(p) for p in plan.mirror_ports]
@@ -114,8 +115,8 @@ def service_flows(dp, plan: ServicePlan, hold: bool = False) -> list:
              [parser.OFPActionOutput(ofp.OFPP_NORMAL)] + mirrors),
     ]
     flows += mirror_port_drops(dp, plan)
-    if hold:
-        flows += hold_flows(dp, plan)
+    if probe_ip is not None:
+        flows += hold_flows(dp, plan) + probe_flows(dp, plan, probe_ip)
     return flows
 
 
@@ -310,12 +311,19 @@ def hold_flows(dp, plan: ServicePlan) -> list:
             for purpose, flag in ((HOLD_FIN, TCP_FIN), (HOLD_RST, TCP_RST))]
 
 
-def probe_flows(dp, probe_ip: str) -> list:
-    """Answers to probes and ARP requests for the probe address: to the controller."""
+def probe_flows(dp, plan: ServicePlan, probe_ip: str) -> list:
+    """Answers to this service's probes, and ARP requests for the probe address, to
+    the controller -- only as they come from the primary's switch port: nobody else
+    can answer a probe (or flood the controller with answers)."""
+    svc = plan.service
     return [
-        _add(dp, cookie(0, PROBE_REPLY), PRIO_PROBE, _tcp_match(ipv4_dst=probe_ip), _to_controller()),
+        _add(dp, cookie(svc.cookie_id, PROBE_REPLY), PRIO_PROBE,
+             _tcp_match(in_port=plan.primary_port, ipv4_src=svc.address, tcp_src=svc.port, ipv4_dst=probe_ip),
+             _to_controller()),
+        # one per primary port, whichever service it is for (the same flow for each)
         _add(dp, cookie(0, PROBE_ARP), PRIO_PROBE,
-             parser.OFPMatch(eth_type=ether_types.ETH_TYPE_ARP, arp_tpa=probe_ip), _to_controller()),
+             parser.OFPMatch(in_port=plan.primary_port, eth_type=ether_types.ETH_TYPE_ARP, arp_tpa=probe_ip),
+             _to_controller()),
     ]
 
 

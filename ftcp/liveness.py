@@ -75,8 +75,8 @@ class Liveness:
             mac = self._arp_answer(frame.dst)
             return [Send(dpid, flows.arp_reply(None, in_port, frame, mac))] if mac else []
         probe = self.conf.probe
-        if probe is None or frame.dst != probe.address:
-            return []
+        if probe is None or frame.dst != probe.address or parts is None or parts[1] != flows.PROBE_REPLY:
+            return []   # an answer to a probe comes only by the primary's probe-reply flow
         name = self._by_address.get((frame.src, frame.sport))
         if name not in self.probers:
             return []

@@ -31,10 +31,16 @@ silent host sends nothing, and the confirming reply comes back in a millisecond 
 """
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
+from typing import Callable
 
 ALIVE, DEAD, SILENT = "alive", "dead", "silent"
-PROBE_PORT_BASE = 40000
+# Probe source ports are drawn from [PROBE_PORT_BASE, PROBE_PORT_BASE + PROBE_PORTS) and
+# sequence numbers from all 2^32: a forged answer must guess both (an answer is only
+# taken from the primary's switch port anyway, ftcp/flows.py).
+PROBE_PORT_BASE, PROBE_PORTS = 20000, 40000
+_SECRET = random.SystemRandom()
 
 
 @dataclass(frozen=True)
@@ -88,8 +94,8 @@ class Prober:
     confirming: int = 0                  # token of the port reading that may confirm silence
     _rx: int = -1                        # the primary port's received packets, last reading
     _tokens: int = 0
-    _counter: int = 0
     _late: set = field(default_factory=set)
+    rand: Callable[[int], int] = field(default=_SECRET.getrandbits, repr=False)   # k -> k random bits
     stats: dict = field(default_factory=lambda: {ALIVE: 0, DEAD: 0, "missed": 0, "held": 0, "released": 0})
 
     def _read_port(self) -> ReadPort:
@@ -98,9 +104,10 @@ class Prober:
 
     def _send(self, now: float) -> SendProbe:
         self.sent_since_answer += 1
-        self._counter = (self._counter + 1) % 20000
-        sport = PROBE_PORT_BASE + self._counter
-        seq = (self._counter * 2654435761) & 0xFFFFFFFF
+        sport = PROBE_PORT_BASE + self.rand(16) % PROBE_PORTS
+        while sport in self.outstanding:
+            sport = PROBE_PORT_BASE + self.rand(16) % PROBE_PORTS
+        seq = self.rand(32)
         self.outstanding[sport] = (seq, now)
         self.next_at = now + self.interval
         return SendProbe(self.service, sport, seq)

@@ -116,8 +116,6 @@ class SwitchSync:
             return []
         numbers = {name: number for name, (number, _) in sw.ports.items()}
         desired = [flows.default_flow(None)]
-        if self.conf.probe:
-            desired += flows.probe_flows(None, self.conf.probe.address)
         keep, out = set(), []
         sw.plans = {}
         for plan in plan_switch(self.conf, numbers):
@@ -143,11 +141,14 @@ class SwitchSync:
         out.append(Send(sw.dpid, with_xid(flows.barrier(None), xid)))
         return out
 
+    def _probe_ip(self):
+        return self.conf.probe.address if self.conf.probe else None
+
     def _service_flows(self, plan, f: ServiceFailover) -> list:
         """The flows of one service in its failover state (DESIGN §3, §7)."""
         svc = plan.service
         if f.status == PROTECTED:
-            return flows.service_flows(None, plan, hold=bool(self.conf.probe))
+            return flows.service_flows(None, plan, probe_ip=self._probe_ip())
         fence = [flows.fence_flow(None, plan)] if plan.primary_port is not None else []
         if f.backup not in {b.name for b in svc.backups}:
             # recorded as moved to a backup the definition no longer has (renamed while
@@ -156,7 +157,7 @@ class SwitchSync:
                       f.backup)
             return fence
         if f.status == FENCED:
-            mirrors = flows.service_flows(None, plan, hold=bool(self.conf.probe)) if plan.primary_port else []
+            mirrors = flows.service_flows(None, plan, probe_ip=self._probe_ip()) if plan.primary_port else []
             return fence + mirrors + [flows.redirect_s2c_flow(None, plan, f.backup, svc.primary.mac)]
         return fence + flows.redirect_flows(None, plan, f.backup, svc.primary.mac) + flows.mirror_port_drops(None, plan)
 
@@ -175,7 +176,7 @@ class SwitchSync:
             if f.status != PROTECTED:
                 continue
             if first:
-                count = len(flows.service_flows(None, plan, hold=bool(self.conf.probe)))
+                count = len(flows.service_flows(None, plan, probe_ip=self._probe_ip()))
                 LOG.info("ftcp: service %s protected on switch %016x: %d flows, primary port %d, mirror port(s) %s",
                          name, dpid, count, plan.primary_port, ",".join(map(str, plan.mirror_ports)))
                 out += [RecordService(svc, PROTECTED, {"dpid": f"{dpid:016x}", "flows": count, "reason": "",

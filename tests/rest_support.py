@@ -11,8 +11,8 @@ from ftcp.store import Store
 
 SVC_IP, SVC_PORT = "10.0.0.10", 7000
 SERVICE = {
-    "name": "web", "address": SVC_IP, "port": SVC_PORT, "primary": {"port": 3},
-    "backups": [{"name": "b1", "address": "10.0.0.20", "data_port": 4, "mirror_port": 5}],
+    "name": "web", "address": SVC_IP, "port": SVC_PORT, "primary": {"port": 3, "mac": "00:00:00:00:00:10"},
+    "backups": [{"name": "b1", "address": "10.0.0.20", "data_port": 4, "mirror_port": 5, "mac": "00:00:00:00:00:20"}],
 }
 OPTS = [("MSS", 1460), ("SAckOK", b""), ("Timestamp", (100, 0)), ("NOP", None), ("WScale", 7)]
 

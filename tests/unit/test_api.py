@@ -130,8 +130,8 @@ def test_list_and_get_service_with_status_from_redis_and_live_counts(api, store,
     view = ok(call(api, "service", params={"name": "web"}))
     assert view == services[0]
     assert view["address"] == "10.0.0.10" and view["port"] == 7000
-    assert view["primary"] == {"port": 3}
-    assert view["backups"] == [{"name": "b1", "address": "10.0.0.20", "data_port": 4, "mirror_port": 5}]
+    assert view["primary"] == {"port": 3, "mac": "00:00:00:00:00:10"}
+    assert view["backups"] == [{"name": "b1", "address": "10.0.0.20", "data_port": 4, "mirror_port": 5, "mac": "00:00:00:00:00:20"}]
     assert (view["status"], view["reason"], view["epoch"], view["dpid"], view["flows"]) == \
         ("protected", "", 0, "0000000000000001", 3)
     assert view["updated"] == NOW
@@ -172,7 +172,11 @@ def test_put_name_may_be_omitted_from_the_body(api, controller):
     (other_service(port="80"), "service.port", "TCP port"),
     (other_service(address="10.0.0.300"), "service.address", "IPv4"),
     (other_service(address="224.0.0.1"), "service.address", "unicast"),
-    (other_service(primary={"port": 0}), "service.primary.port", "switch port"),
+    (other_service(primary={"port": 0, "mac": "00:00:00:00:00:10"}), "service.primary.port", "switch port"),
+    (other_service(primary={"port": 3}), "service.primary.mac", "is required"),
+    (other_service(primary={"port": 5, "mac": "00:00:00:00:00:10"},
+                   backups=[dict(SERVICE["backups"][0], data_port=7, mirror_port=8)]), "service.primary.port",
+     "switch port 5 is the backup mirror port of service 'web'"),
     (other_service(backups=[]), "service.backups", "non-empty list"),
     (other_service(backups=[dict(SERVICE["backups"][0], mirror_port=4)]), "service.backups[0].mirror_port",
      "must differ"),

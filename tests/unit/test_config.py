@@ -14,8 +14,8 @@ GOOD = {
     "switch": {"dpid": 1},
     "services": [{
         "name": "web", "address": "10.0.0.10", "port": 80,
-        "primary": {"port": "s1-eth3"},
-        "backups": [{"name": "b1", "address": "10.0.0.20", "data_port": 4, "mirror_port": "5"}],
+        "primary": {"port": "s1-eth3", "mac": "00:00:00:00:00:10"},
+        "backups": [{"name": "b1", "address": "10.0.0.20", "data_port": 4, "mirror_port": "5", "mac": "00:00:00:00:00:20"}],
     }],
     "redis": {"url": "unix:///run/ftcp/redis.sock"},
 }
@@ -100,6 +100,17 @@ def test_shipped_files_load(path):
     (lambda d: d["services"][0].update(divergence="loose"), "services[0].divergence",
      "must be one of strict, aligned, not 'loose'"),
     (lambda d: d["services"][0].update(divergence=None), "services[0].divergence", "not nothing"),
+    (lambda d: d["services"][0]["primary"].pop("mac"), "services[0].primary.mac", "is required"),
+    (lambda d: d["services"][0]["primary"].update(mac=None), "services[0].primary.mac", "MAC address"),
+    (lambda d: d["services"][0]["backups"][0].pop("mac"), "services[0].backups[0].mac", "is required"),
+    (lambda d: d["services"].append(dict(d["services"][0], name="db", port=81, primary={
+        "port": 5, "mac": "00:00:00:00:00:11"}, backups=[dict(d["services"][0]["backups"][0], data_port=7,
+                                                              mirror_port=8)])), "services[1].primary.port",
+     "switch port 5 is the backup mirror port of services[0] (services[0].backups[0].mirror_port)"),
+    (lambda d: d["services"].append(dict(d["services"][0], name="db", port=81, primary={
+        "port": 6, "mac": "00:00:00:00:00:11"}, backups=[
+        dict(d["services"][0]["backups"][0], data_port="s1-eth3", mirror_port=9)])),
+     "services[1].backups[0].data_port", "is the primary port of services[0]"),
     (lambda d: d["switch"].update(dpid="zz"), "switch.dpid", "datapath id"),
     (lambda d: d["switch"].update(dpid=-1), "switch.dpid", "datapath id"),
     (lambda d: d.update(switch=[1]), "switch", "must be a mapping"),

@@ -55,7 +55,7 @@ def test_fresh_switch_gets_the_steady_flows_and_the_service_is_protected_after_t
     assert ports_of(table, **dict(PRIMARY, tcp_flags=flows.TCP_FIN)) == [CONTROLLER]   # held
     assert ports_of(table, **dict(CLIENT, in_port=5)) == []      # the mirror port cannot inject
     assert ("web", PROTECTED) == rig.last_record("web")[:2]
-    assert ("flows_installed", {"service": "web", "dpid": "0000000000000001", "flows": 5}) in rig.events
+    assert ("flows_installed", {"service": "web", "dpid": "0000000000000001", "flows": 7}) in rig.events
 
 
 def test_no_switch_is_touched_before_the_state_is_read_from_redis():
@@ -262,6 +262,10 @@ def test_a_primary_whose_server_is_dead_at_start_is_condemned_by_the_first_rst()
     rig.tick(rig.now + 0.05)
     sport, (seq, _) = next(iter(rig.core.probers["web"].outstanding.items()))
     rst = _segment("10.0.0.10", "10.0.0.254", 80, sport, ack=seq + 1, flags=flows.TCP_RST | flows.TCP_ACK)
+    # the same answer by any other flow (a client's port: NORMAL, cookie 0) is not an answer
+    rig.call("packet_in", 1, 1, 0, rst)
+    rig.call("packet_in", 1, 1, flows.cookie(0, flows.SERVICE_ARP), rst)
+    assert rig.core.failovers["web"].status == PROTECTED
     rig.call("packet_in", 1, 3, flows.cookie(0, flows.PROBE_REPLY), rst)
     assert rig.core.failovers["web"].status == FENCED
 

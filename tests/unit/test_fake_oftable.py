@@ -17,11 +17,12 @@ CONF = config.parse({"services": [
      "primary": {"port": 3, "mac": "00:00:00:00:00:10"},
      "backups": [{"name": "b1", "address": "10.0.0.20", "data_port": 4, "mirror_port": 5,
                   "mac": "00:00:00:00:00:20"}]},
-    {"name": "db", "address": "10.0.0.30", "port": 5432, "primary": {"port": 6},
-     "backups": [{"name": "b2", "address": "10.0.0.40", "data_port": 7, "mirror_port": 8}]},
+    {"name": "db", "address": "10.0.0.30", "port": 5432, "primary": {"port": 6, "mac": "00:00:00:00:00:10"},
+     "backups": [{"name": "b2", "address": "10.0.0.40", "data_port": 7, "mirror_port": 8, "mac": "00:00:00:00:00:20"}]},
 ]})
 PORTS = {f"s1-eth{i}": i for i in range(1, 9)}
 WEB, DB = plan_switch(CONF, PORTS)
+PROBE_IP = "10.0.0.99"
 WEB_ID, DB_ID = WEB.service.cookie_id, DB.service.cookie_id
 SERVICE_MAC = "00:00:00:00:00:10"
 
@@ -66,8 +67,7 @@ def flow_stats_reply(stats, xid=9):
 
 
 def steady_mods():
-    return ([flows.default_flow(DP)] + flows.service_flows(DP, WEB, hold=True) + flows.service_flows(DP, DB)
-            + flows.probe_flows(DP, "10.0.0.99"))
+    return [flows.default_flow(DP)] + flows.service_flows(DP, WEB, probe_ip=PROBE_IP) + flows.service_flows(DP, DB)
 
 
 def table_of(mods):
@@ -97,6 +97,17 @@ def test_primary_reply_is_forwarded_normally_and_mirrored(table):
     assert table.forward(**{**PRIMARY, "in_port": 2}) == [(ofp.OFPP_NORMAL, {**PRIMARY, "in_port": 2})]
 
 
+def test_probe_answers_reach_the_controller_only_from_the_primary_s_port(table):
+    answer = {**PRIMARY, "ipv4_dst": PROBE_IP, "tcp_dst": 41234, "tcp_flags": flows.TCP_RST | flows.TCP_ACK}
+    assert purpose(table.lookup(**answer)) == (WEB_ID, flows.PROBE_REPLY)
+    assert table.forward(**answer) == [(ofp.OFPP_CONTROLLER, answer)]
+    forged = {**answer, "in_port": 2}            # the same segment from a client's port
+    assert table.forward(**forged) == [(ofp.OFPP_NORMAL, forged)]
+    arp = {"in_port": 3, "eth_type": 0x0806, "arp_tpa": PROBE_IP}
+    assert table.forward(**arp) == [(ofp.OFPP_CONTROLLER, arp)]
+    assert table.forward(**{**arp, "in_port": 2}) == [(ofp.OFPP_NORMAL, {**arp, "in_port": 2})]
+
+
 def test_fin_and_rst_from_the_primary_are_held(table):
     fin = {**PRIMARY, "tcp_flags": flows.TCP_FIN | flows.TCP_ACK}
     rst = {**PRIMARY, "tcp_flags": flows.TCP_RST}
@@ -117,7 +128,7 @@ def test_mirror_port_traffic_is_dropped_not_missed(table):
 def test_other_traffic_hits_the_normal_default_and_an_empty_table_misses(table):
     arp = dict(in_port=2, eth_type=0x0806, arp_tpa="10.0.0.77")
     assert table.forward(**arp) == [(ofp.OFPP_NORMAL, arp)]
-    assert purpose(table.lookup(eth_type=0x0806, arp_tpa="10.0.0.99", in_port=2)) == (0, flows.PROBE_ARP)
+    assert purpose(table.lookup(eth_type=0x0806, arp_tpa=PROBE_IP, in_port=3)) == (0, flows.PROBE_ARP)
     assert FakeOFTable().lookup(**CLIENT) is None and FakeOFTable().forward(**CLIENT) == []
 
 

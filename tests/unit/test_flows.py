@@ -11,8 +11,8 @@ from ftcp.plan import plan_switch
 CONF = config.parse({
     "services": [{
         "name": "web", "address": "10.0.0.10", "port": 80,
-        "primary": {"port": "s1-eth3"},
-        "backups": [{"name": "b1", "address": "10.0.0.20", "data_port": "s1-eth4", "mirror_port": "s1-eth5"}],
+        "primary": {"port": "s1-eth3", "mac": "00:00:00:00:00:10"},
+        "backups": [{"name": "b1", "address": "10.0.0.20", "data_port": "s1-eth4", "mirror_port": "s1-eth5", "mac": "00:00:00:00:00:20"}],
     }],
 })
 PORTS = {"s1-eth1": 1, "s1-eth2": 2, "s1-eth3": 3, "s1-eth4": 4, "s1-eth5": 5}
@@ -104,9 +104,9 @@ def test_delete_service_matches_service_id_any_purpose():
 
 def test_two_backups_mirror_to_both():
     conf = config.parse({"services": [{
-        "name": "s", "address": "10.0.0.10", "port": 80, "primary": {"port": 3},
-        "backups": [{"name": "b1", "address": "10.0.0.20", "data_port": 4, "mirror_port": 5},
-                    {"name": "b2", "address": "10.0.0.21", "data_port": 6, "mirror_port": 7}]}]})
+        "name": "s", "address": "10.0.0.10", "port": 80, "primary": {"port": 3, "mac": "00:00:00:00:00:10"},
+        "backups": [{"name": "b1", "address": "10.0.0.20", "data_port": 4, "mirror_port": 5, "mac": "00:00:00:00:00:20"},
+                    {"name": "b2", "address": "10.0.0.21", "data_port": 6, "mirror_port": 7, "mac": "00:00:00:00:00:20"}]}]})
     plan, = plan_switch(conf, {f"p{i}": i for i in range(1, 8)})
     mods = [wire(m) for m in flows.service_flows(FakeDatapath(), plan)]
     assert outputs(mods[0]) == [3, 5, 7]

@@ -1,5 +1,5 @@
 """Probes and the FIN/RST hold: verdicts only for an armed prober, releases on life."""
-from ftcp.probe import DEAD, SILENT, Prober, ReadPort, Release, SendProbe, Verdict
+from ftcp.probe import DEAD, PROBE_PORT_BASE, SILENT, Prober, ReadPort, Release, SendProbe, Verdict
 
 
 def alive(p, now):
@@ -155,3 +155,16 @@ def test_answer_to_a_probe_older_than_the_hold_does_not_release():
     assert p.held == ["fin"]
     v, = p.answer(fresh.sport, fresh.seq + 1, syn_ack=False, rst=True)
     assert v.kind == DEAD and p.held == []
+
+
+def test_probe_ports_and_sequence_numbers_come_from_the_secret_source():
+    draws = iter([7, 9, 7, 9, 0xDEADBEEF])   # the second probe's first port draw is taken: drawn again
+    p = Prober("web", interval=0.05, misses=3, rand=lambda bits: next(draws))
+    first, = [a for a in p.tick(0.0) if isinstance(a, SendProbe)]
+    assert (first.sport, first.seq) == (PROBE_PORT_BASE + 7, 9)
+    second, = [a for a in p.tick(0.05) if isinstance(a, SendProbe)]
+    assert (second.sport, second.seq) == (PROBE_PORT_BASE + 9, 0xDEADBEEF)
+    # by default the operating system's randomness: not a sequence anyone can replay
+    a, b = Prober("web", interval=0.05, misses=3), Prober("web", interval=0.05, misses=3)
+    assert [x.seq for x in a.tick(0.0) if isinstance(x, SendProbe)] != \
+        [x.seq for x in b.tick(0.0) if isinstance(x, SendProbe)]

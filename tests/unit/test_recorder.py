@@ -3,9 +3,9 @@ from ftcp import config
 from ftcp.recorder import Recorder
 from ftcp.store import StoreError
 
-SVC = config.parse({"services": [{"name": "web", "address": "10.0.0.10", "port": 80, "primary": {"port": 3},
+SVC = config.parse({"services": [{"name": "web", "address": "10.0.0.10", "port": 80, "primary": {"port": 3, "mac": "00:00:00:00:00:10"},
                                   "backups": [{"name": "b1", "address": "10.0.0.20", "data_port": 4,
-                                               "mirror_port": 5}]}]}).services[0]
+                                               "mirror_port": 5, "mac": "00:00:00:00:00:20"}]}]}).services[0]
 
 
 class FakeStore:
