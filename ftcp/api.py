@@ -533,6 +533,10 @@ AGENT_METRICS = (
     ("ftcp_agent_buffered_bytes", "gauge", "buffered", "Client bytes waiting to be written to Redis."),
     ("ftcp_agent_lost_connections_total", "counter", "lost_conns",
      "Connections that lost protection because their log could not be stored."),
+    ("ftcp_agent_bad_checksum_total", "counter", "bad_checksum",
+     "Client segments with a wrong TCP checksum, not tracked (the primary's kernel drops them too)."),
+    ("ftcp_agent_out_of_window_total", "counter", "out_of_window",
+     "Client segments outside what the primary would accept (sequence, RST or ACK), not tracked."),
     ("ftcp_agent_divergent_bytes_total", "counter", "divergent_bytes",
      "Bytes of the primaries' output that hot replicas produced differently, tolerated (divergence: aligned)."),
 )

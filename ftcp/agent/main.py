@@ -186,7 +186,7 @@ class Agent:
         # The writer adds its own counters (bytes_logged, redis_errors, ...) when it writes.
         return {"pid": os.getpid(), "iface": self.args.iface, "started": f"{self.started:.6f}",
                 "heartbeat": f"{now:.6f}", "packets": t.packets, "ignored": t.ignored, "malformed": t.malformed,
-                "s2c_unseen": t.s2c_unseen, "divergent_bytes": self.pool.differed_total if self.pool else 0,
+                "s2c_unseen": t.s2c_unseen, "bad_checksum": t.bad_checksum, "out_of_window": t.out_of_window, "divergent_bytes": self.pool.differed_total if self.pool else 0,
                 "kernel_received": self.capture.received, "kernel_drops": self.capture.dropped,
                 "conns": len(t.conns), "services": ",".join(sorted(self.services.values())),
                 "control": int(self.control.subscribed.is_set()),

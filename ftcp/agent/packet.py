@@ -4,6 +4,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
+import sys
+from array import array
 
 # TCP flag bits (RFC 793, RFC 3168), as in byte 13 of the TCP header
 FIN = 0x01  # end of data
@@ -48,7 +50,7 @@ class Segment:
     """One parsed TCP segment. ``payload`` is a slice of the frame (bytes for bytes input)."""
 
     __slots__ = ("src_ip", "dst_ip", "src_port", "dst_port", "seq", "ack", "flags", "window",
-                 "payload", "ts_val", "ts_ecr", "syn_options")
+                 "payload", "ts_val", "ts_ecr", "syn_options", "raw")
 
     def __init__(self, src_ip, dst_ip, src_port, dst_port, seq, ack, flags, window,
                  payload, ts_val=None, ts_ecr=None, syn_options=None):
@@ -64,6 +66,7 @@ class Segment:
         self.ts_val = ts_val
         self.ts_ecr = ts_ecr
         self.syn_options = syn_options
+        self.raw = None          # the whole TCP segment (header and payload), for checksum_ok
 
     def __repr__(self) -> str:
         return (f"Segment({ip_str(self.src_ip)}:{self.src_port} > {ip_str(self.dst_ip)}:{self.dst_port}"
@@ -118,8 +121,30 @@ def _options(frame, i, end, syn):
     return ts_val, ts_ecr, None
 
 
+def checksum_ok(seg: Segment) -> bool:
+    """Is the TCP checksum right (RFC 793 pseudo-header + segment)? A segment parsed
+    from bytes built by hand (no ``raw``) is taken as it is."""
+    raw = seg.raw
+    if raw is None:
+        return True
+    n = len(raw)
+    words = array("H", bytes(raw) + b"\0" if n & 1 else bytes(raw))
+    total = sum(words)
+    total = (total & 0xFFFF) + (total >> 16)
+    total = (total & 0xFFFF) + (total >> 16)
+    if _LITTLE:
+        total = ((total & 0xFF) << 8) | (total >> 8)   # the ones' complement sum of swapped words
+    src, dst = seg.src_ip, seg.dst_ip
+    total += (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF) + IPPROTO_TCP + n
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total == 0xFFFF
+
+
+_LITTLE = sys.byteorder == "little"
+
+
 def parse_frame(frame) -> Segment | None:
-    """Parse an Ethernet II frame carrying IPv4/TCP; None for anything else or anything malformed."""
     n = len(frame)
     if n < _MIN_FRAME:
         return None
@@ -151,17 +176,20 @@ def parse_frame(frame) -> Segment | None:
         return None
     if doff == 20:
         if flags & SYN:
-            return Segment(src, dst, sport, dport, seq, ack, flags, window, frame[t + 20:end], None, None,
-                           {"mss": None, "wscale": None, "sack_perm": False, "ts": False})
-        return Segment(src, dst, sport, dport, seq, ack, flags, window, frame[t + 20:end])
-    if doff == 32 and not flags & SYN:
-        magic, ts_val, ts_ecr = _III(frame, t + 20)
-        if magic == _NOP_NOP_TS:
-            return Segment(src, dst, sport, dport, seq, ack, flags, window, frame[t + 32:end], ts_val, ts_ecr)
-    opts = _options(frame, t + 20, t + doff, flags & SYN)
-    if opts is None:
-        return None
-    return Segment(src, dst, sport, dport, seq, ack, flags, window, frame[t + doff:end], *opts)
+            seg = Segment(src, dst, sport, dport, seq, ack, flags, window, frame[t + 20:end], None, None,
+                          {"mss": None, "wscale": None, "sack_perm": False, "ts": False})
+        else:
+            seg = Segment(src, dst, sport, dport, seq, ack, flags, window, frame[t + 20:end])
+    elif doff == 32 and not flags & SYN and _III(frame, t + 20)[0] == _NOP_NOP_TS:
+        _, ts_val, ts_ecr = _III(frame, t + 20)
+        seg = Segment(src, dst, sport, dport, seq, ack, flags, window, frame[t + 32:end], ts_val, ts_ecr)
+    else:
+        opts = _options(frame, t + 20, t + doff, flags & SYN)
+        if opts is None:
+            return None
+        seg = Segment(src, dst, sport, dport, seq, ack, flags, window, frame[t + doff:end], *opts)
+    seg.raw = frame[t:end]
+    return seg
 
 
 def ip_str(ip: int) -> str:

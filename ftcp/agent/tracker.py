@@ -10,7 +10,7 @@ per-packet path must stay in one place to stay fast.
 """
 from __future__ import annotations
 
-from ftcp.agent.packet import ACK, FIN, RST, SYN, ip_int, ip_str, parse_frame
+from ftcp.agent.packet import ACK, FIN, RST, SYN, checksum_ok, ip_int, ip_str, parse_frame
 
 MASK = 0xFFFFFFFF
 HALF = 0x80000000
@@ -34,6 +34,8 @@ DEFAULT_MSS = 536
 # RFC 7323 2.3: a shift above 14 is used as 14.
 MAX_WSCALE = 14
 DEFAULT_MAX_OOO = 4 << 20
+# The largest window TCP can advertise (65535 << 14): what a window not seen yet may be.
+MAX_WINDOW = 65535 << MAX_WSCALE
 
 
 def seq_diff(a: int, b: int) -> int:
@@ -291,6 +293,9 @@ class Tracker:
         self.ignored = 0
         self.malformed = 0
         self.s2c_unseen = 0   # server bytes acked by clients that the mirror never showed us
+        # client segments the primary's kernel would not accept either: never tracked
+        self.bad_checksum = 0
+        self.out_of_window = 0
         # Called with (conn, server stream offset, payload) for every server segment
         # with data of a protected connection (the hot standby's divergence check).
         self.s2c_hook = None
@@ -430,6 +435,16 @@ class Tracker:
         if flags & SYN:
             # retransmitted SYN (same ISN), or one the server answers with a challenge ACK
             return
+        # Anyone on the clients' side can send any segment with this connection's
+        # addresses. Take it only as the primary's kernel would (RFC 793, 5961), or
+        # the log and the state would hold what the primary never accepted.
+        if not checksum_ok(seg):
+            self.bad_checksum += 1
+            return
+        cb = c._cb
+        if cb is not None and not self._acceptable(c, seg, flags, cb):
+            self.out_of_window += 1
+            return
         if flags & RST:
             self._close(c, now, rst=True)
             return
@@ -495,6 +510,29 @@ class Tracker:
                 c._c_fin = off + n
                 if c.state is not CLOSING:
                     c.state = CLOSING
+
+    @staticmethod
+    def _acceptable(c, seg, flags, cb) -> bool:
+        """Would the primary take this client segment? Its sequence number within the
+        window the server advertised; a RST only exactly at the next expected byte
+        (or the one before, after the client's FIN: Linux's tcp_reset_check); an ACK
+        no further than the server can have sent (what we saw, plus the client's
+        window for segments the mirror missed)."""
+        rcv = c._c_rcv
+        off = rcv + ((seg.seq - cb - rcv + HALF) & MASK) - HALF
+        if flags & RST:
+            return off == rcv or (c.fin_c and off == rcv + 1)
+        window = c.s_win_scaled if c.s_win_scaled is not None else MAX_WINDOW
+        if off > max(c._s_ack_off, 0) + window and off > rcv:
+            return False
+        sb = c._sb
+        if flags & ACK and sb is not None:
+            hi = c._c_ack_off
+            acked = hi + ((seg.ack - sb - hi + HALF) & MASK) - HALF
+            sent = max(c._s_hi, c._s_fin + 1)
+            if acked > sent + (c.c_win_scaled if c.c_win_scaled is not None else MAX_WINDOW):
+                return False
+        return True
 
     def _server(self, c, seg, flags, now):
         if flags & SYN:

@@ -6,7 +6,7 @@ import pytest
 from scapy.all import ARP, ICMP, IP, TCP, UDP, Dot1Q, Ether, IPv6
 from scapy.layers.inet import IPOption_RR
 
-from ftcp.agent.packet import (ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, Segment, flag_str, ip_int,
+from ftcp.agent.packet import (ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, Segment, checksum_ok, flag_str, ip_int,
                                ip_str, parse_frame)
 
 C, S = "10.0.0.1", "10.0.0.2"
@@ -339,3 +339,14 @@ def test_agent_modules_do_not_import_scapy():
                           "print(sorted(m for m in sys.modules if m.startswith('scapy')))"],
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_checksum_ok_accepts_what_scapy_builds_and_refuses_one_flipped_bit():
+    for payload in (b"", b"x", b"hello world", bytes(range(256)) * 5 + b"odd"):
+        frame = bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.10") / TCP(sport=40000, dport=7000, flags="PA",
+                                                                       seq=123, ack=456) / payload)
+        assert checksum_ok(parse_frame(frame))
+        for flip in (len(frame) - 1, 14 + 20 + 4):          # a payload byte, a sequence number byte
+            bad = bytearray(frame)
+            bad[flip] ^= 0x01
+            assert not checksum_ok(parse_frame(memoryview(bytes(bad))))

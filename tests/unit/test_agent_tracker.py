@@ -877,3 +877,62 @@ def test_a_silent_half_closed_connection_times_out_but_an_idle_established_one_n
     assert a in t.take_dirty()                         # written as closed
     assert t.expire(122.0 + t.grace + 1) == [a]        # and gone after the grace period
     assert b.state == "established" and b.key in t.conns
+
+
+# --- what anyone on the clients' side can send (RFC 793 / 5961, as Linux takes it) ------------
+
+def established_with_data(t):
+    L = Link(t)
+    conn = L.handshake()
+    L.data(0, 100)
+    L.sack(100)
+    drain(conn)
+    return L, conn
+
+
+def test_a_blind_rst_does_not_close_the_record_one_at_the_next_byte_does(t):
+    L, conn = established_with_data(t)
+    for seq in (L.cs(99), L.cs(101), L.cs(5000), random.Random(1).getrandbits(32)):
+        L.c("R", seq)
+        assert conn.state == "established" and not conn.rst
+    assert t.out_of_window == 4
+    L.c("R", L.cs(100))
+    assert conn.state == "closed" and conn.rst
+
+
+def test_after_the_client_s_fin_a_rst_one_past_it_is_taken(t):
+    L, conn = established_with_data(t)
+    L.data(100, 0, flags="FA")
+    L.c("R", L.cs(101))
+    assert conn.state == "closed"
+
+
+def test_a_fin_or_data_beyond_the_server_s_window_is_not_taken(t):
+    L, conn = established_with_data(t)
+    window = 509 << 9                                   # what the server last advertised, scaled
+    L.sack(100, win=509)
+    L.c("FA", L.cs(100 + window + 1), L.ss(0))
+    L.c("PA", L.cs(100 + window + 1), L.ss(0), b"evil")
+    assert not conn.fin_c and conn.state == "established" and conn._ooo is None
+    L.data(100, 10)                                     # the real client goes on
+    assert drain(conn) == STREAM[100:110] and conn.status == "protected"
+
+
+def test_an_ack_far_beyond_what_the_server_sent_is_not_taken(t):
+    L, conn = established_with_data(t)
+    L.cack(1 << 31 - 1)
+    L.cack(10_000_000)
+    assert conn.s2c_unseen == 0 and conn.to_state()["s2c_acked"] <= 0
+    L.sdata(0, 50, 100)
+    L.cack(50)
+    assert conn.to_state()["s2c_acked"] == 50
+
+
+def test_a_bad_checksum_copy_is_not_logged_the_good_one_is(t):
+    L, conn = established_with_data(t)
+    bad = bytearray(frame(C, S, 40000, SPORT, "PA", L.cs(100), L.ss(0), b"EVIL"))
+    bad[-8] ^= 0xFF                                     # a byte of the TCP header's checksum-covered part
+    t.feed_frame(bytes(bad), L.now)
+    assert t.bad_checksum == 1 and drain(conn) == b""
+    L.c("PA", L.cs(100), L.ss(0), b"good")
+    assert drain(conn) == b"good"
