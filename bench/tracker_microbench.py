@@ -22,7 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ftcp.agent.packet import ACK, PSH, SYN, ip_int, parse_frame  # noqa: E402
+from ftcp.agent.packet import (ACK, PSH, SYN, internet_checksum, ip_int, parse_frame,  # noqa: E402
+                               tcp_pseudo_header)
 from ftcp.agent.tracker import Tracker  # noqa: E402
 
 MSS = 1448
@@ -45,6 +46,8 @@ def frame(src, dst, sport, dport, seq, ack, flags, payload=b"", ts=None, syn=Fal
         opts = b""
     tcp = _TCP.pack(sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, (20 + len(opts)) // 4 << 4, flags,
                     window, 0, 0) + opts
+    check = internet_checksum(tcp_pseudo_header(src, dst, len(tcp) + len(payload)) + tcp + payload)
+    tcp = tcp[:16] + struct.pack("!H", check) + tcp[18:]
     total = 20 + len(tcp) + len(payload)
     ip = _IP.pack(0x45, 0, total, 0, 0x4000, 64, 6, 0, src, dst)
     mac_d, mac_s = (MAC_S, MAC_C) if dst == SVC_IP else (MAC_C, MAC_S)

@@ -24,6 +24,8 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from ftcp.agent.packet import internet_checksum, tcp_pseudo_header
+
 TCP_ACK = 0x10
 DUPLICATES = 3
 
@@ -38,15 +40,6 @@ class AckNumbers:
     tsecr: int          # the client's latest timestamp we know of
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def ack_segment(local: tuple, remote: tuple, n: AckNumbers, timestamps: bool) -> bytes:
     """An IPv4 packet (header included) carrying a pure ACK from local to remote."""
     options = struct.pack("!BBBBII", 1, 1, 8, 10, n.tsval, n.tsecr) if timestamps else b""
@@ -54,10 +47,10 @@ def ack_segment(local: tuple, remote: tuple, n: AckNumbers, timestamps: bool) ->
     offset = (20 + len(options)) // 4
     header = struct.pack("!HHIIBBHHH", local[1], remote[1], n.snd_nxt, n.rcv_nxt, offset << 4, TCP_ACK,
                          min(n.window, 0xFFFF), 0, 0) + options
-    pseudo = src + dst + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(header))
-    tcp = header[:16] + struct.pack("!H", _checksum(pseudo + header)) + header[18:]
+    pseudo = tcp_pseudo_header(int.from_bytes(src, "big"), int.from_bytes(dst, "big"), len(header))
+    tcp = header[:16] + struct.pack("!H", internet_checksum(pseudo + header)) + header[18:]
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, socket.IPPROTO_TCP, 0, src, dst)
-    return ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:] + tcp
+    return ip[:10] + struct.pack("!H", internet_checksum(ip)) + ip[12:] + tcp
 
 
 class AckSender:
