@@ -491,11 +491,14 @@ class Api:
 
     def _redis_families(self, conf: Config, now: float) -> tuple:
         """The metric families read from Redis, and the agents' records."""
-        services, conns, unprotected, divergent = collections.Counter(), [], [], []
+        services, conns, unprotected, divergent, replicas = collections.Counter(), [], [], [], []
         for service in conf.services:
             record = self.store.service_state(service.name) or {}
             services[record.get("status") or "configured"] += 1
-            rows = self._live_conns(service.name, ("status", "reason", "divergent_bytes")).values()
+            rows = self._live_conns(service.name, ("status", "reason", "divergent_bytes", "replica")).values()
+            by_replica = collections.Counter((row.get("replica") or "none").split(":")[0] for row in rows)
+            replicas += [({"service": service.name, "replica": r}, by_replica[r])
+                         for r in sorted({"hot", "cold", "failed"} | set(by_replica))]
             differed = [row["divergent_bytes"] for row in rows if isinstance(row.get("divergent_bytes"), int)
                         and row["divergent_bytes"] > 0]
             divergent.append(({"service": service.name}, len(differed)))
@@ -512,6 +515,9 @@ class Api:
             ("ftcp_connections", "gauge", "Live connections by service and status.", conns),
             ("ftcp_unprotected_connections", "gauge", "Live unprotected connections by service and reason class.",
              unprotected),
+            ("ftcp_connections_by_replica", "gauge", "Live connections by service and the state of their replica "
+             "on the backup: hot, cold (replayed at takeover), failed (replayed cold), none (no data yet).",
+             replicas),
             ("ftcp_divergent_connections", "gauge", "Live connections whose hot replica's output differed from "
              "the primary's in a way the service's divergence rule tolerates (aligned).", divergent),
             ("ftcp_agent_up", "gauge", f"1 if the backup's agent sent a heartbeat in the last "
@@ -537,6 +543,16 @@ AGENT_METRICS = (
      "Client segments with a wrong TCP checksum, not tracked (the primary's kernel drops them too)."),
     ("ftcp_agent_out_of_window_total", "counter", "out_of_window",
      "Client segments outside what the primary would accept (sequence, RST or ACK), not tracked."),
+    ("ftcp_agent_other_frames_total", "counter", "other_frames",
+     "Mirrored frames that are not IPv4/TCP (apart from malformed ones)."),
+    ("ftcp_agent_refused_connections_total", "counter", "refused",
+     "New connections not tracked: the agent held --max-conns records."),
+    ("ftcp_agent_evicted_records_total", "counter", "evicted",
+     "Records with no handshake seen, dropped (idle, or for newer ones past --max-embryonic)."),
+    ("ftcp_agent_replica_failures_total", "counter", "replica_failures",
+     "Hot replicas that failed (connect, I/O, not reading their input); those connections are replayed cold."),
+    ("ftcp_agent_unverified_segments_total", "counter", "unverified",
+     "Primary segments that could not be compared with the replica's output (it was gone, or too much waited)."),
     ("ftcp_agent_divergent_bytes_total", "counter", "divergent_bytes",
      "Bytes of the primaries' output that hot replicas produced differently, tolerated (divergence: aligned)."),
 )

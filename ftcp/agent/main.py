@@ -26,7 +26,7 @@ from ftcp.agent.coordinator import Coordinator
 from ftcp.agent.packet import ip_int
 from ftcp.agent.replica import HotStandby, ReplicaPool
 from ftcp.agent.takeover import Splicer
-from ftcp.agent.tracker import CAPTURE_GAP, CLOSED, ESTABLISHED, PROTECTED, Conn, Tracker
+from ftcp.agent.tracker import CAPTURE_GAP, CLOSED, ESTABLISHED, PROTECTED, Conn, Limits, Tracker
 from ftcp.agent.wakeup import Wakeup
 from ftcp.agent.writer import LogWriter, WriterThread
 from ftcp.store import Store, StoreError, agent_channel
@@ -110,7 +110,10 @@ class Agent:
         if not self.services:
             raise ftcp_config.ConfigError("services", f"no service lists backup {args.backup!r}")
         self.tracker = Tracker(self.services, log_cap=args.log_cap, grace=args.grace,
-                               half_closed_timeout=args.half_closed_timeout)
+                               half_closed_timeout=args.half_closed_timeout,
+                               limits=Limits(conns=args.max_conns, embryonic=args.max_embryonic,
+                                             embryonic_timeout=args.embryonic_timeout, ooo_bytes=args.max_ooo,
+                                             ooo_segments=args.max_ooo_segments, ooo_total=args.max_ooo_total))
         self.replicas = replicas(self.defined.values(), args.backup)
         self.divergence = {svc.name: svc.divergence for svc in self.defined.values()}
         self.pool = ReplicaPool(self.replicas) if args.standby == "hot" else None
@@ -186,7 +189,10 @@ class Agent:
         # The writer adds its own counters (bytes_logged, redis_errors, ...) when it writes.
         return {"pid": os.getpid(), "iface": self.args.iface, "started": f"{self.started:.6f}",
                 "heartbeat": f"{now:.6f}", "packets": t.packets, "ignored": t.ignored, "malformed": t.malformed,
-                "s2c_unseen": t.s2c_unseen, "bad_checksum": t.bad_checksum, "out_of_window": t.out_of_window, "divergent_bytes": self.pool.differed_total if self.pool else 0,
+                "s2c_unseen": t.s2c_unseen, "bad_checksum": t.bad_checksum, "out_of_window": t.out_of_window,
+                "other_frames": t.other, "refused": t.refused, "evicted": t.evicted, "ooo_total": t.ooo_total,
+                "replica_failures": self.pool.failures if self.pool else 0,
+                "unverified": self.pool.unverified if self.pool else 0, "divergent_bytes": self.pool.differed_total if self.pool else 0,
                 "kernel_received": self.capture.received, "kernel_drops": self.capture.dropped,
                 "conns": len(t.conns), "services": ",".join(sorted(self.services.values())),
                 "control": int(self.control.subscribed.is_set()),
@@ -353,6 +359,20 @@ def build_parser():
                          "(keep it below the controller's takeover_timeout)")
     ap.add_argument("--max-hot", type=int, default=256,
                     help="connections kept in hot standby at most; the others are replayed cold (default 256)")
+    defaults = Limits()
+    ap.add_argument("--max-conns", type=int, default=defaults.conns,
+                    help=f"connection records at most; past it no new one is made (default {defaults.conns})")
+    ap.add_argument("--max-embryonic", type=int, default=defaults.embryonic,
+                    help="records with no handshake seen (anyone can make them) at most; past it the oldest "
+                         f"is dropped (default {defaults.embryonic})")
+    ap.add_argument("--embryonic-timeout", type=float, default=defaults.embryonic_timeout,
+                    help=f"seconds such a record lives without traffic (default {defaults.embryonic_timeout:g})")
+    ap.add_argument("--max-ooo", type=parse_size, default=defaults.ooo_bytes,
+                    help="out-of-order client bytes held per connection before it is unprotected (default 4M)")
+    ap.add_argument("--max-ooo-segments", type=int, default=defaults.ooo_segments,
+                    help=f"... and segments (default {defaults.ooo_segments})")
+    ap.add_argument("--max-ooo-total", type=parse_size, default=defaults.ooo_total,
+                    help="... and bytes over every connection (default 64M)")
     ap.add_argument("--standby", choices=["hot", "cold"], default="hot",
                     help="hot: keep a replica connection in step per connection (default); "
                          "cold: replay the log from Redis at takeover")

@@ -203,6 +203,17 @@ def parse_frame(frame) -> Segment | None:
     return seg
 
 
+def is_ipv4_tcp(frame) -> bool:
+    """Does the frame say it carries IPv4/TCP (one VLAN tag allowed)? For telling a
+    broken segment from a frame that is not TCP at all, after parse_frame refused it."""
+    if len(frame) < 14:
+        return False
+    etype, l3 = _ETYPE(frame, 12)[0], 14
+    if etype in (ETH_P_8021Q, ETH_P_8021AD) and len(frame) >= 18:
+        etype, l3 = _ETYPE(frame, 16)[0], 18
+    return etype == ETH_P_IP and len(frame) > l3 + 9 and frame[l3 + 9] == IPPROTO_TCP
+
+
 def ip_str(ip: int) -> str:
     """Dotted quad of a 32-bit IPv4 address."""
     return socket.inet_ntoa(ip.to_bytes(4, "big"))

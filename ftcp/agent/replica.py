@@ -109,6 +109,7 @@ class ReplicaPool(threading.Thread):
         self.failures = 0
         self.diverged = {}      # conn id -> reason (read by the capture thread)
         self.differed = {}      # conn id -> bytes that differed and were tolerated (aligned divergence)
+        self.failed = {}        # conn id -> why its replica is unusable (read by the capture thread)
         self.unverified = 0     # primary segments that could not be compared (output already gone)
         self.differed_total = 0
 
@@ -182,6 +183,9 @@ class ReplicaPool(threading.Thread):
         elif kind == "feed":
             if not rep.failed:     # a replica that failed is never fed again
                 rep.out += cmd[2]
+                if len(rep.out) > self.max_tail:
+                    self._fail(rep, f"the replica does not read its input: {len(rep.out)} bytes waiting")
+                    rep.out = bytearray()
         elif kind == "acked":
             rep.acked = max(rep.acked, cmd[2])
             self._check(rep)
@@ -213,11 +217,17 @@ class ReplicaPool(threading.Thread):
         self._replicas[conn_id] = rep
         err = sock.connect_ex(addr)
         if err not in (0, errno.EINPROGRESS):
-            rep.failed = f"cannot connect to the replica at {addr[0]}:{addr[1]}: {os.strerror(err)}"
-            self.failures += 1
+            self._fail(rep, f"cannot connect to the replica at {addr[0]}:{addr[1]}: {os.strerror(err)}")
             return
         rep.events = selectors.EVENT_WRITE
         self._sel.register(sock, rep.events, rep)
+
+    def _fail(self, rep, reason: str) -> None:
+        """The replica is unusable (a takeover replays the log instead)."""
+        rep.failed = reason
+        self.failures += 1
+        self.failed[rep.conn_id] = reason
+        LOG.warning("%s: %s", rep.conn_id, reason)
 
     def _update(self, rep):
         """Select for writing while there is input to give, for reading while the
@@ -265,9 +275,7 @@ class ReplicaPool(threading.Thread):
         except (BlockingIOError, InterruptedError):
             pass
         except OSError as e:
-            rep.failed = f"replica connection: {e.strerror or e}"
-            self.failures += 1
-            LOG.warning("%s: %s", rep.conn_id, rep.failed)
+            self._fail(rep, f"replica connection: {e.strerror or e}")
             self._sel.unregister(rep.sock)
             rep.events = 0
             return
@@ -312,6 +320,7 @@ class ReplicaPool(threading.Thread):
         del self._replicas[rep.conn_id]
         self.diverged.pop(rep.conn_id, None)   # the verdict travels in the Detached
         self.differed.pop(rep.conn_id, None)
+        self.failed.pop(rep.conn_id, None)
         if rep.events:
             self._sel.unregister(rep.sock)
             rep.events = 0
@@ -337,6 +346,7 @@ class ReplicaPool(threading.Thread):
         # connection on the same 4-tuple (commands run in order: no newer one exists).
         self.diverged.pop(rep.conn_id, None)
         self.differed.pop(rep.conn_id, None)
+        self.failed.pop(rep.conn_id, None)
         if rep.events:
             self._sel.unregister(rep.sock)
             rep.events = 0
@@ -381,6 +391,9 @@ class HotStandby:
             if reason is not None:
                 self.tracker.mark_unprotected(conn, reason)
             conn.divergent = self.pool.differed.get(cid, conn.divergent)
+            failed = self.pool.failed.get(cid)
+            if failed is not None:
+                conn.replica = f"failed: {failed}"
         if conn.status != "protected":
             self._checks.pop(conn, None)
             if current is not None:
@@ -391,11 +404,15 @@ class HotStandby:
             # A replica must be fed the log from its first byte: a connection passed
             # over once (max_hot reached) stays cold even when a slot frees later, or
             # its replica would answer a stream that starts mid-way (false divergence).
+            if not (data or conn.s2c_sent):
+                return    # nothing exchanged yet: a slot only for a connection that carries data
             if conn.isn_c is None or len(self._open) >= self.max_hot or conn.c2s_logged != len(data):
                 self._checks.pop(conn, None)
+                conn.replica = "cold"
                 return
             self.pool.open(cid, conn.service)
             self._open[cid] = conn
+            conn.replica = "hot"
         checks = self._checks.pop(conn, None)
         if checks:
             self.pool.expect(cid, checks)

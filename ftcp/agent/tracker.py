@@ -10,7 +10,9 @@ per-packet path must stay in one place to stay fast.
 """
 from __future__ import annotations
 
-from ftcp.agent.packet import ACK, FIN, RST, SYN, checksum_ok, ip_int, ip_str, parse_frame
+from dataclasses import dataclass
+
+from ftcp.agent.packet import ACK, FIN, RST, SYN, checksum_ok, ip_int, ip_str, is_ipv4_tcp, parse_frame
 
 MASK = 0xFFFFFFFF
 HALF = 0x80000000
@@ -34,6 +36,20 @@ DEFAULT_MSS = 536
 # RFC 7323 2.3: a shift above 14 is used as 14.
 MAX_WSCALE = 14
 DEFAULT_MAX_OOO = 4 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the tracker holds at most, whatever the clients send (``ftcp.agent --help``).
+    A connection that passes a bound of its own is unprotected with the reason; a new
+    record past ``conns`` is not made (counted in ``refused``)."""
+    conns: int = 100_000               # connection records in all
+    embryonic: int = 10_000            # records with no handshake seen (a SYN only, or no SYN at all);
+    #                                    past it the oldest is dropped for the new one
+    embryonic_timeout: float = 10.0    # such a record idle this long is dropped
+    ooo_bytes: int = DEFAULT_MAX_OOO   # out-of-order client bytes held per connection
+    ooo_segments: int = 4096           # ... and segments
+    ooo_total: int = 64 << 20          # ... and bytes over every connection
 # The largest window TCP can advertise (65535 << 14): what a window not seen yet may be.
 MAX_WINDOW = 65535 << MAX_WSCALE
 
@@ -73,6 +89,8 @@ class Conn:
         "s2c_unseen",
         # bytes of the primary's output its hot replica produced differently (aligned divergence)
         "divergent",
+        # the backup's replica for it: "hot", "cold" (a takeover replays the log), "failed: why", "" not yet
+        "replica",
         # seq of client/server offset 0 (ISN + 1); None until known
         "_cb", "_sb",
         # client bytes received contiguously (== c2s_logged while protected and under the cap)
@@ -85,7 +103,7 @@ class Conn:
         # -1 = nothing acked, 0 = the SYN acked
         "_c_ack_off", "_s_ack_off",
         # contiguous client bytes not yet taken; held out-of-order segments {offset: bytes}
-        "_pend", "_ooo", "_ooo_bytes",
+        "_pend", "_ooo", "_ooo_bytes", "_ooo_min",
         # rebuilt from Redis by a restarted agent, not yet seen to continue where it was
         "restored",
     )
@@ -118,6 +136,7 @@ class Conn:
         self.closed_at = None
         self.s2c_unseen = 0
         self.divergent = 0
+        self.replica = ""
         self._cb = self._sb = None
         self._c_rcv = self._s_hi = 0
         self._c_fin = self._s_fin = -1
@@ -125,6 +144,7 @@ class Conn:
         self._pend = []
         self._ooo = None
         self._ooo_bytes = 0
+        self._ooo_min = 0     # the lowest offset held (valid while _ooo)
         self.restored = False
 
     @classmethod
@@ -247,6 +267,7 @@ class Conn:
             "ooo_bytes": self._ooo_bytes,
             "s2c_unseen": self.s2c_unseen,
             "divergent_bytes": self.divergent,
+            "replica": self.replica,
             "first_seen": self.first_seen,
             "last_seen": self.last_seen,
             "closed_at": self.closed_at,
@@ -273,8 +294,8 @@ def _negotiate(conn: Conn) -> None:
 class Tracker:
     """Feeds segments into connections. ``services``: {(server_ip_int, server_port): name}."""
 
-    def __init__(self, services, log_cap, grace: float = 30.0, max_ooo: int = DEFAULT_MAX_OOO,
-                 half_closed_timeout: float = 120.0):
+    def __init__(self, services, log_cap, grace: float = 30.0, max_ooo: int = None,
+                 half_closed_timeout: float = 120.0, limits: Limits = Limits()):
         self.set_services(services)
         # A connection half-way through its handshake or its close that goes quiet this
         # long is taken as closed (its last ACK or RST was never seen); an established
@@ -285,13 +306,22 @@ class Tracker:
         # None = no cap; an int compare on the hot path either way
         self._cap = log_cap if log_cap is not None else 1 << 62
         self.grace = grace
-        self.max_ooo = max_ooo
+        if max_ooo is not None:
+            limits = Limits(**{**limits.__dict__, "ooo_bytes": max_ooo})
+        self.limits = limits
+        self.max_ooo = limits.ooo_bytes
         self.conns = {}
         self._dirty = {}
         self._closed = {}
+        self._embryonic = {}   # key -> Conn with no handshake seen, oldest first
+        self._evicted = []     # dropped before their time (bounds): handed out by expire
+        self.ooo_total = 0     # out-of-order bytes held over every connection
+        self.refused = 0       # new connections not tracked: `conns` records already
+        self.evicted = 0       # embryonic records dropped for newer ones
         self.packets = 0
         self.ignored = 0
         self.malformed = 0
+        self.other = 0        # frames that are not IPv4/TCP (ARP, IPv6, ...): not ours, not broken
         self.s2c_unseen = 0   # server bytes acked by clients that the mirror never showed us
         # client segments the primary's kernel would not accept either: never tracked
         self.bad_checksum = 0
@@ -308,10 +338,14 @@ class Tracker:
 
     # --- per packet -----------------------------------------------------------------
     def feed_frame(self, frame, now: float):
-        """parse_frame + feed; frames that are not IPv4/TCP or are malformed count as malformed."""
+        """parse_frame + feed; frames that are not IPv4/TCP count as ``other``, broken
+        IPv4/TCP ones as ``malformed``."""
         seg = parse_frame(frame)
         if seg is None:
-            self.malformed += 1
+            if is_ipv4_tcp(frame):
+                self.malformed += 1
+            else:
+                self.other += 1
             return None
         return self.feed(seg, now)
 
@@ -390,6 +424,9 @@ class Tracker:
 
     def _open(self, key, name, seg, from_client, now):
         flags = seg.flags
+        if from_client and not checksum_ok(seg):
+            self.bad_checksum += 1
+            return None
         if from_client and flags & SYN and not flags & ACK:
             conn = Conn(key, name, now)
             conn.state = SYN_SENT
@@ -420,8 +457,19 @@ class Tracker:
         old = self.conns.get(key)
         if old is not None:
             self._closed.pop(key, None)
+            self._embryonic.pop(key, None)
+        elif len(self.conns) >= self.limits.conns:
+            if not self._embryonic:
+                return None        # counted by the caller with the ignored ones
+            self._evict(next(iter(self._embryonic.values())))
         self.conns[key] = conn
         self._dirty[key] = conn
+        if conn.state is SYN_SENT or (from_client and conn.status is UNPROTECTED):
+            # no handshake seen: anyone can make these, so they are bounded, short-lived,
+            # and never written to Redis or given a replica (ftcp/agent/writer.py)
+            self._embryonic[key] = conn
+            if len(self._embryonic) > self.limits.embryonic:
+                self._evict(next(iter(self._embryonic.values())))
         if not from_client:
             self._server(conn, seg, flags, now)
         elif conn.state is not SYN_SENT:
@@ -480,6 +528,7 @@ class Tracker:
                     if c.state is SYN_RECEIVED:
                         if off >= 0:
                             c.state = ESTABLISHED
+                            self._embryonic.pop(c.key, None)
                     elif c.state is CLOSING:
                         self._check_closed(c, now)
         payload = seg.payload
@@ -552,6 +601,10 @@ class Tracker:
         if flags & RST:
             self._close(c, now, rst=True)
             return
+        if c.state is not SYN_RECEIVED and c.key in self._embryonic:
+            # the primary talks on it (its port is the only way in for its segments): a
+            # connection that predates the agent, no longer a record anyone could forge
+            del self._embryonic[c.key]
         w = seg.window
         c.s_win = w
         c.s_win_scaled = w << c.wscale_s
@@ -614,7 +667,7 @@ class Tracker:
         if off < rcv:
             data = data[rcv - off:]  # overlaps what we have: deliver only the new tail
         self._deliver(c, data, end)
-        if c._ooo:
+        if c._ooo and c._ooo_min <= c._c_rcv:
             self._drain(c)
 
     def _deliver(self, c, data, end):
@@ -634,24 +687,37 @@ class Tracker:
         ooo = c._ooo
         if ooo is None:
             c._ooo = ooo = {}
+            c._ooo_min = off
+        elif off < c._ooo_min:
+            c._ooo_min = off
         old = ooo.get(off)
         if old is not None:
             if len(old) >= n:
                 return
             c._ooo_bytes -= len(old)
+            self.ooo_total -= len(old)
         ooo[off] = data
         c._ooo_bytes += n
-        if c._ooo_bytes > self.max_ooo:
-            self.mark_unprotected(c, OOO_OVERFLOW)
+        self.ooo_total += n
+        limits = self.limits
+        if c._ooo_bytes > self.max_ooo or len(ooo) > limits.ooo_segments:
+            self.mark_unprotected(c, f"{OOO_OVERFLOW}: {len(ooo)} segments, {c._ooo_bytes} bytes held")
+        elif self.ooo_total > limits.ooo_total:
+            self.mark_unprotected(c, f"{OOO_OVERFLOW}: {self.ooo_total} bytes held over all connections")
 
     def _drain(self, c):
+        """Deliver what the hole's filling made contiguous. Called only once the lowest
+        held offset is reached, so a long run of segments after a hole is not sorted
+        again for each one."""
         ooo = c._ooo
         rcv = c._c_rcv
         for off in sorted(ooo):
             if off > rcv:
-                break
+                c._ooo_min = off
+                return
             data = ooo.pop(off)
             c._ooo_bytes -= len(data)
+            self.ooo_total -= len(data)
             end = off + len(data)
             if end <= rcv:
                 continue
@@ -672,9 +738,34 @@ class Tracker:
         c.closed_at = now
         if rst:
             c.rst = True
+        self._drop_ooo(c)
+        if self._embryonic.get(c.key) is c:
+            del self._embryonic[c.key]
+        self._closed[c.key] = c
+
+    def _drop_ooo(self, c):
+        self.ooo_total -= c._ooo_bytes
         c._ooo = None
         c._ooo_bytes = 0
-        self._closed[c.key] = c
+
+    def _evict(self, c):
+        """Forget an embryonic record now (a bound, or its timeout): it was never
+        written anywhere, so it just goes (``expire`` hands it out once)."""
+        key = c.key
+        del self._embryonic[key]
+        if self.conns.get(key) is c:
+            del self.conns[key]
+        self._closed.pop(key, None)
+        if self._dirty.get(key) is c:
+            del self._dirty[key]
+        self._drop_ooo(c)
+        c.state = CLOSED
+        self._evicted.append(c)
+        self.evicted += 1
+
+    def embryonic(self, conn) -> bool:
+        """No handshake seen for it (yet): not written, not replicated."""
+        return self._embryonic.get(conn.key) is conn
 
     def mark_unprotected(self, conn, reason: str) -> None:
         """Unprotected for good; the first reason is kept. Held out-of-order bytes are dropped,
@@ -683,8 +774,7 @@ class Tracker:
             return
         conn.status = UNPROTECTED
         conn.reason = reason
-        conn._ooo = None
-        conn._ooo_bytes = 0
+        self._drop_ooo(conn)
         if self.conns.get(conn.key) is conn:
             self._dirty[conn.key] = conn
 
@@ -697,9 +787,13 @@ class Tracker:
         return dirty
 
     def expire(self, now: float) -> list:
-        """Remove and return connections closed more than ``grace`` seconds ago."""
+        """Remove and return connections closed more than ``grace`` seconds ago, and
+        embryonic ones dropped (idle ``embryonic_timeout``, or for newer ones)."""
         if now >= self._next_idle_check:
             self._next_idle_check = now + 1.0   # a scan of every connection: once a second
+            quiet = now - self.limits.embryonic_timeout
+            for c in [c for c in self._embryonic.values() if c.last_seen < quiet]:
+                self._evict(c)
             limit = now - self.half_closed_timeout
             for c in self.conns.values():
                 # closing or opening, or rebuilt after a restart and never seen since:
@@ -714,4 +808,7 @@ class Tracker:
             del self.conns[key]
             if self._dirty.get(key) is c:
                 del self._dirty[key]
+        if self._evicted:      # already out of every table
+            gone += self._evicted
+            self._evicted = []
         return gone

@@ -118,6 +118,8 @@ class LogWriter:
             for conn in tracker.take_dirty():
                 entry = self._entries.get(conn)
                 if entry is None:
+                    if tracker.embryonic(conn):
+                        continue   # no handshake seen: anyone can make these (ftcp/agent/tracker.py)
                     entry = self._new_entry(conn)
                 data = conn.take_c2s()
                 if self.tap is not None:
@@ -144,8 +146,7 @@ class LogWriter:
                     self.tap.gone(conn)
                 entry = self._entries.get(conn)
                 if entry is None:
-                    entry = self._new_entry(conn)
-                    entry.new = False
+                    continue       # never written: nothing to close in Redis
                 self._snapshot(entry, now)
                 entry.closed = True
             if self.buffered > self.max_buffer:

@@ -19,6 +19,7 @@ class FakePool:
         self.calls = []
         self.diverged = {}
         self.differed = {}
+        self.failed = {}
 
     def __getattr__(self, kind):
         if kind not in ("open", "feed", "expect", "acked", "finish", "drop"):
@@ -55,6 +56,8 @@ class FakeConn:
         self.s2c_acked = 0
         self.fin_c = False
         self.divergent = 0
+        self.replica = ""
+        self.s2c_sent = 0
 
 
 def log(hot, conn, data):
@@ -137,7 +140,10 @@ def test_new_connection_on_the_same_four_tuple_gets_a_new_replica(pool):
 def test_primary_segments_are_checked_on_the_next_seen(pool):
     hot, a = standby(pool), FakeConn("a")
     assert hot.tracker.s2c_hook == hot.primary_sent
+    log(hot, a, b"")                         # nothing exchanged yet: no slot
+    assert pool.of("a") == [] and a.replica == ""
     hot.primary_sent(a, 0, b"220 ready\n")   # before the replica exists: sent when it opens
+    a.s2c_sent = 10
     log(hot, a, b"")
     hot.primary_sent(a, 10, b"PONG a\n")
     hot.primary_sent(a, 17, b"PONG b\n")
@@ -148,6 +154,7 @@ def test_primary_segments_are_checked_on_the_next_seen(pool):
         ("expect", "a", [(10, 7, crc(b"PONG a\n")), (17, 7, crc(b"PONG b\n"))]),
         ("feed", "a", b"PING c\n"), ("acked", "a", 0),
     ]
+    assert a.replica == "hot"
 
 
 def test_an_aligned_service_keeps_the_primary_s_bytes_to_compare(pool):
@@ -351,3 +358,20 @@ def test_aligned_expectations_are_bounded_in_bytes(clock_replicas):
     wait_for(lambda: rp.unverified == 20)
     rep = rp._replicas["c1"]
     assert rep.expected_bytes == 100 and rep.checks[0][0] == 200
+
+
+def test_a_replica_failure_is_shown_on_its_connection(pool):
+    hot, a = standby(pool), FakeConn("a")
+    log(hot, a, b"x")
+    pool.failed["a"] = "replica connection: Connection refused"
+    log(hot, a, b"y")
+    assert a.replica == "failed: replica connection: Connection refused"
+
+
+def test_a_replica_that_does_not_read_its_input_fails_and_its_input_is_dropped(replicas):
+    replicas.max_tail = 1000
+    replicas.open("c1", "svc")
+    replicas.feed("c1", b"x" * 1001)
+    wait_for(lambda: "c1" in replicas.failed)
+    assert "does not read its input" in replicas.failed["c1"] and replicas.failures == 1
+    assert len(replicas._replicas["c1"].out) == 0

@@ -4,7 +4,7 @@ import json
 import random
 
 import pytest
-from scapy.all import IP, TCP, Ether
+from scapy.all import ARP, IP, TCP, Ether
 
 from ftcp.agent.packet import ACK, PSH, Segment, ip_int
 from ftcp.agent.tracker import MASK, Conn, Tracker, seq_diff, seq_leq, seq_lt
@@ -125,6 +125,7 @@ def test_handshake_with_options_full_state(t):
         "ooo_bytes": 0,
         "s2c_unseen": 0,
         "divergent_bytes": 0,
+        "replica": "",
         "first_seen": 10.0, "last_seen": 11.5, "closed_at": None, "restored": False,
     }
     assert json.loads(json.dumps(state)) == state
@@ -179,7 +180,7 @@ def test_to_state_keys(t):
         "c2s_logged", "c2s_next", "c2s_acked", "s_ack", "s2c_sent", "s2c_next", "s2c_acked", "c_ack",
         "c_win", "c_win_scaled", "s_win", "s_win_scaled", "c_tsval", "c_tsecr", "s_tsval", "s_tsecr",
         "fin_c", "fin_c_seq", "fin_s", "fin_s_seq", "rst", "ooo_bytes", "s2c_unseen", "divergent_bytes",
-        "first_seen", "last_seen", "closed_at", "restored"}
+        "replica", "first_seen", "last_seen", "closed_at", "restored"}
 
 
 def test_to_state_is_a_copy(t):
@@ -205,9 +206,10 @@ def test_direction_from_either_end_and_ignored(t):
 def test_counters_malformed_and_packets(t):
     L = Link(t)
     L.handshake()
-    assert t.feed_frame(b"\x00" * 10, 1.0) is None
+    assert t.feed_frame(b"\x00" * 10, 1.0) is None                       # not even Ethernet: not TCP
+    assert t.feed_frame(bytes(Ether() / ARP()), 1.0) is None               # a broadcast: not ours, not broken
     assert t.feed_frame(bytes(Ether() / IP(src=C, dst=S, flags="MF") / TCP(dport=SPORT)), 1.0) is None
-    assert (t.packets, t.ignored, t.malformed) == (3, 0, 2)
+    assert (t.packets, t.ignored, t.malformed, t.other) == (3, 0, 1, 2)
 
 
 def test_two_connections_are_independent(t):
@@ -641,7 +643,7 @@ def test_reassembly_buffer_overflow():
     L.data(70, 40)
     assert (conn.status, conn.ooo_bytes) == ("protected", 100)
     L.data(110, 1)
-    assert (conn.status, conn.reason, conn.ooo_bytes) == ("unprotected", "reassembly buffer overflow", 0)
+    assert (conn.status, conn.ooo_bytes) == ("unprotected", 0) and conn.reason.startswith("reassembly buffer overflow")
     L.data(0, 10)
     assert (drain(conn), conn.c2s_logged) == (b"", 0)
 
@@ -759,8 +761,10 @@ def test_expire_after_grace():
     L = Link(t)
     conn = L.handshake()
     idle = Link(t, cport=2, now=0.0).handshake()
-    idle_unprotected = Link(t, cport=3, now=0.0).data(0, 10)
-    assert idle_unprotected.status == "unprotected"
+    old = Link(t, cport=3, now=0.0)           # a connection older than the agent: the primary talks on it
+    idle_unprotected = old.data(0, 10)
+    old.sack(10)
+    assert idle_unprotected.status == "unprotected" and not t.embryonic(idle_unprotected)
     L.c("R", L.cs(0), now=10.0)
     assert t.expire(40.0) == []          # exactly grace: not yet
     assert L.key in t.conns
@@ -936,3 +940,48 @@ def test_a_bad_checksum_copy_is_not_logged_the_good_one_is(t):
     assert t.bad_checksum == 1 and drain(conn) == b""
     L.c("PA", L.cs(100), L.ss(0), b"good")
     assert drain(conn) == b"good"
+
+
+# --- bounds: what anyone can make the tracker hold ------------------------------------------
+
+def test_records_nobody_answered_are_embryonic_bounded_and_short_lived():
+    from ftcp.agent.tracker import Limits
+    t = Tracker(SERVICES, log_cap=1000, limits=Limits(embryonic=3, embryonic_timeout=10.0))
+    syns = [Link(t, cport=100 + i, now=float(i)) for i in range(4)]
+    conns = [L.c("S", L.isn_c, 0) for L in syns]
+    flagless = Link(t, cport=200, now=4.0).c("A", 12345, 678)      # no SYN, nobody answered
+    assert all(t.embryonic(c) for c in conns[2:] + [flagless])
+    assert conns[0].key not in t.conns and conns[1].key not in t.conns and t.evicted == 2
+    assert t.take_dirty() == [conns[2], conns[3], flagless]       # the evicted ones are not handed out
+    real = Link(t, cport=300, now=5.0).handshake()   # its SYN drops the oldest; its handshake makes it stay
+    assert not t.embryonic(real) and t.evicted == 3
+    assert t.expire(5.0) == conns[:3]                              # handed out once, to forget them
+    assert set(t.expire(15.5)) == {conns[3], flagless}             # idle 10 s
+    assert set(t.conns) == {real.key}
+
+
+def test_no_new_record_past_the_bound_when_none_is_embryonic():
+    from ftcp.agent.tracker import Limits
+    t = Tracker(SERVICES, log_cap=1000, limits=Limits(conns=2))
+    a, b = Link(t, cport=1).handshake(), Link(t, cport=2).handshake()
+    third = Link(t, cport=3)
+    assert third.c("S", third.isn_c, 0) is None and set(t.conns) == {a.key, b.key}
+
+
+def test_out_of_order_segments_are_bounded_per_connection_and_in_all():
+    from ftcp.agent.tracker import Limits
+    t = Tracker(SERVICES, log_cap=1 << 20, limits=Limits(ooo_segments=10, ooo_total=300))
+    L = Link(t)
+    conn = L.handshake()
+    for i in range(10):
+        L.data(10 + 2 * i, 1)                      # one-byte segments after a hole
+    assert conn.status == "protected" and conn.ooo_bytes == 10
+    L.data(40, 1)
+    assert conn.status == "unprotected" and "reassembly" in conn.reason and t.ooo_total == 0
+    M = Link(t, cport=41000)
+    other = M.handshake()
+    M.data(1, 200)
+    N = Link(t, cport=42000)
+    third = N.handshake()
+    N.data(1, 150)                                 # 350 bytes held in all: past ooo_total
+    assert other.status == "protected" and third.status == "unprotected" and t.ooo_total == 200

@@ -34,6 +34,10 @@ class FakeTracker:
         out, self.expired = self.expired, []
         return out
 
+    @staticmethod
+    def embryonic(conn):
+        return False
+
     def mark_unprotected(self, conn, reason):
         if conn.status == "protected":
             conn.status, conn.reason = "unprotected", reason

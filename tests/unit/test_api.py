@@ -464,6 +464,8 @@ def test_metrics(api, store, clock):
     agent.flush(NOW, heartbeat(NOW, kernel_drops=2, divergent_bytes=12))   # the writer adds its counters
     samples, helps = metrics_of(call(api, "metrics"))
     assert samples[("ftcp_divergent_connections", (("service", "web"),))] == 1
+    assert samples[("ftcp_connections_by_replica", (("replica", "none"), ("service", "web")))] == 2
+    assert samples[("ftcp_connections_by_replica", (("replica", "failed"), ("service", "web")))] == 0
     assert samples[("ftcp_agent_divergent_bytes_total", (("agent", "b1"),))] == 12
     assert samples[("ftcp_connections", (("service", "web"), ("status", "protected")))] == 1
     assert samples[("ftcp_connections", (("service", "web"), ("status", "unprotected")))] == 1

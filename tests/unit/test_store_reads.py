@@ -10,7 +10,7 @@ from ftcp.config import parse_service
 from tests.rest_support import SERVICE, FakeAgent, conn_id, fake_store
 
 # Fields of a connection record that are text by nature.
-TEXT_FIELDS = {"id", "service", "client_ip", "server_ip", "state", "status", "reason"}
+TEXT_FIELDS = {"id", "service", "client_ip", "server_ip", "state", "status", "reason", "replica"}
 
 
 @pytest.fixture
