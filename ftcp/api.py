@@ -36,6 +36,9 @@ DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 MUTATING = frozenset({"PUT", "POST", "DELETE"})
 TOKEN_HELP = "set [ftcp] api_token in ryu.conf or FTCP_API_TOKEN, and restart ryu-manager"
 
+# A connection's raw sequence and timestamp values: served only with the token.
+SEQUENCE_FIELDS = ("isn_c", "isn_s", "c2s_next", "s2c_next", "c_ack", "s_ack", "c_tsval", "c_tsecr", "s_tsval",
+                   "s_tsecr", "fin_c_seq", "fin_s_seq")
 # route name -> {HTTP method: handler}; ryu_apps/ftcp_rest.py maps paths to route names.
 ROUTES = {
     "services": {"GET": "_list_services"},
@@ -161,6 +164,13 @@ class Api:
             return 500, {"error": "internal error; the controller log has the details", "field": None}, JSON
 
     # --- checks ------------------------------------------------------------------------
+
+    def _authorized(self, header: Optional[str]) -> bool:
+        try:
+            self._authorize(header)
+            return True
+        except ApiError:
+            return False
 
     def _authorize(self, header: Optional[str]) -> None:
         if not self._token:
@@ -384,6 +394,10 @@ class Api:
             raise ApiError(404, f"no connection {conn_id} (closed connections are kept a few minutes)", "id")
         state["id"] = conn_id
         state["log_bytes"] = self.store.log_lengths([conn_id]).get(conn_id, 0)
+        if not self._authorized(req.authorization):
+            # with these anyone could forge a segment the primary would take
+            for field in SEQUENCE_FIELDS:
+                state.pop(field, None)
         return 200, state
 
     # --- health, events, metrics --------------------------------------------------------------

@@ -47,7 +47,7 @@ class Client:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        if method != "GET" and self.token:
+        if self.token:     # changes need it; reads show sequence numbers with it
             headers["Authorization"] = f"Bearer {self.token}"
         req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
@@ -191,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--url", default=os.environ.get("FTCP_API_URL", DEFAULT_URL),
                     help=f"API base URL (FTCP_API_URL; default {DEFAULT_URL})")
     ap.add_argument("--token", default=os.environ.get("FTCP_API_TOKEN", ""),
-                    help="bearer token for changes (default: FTCP_API_TOKEN)")
+                    help="bearer token for changes, and for a connection's sequence numbers "
+                         "(default: FTCP_API_TOKEN)")
     ap.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds per request (default 10)")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")

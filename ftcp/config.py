@@ -431,8 +431,24 @@ def load(path: Union[str, os.PathLike]) -> Config:
 
 
 def redact_url(url: str) -> str:
-    """A Redis URL fit for a log line: the password replaced by '***'."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    """A URL fit for a log line, an error or an open read: the password in its user
+    part (everything up to the last '@': a password may hold '@' or '/') and the
+    value of any query parameter that may carry a secret (redis-py takes
+    ``?password=`` for unix sockets) replaced by '***'. The one redaction for every
+    place a Redis URL can appear."""
+    url = str(url)
+    head, sep, rest = url.partition("://")
+    if not sep:
+        head, rest = "", url
+    if "@" in rest:
+        user, _, after = rest.rpartition("@")
+        name, colon, _ = user.partition(":")
+        rest = (f"{name}:***" if colon else "***") + "@" + after
+    rest = _SECRET_PARAM.sub(lambda m: m.group(1) + "***", rest)
+    return f"{head}{sep}{rest}"
+
+
+_SECRET_PARAM = re.compile(r"([?&;](?:password|passwd|pass|pwd|auth|token|secret)[^=&;]*=)[^&;#]*", re.I)
 
 
 def _join(path: str, key: str) -> str:

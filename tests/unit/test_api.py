@@ -368,7 +368,7 @@ def test_bad_connection_queries(api, conns, query, status, field):
 
 def test_get_connection_full_typed_state_and_log_length(api, conns):
     cid = conns[2]
-    state = ok(call(api, "connection", params={"id": cid}))
+    state = ok(call(api, "connection", params={"id": cid}, auth=AUTH))
     assert state["id"] == cid and state["service"] == "web"
     assert state["isn_c"] == 1000 and state["isn_s"] == 5000
     assert state["c2s_logged"] == 3 and state["log_bytes"] == 3
@@ -501,3 +501,14 @@ def test_metrics_with_redis_down_still_answer(api, store):
 ])
 def test_reason_classes(reason, label):
     assert reason_class(reason) == label
+
+
+def test_sequence_numbers_are_served_only_with_the_token(api, store):
+    agent = FakeAgent(store)
+    cid = agent.connect("10.0.0.1", 40000, b"hello")
+    agent.flush(NOW)
+    open_read = call(api, "connection", "GET", {"id": cid})[1]
+    assert open_read["status"] == "protected" and open_read["c2s_logged"] == 5
+    assert not set(open_read) & {"isn_c", "isn_s", "c2s_next", "s2c_next", "c_ack", "s_ack", "c_tsval"}
+    with_token = call(api, "connection", "GET", {"id": cid}, auth=AUTH)[1]
+    assert with_token["isn_c"] == 1000 and with_token["c2s_next"] == 1006

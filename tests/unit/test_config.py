@@ -175,6 +175,12 @@ def test_cookie_ids_are_stable_nonzero_24_bit():
     ("redis://:s3cret@host:6379/0", "redis://:***@host:6379/0"),
     ("rediss://user:s3cret@host/0", "rediss://user:***@host/0"),
     ("unix:///run/ftcp/redis.sock", "unix:///run/ftcp/redis.sock"),
+    ("unix:///run/ftcp/redis.sock?db=0&password=s3cret", "unix:///run/ftcp/redis.sock?db=0&password=***"),
+    ("unix://ftcp:s3cret@/run/ftcp/redis.sock", "unix://ftcp:***@/run/ftcp/redis.sock"),
+    ("redis://:p@ss/w0rd@host:6379/0", "redis://:***@host:6379/0"),
+    ("redis://s3cret@host", "redis://***@host"),
+    ("redis+sentinel://:s3cret@h1:26379,h2:26379/ftcp", "redis+sentinel://:***@h1:26379,h2:26379/ftcp"),
+    ("redis://host/0?Password=s3cret;auth_token=s3cret", "redis://host/0?Password=***;auth_token=***"),
 ])
 def test_redact_url(url, shown):
     assert config.redact_url(url) == shown
