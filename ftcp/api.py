@@ -396,8 +396,8 @@ class Api:
         state["log_bytes"] = self.store.log_lengths([conn_id]).get(conn_id, 0)
         if not self._authorized(req.authorization):
             # with these anyone could forge a segment the primary would take
-            for field in SEQUENCE_FIELDS:
-                state.pop(field, None)
+            for name in SEQUENCE_FIELDS:
+                state.pop(name, None)
         return 200, state
 
     # --- health, events, metrics --------------------------------------------------------------

@@ -219,6 +219,9 @@ class Controller(SwitchSync, Liveness):
         if not self.active:
             return []
         cmd, name = msg.get("cmd"), msg.get("service")
+        if cmd == "invalid":
+            LOG.warning("ftcp: control message refused (%s): %.200s", msg.get("why"), msg.get("raw"))
+            return []
         if name not in self.failovers:
             LOG.error("ftcp: control message for unknown service: %r", msg)
             return []

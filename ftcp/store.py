@@ -14,6 +14,7 @@ from redis.sentinel import Sentinel
 from redis.connection import Encoder, HiredisRespSerializer, PythonRespSerializer
 from redis.utils import HIREDIS_AVAILABLE
 
+from ftcp import control
 from ftcp.config import SENTINEL_URL_RE, Service, redact_url
 from ftcp.records import decode_agent, decode_conn, decode_service
 
@@ -110,9 +111,11 @@ class StoreError(RuntimeError):
 
 
 class Store:
-    def __init__(self, url: str, clock: Callable[[], float] = time.time, timeout: float = 2.0):
+    def __init__(self, url: str, clock: Callable[[], float] = time.time, timeout: float = 2.0,
+                 control_key: Optional[bytes] = None):
         self.url = url
         self.clock = clock
+        self.control_key = control_key   # seals and checks control messages (ftcp/control.py)
         self.sentinel = url.startswith("redis+sentinel://")
         self._redis = _client(url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True)
         # The client->server logs are bytes: a second client that does not decode, with
@@ -214,8 +217,10 @@ class Store:
     # --- control messages -------------------------------------------------------
 
     def publish(self, channel: str, message: dict) -> int:
-        """Send a JSON message; returns how many subscribers got it."""
-        return self._do(lambda r: r.publish(channel, json.dumps(message)))
+        """Send a control message (sealed with ``control_key``, ftcp/control.py);
+        returns how many subscribers got it."""
+        data = control.seal(self.control_key, message, self.clock())
+        return self._do(lambda r: r.publish(channel, data))
 
     def subscribe(self, channel: str):
         """A redis-py PubSub on ``channel``; read it with ``next_message``."""
@@ -232,9 +237,9 @@ class Store:
         if not msg or msg.get("type") != "message":
             return None
         try:
-            return json.loads(msg["data"])
-        except ValueError:
-            return {"cmd": "invalid", "raw": str(msg["data"])[:200]}
+            return control.unseal(self.control_key, msg["data"], self.clock())
+        except control.ControlError as e:
+            return {"cmd": "invalid", "why": str(e), "raw": str(msg["data"])[:200]}
 
     # --- connections (written by the backup agent) -------------------------------
 

@@ -24,6 +24,7 @@ from ryu.lib import hub
 from ryu.ofproto import ofproto_v1_3
 
 from ftcp import config as ftcp_config
+from ftcp import control
 from ftcp.api import Api, ApiError, Controller as ApiController
 from ftcp.controller import Controller
 from ftcp.effects import Event, ForgetService, Publish, RecordService, Send
@@ -48,7 +49,26 @@ cfg.CONF.register_opts([
                      "lease in Redis is the OpenFlow master, the others stand by (FTCP_HA=1 overrides)"),
     cfg.FloatOpt("lease", default=1.5,
                  help="with ha: seconds a master's lease lasts unless renewed (renewed every lease/5)"),
+    cfg.StrOpt("control_key_file", default="",
+               help="file with the key that signs control messages (the agents get the same file); "
+                    "FTCP_CONTROL_KEY_FILE overrides it. Without one, anyone who can publish on Redis can "
+                    "order a takeover"),
 ], group="ftcp")
+
+
+def _load_control_key():
+    path = control.key_from_env() or cfg.CONF.ftcp.control_key_file
+    try:
+        key = control.load_key(path)
+    except control.ControlError as e:
+        LOG.error("ftcp: invalid configuration: %s", e)
+        print(f"ftcp: invalid configuration: {e}", file=sys.stderr)
+        raise SystemExit(2)
+    if key is None:
+        LOG.warning("ftcp: control messages are not authenticated: set [ftcp] control_key_file "
+                    "(and the agents' --control-key-file) so only the controller and the agents can order "
+                    "a takeover")
+    return key
 
 
 def _load_config():
@@ -129,7 +149,8 @@ class FtcpApp(app_manager.RyuApp):
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
         self._renewed = 0.0   # when the last successful lease renewal was asked
         self.core = Controller(conf, takeover_timeout=cfg.CONF.ftcp.takeover_timeout, active=not self.ha)
-        self.store = Store(conf.redis_url)
+        self.control_key = _load_control_key()
+        self.store = Store(conf.redis_url, control_key=self.control_key)
         self.recorder = Recorder(self.store)
         self._wake = hub.Event()
         self.datapaths = {}       # dpid -> datapath
@@ -215,7 +236,7 @@ class FtcpApp(app_manager.RyuApp):
         acts only while its last renewal was asked less than LEASE_SAFE of a lease ago:
         it stops before the lease can expire and another one take it (``_may_act``)."""
         lease = cfg.CONF.ftcp.lease
-        store = Store(self.core.conf.redis_url, timeout=lease / 3)
+        store = Store(self.core.conf.redis_url, timeout=lease / 3, control_key=self.control_key)
         LOG.info("ftcp: one of several controllers (%s): standing by until this one holds the lease", self.holder)
         while True:
             asked = time.time()

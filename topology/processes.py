@@ -19,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
+CONTROL_KEY = "control-key"   # in the run directory: signs the controller's and the agent's messages
 
 
 class LabError(RuntimeError):
@@ -172,6 +173,8 @@ class RyuManager(Process):
         env = dict(os.environ, FTCP_CONFIG=str(config_path), FTCP_REDIS_URL=redis_url, PYTHONUNBUFFERED="1")
         if api_token:
             env["FTCP_API_TOKEN"] = api_token
+        if (run_dir / CONTROL_KEY).exists():
+            env["FTCP_CONTROL_KEY_FILE"] = str(run_dir / CONTROL_KEY)
         if ha:
             env["FTCP_HA"] = "1"
         self._cwd = os.getcwd()

@@ -20,6 +20,7 @@ import threading
 import time
 
 from ftcp import config as ftcp_config
+from ftcp import control
 from ftcp.agent.acks import AckSender
 from ftcp.agent.capture import CaptureError, RingCapture
 from ftcp.agent.coordinator import Coordinator
@@ -101,7 +102,11 @@ class Agent:
         conf = ftcp_config.load(args.config)
         self.name = args.backup or "agent"
         url = args.redis_url or os.environ.get("FTCP_REDIS_URL") or conf.redis_url
-        self.store = Store(url)
+        key = control.load_key(args.control_key_file)
+        if key is None:
+            LOG.warning("control messages are not authenticated: give --control-key-file (the controller's "
+                        "[ftcp] control_key_file) so only the controller can order a takeover")
+        self.store = Store(url, control_key=key)
         # The services file, updated by what the controller recorded (services created
         # or replaced over REST), then kept current by its "service"/"forget" messages.
         self.defined = {svc.name: svc for svc in conf.services}
@@ -239,6 +244,8 @@ class Agent:
             elif cmd == "forget":
                 if self.defined.pop(str(msg["service"]), None) is not None:
                     self._services_changed(f"service {msg['service']} deleted")
+            elif cmd == "invalid":
+                LOG.warning("control: message refused (%s): %.200s", msg.get("why"), msg.get("raw"))
             else:
                 LOG.error("control: unknown message %r", msg)
         except (KeyError, ValueError, TypeError, ftcp_config.ConfigError) as e:
@@ -373,6 +380,9 @@ def build_parser():
                     help=f"... and segments (default {defaults.ooo_segments})")
     ap.add_argument("--max-ooo-total", type=parse_size, default=defaults.ooo_total,
                     help="... and bytes over every connection (default 64M)")
+    ap.add_argument("--control-key-file", default=control.key_from_env(),
+                    help="file with the key that signs control messages, the controller's [ftcp] "
+                         "control_key_file (default: FTCP_CONTROL_KEY_FILE)")
     ap.add_argument("--standby", choices=["hot", "cold"], default="hot",
                     help="hot: keep a replica connection in step per connection (default); "
                          "cold: replay the log from Redis at takeover")
@@ -405,7 +415,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     try:
         agent = Agent(args)
-    except ftcp_config.ConfigError as e:
+    except (ftcp_config.ConfigError, control.ControlError) as e:
         LOG.error("invalid configuration: %s", e)
         print(f"ftcp agent: invalid configuration: {e}", file=sys.stderr)
         return 2
