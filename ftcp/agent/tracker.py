@@ -562,7 +562,7 @@ class Tracker:
 
     @staticmethod
     def _acceptable(c, seg, flags, cb) -> bool:
-        """Would the primary take this client segment? Its sequence number within the
+        """Would the primary take this client segment? Its sequence numbers within the
         window the server advertised; a RST only exactly at the next expected byte
         (or the one before, after the client's FIN: Linux's tcp_reset_check); an ACK
         no further than the server can have sent (what we saw, plus the client's
@@ -571,8 +571,14 @@ class Tracker:
         off = rcv + ((seg.seq - cb - rcv + HALF) & MASK) - HALF
         if flags & RST:
             return off == rcv or (c.fin_c and off == rcv + 1)
+        # the window the server offered: from what it acknowledged (its rcv_nxt as we saw
+        # it last) on, as wide as it said; a segment that ends before it is an old
+        # duplicate, which Linux drops whole (its FIN and ACK included)
+        left = max(c._s_ack_off, 0)
         window = c.s_win_scaled if c.s_win_scaled is not None else MAX_WINDOW
-        if off > max(c._s_ack_off, 0) + window and off > rcv:
+        if off > left + window and off > rcv:
+            return False
+        if off + len(seg.payload) + (flags & FIN) < left:
             return False
         sb = c._sb
         if flags & ACK and sb is not None:

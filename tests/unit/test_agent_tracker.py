@@ -916,6 +916,8 @@ def test_a_fin_or_data_beyond_the_server_s_window_is_not_taken(t):
     window = 509 << 9                                   # what the server last advertised, scaled
     L.sack(100, win=509)
     L.c("FA", L.cs(100 + window + 1), L.ss(0))
+    L.c("FA", L.cs(-1000), L.ss(0))                    # before the window: an "old duplicate" FIN
+    L.c("FA", L.cs(100 - (1 << 30)), L.ss(0))
     L.c("PA", L.cs(100 + window + 1), L.ss(0), b"evil")
     assert not conn.fin_c and conn.state == "established" and conn._ooo is None
     L.data(100, 10)                                     # the real client goes on
@@ -924,11 +926,11 @@ def test_a_fin_or_data_beyond_the_server_s_window_is_not_taken(t):
 
 def test_an_ack_far_beyond_what_the_server_sent_is_not_taken(t):
     L, conn = established_with_data(t)
-    L.cack(1 << 31 - 1)
-    L.cack(10_000_000)
-    assert conn.s2c_unseen == 0 and conn.to_state()["s2c_acked"] <= 0
+    L.cack(1 << 30, coff=100)
+    L.cack(10_000_000, coff=100)
+    assert conn.s2c_unseen == 0 and conn.to_state()["s2c_acked"] <= 0 and t.out_of_window == 2
     L.sdata(0, 50, 100)
-    L.cack(50)
+    L.cack(50, coff=100)
     assert conn.to_state()["s2c_acked"] == 50
 
 
