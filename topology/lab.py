@@ -156,6 +156,8 @@ class Lab:
             LOG.info("lab: starting redis-server on %s", self.run_dir / "redis.sock")
             self.redis = self._track(RedisServer(self.run_dir))
             self.redis.wait_ready()
+        self.config_path.unlink(missing_ok=True)
+        self.config_path.touch(mode=0o600)   # it holds the Redis URL, password included
         self.config_path.write_text(yaml.safe_dump(lab_config(self.service_port, self.redis.url, self.more_ports,
                                                                     self.probe, self.divergence), sort_keys=False))
         ofp_port = free_tcp_port()
@@ -260,10 +262,12 @@ class Lab:
         from ftcp.store import Store
         LOG.info("lab: starting the backup agent on b1 (mirror iface b1-eth1)")
         argv = [sys.executable, "-m", "ftcp.agent", "--iface", "b1-eth1", "--config", str(self.config_path),
-                "--backup", "b1", "--redis-url", self.redis.url, "--log-file", str(self.run_dir / "agent.log"),
+                "--backup", "b1", "--log-file", str(self.run_dir / "agent.log"),
                 "--control-key-file", str(self.run_dir / CONTROL_KEY),
                 *map(str, self.agent_args)]
-        self.agent = self.popen("b1", f"cd {shlex.quote(str(ROOT))} && exec {shlex.join(argv)}", "agent")
+        # the Redis URL (with its password) through the environment, not the command line
+        self.agent = self.popen("b1", f"cd {shlex.quote(str(ROOT))} && exec {shlex.join(argv)}", "agent",
+                                env=dict(os.environ, FTCP_REDIS_URL=self.redis.url))
         store = Store(self.redis.url)
         started = time.time()
 
@@ -319,7 +323,7 @@ class Lab:
         old.stop()
         if down:
             time.sleep(down)   # the outage itself: how long Redis stays away is the test's subject
-        self.redis = self._replace(old, RedisServer(self.run_dir, fresh=False))
+        self.redis = self._replace(old, RedisServer(self.run_dir, fresh=False, password=old.password))
         self.redis.wait_ready()
 
     def stop_agent(self, timeout: float = 10.0) -> int:
@@ -356,11 +360,11 @@ class Lab:
     def host(self, name: str):
         return self.net.get(name)
 
-    def popen(self, host: str, cmd: str, log_name: str) -> Process:
+    def popen(self, host: str, cmd: str, log_name: str, env: dict = None) -> Process:
         """Start ``cmd`` (a shell command line) inside a host's namespace."""
         node = self.host(host)
         return self._track(Process(f"{host}-{log_name}", ["bash", "-c", cmd],
-                                   self.run_dir / f"{host}-{log_name}.log", host=node))
+                                   self.run_dir / f"{host}-{log_name}.log", host=node, env=env))
 
     def start_service(self, host: str, cmd: str, port: int) -> Process:
         cmd = cmd.format(port=port, root=ROOT, run=self.run_dir)

@@ -7,6 +7,7 @@ group (SIGTERM, then SIGKILL) and reaps it.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -104,7 +105,8 @@ class Process:
             # Mininet runs it through ``mnexec -da``, which calls setsid() itself. Do not
             # also ask Popen for a new session: mnexec would then fork, its parent
             # would exit 0 at once, and we would lose the real process.
-            self.proc = host.popen(argv, stdout=self._logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.proc = host.popen(argv, stdout=self._logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   **({"env": env} if env is not None else {}))
 
     @property
     def pid(self) -> int:
@@ -135,22 +137,30 @@ class RedisServer(Process):
     agent were told was written. ``fresh`` (the default) starts from nothing: an
     earlier lab's file would bring its services' state back; a restart is not fresh."""
 
-    def __init__(self, run_dir: Path, fresh: bool = True):
+    def __init__(self, run_dir: Path, fresh: bool = True, password: str = None):
         if fresh:
             shutil.rmtree(run_dir / "appendonlydir", ignore_errors=True)
         self.socket_path = run_dir / "redis.sock"
-        argv = ["redis-server", "--port", "0", "--unixsocket", str(self.socket_path), "--unixsocketperm", "700",
-                "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", str(run_dir),
-                "--daemonize", "no"]
+        # A password, as a production Redis has one: in a root-only file (a command
+        # line is anyone's to read in ps), and in the URL the controller and the agent
+        # get through their environment.
+        self.password = password or secrets.token_hex(16)
+        conf = run_dir / "redis.conf"
+        conf.unlink(missing_ok=True)
+        conf.touch(mode=0o600)
+        conf.write_text(f"requirepass {self.password}\n")
+        argv = ["redis-server", str(conf), "--port", "0", "--unixsocket", str(self.socket_path),
+                "--unixsocketperm", "700", "--save", "", "--appendonly", "yes", "--appendfsync", "always",
+                "--dir", str(run_dir), "--daemonize", "no"]
         super().__init__("redis-server", argv, run_dir / "redis.log")
 
     @property
     def url(self) -> str:
-        return f"unix://{self.socket_path}"
+        return f"unix://:{self.password}@{self.socket_path}"
 
     def wait_ready(self):
         import redis
-        client = redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=1)
+        client = redis.Redis(unix_socket_path=str(self.socket_path), password=self.password, socket_timeout=1)
 
         def ready():
             try:

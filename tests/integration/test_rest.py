@@ -1,6 +1,7 @@
 """The REST API over HTTP through the stock ryu-manager and a real redis-server:
 each refusal names its field, refused changes change nothing, Redis hung or gone
 leaves /ftcp/health answering, and the token never reaches the log."""
+import json
 import time
 
 import pytest
@@ -155,10 +156,13 @@ def test_health_and_metrics_answer_while_redis_hangs(rest):
     FakeAgent(Store(rest.redis.url)).flush(now, heartbeat(now))
     health = rest.request("GET", "/ftcp/health")[2]
     assert health["redis"]["status"] == "up" and health["agents"][0]["status"] == "up"
+    # the Redis password never leaves the controller: the open read shows the URL redacted
+    assert rest.redis.password not in json.dumps(health) and ":***@" in health["redis"]["url"]
     with rest.redis_frozen():
         started = time.monotonic()
         status, _, health = rest.request("GET", "/ftcp/health")
         assert status == 200 and health["redis"]["status"] == "down" and health["redis"]["error"]
+        assert rest.redis.password not in json.dumps(health)
         assert health["agents"][0]["status"] == "unknown" and health["status"] == "degraded"
         assert time.monotonic() - started < 15   # bounded by the store's socket timeout
         status, _, text = rest.request("GET", "/metrics")
