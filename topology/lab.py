@@ -48,6 +48,7 @@ SERVICES = {
 # services that need more than strict.
 DIVERGENCE = {"web": "aligned"}
 PRIMARY_IP, BACKUP_IP = "10.0.0.10", "10.0.0.20"
+MIRROR_IFACE = "s1-eth5"   # the switch's end of b1's mirror iface
 
 
 def lab_config(service_port: int, redis_url: str, more_ports: tuple = (), probe: dict = None,
@@ -211,6 +212,9 @@ class Lab:
             autoSetMacs=False, autoStaticArp=False, waitConnected=False,
         )
         self.net.start()
+        # the mirror port gets the mirror flows' copies only, not NORMAL's flooding
+        # (OpenFlow 1.3 has no no-flood flag; switch_config/setup_bridge.sh --mirror)
+        subprocess.run(["ovs-vsctl", "--timeout=5", "set", "port", MIRROR_IFACE, "tag=4094"], check=True)
         if len(self.ryus) > 1:
             subprocess.run(["ovs-vsctl", "--timeout=5", "set-controller", "s1",
                             *(f"tcp:127.0.0.1:{ryu.ofp_port}" for ryu in self.ryus)], check=True)

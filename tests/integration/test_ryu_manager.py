@@ -72,9 +72,12 @@ def test_documented_config_on_hand_built_bridge_and_reconnect(lab_dir):
             subprocess.run(["ip", "link", "set", name, "up"], check=True)
         port_args = [a for n, name in VETHS.items() for a in ("--port", f"{name}:{n}")]
         setup = [str(ROOT / "switch_config/setup_bridge.sh"), BRIDGE, "--controller", f"tcp:127.0.0.1:{port}",
-                 "--dpid", "0000000000000001", *port_args]
+                 "--dpid", "0000000000000001", *port_args, "--mirror", VETHS[5]]
         subprocess.run(setup, check=True, capture_output=True)
         subprocess.run(setup, check=True, capture_output=True)  # idempotent: a second run changes nothing
+        # the mirror port is out of the switch's flooding (an access VLAN of its own)
+        assert subprocess.run(["ovs-vsctl", "get", "port", VETHS[5], "tag"], capture_output=True,
+                              text=True).stdout.strip() == "4094"
 
         def installed_after(after):
             for event_id, rec in store.events(after=after, block_ms=200):
@@ -103,7 +106,7 @@ def test_documented_config_on_hand_built_bridge_and_reconnect(lab_dir):
                  failed=ryu.died)
         assert len(ftcp_flows()) == 8
         log = (lab_dir / "ryu.log").read_text()
-        assert "service web protected on switch 0000000000000001: 5 flows" in log
+        assert "service web protected on switch 0000000000000001: 7 flows" in log
     finally:
         if ryu:
             ryu.stop()
