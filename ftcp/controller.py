@@ -235,6 +235,10 @@ class Controller(SwitchSync, Liveness):
         except (TypeError, ValueError):
             LOG.error("ftcp: control message without a valid epoch, dropped: %r", msg)
             return []
+        if not isinstance(msg.get("taken", []), list) or not isinstance(msg.get("failed", {}), dict) \
+                or not isinstance(msg.get("id", ""), str):
+            LOG.error("ftcp: control message of the wrong shape, dropped: %.300r", msg)
+            return []
         f = self.failovers[name]
         actions = f.reply(cmd, epoch, msg.get("backup"), now, msg)
         if not actions:

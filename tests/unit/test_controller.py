@@ -275,6 +275,10 @@ def test_a_malformed_epoch_is_dropped_not_raised():
     rig.call("port_status", 1, 3, "s1-eth3", False, "modify")
     rig.call("control", {"cmd": "ready", "service": "web", "epoch": "x1", "backup": "b1"})
     rig.call("control", {"cmd": "ready", "service": "nope", "epoch": 1, "backup": "b1"})
+    epoch = rig.core.failovers["web"].epoch
+    for shape in ({"taken": 3}, {"failed": ["x"]}, {"id": 7}):
+        rig.call("control", {"cmd": "ready", "service": "web", "epoch": epoch, "backup": "b1", **shape})
+    rig.call("control", {"cmd": "invalid", "why": "bad signature", "raw": "{}"})
     assert rig.core.failovers["web"].status == FENCED
 
 
