@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 from typing import Optional
 
 MAX_AGE = 60.0          # seconds; the controller's and the agents' clocks must agree this well
@@ -40,21 +41,34 @@ def load_key(path: Optional[str]) -> Optional[bytes]:
     return key
 
 
-def _mac(key: bytes, sent: str, body: str) -> str:
-    return hmac.new(key, f"{sent}\n{body}".encode(), hashlib.sha256).hexdigest()
+def _mac(key: bytes, channel: str, sent: str, body: str) -> str:
+    return hmac.new(key, f"{channel}\n{sent}\n{body}".encode(), hashlib.sha256).hexdigest()
 
 
-def seal(key: Optional[bytes], message: dict, now: float) -> str:
-    """The message as it goes on the wire."""
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def seal(key: Optional[bytes], channel: str, message: dict, now: float) -> str:
+    """The message as it goes on the wire to ``channel``."""
     body = json.dumps(message)
     if key is None:
         return body
     sent = f"{now:.6f}"
-    return json.dumps({"m": body, "t": sent, "s": _mac(key, sent, body)})
+    return json.dumps({"m": body, "t": sent, "s": _mac(key, channel, sent, body)})
 
 
-def unseal(key: Optional[bytes], raw, now: float) -> dict:
-    """The message in ``raw`` if it is to be obeyed, else ControlError saying why."""
+def unseal(key: Optional[bytes], channel: str, raw, now: float) -> dict:
+    """The message in ``raw``, received on ``channel``, if it is to be obeyed; else
+    ControlError saying why (and never any other exception: anyone can publish)."""
+    try:
+        return _unseal(key, channel, raw, now)
+    except ControlError:
+        raise
+    except Exception as e:   # RecursionError on deep nesting, anything else junk may cause
+        raise ControlError(f"unreadable ({type(e).__name__})") from None
+
+
+def _unseal(key, channel, raw, now) -> dict:
     try:
         data = json.loads(raw)
     except (TypeError, ValueError):
@@ -66,7 +80,7 @@ def unseal(key: Optional[bytes], raw, now: float) -> dict:
     body, sent, mac = data.get("m"), data.get("t"), data.get("s")
     if not (isinstance(body, str) and isinstance(sent, str) and isinstance(mac, str)):
         raise ControlError("not signed (this side has a control key)")
-    if not hmac.compare_digest(mac, _mac(key, sent, body)):
+    if not _HEX64.fullmatch(mac) or not hmac.compare_digest(mac, _mac(key, channel, sent, body)):
         raise ControlError("bad signature")
     try:
         age = now - float(sent)

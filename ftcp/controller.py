@@ -214,8 +214,7 @@ class Controller(SwitchSync, Liveness):
         return self._run(actions, now)
 
     def control(self, msg: dict, now: float) -> list:
-        """A message on the controller's channel: an agent's ready/gone/aborted, or an
-        operator's failover request."""
+        """A message on the controller's channel: an agent's ready, gone or aborted."""
         if not self.active:
             return []
         cmd, name = msg.get("cmd"), msg.get("service")
@@ -225,9 +224,7 @@ class Controller(SwitchSync, Liveness):
         if name not in self.failovers:
             LOG.error("ftcp: control message for unknown service: %r", msg)
             return []
-        if cmd == "failover":
-            return self.fail(name, str(msg.get("reason") or "requested"), now, backup=msg.get("backup"))
-        if cmd not in ("ready", "gone", "aborted"):
+        if cmd not in ("ready", "gone", "aborted"):   # operators use REST, which needs the token
             LOG.error("ftcp: unknown control message: %r", msg)
             return []
         try:

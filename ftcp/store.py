@@ -219,7 +219,7 @@ class Store:
     def publish(self, channel: str, message: dict) -> int:
         """Send a control message (sealed with ``control_key``, ftcp/control.py);
         returns how many subscribers got it."""
-        data = control.seal(self.control_key, message, self.clock())
+        data = control.seal(self.control_key, channel, message, self.clock())
         return self._do(lambda r: r.publish(channel, data))
 
     def subscribe(self, channel: str):
@@ -237,7 +237,9 @@ class Store:
         if not msg or msg.get("type") != "message":
             return None
         try:
-            return control.unseal(self.control_key, msg["data"], self.clock())
+            channel = msg.get("channel")
+            return control.unseal(self.control_key, channel.decode() if isinstance(channel, bytes) else str(channel),
+                                  msg["data"], self.clock())
         except control.ControlError as e:
             return {"cmd": "invalid", "why": str(e), "raw": str(msg["data"])[:200]}
 

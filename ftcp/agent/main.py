@@ -90,6 +90,11 @@ class ControlListener(threading.Thread):
                 self.subscribed.clear()
                 LOG.error("control channel: %s; resubscribing", e)
                 self._halt.wait(0.5)
+            except Exception:
+                # whatever it was, the agent must keep hearing the controller
+                self.subscribed.clear()
+                LOG.exception("control channel failed; resubscribing")
+                self._halt.wait(0.5)
 
     def stop(self):
         self._halt.set()
