@@ -557,6 +557,8 @@ AGENT_METRICS = (
      "Client segments with a wrong TCP checksum, not tracked (the primary's kernel drops them too)."),
     ("ftcp_agent_out_of_window_total", "counter", "out_of_window",
      "Client segments outside what the primary would accept (sequence, RST or ACK), not tracked."),
+    ("ftcp_agent_other_host_total", "counter", "other_host",
+     "Client segments addressed to another MAC than the primary's, not tracked (its TCP never sees them)."),
     ("ftcp_agent_other_frames_total", "counter", "other_frames",
      "Mirrored frames that are not IPv4/TCP (apart from malformed ones)."),
     ("ftcp_agent_refused_connections_total", "counter", "refused",

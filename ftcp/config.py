@@ -10,6 +10,7 @@ import dataclasses
 import ipaddress
 import os
 import re
+import urllib.parse
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
@@ -444,11 +445,18 @@ def redact_url(url: str) -> str:
         user, _, after = rest.rpartition("@")
         name, colon, _ = user.partition(":")
         rest = (f"{name}:***" if colon else "***") + "@" + after
-    rest = _SECRET_PARAM.sub(lambda m: m.group(1) + "***", rest)
+    rest = _QUERY_PARAM.sub(_redact_param, rest)
     return f"{head}{sep}{rest}"
 
 
-_SECRET_PARAM = re.compile(r"([?&;](?:password|passwd|pass|pwd|auth|token|secret)[^=&;]*=)[^&;#]*", re.I)
+_QUERY_PARAM = re.compile(r"([?&;])([^=&;#]*)=([^&;#]*)")
+_SECRET_NAME = re.compile(r"pass|pwd|auth|token|secret|key", re.I)
+
+
+def _redact_param(m) -> str:
+    # the name as the client library will read it (percent-decoded): %70assword is password
+    secret = _SECRET_NAME.search(urllib.parse.unquote_plus(m.group(2)))
+    return f"{m.group(1)}{m.group(2)}={'***' if secret else m.group(3)}"
 
 
 def _join(path: str, key: str) -> str:

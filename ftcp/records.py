@@ -20,7 +20,7 @@ CONN_KINDS = _kinds(
     ints=("client_port", "server_port", "isn_c", "isn_s", "mss_c", "mss_s", "wscale_c", "wscale_s",
           "c2s_logged", "c2s_next", "c2s_acked", "c2s_stored", "s_ack", "s2c_sent", "s2c_next", "s2c_acked",
           "c_ack", "c_win", "c_win_scaled", "s_win", "s_win_scaled", "c_tsval", "c_tsecr", "s_tsval",
-          "s_tsecr", "fin_c_seq", "fin_s_seq", "ooo_bytes", "s2c_unseen", "divergent_bytes"),
+          "s_tsecr", "fin_c_seq", "fin_s_seq", "ooo_bytes", "divergent_bytes"),
     floats=("first_seen", "last_seen", "closed_at"),
     bools=("sack_ok", "ts_ok", "fin_c", "fin_s", "rst", "restored"),
     jsons=("c_opts", "s_opts"))

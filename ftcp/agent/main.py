@@ -52,6 +52,12 @@ def tracked_services(services, backup: str | None) -> dict:
     return chosen
 
 
+def primary_macs(services, backup: str | None) -> dict:
+    """(server ip int, port) -> the primary's MAC (6 bytes), for the services this backup protects."""
+    return {(ip_int(svc.address), svc.port): bytes.fromhex(svc.primary.mac.replace(":", ""))
+            for svc in services if svc.primary.mac and (backup is None or any(b.name == backup for b in svc.backups))}
+
+
 def replicas(services, backup: str | None) -> dict:
     """service name -> (address, port) of its replica on this backup."""
     out = {}
@@ -124,6 +130,7 @@ class Agent:
                                limits=Limits(conns=args.max_conns, embryonic=args.max_embryonic,
                                              embryonic_timeout=args.embryonic_timeout, ooo_bytes=args.max_ooo,
                                              ooo_segments=args.max_ooo_segments, ooo_total=args.max_ooo_total))
+        self.tracker.set_services(self.services, primary_macs(self.defined.values(), args.backup))
         self.replicas = replicas(self.defined.values(), args.backup)
         self.divergence = {svc.name: svc.divergence for svc in self.defined.values()}
         self.pool = ReplicaPool(self.replicas) if args.standby == "hot" else None
@@ -199,7 +206,7 @@ class Agent:
         # The writer adds its own counters (bytes_logged, redis_errors, ...) when it writes.
         return {"pid": os.getpid(), "iface": self.args.iface, "started": f"{self.started:.6f}",
                 "heartbeat": f"{now:.6f}", "packets": t.packets, "ignored": t.ignored, "malformed": t.malformed,
-                "s2c_unseen": t.s2c_unseen, "bad_checksum": t.bad_checksum, "out_of_window": t.out_of_window,
+                "bad_checksum": t.bad_checksum, "out_of_window": t.out_of_window, "other_host": t.other_host,
                 "other_frames": t.other, "refused": t.refused, "evicted": t.evicted, "ooo_total": t.ooo_total,
                 "replica_failures": self.pool.failures if self.pool else 0,
                 "unverified": self.pool.unverified if self.pool else 0, "divergent_bytes": self.pool.differed_total if self.pool else 0,
@@ -285,7 +292,7 @@ class Agent:
         self.divergence.clear()
         self.divergence.update({svc.name: svc.divergence for svc in self.defined.values()})
         self.services = services
-        self.tracker.set_services(services)
+        self.tracker.set_services(services, primary_macs(self.defined.values(), self.args.backup))
         LOG.info("%s: now logging %s", why, ", ".join(sorted(services.values())) or "no service")
 
     def drain(self) -> None:

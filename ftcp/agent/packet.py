@@ -48,7 +48,7 @@ class Segment:
     """One parsed TCP segment. ``payload`` is a slice of the frame (bytes for bytes input)."""
 
     __slots__ = ("src_ip", "dst_ip", "src_port", "dst_port", "seq", "ack", "flags", "window",
-                 "payload", "ts_val", "ts_ecr", "syn_options", "raw")
+                 "payload", "ts_val", "ts_ecr", "syn_options", "raw", "ihl", "eth_dst")
 
     def __init__(self, src_ip, dst_ip, src_port, dst_port, seq, ack, flags, window,
                  payload, ts_val=None, ts_ecr=None, syn_options=None):
@@ -64,7 +64,9 @@ class Segment:
         self.ts_val = ts_val
         self.ts_ecr = ts_ecr
         self.syn_options = syn_options
-        self.raw = None          # the whole TCP segment (header and payload), for checksum_ok
+        self.raw = None          # the IPv4 packet (header, TCP header, payload), for checksum_ok
+        self.ihl = 20            # its IPv4 header's length
+        self.eth_dst = None      # the frame's destination MAC
 
     def __repr__(self) -> str:
         return (f"Segment({ip_str(self.src_ip)}:{self.src_port} > {ip_str(self.dst_ip)}:{self.dst_port}"
@@ -138,14 +140,18 @@ def tcp_pseudo_header(src_ip: int, dst_ip: int, length: int) -> bytes:
 
 
 def checksum_ok(seg: Segment) -> bool:
-    """Is the TCP checksum right (RFC 793 pseudo-header + segment)? Then the ones'
-    complement sum of it all is 0xFFFF, i.e. a multiple of 0xFFFF (the pseudo-header
-    is never all zeros). A segment built by hand (no ``raw``) is taken as it is."""
+    """Are the IPv4 header checksum and the TCP checksum (RFC 793 pseudo-header +
+    segment) right? The ones' complement sum of data that carries a right checksum is
+    0xFFFF, i.e. a multiple of 0xFFFF (neither the IP header nor the pseudo-header is
+    ever all zeros). A segment built by hand (no ``raw``) is taken as it is."""
     raw = seg.raw
     if raw is None:
         return True
-    n = len(raw)
-    total = int.from_bytes(raw, "big")
+    ihl = seg.ihl
+    if int.from_bytes(raw[:ihl], "big") % 0xFFFF:
+        return False
+    n = len(raw) - ihl
+    total = int.from_bytes(raw[ihl:], "big")
     if n & 1:
         total <<= 8
     src, dst = seg.src_ip, seg.dst_ip
@@ -199,7 +205,9 @@ def parse_frame(frame) -> Segment | None:
         if opts is None:
             return None
         seg = Segment(src, dst, sport, dport, seq, ack, flags, window, frame[t + doff:end], *opts)
-    seg.raw = frame[t:end]
+    seg.raw = frame[l3:end]
+    seg.ihl = ihl
+    seg.eth_dst = frame[0:6]
     return seg
 
 

@@ -85,8 +85,6 @@ class Conn:
         "c_tsval", "c_tsecr", "s_tsval", "s_tsecr",
         "fin_c", "fin_c_seq", "fin_s", "fin_s_seq", "rst",
         "first_seen", "last_seen", "closed_at",
-        # server bytes the client acknowledged that the mirror never showed us
-        "s2c_unseen",
         # bytes of the primary's output its hot replica produced differently (aligned divergence)
         "divergent",
         # the backup's replica for it: "hot", "cold" (a takeover replays the log), "failed: why", "" not yet
@@ -104,6 +102,8 @@ class Conn:
         "_c_ack_off", "_s_ack_off",
         # contiguous client bytes not yet taken; held out-of-order segments {offset: bytes}
         "_pend", "_ooo", "_ooo_bytes", "_ooo_min",
+        # the largest window the client advertised (how old an ACK may be, as Linux's max_window)
+        "_c_max_win",
         # rebuilt from Redis by a restarted agent, not yet seen to continue where it was
         "restored",
     )
@@ -134,7 +134,6 @@ class Conn:
         self.rst = False
         self.first_seen = self.last_seen = now
         self.closed_at = None
-        self.s2c_unseen = 0
         self.divergent = 0
         self.replica = ""
         self._cb = self._sb = None
@@ -145,6 +144,7 @@ class Conn:
         self._ooo = None
         self._ooo_bytes = 0
         self._ooo_min = 0     # the lowest offset held (valid while _ooo)
+        self._c_max_win = 0
         self.restored = False
 
     @classmethod
@@ -155,7 +155,7 @@ class Conn:
         c = cls(key, state["service"], now)
         for name in ("isn_c", "isn_s", "c_opts", "s_opts", "mss_c", "mss_s", "wscale_c", "wscale_s", "sack_ok",
                      "ts_ok", "c_ack", "s_ack", "c_win", "c_win_scaled", "s_win", "s_win_scaled", "c_tsval",
-                     "c_tsecr", "s_tsval", "s_tsecr", "s2c_unseen", "first_seen"):
+                     "c_tsecr", "s_tsval", "s_tsecr", "first_seen"):
             if state.get(name) is not None:
                 setattr(c, name, state[name])
         c._cb, c._sb = (c.isn_c + 1) & MASK, (c.isn_s + 1) & MASK
@@ -265,7 +265,6 @@ class Conn:
             "fin_s_seq": self.fin_s_seq,
             "rst": self.rst,
             "ooo_bytes": self._ooo_bytes,
-            "s2c_unseen": self.s2c_unseen,
             "divergent_bytes": self.divergent,
             "replica": self.replica,
             "first_seen": self.first_seen,
@@ -322,17 +321,19 @@ class Tracker:
         self.ignored = 0
         self.malformed = 0
         self.other = 0        # frames that are not IPv4/TCP (ARP, IPv6, ...): not ours, not broken
-        self.s2c_unseen = 0   # server bytes acked by clients that the mirror never showed us
         # client segments the primary's kernel would not accept either: never tracked
         self.bad_checksum = 0
         self.out_of_window = 0
+        self.other_host = 0   # addressed to another MAC than the primary's
         # Called with (conn, server stream offset, payload) for every server segment
         # with data of a protected connection (the hot standby's divergence check).
         self.s2c_hook = None
 
-    def set_services(self, services) -> None:
-        """The services to track from now on (connections already tracked stay)."""
+    def set_services(self, services, macs=None) -> None:
+        """The services to track from now on (connections already tracked stay);
+        ``macs``: {(server_ip_int, port): the primary's MAC as 6 bytes}, where known."""
         self.services = dict(services)
+        self._macs = {(ip << 16) | port: mac for (ip, port), mac in (macs or {}).items()}
         # int keys hash faster than tuples on the per-packet lookup
         self._svc = {(ip << 16) | port: name for (ip, port), name in self.services.items()}
 
@@ -427,6 +428,9 @@ class Tracker:
         if from_client and not checksum_ok(seg):
             self.bad_checksum += 1
             return None
+        if from_client and not self._to_primary(seg):
+            self.other_host += 1
+            return None
         if from_client and flags & SYN and not flags & ACK:
             conn = Conn(key, name, now)
             conn.state = SYN_SENT
@@ -458,9 +462,12 @@ class Tracker:
         if old is not None:
             self._closed.pop(key, None)
             self._embryonic.pop(key, None)
+            if self._dirty.get(key) is old:
+                del self._dirty[key]
         elif len(self.conns) >= self.limits.conns:
             if not self._embryonic:
-                return None        # counted by the caller with the ignored ones
+                self.refused += 1
+                return None
             self._evict(next(iter(self._embryonic.values())))
         self.conns[key] = conn
         self._dirty[key] = conn
@@ -468,6 +475,8 @@ class Tracker:
             # no handshake seen: anyone can make these, so they are bounded, short-lived,
             # and never written to Redis or given a replica (ftcp/agent/writer.py)
             self._embryonic[key] = conn
+            if old is not None:
+                self._evicted.append(old)   # so the writer closes what it wrote of it
             if len(self._embryonic) > self.limits.embryonic:
                 self._evict(next(iter(self._embryonic.values())))
         if not from_client:
@@ -489,6 +498,9 @@ class Tracker:
         if not checksum_ok(seg):
             self.bad_checksum += 1
             return
+        if not self._to_primary(seg):
+            self.other_host += 1
+            return
         cb = c._cb
         if cb is not None and not self._acceptable(c, seg, flags, cb):
             self.out_of_window += 1
@@ -499,9 +511,15 @@ class Tracker:
         w = seg.window
         c.c_win = w
         c.c_win_scaled = w << c.wscale_c
+        if c.c_win_scaled > c._c_max_win:
+            c._c_max_win = c.c_win_scaled
         tv = seg.ts_val
-        if tv is not None and (c.c_tsval is None or ((tv - c.c_tsval) & MASK) < HALF):
-            # keep the newest TSval: a takeover must continue above it (PAWS, RFC 7323 5)
+        if tv is not None and (c.c_tsval is None or ((tv - c.c_tsval) & MASK) < HALF) and \
+                (cb is None or ((seg.seq - cb - c._c_rcv + HALF) & MASK) - HALF <= 0):
+            # keep the newest TSval of a segment that starts at or before the next
+            # expected byte (Linux's tcp_replace_ts_recent): a takeover must continue
+            # above it (PAWS, RFC 7323 5), and one forged ahead would make the rebuilt
+            # socket drop every real segment
             c.c_tsval = tv
             c.c_tsecr = seg.ts_ecr
         if flags & ACK:
@@ -513,17 +531,6 @@ class Tracker:
                 if off > hi:
                     c._c_ack_off = off
                     c.c_ack = ack
-                    lim = c._s_hi
-                    if c._s_fin >= lim:
-                        lim = c._s_fin + 1
-                    if off > lim:
-                        # The client got server bytes the mirror never showed us. Harmless:
-                        # no server byte is logged (a replica makes them again); those
-                        # bytes just go unchecked for divergence. The client's ACK
-                        # proves the server sent them.
-                        c.s2c_unseen += off - lim
-                        self.s2c_unseen += off - lim
-                        c._s_hi = off if c._s_fin < 0 else min(off, c._s_fin)
                 if c.state is not ESTABLISHED:
                     if c.state is SYN_RECEIVED:
                         if off >= 0:
@@ -532,6 +539,8 @@ class Tracker:
                     elif c.state is CLOSING:
                         self._check_closed(c, now)
         payload = seg.payload
+        if (payload or flags & FIN) and (c.state is SYN_SENT or c.state is SYN_RECEIVED):
+            return   # no data before the handshake is done (a SYN's own data is taken in _open)
         if payload or flags & FIN:
             cb = c._cb
             if cb is None:
@@ -560,17 +569,28 @@ class Tracker:
                 if c.state is not CLOSING:
                     c.state = CLOSING
 
+    def _to_primary(self, seg) -> bool:
+        """Is the frame addressed to the primary's MAC? Linux's TCP takes only frames
+        for its own host (PACKET_HOST): one sent to another MAC never reaches it."""
+        mac = self._macs.get((seg.dst_ip << 16) | seg.dst_port)
+        return mac is None or seg.eth_dst is None or seg.eth_dst == mac
+
     @staticmethod
     def _acceptable(c, seg, flags, cb) -> bool:
-        """Would the primary take this client segment? Its sequence numbers within the
-        window the server advertised; a RST only exactly at the next expected byte
-        (or the one before, after the client's FIN: Linux's tcp_reset_check); an ACK
-        no further than the server can have sent (what we saw, plus the client's
-        window for segments the mirror missed)."""
+        """Would the primary take this client segment (Linux's tcp_validate_incoming,
+        tcp_sequence, tcp_ack)? Its sequence numbers within the window the server
+        advertised; a RST only exactly at the next expected byte (or one past the
+        client's FIN, or at the end of what is held out of order: tcp_reset_check and
+        the SACK rule); past the handshake, an ACK bit, acknowledging no more than the
+        server has sent (as the mirror showed it) and no less than a window before
+        what the client acknowledged already."""
         rcv = c._c_rcv
         off = rcv + ((seg.seq - cb - rcv + HALF) & MASK) - HALF
         if flags & RST:
-            return off == rcv or (c.fin_c and off == rcv + 1)
+            if off == rcv or (c.fin_c and off == rcv + 1):
+                return True
+            ooo = c._ooo
+            return bool(ooo) and off == max(o + len(d) for o, d in ooo.items())
         # the window the server offered: from what it acknowledged (its rcv_nxt as we saw
         # it last) on, as wide as it said; a segment that ends before it is an old
         # duplicate, which Linux drops whole (its FIN and ACK included)
@@ -581,11 +601,12 @@ class Tracker:
         if off + len(seg.payload) + (flags & FIN) < left:
             return False
         sb = c._sb
-        if flags & ACK and sb is not None:
+        if sb is not None and c.state is not SYN_SENT:
+            if not flags & ACK:
+                return False
             hi = c._c_ack_off
             acked = hi + ((seg.ack - sb - hi + HALF) & MASK) - HALF
-            sent = max(c._s_hi, c._s_fin + 1)
-            if acked > sent + (c.c_win_scaled if c.c_win_scaled is not None else MAX_WINDOW):
+            if acked > max(c._s_hi, c._s_fin + 1) or acked < hi - max(c._c_max_win, 0xFFFF):
                 return False
         return True
 
@@ -607,7 +628,7 @@ class Tracker:
         if flags & RST:
             self._close(c, now, rst=True)
             return
-        if c.state is not SYN_RECEIVED and c.key in self._embryonic:
+        if c.isn_c is None and c.key in self._embryonic:
             # the primary talks on it (its port is the only way in for its segments): a
             # connection that predates the agent, no longer a record anyone could forge
             del self._embryonic[c.key]

@@ -346,7 +346,7 @@ def test_checksum_ok_accepts_what_scapy_builds_and_refuses_one_flipped_bit():
         frame = bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.10") / TCP(sport=40000, dport=7000, flags="PA",
                                                                        seq=123, ack=456) / payload)
         assert checksum_ok(parse_frame(frame))
-        for flip in (len(frame) - 1, 14 + 20 + 4):          # a payload byte, a sequence number byte
+        for flip in (len(frame) - 1, 14 + 20 + 4, 14 + 8):  # a payload byte, a sequence number byte, the TTL
             bad = bytearray(frame)
             bad[flip] ^= 0x01
             assert not checksum_ok(parse_frame(memoryview(bytes(bad))))

@@ -181,6 +181,8 @@ def test_cookie_ids_are_stable_nonzero_24_bit():
     ("redis://s3cret@host", "redis://***@host"),
     ("redis+sentinel://:s3cret@h1:26379,h2:26379/ftcp", "redis+sentinel://:***@h1:26379,h2:26379/ftcp"),
     ("redis://host/0?Password=s3cret;auth_token=s3cret", "redis://host/0?Password=***;auth_token=***"),
+    ("unix:///s?%70assword=s3cret&db=0", "unix:///s?%70assword=***&db=0"),
+    ("rediss://h/0?ssl_password=s3cret&ssl_keyfile=/k", "rediss://h/0?ssl_password=***&ssl_keyfile=***"),
 ])
 def test_redact_url(url, shown):
     assert config.redact_url(url) == shown
