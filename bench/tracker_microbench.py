@@ -50,6 +50,7 @@ def frame(src, dst, sport, dport, seq, ack, flags, payload=b"", ts=None, syn=Fal
     tcp = tcp[:16] + struct.pack("!H", check) + tcp[18:]
     total = 20 + len(tcp) + len(payload)
     ip = _IP.pack(0x45, 0, total, 0, 0x4000, 64, 6, 0, src, dst)
+    ip = ip[:10] + struct.pack("!H", internet_checksum(ip)) + ip[12:]
     mac_d, mac_s = (MAC_S, MAC_C) if dst == SVC_IP else (MAC_C, MAC_S)
     return mac_d + mac_s + _ETH_IP + ip + tcp + payload
 
