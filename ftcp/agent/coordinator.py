@@ -168,7 +168,9 @@ class Coordinator:
         # writer thread as usual and only read here for a cold replay.
         agent.writer.collect(agent.clock())
         agent.writer.snapshot_all(agent.clock())
-        conns = [c for c in agent.tracker.conns.values() if c.service == service]
+        # Records with no handshake seen are not connections anyone can show exist
+        # (a SYN flood leaves thousands): neither taken, nor reset, nor reported.
+        conns = [c for c in agent.tracker.conns.values() if c.service == service and not agent.tracker.embryonic(c)]
         usable = [c for c in conns if cannot_take(c) is None]
         detached = agent.hot.detach_all(usable) if agent.hot else {}
         for conn in usable:

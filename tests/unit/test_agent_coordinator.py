@@ -35,7 +35,9 @@ def agent(conns=()):
     writer = SimpleNamespace(collect=lambda now: None, snapshot_all=lambda now: None, flush=lambda: True)
     return SimpleNamespace(name="b1", replicas={"web": ("10.0.0.20", 80)}, drain=lambda: None, check_drops=lambda: None,
                            writer=writer, acks=SimpleNamespace(sent=[], send=lambda pkt, dst: None),
-                           tracker=SimpleNamespace(conns={c.id: c for c in conns}), hot=None, clock=time.monotonic,
+                           tracker=SimpleNamespace(conns={c.id: c for c in conns},
+                                                   embryonic=lambda c: getattr(c, "embryonic", False)),
+                           hot=None, clock=time.monotonic,
                            args=SimpleNamespace(prepare_timeout=1.0), store=Store())
 
 
@@ -115,6 +117,19 @@ def test_a_worker_that_fails_still_answers_and_resets_what_it_prepared(monkeypat
     assert a.store.sent[-1]["failed"] == {"*": "takeover failed: bug"} and kernel["reset"] == [client]
 
 
+
+
+def test_records_with_no_handshake_seen_are_neither_taken_nor_reset(monkeypatch, kernel):
+    real = SimpleNamespace(id="real", service="web", state="established", restored=False, status="protected",
+                           to_state=lambda: {"id": "real"})
+    syn = SimpleNamespace(id="syn", service="web", state="syn_sent", restored=False, status="protected",
+                          embryonic=True, to_state=lambda: {"id": "syn"})
+    a = agent([real, syn])
+    seen = []
+    monkeypatch.setattr(co, "plan_takeover", lambda conns, d, ip: seen.extend(conns) or ([], [], {}, {}))
+    co.Coordinator(a).takeover("web", 1, "1@x")
+    wait_worker()
+    assert seen == [real]
 
 
 def test_abort_of_a_takeover_never_received_resets_every_open_connection_of_the_service(kernel):
