@@ -56,14 +56,20 @@ cfg.CONF.register_opts([
 ], group="ftcp")
 
 
+def _refuse_to_run(problem) -> None:
+    """One clear line, then refuse to run: a half-configured failover controller is
+    worse than none."""
+    LOG.error("ftcp: invalid configuration: %s", problem)
+    print(f"ftcp: invalid configuration: {problem}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def _load_control_key():
     path = control.key_from_env() or cfg.CONF.ftcp.control_key_file
     try:
         key = control.load_key(path)
     except control.ControlError as e:
-        LOG.error("ftcp: invalid configuration: %s", e)
-        print(f"ftcp: invalid configuration: {e}", file=sys.stderr)
-        raise SystemExit(2)
+        _refuse_to_run(e)
     if key is None:
         LOG.warning("ftcp: control messages are not authenticated: set [ftcp] control_key_file "
                     "(and the agents' --control-key-file) so only the controller and the agents can order "
@@ -76,11 +82,7 @@ def _load_config():
     try:
         conf = ftcp_config.load(path)
     except ftcp_config.ConfigError as e:
-        # One clear line, then refuse to run: a half-configured failover
-        # controller is worse than none.
-        LOG.error("ftcp: invalid configuration: %s", e)
-        print(f"ftcp: invalid configuration: {e}", file=sys.stderr)
-        raise SystemExit(2)
+        _refuse_to_run(e)
     url = os.environ.get("FTCP_REDIS_URL") or cfg.CONF.ftcp.redis_url
     if url:
         conf = dataclasses.replace(conf, redis_url=url)
