@@ -156,6 +156,7 @@ class Agent:
         self.started = clock()
         self.stopping = False
         self._drops_reported = 0
+        self._other_host_reported = 0
         LOG.info("agent %s capturing on %s for %s; redis %s; log cap %d bytes", self.name, args.iface,
                  ", ".join(sorted(self.services.values())), ftcp_config.redact_url(url), args.log_cap)
 
@@ -202,6 +203,13 @@ class Agent:
 
     def heartbeat(self, now: float) -> dict:
         self.check_drops()
+        if self.tracker.other_host > self._other_host_reported:
+            mac = self.tracker.other_host_mac
+            LOG.warning("%d client segment(s) addressed to %s, not to the primary's MAC, were not taken (the "
+                        "primary never sees them); if clients really reach the primary at that MAC, "
+                        "primary.mac in the services file is wrong",
+                        self.tracker.other_host - self._other_host_reported, mac.hex(":") if mac else "?")
+            self._other_host_reported = self.tracker.other_host
         t = self.tracker
         # The writer adds its own counters (bytes_logged, redis_errors, ...) when it writes.
         return {"pid": os.getpid(), "iface": self.args.iface, "started": f"{self.started:.6f}",

@@ -325,6 +325,7 @@ class Tracker:
         self.bad_checksum = 0
         self.out_of_window = 0
         self.other_host = 0   # addressed to another MAC than the primary's
+        self.other_host_mac = None
         # Called with (conn, server stream offset, payload) for every server segment
         # with data of a protected connection (the hot standby's divergence check).
         self.s2c_hook = None
@@ -573,7 +574,10 @@ class Tracker:
         """Is the frame addressed to the primary's MAC? Linux's TCP takes only frames
         for its own host (PACKET_HOST): one sent to another MAC never reaches it."""
         mac = self._macs.get((seg.dst_ip << 16) | seg.dst_port)
-        return mac is None or seg.eth_dst is None or seg.eth_dst == mac
+        if mac is None or seg.eth_dst is None or seg.eth_dst == mac:
+            return True
+        self.other_host_mac = bytes(seg.eth_dst)   # for the agent's warning: a wrong primary.mac shows here
+        return False
 
     @staticmethod
     def _acceptable(c, seg, flags, cb) -> bool:

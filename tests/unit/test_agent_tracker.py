@@ -1045,4 +1045,5 @@ def test_a_segment_the_primary_s_ip_or_tcp_would_not_take_is_not_taken():
     bad_ip[14 + 10] ^= 0x01                                                        # IPv4 header checksum
     assert t.feed_frame(bytes(bad_ip), 1.0) is None
     assert (t.other_host, t.bad_checksum, t.conns) == (1, 1, {})
+    assert t.other_host_mac == bytes.fromhex("000000000099")     # what the agent's warning names
     assert t.feed_frame(good(b""), 1.0) is not None
