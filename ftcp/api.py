@@ -4,7 +4,12 @@ ryu_apps/ftcp_rest.py maps HTTP onto ``Api.handle``. Here requests are validated
 full before anything changes, the controller (through the small ``Controller``
 adapter the Ryu app implements) and the store are asked, and every failure becomes
 a status code in one place, ``Api.handle``, the way ryu's ofctl_rest does it with a
-decorator. The API is written down in docs/openapi.yaml.
+decorator. The API is written down in docs/openapi.yaml; the Prometheus families and
+text format are ftcp/metrics.py.
+
+This module is long because every resource's validation and status codes stand here
+together, the one place a request is judged (splitting routes from validation is
+planned with the structure work).
 """
 from __future__ import annotations
 
@@ -14,14 +19,14 @@ import hmac
 import ipaddress
 import json
 import logging
-import math
 import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from ftcp.agent.tracker import CAPTURE_GAP, NO_SYN, OOO_OVERFLOW, PROTECTED, UNPROTECTED
+from ftcp.agent.tracker import PROTECTED, UNPROTECTED
 from ftcp.config import NAME_RE, Config, ConfigError, Service, parse_service, redact_url, with_service
+from ftcp.metrics import CONN_METRIC_FIELDS, agent_families, agent_samples, connection_families, exposition
 from ftcp.records import decode_event
 from ftcp.store import StoreError
 
@@ -56,11 +61,6 @@ ROUTES = {
 CONN_ID_RE = re.compile(r"([0-9]{1,3}(?:\.[0-9]{1,3}){3}):([0-9]{1,5})-([0-9]{1,3}(?:\.[0-9]{1,3}){3}):([0-9]{1,5})")
 CONN_SUMMARY_FIELDS = ("id", "service", "client_ip", "client_port", "server_ip", "server_port", "state", "status",
                        "reason", "c2s_logged", "s2c_acked", "first_seen", "last_seen", "closed_at")
-# Why a connection is unprotected, as a small set of metric label values. The first
-# prefix that matches wins; the agent writes the reasons (ftcp/agent/tracker.py, writer.py).
-REASON_CLASSES = ((NO_SYN, "no_syn"), (CAPTURE_GAP, "capture_gap"), (OOO_OVERFLOW, "reassembly_overflow"),
-                  ("log cap", "log_cap"), ("redis", "redis"))
-
 
 class ApiError(Exception):
     """A request the API refuses: HTTP status, message, and the field it is about."""
@@ -488,7 +488,7 @@ class Api:
              "Failed Redis calls by component (an agent's as of its last heartbeat).",
              [({"component": "api"}, self.redis_errors),
               ({"component": "controller"}, self.controller.redis_errors())]
-             + _agent_samples(agents, "redis_errors", component="agent")),
+             + agent_samples(agents, "redis_errors", component="agent")),
             ("ftcp_failovers_total", "counter", "Failovers and planned migrations, by outcome.",
              [({"outcome": o}, counts.get("failovers", {}).get(o, 0)) for o in ("failed-over", "failover-failed")]),
             ("ftcp_failover_takeover_seconds", "gauge",
@@ -505,113 +505,18 @@ class Api:
 
     def _redis_families(self, conf: Config, now: float) -> tuple:
         """The metric families read from Redis, and the agents' records."""
-        services, conns, unprotected, divergent, replicas = collections.Counter(), [], [], [], []
+        services, rows = collections.Counter(), {}
         for service in conf.services:
             record = self.store.service_state(service.name) or {}
             services[record.get("status") or "configured"] += 1
-            rows = self._live_conns(service.name, ("status", "reason", "divergent_bytes", "replica")).values()
-            by_replica = collections.Counter((row.get("replica") or "none").split(":")[0] for row in rows)
-            replicas += [({"service": service.name, "replica": r}, by_replica[r])
-                         for r in sorted({"hot", "cold", "failed"} | set(by_replica))]
-            differed = [row["divergent_bytes"] for row in rows if isinstance(row.get("divergent_bytes"), int)
-                        and row["divergent_bytes"] > 0]
-            divergent.append(({"service": service.name}, len(differed)))
-            by_status = collections.Counter(row.get("status") or "unknown" for row in rows)
-            for status in sorted(set(CONN_STATUSES) | set(by_status)):
-                conns.append(({"service": service.name, "status": status}, by_status[status]))
-            reasons = collections.Counter(reason_class(row.get("reason") or "")
-                                          for row in rows if row.get("status") == UNPROTECTED)
-            unprotected += [({"service": service.name, "reason": r}, n) for r, n in sorted(reasons.items())]
+            rows[service.name] = list(self._live_conns(service.name, CONN_METRIC_FIELDS).values())
         agents = self._agents(conf, now)
-        families = [
-            ("ftcp_services", "gauge", "Configured services by status.",
-             [({"status": s}, n) for s, n in sorted(services.items())]),
-            ("ftcp_connections", "gauge", "Live connections by service and status.", conns),
-            ("ftcp_unprotected_connections", "gauge", "Live unprotected connections by service and reason class.",
-             unprotected),
-            ("ftcp_connections_by_replica", "gauge", "Live connections by service and the state of their replica "
-             "on the backup: hot, cold (replayed at takeover), failed (replayed cold), none (no data yet).",
-             replicas),
-            ("ftcp_divergent_connections", "gauge", "Live connections whose hot replica's output differed from "
-             "the primary's in a way the service's divergence rule tolerates (aligned).", divergent),
-            ("ftcp_agent_up", "gauge", f"1 if the backup's agent sent a heartbeat in the last "
-             f"{AGENT_STALE_AFTER:g} s.", [({"agent": a["name"]}, a["status"] == "up") for a in agents]),
-            ("ftcp_agent_heartbeat_age_seconds", "gauge", "Seconds since the agent's last heartbeat.",
-             [({"agent": a["name"]}, a["age"]) for a in agents if a["age"] is not None]),
-        ]
-        families += [(name, kind, help_text, _agent_samples(agents, stat))
-                     for name, kind, stat, help_text in AGENT_METRICS]
+        families = [("ftcp_services", "gauge", "Configured services by status.",
+                     [({"status": s}, n) for s, n in sorted(services.items())])]
+        families += connection_families(rows, CONN_STATUSES)
+        families += agent_families(agents, AGENT_STALE_AFTER)
         return families, agents
-
-
-# (metric, type, heartbeat field, help): the agent's own counters, as of its last heartbeat.
-AGENT_METRICS = (
-    ("ftcp_bytes_logged_total", "counter", "bytes_logged", "Client->server bytes the agent stored in Redis."),
-    ("ftcp_agent_kernel_drops_total", "counter", "kernel_drops",
-     "Mirrored packets the kernel dropped before the agent read them (capture gaps)."),
-    ("ftcp_agent_packets_total", "counter", "packets", "Mirrored packets the agent tracked."),
-    ("ftcp_agent_buffered_bytes", "gauge", "buffered", "Client bytes waiting to be written to Redis."),
-    ("ftcp_agent_lost_connections_total", "counter", "lost_conns",
-     "Connections that lost protection because their log could not be stored."),
-    ("ftcp_agent_bad_checksum_total", "counter", "bad_checksum",
-     "Client segments with a wrong TCP checksum, not tracked (the primary's kernel drops them too)."),
-    ("ftcp_agent_out_of_window_total", "counter", "out_of_window",
-     "Client segments outside what the primary would accept (sequence, RST or ACK), not tracked."),
-    ("ftcp_agent_other_host_total", "counter", "other_host",
-     "Client segments addressed to another MAC than the primary's, not tracked (its TCP never sees them)."),
-    ("ftcp_agent_other_frames_total", "counter", "other_frames",
-     "Mirrored frames that are not IPv4/TCP (apart from malformed ones)."),
-    ("ftcp_agent_refused_connections_total", "counter", "refused",
-     "New connections not tracked: the agent held --max-conns records."),
-    ("ftcp_agent_evicted_records_total", "counter", "evicted",
-     "Records with no handshake seen, dropped (idle, or for newer ones past --max-embryonic)."),
-    ("ftcp_agent_replica_failures_total", "counter", "replica_failures",
-     "Hot replicas that failed (connect, I/O, not reading their input); those connections are replayed cold."),
-    ("ftcp_agent_unverified_segments_total", "counter", "unverified",
-     "Primary segments that could not be compared with the replica's output (it was gone, or too much waited)."),
-    ("ftcp_agent_divergent_bytes_total", "counter", "divergent_bytes",
-     "Bytes of the primaries' output that hot replicas produced differently, tolerated (divergence: aligned)."),
-)
-
-
-def reason_class(reason: str) -> str:
-    """A metric label for an unprotected connection's reason."""
-    return next((label for prefix, label in REASON_CLASSES if reason.startswith(prefix)), "other")
 
 
 def _backup_names(conf: Config) -> list:
     return sorted({b.name for s in conf.services for b in s.backups})
-
-
-def _agent_samples(agents: list, stat: str, **labels) -> list:
-    """One sample per agent whose heartbeat carries the counter ``stat``."""
-    return [(dict(labels, agent=a["name"]), a["stats"][stat]) for a in agents
-            if isinstance(a["stats"].get(stat), int)]
-
-
-def exposition(families) -> str:
-    """Prometheus text format 0.0.4 from [(name, type, help, [(labels, value)])]."""
-    lines = []
-    for name, kind, help_text, samples in families:
-        lines += [f"# HELP {name} {_escape(help_text)}", f"# TYPE {name} {kind}"]
-        for labels, value in samples:
-            pairs = ",".join(f'{k}="{_escape(v, quote=True)}"' for k, v in labels.items())
-            lines.append(f"{name}{{{pairs}}} {_number(value)}" if pairs else f"{name} {_number(value)}")
-    return "\n".join(lines) + "\n"
-
-
-def _escape(text: Any, quote: bool = False) -> str:
-    text = str(text).replace("\\", "\\\\").replace("\n", "\\n")
-    return text.replace('"', '\\"') if quote else text
-
-
-def _number(value: Any) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "+Inf" if value > 0 else "-Inf"
-        return repr(value)
-    return str(int(value))

@@ -3,6 +3,9 @@
 Everything is checked at load time; the first problem raises ConfigError naming
 the field (``services[0].backups[0].mirror_port``) so the controller never starts
 half-configured. The result is a tree of frozen dataclasses.
+
+This module is long because it is one validator per field of the services file, each
+naming the field it refuses, and the cross-service checks that need them all.
 """
 from __future__ import annotations
 

@@ -9,6 +9,10 @@ Ctrl-C/SIGTERM. Usable from Python (``with Lab(...) as lab``) and from the shell
     .venv/bin/python -m topology run --service 'python3 services/echo_server.py --port {port}'
     .venv/bin/python -m topology demo
     .venv/bin/python -m topology clean      (the command line: topology/__main__.py)
+
+This module is long because the lab's lifecycle and its fault injection (primary,
+controller, Redis, agent, switch connection) act on the same processes and hosts;
+the process adapters, clients and command line are already apart.
 """
 from __future__ import annotations
 

@@ -24,9 +24,9 @@ from ftcp import control
 from ftcp.agent.acks import AckSender
 from ftcp.agent.capture import CaptureError, RingCapture
 from ftcp.agent.coordinator import Coordinator
-from ftcp.agent.packet import ip_int
 from ftcp.agent.replica import HotStandby, ReplicaPool
 from ftcp.agent.takeover import Splicer
+from ftcp.agent.services import divergence, primary_macs, replicas, tracked_services
 from ftcp.agent.tracker import CAPTURE_GAP, CLOSED, ESTABLISHED, PROTECTED, Conn, Limits, Tracker
 from ftcp.agent.wakeup import Wakeup
 from ftcp.agent.writer import LogWriter, WriterThread
@@ -41,32 +41,6 @@ def parse_size(text: str) -> int:
     if not match:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 65536, 64M, 1G)")
     return int(match.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30}[match.group(2).upper()]
-
-
-def tracked_services(services, backup: str | None) -> dict:
-    """(server ip int, port) -> service name, for the services this backup protects."""
-    chosen = {}
-    for svc in services:
-        if backup is None or any(b.name == backup for b in svc.backups):
-            chosen[(ip_int(svc.address), svc.port)] = svc.name
-    return chosen
-
-
-def primary_macs(services, backup: str | None) -> dict:
-    """(server ip int, port) -> the primary's MAC (6 bytes), for the services this backup protects."""
-    return {(ip_int(svc.address), svc.port): bytes.fromhex(svc.primary.mac.replace(":", ""))
-            for svc in services if svc.primary.mac and (backup is None or any(b.name == backup for b in svc.backups))}
-
-
-def replicas(services, backup: str | None) -> dict:
-    """service name -> (address, port) of its replica on this backup."""
-    out = {}
-    for svc in services:
-        for b in svc.backups:
-            if backup is None or b.name == backup:
-                out[svc.name] = (b.address, svc.port)
-                break
-    return out
 
 
 class ControlListener(threading.Thread):
@@ -132,7 +106,7 @@ class Agent:
                                              ooo_segments=args.max_ooo_segments, ooo_total=args.max_ooo_total))
         self.tracker.set_services(self.services, primary_macs(self.defined.values(), args.backup))
         self.replicas = replicas(self.defined.values(), args.backup)
-        self.divergence = {svc.name: svc.divergence for svc in self.defined.values()}
+        self.divergence = divergence(self.defined.values())
         self.pool = ReplicaPool(self.replicas) if args.standby == "hot" else None
         self.hot = (HotStandby(self.pool, self.tracker, max_hot=args.max_hot, divergence=self.divergence)
                     if self.pool else None)
@@ -298,7 +272,7 @@ class Agent:
         self.replicas.clear()
         self.replicas.update(new_replicas)
         self.divergence.clear()
-        self.divergence.update({svc.name: svc.divergence for svc in self.defined.values()})
+        self.divergence.update(divergence(self.defined.values()))
         self.services = services
         self.tracker.set_services(services, primary_macs(self.defined.values(), self.args.backup))
         LOG.info("%s: now logging %s", why, ", ".join(sorted(services.values())) or "no service")

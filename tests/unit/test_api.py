@@ -9,7 +9,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ftcp import config
-from ftcp.api import JSON, MAX_BODY, PROMETHEUS, Api, Controller, Request, reason_class
+from ftcp.api import JSON, MAX_BODY, PROMETHEUS, Api, Controller, Request
+from ftcp.metrics import reason_class
 from ftcp.agent.tracker import CAPTURE_GAP, NO_SYN, OOO_OVERFLOW
 from tests.rest_support import SERVICE, FakeAgent, conn_id, fake_store, heartbeat
 
