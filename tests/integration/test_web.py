@@ -44,6 +44,19 @@ def diverged(store):
     return conn if conn and conn["status"] == "unprotected" else None
 
 
+def reset_cleanly(lab, client, failure, wait):
+    """The connection is seen diverged, the primary fails, the failover finishes: the
+    client got every answer before it whole (it checks each), then a reset, never a
+    wrong byte."""
+    store = Store(lab.redis.url)
+    conn = wait_for(lambda: diverged(store), wait, "the connection to be unprotected")
+    assert conn["reason"].startswith("diverged"), conn
+    lab.fail_primary(failure)
+    done(store)
+    res = client.result()
+    assert not res["ok"] and "ConnectionResetError" in res["error"], res
+
+
 @pytest.mark.parametrize("failure", FAILURES)
 def test_keepalive_web_client_is_masked_across_date_changes(run_dir, failure):
     with web_lab(run_dir, "aligned") as lab:
@@ -66,29 +79,15 @@ def test_keepalive_web_client_is_masked_across_date_changes(run_dir, failure):
 
 def test_strict_divergence_resets_the_same_client(run_dir):
     with web_lab(run_dir, None) as lab:
-        store = Store(lab.redis.url)
-        client = http_client(lab, 2500)
-        conn = wait_for(lambda: diverged(store), 5, "the connection to be unprotected")
-        assert conn["reason"].startswith("diverged"), conn
-        lab.fail_primary("crash")
-        done(store)
-        res = client.result()
-    # every response before the reset was checked whole; then a reset, not a wrong byte
-    assert not res["ok"] and "ConnectionResetError" in res["error"], res
+        reset_cleanly(lab, http_client(lab, 2500), "crash", wait=5)
 
 
 @pytest.mark.parametrize("divergence", ["aligned", "strict"])
 def test_output_whose_length_follows_the_clock_is_reset_never_spliced(run_dir, divergence):
     with Lab(service_cmd=SERVICES["clock"], service_port=PORT, run_dir=run_dir, divergence=divergence) as lab:
-        store = Store(lab.redis.url)
         client = lab.start_client("c1", "clock", PRIMARY_IP, PORT, "--count", 5000, "--interval", 0.002,
                                   "--progress", 0.02)
-        conn = wait_for(lambda: diverged(store), 10, "the connection to be unprotected")
-        assert conn["reason"].startswith("diverged"), conn
-        lab.fail_primary("link")
-        done(store)
-        res = client.result()
-    assert not res["ok"] and "ConnectionResetError" in res["error"], res
+        reset_cleanly(lab, client, "link", wait=10)
 
 
 def test_divergence_set_over_rest_reaches_the_agent(run_dir):
