@@ -24,6 +24,7 @@ DEFAULT = 0x00
 MIRROR_C2S = 0x01
 MIRROR_S2C = 0x02
 MIRROR_PORT_DROP = 0x03
+NOT_A_CLIENT_DROP = 0x04
 FENCE = 0x10
 REDIRECT_C2S = 0x11
 REDIRECT_S2C = 0x12
@@ -40,6 +41,8 @@ TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10
 PRIO_DEFAULT = 0
 PRIO_MIRROR = 1000
 PRIO_MIRROR_PORT_DROP = 2000
+# Segments for the service from its own hosts' ports: they are not clients of it.
+PRIO_NOT_A_CLIENT = 1200
 # After a failover: redirects win over the mirrors, the fence over everything.
 PRIO_REDIRECT = 1500
 PRIO_FENCE = 3000
@@ -114,7 +117,7 @@ def service_flows(dp, plan: ServicePlan, probe_ip: Optional[str] = None) -> list
              _tcp_match(in_port=plan.primary_port, ipv4_src=svc.address, tcp_src=svc.port),
              [parser.OFPActionOutput(ofp.OFPP_NORMAL)] + mirrors),
     ]
-    flows += mirror_port_drops(dp, plan)
+    flows += mirror_port_drops(dp, plan) + not_a_client_drops(dp, plan)
     if probe_ip is not None:
         flows += hold_flows(dp, plan) + probe_flows(dp, plan, probe_ip)
     return flows
@@ -292,6 +295,18 @@ def mirror_port_drops(dp, plan: ServicePlan) -> list:
     """Anything a backup's mirror iface sends is dropped: it can never inject."""
     return [_add(dp, cookie(plan.service.cookie_id, MIRROR_PORT_DROP), PRIO_MIRROR_PORT_DROP,
                  parser.OFPMatch(in_port=port), []) for port in plan.mirror_ports]
+
+
+def not_a_client_drops(dp, plan: ServicePlan) -> list:
+    """The client side is every port but the service's own: segments for the service
+    entering from its primary's or a backup's data port are dropped, so neither the
+    switch nor the backup's tracker ever sees them as a client's (OpenFlow matches
+    cannot say "any port but these": one drop each, above the mirror)."""
+    svc = plan.service
+    ports = ([plan.primary_port] if plan.primary_port is not None else []) + list(plan.data_ports)
+    return [_add(dp, cookie(svc.cookie_id, NOT_A_CLIENT_DROP), PRIO_NOT_A_CLIENT,
+                 _tcp_match(in_port=port, ipv4_dst=svc.address, tcp_dst=svc.port), [])
+            for port in ports]
 
 
 def _to_controller():

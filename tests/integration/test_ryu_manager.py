@@ -104,9 +104,9 @@ def test_documented_config_on_hand_built_bridge_and_reconnect(lab_dir):
         ryu = start_ryu()
         wait_for(lambda: installed_after(first), 30, "flows reinstalled after reconnect", interval=0,
                  failed=ryu.died)
-        assert len(ftcp_flows()) == 8
+        assert len(ftcp_flows()) == 10
         log = (lab_dir / "ryu.log").read_text()
-        assert "service web protected on switch 0000000000000001: 7 flows" in log
+        assert "service web protected on switch 0000000000000001: 9 flows" in log
     finally:
         if ryu:
             ryu.stop()

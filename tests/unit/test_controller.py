@@ -54,8 +54,10 @@ def test_fresh_switch_gets_the_steady_flows_and_the_service_is_protected_after_t
     assert ports_of(table, **PRIMARY) == [NORMAL, 5]
     assert ports_of(table, **dict(PRIMARY, tcp_flags=flows.TCP_FIN)) == [CONTROLLER]   # held
     assert ports_of(table, **dict(CLIENT, in_port=5)) == []      # the mirror port cannot inject
+    assert ports_of(table, **dict(CLIENT, in_port=3)) == []      # nor the service's own hosts,
+    assert ports_of(table, **dict(CLIENT, in_port=4)) == []      # as clients of it
     assert ("web", PROTECTED) == rig.last_record("web")[:2]
-    assert ("flows_installed", {"service": "web", "dpid": "0000000000000001", "flows": 7}) in rig.events
+    assert ("flows_installed", {"service": "web", "dpid": "0000000000000001", "flows": 9}) in rig.events
 
 
 def test_no_switch_is_touched_before_the_state_is_read_from_redis():

@@ -75,7 +75,15 @@ def test_nothing_enters_from_the_mirror_port(service_mods):
     assert flows.cookie_parts(mod.cookie)[1] == flows.MIRROR_PORT_DROP
     assert match(mod) == {"in_port": 5}
     assert mod.instructions == [] and mod.priority > flows.PRIO_MIRROR
-    assert len(service_mods) == 3
+    assert len(service_mods) == 5
+
+
+def test_the_services_own_hosts_are_not_its_clients(service_mods):
+    drops = service_mods[3:]
+    assert [flows.cookie_parts(m.cookie)[1] for m in drops] == [flows.NOT_A_CLIENT_DROP] * 2
+    assert [match(m) for m in drops] == [
+        {"in_port": port, "eth_type": 0x0800, "ip_proto": 6, "ipv4_dst": "10.0.0.10", "tcp_dst": 80} for port in (3, 4)]
+    assert all(m.instructions == [] and flows.PRIO_MIRROR < m.priority < flows.PRIO_REDIRECT for m in drops)
 
 
 def test_every_service_flow_carries_the_service_cookie(service_mods):
@@ -111,7 +119,8 @@ def test_two_backups_mirror_to_both():
     mods = [wire(m) for m in flows.service_flows(FakeDatapath(), plan)]
     assert outputs(mods[0]) == [3, 5, 7]
     assert outputs(mods[1]) == [ofp.OFPP_NORMAL, 5, 7]
-    assert sorted(match(m)["in_port"] for m in mods[2:]) == [5, 7]
+    assert sorted(match(m)["in_port"] for m in mods[2:4]) == [5, 7]
+    assert sorted(match(m)["in_port"] for m in mods[4:]) == [3, 4, 6]
 
 
 def test_describe_is_one_readable_line(service_mods):
