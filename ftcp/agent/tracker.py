@@ -10,6 +10,7 @@ per-packet path must stay in one place to stay fast.
 """
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 
 from ftcp.agent.packet import ACK, FIN, RST, SYN, checksum_ok, ip_int, ip_str, is_ipv4_tcp, parse_frame
@@ -29,6 +30,9 @@ UNPROTECTED = "unprotected"
 
 NO_SYN = "no SYN seen (connection predates capture)"
 OOO_OVERFLOW = "reassembly buffer overflow"
+# Two copies of the same client bytes that differ, both held out of order: which one the
+# primary's kernel kept depends on how it had merged its queue (not on the wire).
+CONFLICT = "conflicting copies of client data"
 CAPTURE_GAP = "capture gap"   # prefix of the reason of a hole in the client's log
 
 # RFC 1122 4.2.2.6 (Linux TCP_MSS_DEFAULT): the MSS a peer gets when its SYN has no MSS option.
@@ -101,7 +105,8 @@ class Conn:
         # -1 = nothing acked, 0 = the SYN acked
         "_c_ack_off", "_s_ack_off",
         # contiguous client bytes not yet taken; held out-of-order segments {offset: bytes}
-        "_pend", "_ooo", "_ooo_bytes", "_ooo_min",
+        # and their offsets in order
+        "_pend", "_ooo", "_ooo_bytes", "_ooo_offs",
         # the largest window the client advertised (how old an ACK may be, as Linux's max_window)
         "_c_max_win",
         # rebuilt from Redis by a restarted agent, not yet seen to continue where it was
@@ -143,7 +148,7 @@ class Conn:
         self._pend = []
         self._ooo = None
         self._ooo_bytes = 0
-        self._ooo_min = 0     # the lowest offset held (valid while _ooo)
+        self._ooo_offs = None
         self._c_max_win = 0
         self.restored = False
 
@@ -698,7 +703,7 @@ class Tracker:
         if off < rcv:
             data = data[rcv - off:]  # overlaps what we have: deliver only the new tail
         self._deliver(c, data, end)
-        if c._ooo and c._ooo_min <= c._c_rcv:
+        if c._ooo and c._ooo_offs[0] <= c._c_rcv:
             self._drain(c)
 
     def _deliver(self, c, data, end):
@@ -715,16 +720,31 @@ class Tracker:
         c._c_rcv = c.c2s_logged = end
 
     def _hold(self, c, off, data, n):
-        ooo = c._ooo
+        """Hold a segment beyond a hole. Overlaps are taken as Linux takes them where the
+        outcome does not depend on its queue's layout: bytes already held win over a
+        copy they cover, a longer copy at the same offset replaces a shorter one, and
+        the lowest offset wins when the hole fills. Copies that differ where they
+        overlap leave the outcome to that layout: the connection is unprotected."""
+        ooo, offs = c._ooo, c._ooo_offs
         if ooo is None:
-            c._ooo = ooo = {}
-            c._ooo_min = off
-        elif off < c._ooo_min:
-            c._ooo_min = off
-        old = ooo.get(off)
-        if old is not None:
-            if len(old) >= n:
+            c._ooo, c._ooo_offs = ooo, offs = {}, []
+        end = off + n
+        i = bisect_left(offs, off)
+        k = i - 1 if i and offs[i - 1] + len(ooo[offs[i - 1]]) > off else i
+        while k < len(offs) and offs[k] < end:
+            o = offs[k]
+            d = ooo[o]
+            lo, hi = max(o, off), min(o + len(d), end)
+            if d[lo - o:hi - o] != data[lo - off:hi - off]:
+                self.mark_unprotected(c, f"{CONFLICT} at client byte {lo}")
                 return
+            if o <= off and hi == end:
+                return   # all of it is held already
+            k += 1
+        old = ooo.get(off)
+        if old is None:
+            offs.insert(i, off)
+        else:
             c._ooo_bytes -= len(old)
             self.ooo_total -= len(old)
         ooo[off] = data
@@ -737,15 +757,15 @@ class Tracker:
             self.mark_unprotected(c, f"{OOO_OVERFLOW}: {self.ooo_total} bytes held over all connections")
 
     def _drain(self, c):
-        """Deliver what the hole's filling made contiguous. Called only once the lowest
-        held offset is reached, so a long run of segments after a hole is not sorted
-        again for each one."""
-        ooo = c._ooo
+        """Deliver what the hole's filling made contiguous, lowest offset first (the
+        offsets are kept in order: nothing is sorted per segment)."""
+        ooo, offs = c._ooo, c._ooo_offs
         rcv = c._c_rcv
-        for off in sorted(ooo):
+        taken = 0
+        for off in offs:
             if off > rcv:
-                c._ooo_min = off
-                return
+                break
+            taken += 1
             data = ooo.pop(off)
             c._ooo_bytes -= len(data)
             self.ooo_total -= len(data)
@@ -756,8 +776,9 @@ class Tracker:
                 data = data[rcv - off:]
             self._deliver(c, data, end)
             if c.status is not PROTECTED:
-                return
+                return   # its held bytes are dropped
             rcv = end
+        del offs[:taken]
 
     # --- state ----------------------------------------------------------------------
     def _check_closed(self, c, now):
@@ -776,7 +797,7 @@ class Tracker:
 
     def _drop_ooo(self, c):
         self.ooo_total -= c._ooo_bytes
-        c._ooo = None
+        c._ooo = c._ooo_offs = None
         c._ooo_bytes = 0
 
     def _evict(self, c):

@@ -299,6 +299,40 @@ def test_same_offset_keeps_the_longer_segment(t):
     assert drain(conn) == STREAM[:30]
 
 
+def test_held_copies_that_differ_leave_the_connection_unprotected(t):
+    """Which of two differing held copies Linux keeps depends on how it merged its
+    out-of-order queue: the connection is unprotected, its log never guesses."""
+    L = Link(t)
+    conn = L.handshake()
+    L.data(0, 10)
+    L.data(20, 10)
+    L.c("PA", L.cs(25), L.ss(0), b"#" * 10)          # 25..34: differs from what is held at 25..29
+    assert conn.status == "unprotected" and conn.reason == "conflicting copies of client data at client byte 25"
+    assert t.ooo_total == 0 and drain(conn) == STREAM[:10]
+
+
+def test_a_held_copy_covered_by_what_is_held_is_not_kept_twice(t):
+    L = Link(t)
+    conn = L.handshake()
+    L.data(0, 10)
+    L.data(20, 20)
+    L.data(25, 10)                                    # same bytes, inside 20..39
+    assert (conn.status, conn.ooo_bytes) == ("protected", 20)
+    L.data(10, 10)
+    assert drain(conn) == STREAM[:40]
+
+
+def test_in_order_bytes_win_over_a_differing_held_copy(t):
+    """The in-order segment is queued first and the held one trimmed behind it, in
+    Linux as here: no ambiguity, the connection stays protected."""
+    L = Link(t)
+    conn = L.handshake()
+    L.data(0, 10)
+    L.c("PA", L.cs(15), L.ss(0), b"#" * 10)          # held 15..24
+    L.data(10, 10)                                    # 10..19 in order: its 15..19 win
+    assert conn.status == "protected" and drain(conn) == STREAM[:20] + b"#" * 5
+
+
 def test_hole_filled_later_releases_what_follows(t):
     L = Link(t)
     conn = L.handshake()
