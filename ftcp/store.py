@@ -110,11 +110,22 @@ class StoreError(RuntimeError):
     """Redis could not be reached or answered with an error."""
 
 
+# Records per round trip in the bulk reads (listings, metrics): between two, the Store
+# calls its ``pause``, which on the controller yields its event loop, so a listing of
+# tens of thousands of connections never holds OpenFlow and the probes for long.
+READ_CHUNK = 500
+
+
+def _no_pause() -> None:
+    pass
+
+
 class Store:
     def __init__(self, url: str, clock: Callable[[], float] = time.time, timeout: float = 2.0,
-                 control_key: Optional[bytes] = None):
+                 control_key: Optional[bytes] = None, pause: Callable[[], None] = _no_pause):
         self.url = url
         self.clock = clock
+        self.pause = pause
         self.control_key = control_key   # seals and checks control messages (ftcp/control.py)
         self.sentinel = url.startswith("redis+sentinel://")
         self._redis = _client(url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True)
@@ -125,6 +136,16 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({redact_url(self.url)})"
+
+    def _chunked(self, ids: list, read) -> list:
+        """``read(r, chunk)`` over ``ids`` in chunks of READ_CHUNK, pausing between."""
+        out = []
+        for start in range(0, len(ids), READ_CHUNK):
+            if start:
+                self.pause()
+            chunk = ids[start:start + READ_CHUNK]
+            out += self._do(lambda r: read(r, chunk))
+        return out
 
     def _do(self, fn, raw=False):
         try:
@@ -287,12 +308,12 @@ class Store:
         written in the same transaction as the chunks, so it is exact)."""
         ids = list(conn_ids)
 
-        def read(r):
+        def read(r, chunk):
             pipe = r.pipeline(transaction=False)
-            for cid in ids:
+            for cid in chunk:
                 pipe.hget(conn_key(cid), "c2s_stored")
-            return {cid: int(v or 0) for cid, v in zip(ids, pipe.execute())}
-        return self._do(read)
+            return pipe.execute()
+        return {cid: int(v or 0) for cid, v in zip(ids, self._chunked(ids, read))}
 
     def conn(self, conn_id: str) -> Optional[dict]:
         return self._do(lambda r: r.hgetall(conn_key(conn_id))) or None
@@ -319,12 +340,12 @@ class Store:
         """The stored state (decoded) of every listed connection of these services."""
         ids = [cid for name in names for cid in self.service_conns(name)]
 
-        def read(r):
+        def read(r, chunk):
             pipe = r.pipeline(transaction=False)
-            for cid in ids:
+            for cid in chunk:
                 pipe.hgetall(conn_key(cid))
-            return pipe.execute()
-        return [decode_conn(raw) for raw in (self._do(read) if ids else []) if raw]
+            return [decode_conn(raw) for raw in pipe.execute() if raw]
+        return self._chunked(ids, read)
 
     def delete_conn(self, conn_id: str, service: str) -> None:
         """Forget a connection (benchmarks free memory between trials with it)."""
@@ -372,25 +393,28 @@ class Store:
         expire after the agent's grace TTL). SCAN, so Redis is never blocked."""
         prefix = f"{PREFIX}:conn:"
         # An id ends with a port number, so ":c2s" only ever ends a log key.
-        keys = self._do(lambda r: list(r.scan_iter(match=prefix + "*", count=1000)))
-        return [k[len(prefix):] for k in keys if not k.endswith(":c2s")]
+
+        def scan(r):
+            keys = []
+            for k in r.scan_iter(match=prefix + "*", count=READ_CHUNK):
+                keys.append(k)
+                if len(keys) % READ_CHUNK == 0:
+                    self.pause()
+            return keys
+        return [k[len(prefix):] for k in self._do(scan) if not k.endswith(":c2s")]
 
     def conn_fields(self, conn_ids, fields) -> dict:
         """{id: {field: typed value}} for the given ids; ids whose record is gone
         (expired since they were listed) are left out."""
         ids, fields = list(conn_ids), list(fields)
 
-        def read(r):
+        def read(r, chunk):
             pipe = r.pipeline(transaction=False)
-            for cid in ids:
+            for cid in chunk:
                 pipe.hmget(conn_key(cid), fields)
-            return pipe.execute()
-        rows = self._do(read) if ids else []
-        out = {}
-        for cid, values in zip(ids, rows):
-            if any(v is not None for v in values):
-                out[cid] = decode_conn({f: v for f, v in zip(fields, values) if v is not None})
-        return out
+            return [decode_conn({f: v for f, v in zip(fields, values) if v is not None})
+                    if any(v is not None for v in values) else None for values in pipe.execute()]
+        return {cid: row for cid, row in zip(ids, self._chunked(ids, read)) if row is not None}
 
     def recent_events(self, limit: int) -> list:
         """The last ``limit`` records of the event stream, oldest first: [(id, record)]."""

@@ -152,7 +152,8 @@ class FtcpApp(app_manager.RyuApp):
         self._renewed = 0.0   # when the last successful lease renewal was asked
         self.core = Controller(conf, takeover_timeout=cfg.CONF.ftcp.takeover_timeout, active=not self.ha)
         self.control_key = _load_control_key()
-        self.store = Store(conf.redis_url, control_key=self.control_key)
+        # bulk reads (listings, metrics) yield the hub between chunks
+        self.store = Store(conf.redis_url, control_key=self.control_key, pause=lambda: hub.sleep(0))
         self.recorder = Recorder(self.store)
         self._wake = hub.Event()
         self.datapaths = {}       # dpid -> datapath

@@ -6,6 +6,7 @@ stock ryu-manager, without a switch.
 """
 from ryu.app.wsgi import WSGIApplication
 from ryu.base import app_manager
+from ryu.lib import hub
 
 from ftcp import config as ftcp_config
 from ftcp.api import Api, Controller
@@ -44,5 +45,5 @@ class RestTestApp(app_manager.RyuApp):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         conf = _load_config()
-        store = Store(conf.redis_url)
+        store = Store(conf.redis_url, pause=lambda: hub.sleep(0))   # as ryu_apps/ftcp_app.py
         ftcp_rest.register(kwargs["wsgi"], Api(store, MemoryController(conf, store), ftcp_rest.api_token()))
