@@ -62,9 +62,9 @@ def stall_trial(run_dir: str, failure: str, capture: Path = None, traffic: str =
         # byte after it), from the client's own list of silences; and separately the
         # longest silence anywhere in the stream. Bytes already in flight still arrive
         # for a few ms after the failure, so it is the longest of the silences that end
-        # after the failure and begin within a second of it (taking the first one
-        # picked a natural 10 ms pause that ended just before a silent host's blackhole
-        # took effect: 2 of 30 trials on 2026-11-27).
+        # after the failure and begin within a second of it (the first one may be a
+        # natural 10 ms pause that ends just before a silent host's blackhole takes
+        # effect).
         around = [g for g in res.get("gaps", []) if g[0] + g[1] / 1000 >= failed_at and g[0] <= failed_at + 1.0]
         stall = max(g[1] for g in around) if around else None
         return {"failure": failure, "traffic": traffic, "ok": res["ok"], "error": res.get("error"),

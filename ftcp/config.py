@@ -121,9 +121,9 @@ class Probe:
     address: str
     mac: str = "02:66:74:63:70:01"
     interval: float = 0.05
-    # 3 x 50 ms + 50 ms <= 200 ms to detect a silent host. Probe answers alone gave a
-    # false verdict when a saturated ovs-vswitchd answered them > 150 ms late; the
-    # prober now also reads the primary port's counters before it condemns (probe.py).
+    # 3 x 50 ms + 50 ms <= 200 ms to detect a silent host. Probe answers alone would
+    # give a false verdict when a saturated ovs-vswitchd answers them > 150 ms late, so
+    # the prober also reads the primary port's counters before it condemns (probe.py).
     misses: int = 3
     # A RST to a probe condemns only when this many probes in a row were refused: each
     # refusal sends the next probe at once, so a confirmation costs one probe's round

@@ -25,8 +25,8 @@ Silence is confirmed before it condemns. With every probe the controller also re
 the primary's switch-port counters (``ReadPort``); when ``misses`` intervals pass
 without an answer it asks once more and waits for that reply: if the port received
 anything since the previous reading, the host is alive (its kernel sends), only the
-switch's path to us is slow -- under a saturating load ovs-vswitchd answered probes
-150 ms late, and a verdict on silence alone failed over a healthy primary. A really
+switch's path to us is slow -- under a saturating load ovs-vswitchd can answer probes
+150 ms late, and a verdict on silence alone would fail over a healthy primary. A really
 silent host sends nothing, and the confirming reply comes back in a millisecond or two.
 """
 from __future__ import annotations
@@ -174,7 +174,7 @@ class Prober:
         self.missed = 0
         self.sent_since_answer = 0
         # Alive when it answered this probe, i.e. at least since the probe was sent:
-        # count the silence from then. Counting from the answer's arrival added the
+        # count the silence from then. Counting from the answer's arrival would add the
         # delay of the switch's packet-in path (tens of ms while a stream saturates
         # ovs-vswitchd) to every silent-host verdict. A slow but live host is still
         # acquitted: by its next answer, or by its port's counter when silence is confirmed.
@@ -206,7 +206,7 @@ class Prober:
         """The switch held a FIN/RST from the primary. The first of a hold probes at
         once to decide its fate; the others join it without a probe of their own: a
         crashed server's kernel answers every client segment with a RST (160 within
-        20 ms of an upload), and a probe for each had flooded the controller with
+        20 ms of an upload), and a probe for each would flood the controller with
         their answers, queued ahead of the one that decides."""
         if self.stopped:
             return []

@@ -74,7 +74,7 @@ class _LogPacker:
     through redis-py's Python serializer: that one sends large values as they are,
     where hiredis would first copy every logged byte into one command buffer (a sixth
     of the agent's CPU at line rate, measured). Small commands are the common case
-    with many chatty connections, and there the Python packer cost the writer thread
+    with many chatty connections, and there the Python packer costs the writer thread
     most of a core."""
     LARGE = 6000
 
@@ -281,7 +281,7 @@ class Store:
                     pipe.delete(key, log_key)
                 if w.data:
                     # A list of chunks, not one APPENDed string: Redis re-allocates (and
-                    # copies) a growing string every MB, which cost it 5x the CPU.
+                    # copies) a growing string every MB, which costs it 5x the CPU.
                     pipe.rpush(log_key, w.data)
                 pipe.hset(key, mapping=w.state)
                 if w.closed:

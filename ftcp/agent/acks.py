@@ -5,8 +5,8 @@ client's window (seq = snd_una - 1). The client answers it, which tells the rebu
 socket what the client has, but it drops the probe without reading its ACK field
 (RFC 793: an unacceptable segment is answered, not processed). So the client never
 learns what the backup holds: an uploading client whose bytes the mirror showed
-beyond the primary's last ACK waits for its retransmission timer (>= 200 ms; 220 ms
-stalls measured for uploads, docs/failover.md).
+beyond the primary's last ACK waits for its retransmission timer (>= 200 ms; the
+upload stalls without these ACKs are in docs/benchmarks.md).
 
 ``ack_segment`` builds what the socket would send if it had something to
 acknowledge: seq = its snd_nxt, ack = its rcv_nxt, its window and timestamp.

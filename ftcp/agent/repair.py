@@ -102,8 +102,8 @@ def repair_params(state: dict, local_ip: str, logged: int, fin: bool = False) ->
 def next_tsval(last: int) -> int:
     """The first TSval of the rebuilt socket: above the primary's last one (the client's
     PAWS check) and *even*. Since Linux 6.7 the low bit of a TCP_TIMESTAMP value set in
-    repair mode selects microsecond timestamps (for CRIU): an odd value made the socket
-    tick 1000 times faster than the primary did, so after 36 idle minutes its TSval
+    repair mode selects microsecond timestamps (for CRIU): an odd value makes the socket
+    tick 1000 times faster than the primary's clock, so after 36 idle minutes its TSval
     would look older than the client's last one and PAWS would drop every segment."""
     return (last + 2) & ~1 & MASK
 

@@ -117,7 +117,7 @@ class ReplicaPool(threading.Thread):
 
     def _cmd(self, *cmd):
         # Wake the thread only when the queue was empty: it drains the whole queue once
-        # awake, and a write per command cost the capture thread a syscall per packet.
+        # awake, and a write per command would cost the capture thread a syscall per packet.
         idle = not self._cmds
         self._cmds.append(cmd)
         if idle:

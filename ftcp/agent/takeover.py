@@ -2,7 +2,7 @@
 
 A takeover handles all of a service's connections at once, in two phases:
 
-* ``prepare`` (the agent's main thread, before ``ready``): each connection's replica --
+* ``prepare`` (the takeover's worker thread, before ``ready``): each connection's replica --
   the hot one that has been fed all along (only its unsent input and its kept output
   ``tail`` come along, ftcp/agent/replica.py) or, cold, a fresh connection fed the
   whole frozen log -- is read until its output covers what the primary sent and every
