@@ -69,6 +69,35 @@ def agent_channel(name: str) -> str:
     return f"{PREFIX}:ctl:agent:{name}"
 
 
+# What each component may do in Redis (ACL rules, Redis 7), given to a user of its own:
+# no admin or dangerous commands (CONFIG, FLUSHALL, KEYS, DEBUG, ...), keys and channels
+# under the prefix only. An agent reads everything but writes only connection records,
+# the services' connection sets, its own heartbeat and the events, and uses only the
+# controller's channel and its own: a compromised backup host cannot rewrite a
+# service's record, take the controller's lease or talk on another agent's channel.
+# Pub/sub permissions do not tell publishing from subscribing: control messages are
+# sealed (ftcp/control.py) for that.
+_COMMANDS = "+@all -@admin -@dangerous"
+
+
+def acl_user(component: str) -> str:
+    """The Redis user name of a component: ``ftcp-controller``, ``ftcp-agent-<backup>``."""
+    return "ftcp-" + component.replace(":", "-")
+
+
+def acl_rules(component: str) -> str:
+    """The ACL rules for ``controller`` or ``agent:<backup name>`` (what follows
+    ``user <name> on ><password>`` in a Redis configuration or ACL SETUSER)."""
+    if component == "controller":
+        return f"resetkeys resetchannels ~{PREFIX}:* &{PREFIX}:* {_COMMANDS}"
+    kind, _, backup = component.partition(":")
+    if kind != "agent" or not backup:
+        raise ValueError(f"component must be 'controller' or 'agent:<backup>', got {component!r}")
+    writes = [conn_key("*"), svc_conns_key("*"), agent_key(backup), EVENTS]
+    return " ".join(["resetkeys", "resetchannels", f"%R~{PREFIX}:*", *(f"%RW~{k}" for k in writes),
+                     f"&{CONTROLLER_CHANNEL}", f"&{agent_channel(backup)}", f"&{EVENTS}", _COMMANDS, "-@scripting"])
+
+
 class _LogPacker:
     """Packs a command with hiredis (C) unless it carries a large value, which goes
     through redis-py's Python serializer: that one sends large values as they are,

@@ -163,7 +163,7 @@ class Lab:
             self.redis.wait_ready()
         self.config_path.unlink(missing_ok=True)
         self.config_path.touch(mode=0o600)   # it holds the Redis URL, password included
-        self.config_path.write_text(yaml.safe_dump(lab_config(self.service_port, self.redis.url, self.more_ports,
+        self.config_path.write_text(yaml.safe_dump(lab_config(self.service_port, self.redis.url_for("controller"), self.more_ports,
                                                                     self.probe, self.divergence), sort_keys=False))
         ofp_port = free_tcp_port()
         self.wsapi_port = free_tcp_port()
@@ -183,7 +183,7 @@ class Lab:
         ha = self.controllers > 1
         for i in range(self.controllers):
             ports = (ofp_port, self.wsapi_port) if i == 0 else (free_tcp_port(), free_tcp_port())
-            self.ryus.append(self._track(RyuManager(self.run_dir, self.config_path, self.redis.url, *ports,
+            self.ryus.append(self._track(RyuManager(self.run_dir, self.config_path, self.redis.url_for("controller"), *ports,
                                                     api_token=self.api_token, ha=ha,
                                                     log="ryu" if i == 0 else f"ryu-{i + 1}")))
         self.ryu = self.ryus[0]
@@ -275,7 +275,7 @@ class Lab:
                 *map(str, self.agent_args)]
         # the Redis URL (with its password) through the environment, not the command line
         self.agent = self.popen("b1", f"cd {shlex.quote(str(ROOT))} && exec {shlex.join(argv)}", "agent",
-                                env=dict(os.environ, FTCP_REDIS_URL=self.redis.url))
+                                env=dict(os.environ, FTCP_REDIS_URL=self.redis.url_for("agent:b1")))
         store = Store(self.redis.url)
         started = time.time()
 
@@ -308,7 +308,7 @@ class Lab:
         old = which or self.ryu
         self.kill(old) if kill else old.stop()
         old.stop()
-        new = self._replace(old, RyuManager(self.run_dir, self.config_path, self.redis.url, old.ofp_port,
+        new = self._replace(old, RyuManager(self.run_dir, self.config_path, self.redis.url_for("controller"), old.ofp_port,
                                             old.wsapi_port, api_token=self.api_token, ha=old.ha, log=old.log_name))
         self.ryus[self.ryus.index(old)] = new
         if self.ryu is old:
@@ -331,7 +331,7 @@ class Lab:
         old.stop()
         if down:
             time.sleep(down)   # the outage itself: how long Redis stays away is the test's subject
-        self.redis = self._replace(old, RedisServer(self.run_dir, fresh=False, password=old.password))
+        self.redis = self._replace(old, RedisServer(self.run_dir, fresh=False, password=old.password, users=old.users))
         self.redis.wait_ready()
 
     def stop_agent(self, timeout: float = 10.0) -> int:

@@ -131,24 +131,33 @@ class Process:
         self._logf.close()
 
 
+LAB_COMPONENTS = ("controller", "agent:b1")   # who talks to the lab's Redis
+
+
 class RedisServer(Process):
     """The lab's Redis: a unix socket, and an append-only file fsynced at every write
     (the run directory is a tmpfs), so a restart loses nothing the controller or the
     agent were told was written. ``fresh`` (the default) starts from nothing: an
     earlier lab's file would bring its services' state back; a restart is not fresh."""
 
-    def __init__(self, run_dir: Path, fresh: bool = True, password: str = None):
+    def __init__(self, run_dir: Path, fresh: bool = True, password: str = None, users: dict = None):
+        from ftcp.store import acl_rules, acl_user
         if fresh:
             shutil.rmtree(run_dir / "appendonlydir", ignore_errors=True)
         self.socket_path = run_dir / "redis.sock"
-        # A password, as a production Redis has one: in a root-only file (a command
-        # line is anyone's to read in ps), and in the URL the controller and the agent
-        # get through their environment.
+        # Passwords, as a production Redis has them: in a root-only file (a command
+        # line is anyone's to read in ps), and in the URL each component gets through
+        # its environment. The controller and the agent each have a user of their own
+        # with only the rights it needs (ftcp/store.py acl_rules); the default user
+        # (``url``) is the lab's own, for its tools and the tests.
         self.password = password or secrets.token_hex(16)
+        self.users = users or {component: secrets.token_hex(16) for component in LAB_COMPONENTS}
         conf = run_dir / "redis.conf"
         conf.unlink(missing_ok=True)
         conf.touch(mode=0o600)
-        conf.write_text(f"requirepass {self.password}\n")
+        conf.write_text("".join([f"requirepass {self.password}\n"] + [
+            f"user {acl_user(component)} on >{password} {acl_rules(component)}\n"
+            for component, password in self.users.items()]))
         argv = ["redis-server", str(conf), "--port", "0", "--unixsocket", str(self.socket_path),
                 "--unixsocketperm", "700", "--save", "", "--appendonly", "yes", "--appendfsync", "always",
                 "--dir", str(run_dir), "--daemonize", "no"]
@@ -157,6 +166,11 @@ class RedisServer(Process):
     @property
     def url(self) -> str:
         return f"unix://:{self.password}@{self.socket_path}"
+
+    def url_for(self, component: str) -> str:
+        """The URL of ``controller``'s or ``agent:<backup>``'s own Redis user."""
+        from ftcp.store import acl_user
+        return f"unix://{acl_user(component)}:{self.users[component]}@{self.socket_path}"
 
     def wait_ready(self):
         import redis

@@ -76,6 +76,10 @@ class SentinelSet:
         wait_for(lambda: all(self._known(s) for s in self.sentinels), 15, "the sentinels to see the replica")
         self.url = "redis+sentinel://" + ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels) + f"/{MASTER_NAME}"
 
+    def url_for(self, component: str) -> str:
+        """Every component uses the same URL: the Sentinel set has no users of its own."""
+        return self.url
+
     @staticmethod
     def _known(sentinel) -> bool:
         import redis

@@ -89,8 +89,9 @@ def test_documented_config_on_hand_built_bridge_and_reconnect(lab_dir):
         assert store.service("web")["status"] == "protected"
         lines = ftcp_flows()
         # NORMAL default, 2 probe flows (answers, ARP), c2s and s2c mirrors, mirror-port
-        # drop, FIN and RST hold (the documented services.yaml has a probe section)
-        assert len(lines) == 8, lines
+        # drop, drops of the service's own ports as clients (primary, backup), FIN and RST
+        # hold (the documented services.yaml has a probe section)
+        assert len(lines) == 10, lines
         assert any("nw_dst=10.0.0.10,tp_dst=8000 actions=output:3,output:5" in line for line in lines), lines
         # ovs-vswitchd publishes the connection state to OVSDB on its own schedule.
         subprocess.run(["ovs-vsctl", "--timeout=20", "wait-until", "controller", BRIDGE, "is_connected=true"],
