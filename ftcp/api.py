@@ -24,10 +24,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from ftcp.agent.tracker import PROTECTED, UNPROTECTED
 from ftcp.config import NAME_RE, Config, ConfigError, Service, parse_service, redact_url, with_service
 from ftcp.metrics import CONN_METRIC_FIELDS, agent_families, agent_samples, connection_families, exposition
 from ftcp.records import decode_event
+from ftcp.statuses import ConnStatus, ServiceStatus
 from ftcp.store import StoreError
 
 LOG = logging.getLogger("ftcp.api")
@@ -36,7 +36,7 @@ JSON = "application/json"
 PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 MAX_BODY = 64 * 1024
 AGENT_STALE_AFTER = 3.0          # seconds without a heartbeat (agents beat every second)
-CONN_STATUSES = (PROTECTED, UNPROTECTED)
+CONN_STATUSES = tuple(ConnStatus)
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 MUTATING = frozenset({"PUT", "POST", "DELETE"})
 TOKEN_HELP = "set [ftcp] api_token in ryu.conf or FTCP_API_TOKEN, and restart ryu-manager"
@@ -322,7 +322,7 @@ class Api:
         record = (self.store.service_state(service.name) or {}) if redis else {}
         view = service.to_dict()
         view.update(
-            status=record.get("status") or ("configured" if redis else "unknown"),
+            status=record.get("status") or (ServiceStatus.CONFIGURED if redis else "unknown"),
             reason=record.get("reason") or "",
             epoch=record.get("epoch") or 0,
             dpid=record.get("dpid") or None,

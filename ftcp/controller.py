@@ -32,7 +32,8 @@ from typing import Optional
 from ftcp import failover, flows
 from ftcp.config import Config, ConfigError, Service, with_service, without_service
 from ftcp.effects import Event, ForgetService, Publish, RecordService, Send
-from ftcp.failover import FAILED, FAILED_OVER, FENCED, PROTECTED, ServiceFailover
+from ftcp.failover import ServiceFailover
+from ftcp.statuses import ServiceStatus
 from ftcp.liveness import Liveness
 from ftcp.probe import Prober
 from ftcp.store import agent_channel
@@ -98,18 +99,19 @@ class Controller(SwitchSync, Liveness):
             record = records.get(svc.name) or {}
             if self.conf.probe:
                 # seen alive before: silence or a RST now condemns it
-                self.probers[svc.name] = self._prober(svc.name, armed=record.get("status") == PROTECTED, start=now)
+                armed = record.get("status") == ServiceStatus.PROTECTED
+                self.probers[svc.name] = self._prober(svc.name, armed=armed, start=now)
             f, actions = ServiceFailover.restored(svc.name, tuple(b.name for b in svc.backups), record, now,
                                                   timeout=self.takeover_timeout, retry=self.retry)
             self.failovers[svc.name] = f
-            if f.status != PROTECTED:
+            if f.status != ServiceStatus.PROTECTED:
                 LOG.warning("ftcp: service %s was %s (epoch %d, backup %s, step %s) when the controller "
                             "started: carrying on", svc.name, f.status, f.epoch, f.backup, record.get("step"))
                 self.timelines[svc.name] = [("restored", now)]
                 if svc.name in self.probers:
                     self.probers[svc.name].stop()
             if not record:
-                out.append(RecordService(svc, "configured", {"epoch": f.epoch}))
+                out.append(RecordService(svc, ServiceStatus.CONFIGURED, {"epoch": f.epoch}))
             out += self._run(actions, now)
         self.loaded = True
         out.append(Event("controller_started", {"services": [s.name for s in self.conf.services]}))
@@ -157,13 +159,14 @@ class Controller(SwitchSync, Liveness):
         is reconciled to the new definition by diff."""
         old = self.conf.service(service.name)
         f = self.failovers.get(service.name)
-        if f is not None and f.status != PROTECTED and f.backup not in {b.name for b in service.backups}:
+        if f is not None and f.status != ServiceStatus.PROTECTED and f.backup not in {b.name for b in service.backups}:
             raise ConfigError("backups", f"service {service.name} is {f.status} to {f.backup}: "
                                          f"keep {f.backup} among its backups")
         self.conf = with_service(self.conf, service)
         self._index()
         f = self.failovers[service.name]
-        out = [RecordService(service, "configured" if f.status == PROTECTED else f.status, {"epoch": f.epoch}),
+        status = ServiceStatus.CONFIGURED if f.status == ServiceStatus.PROTECTED else f.status
+        out = [RecordService(service, status, {"epoch": f.epoch}),
                Event("service_configured", {"service": service.name})]
         for sw in self.switches.values():
             out += self._reconcile(sw, now)
@@ -206,7 +209,7 @@ class Controller(SwitchSync, Liveness):
         if f is None:
             return []
         actions = f.fail(reason, now, backup=backup, alive=lambda agent: self.alive(agent, now), retry=retry)
-        if f.status == FENCED and f.started == now:
+        if f.status == ServiceStatus.FAILING_OVER and f.started == now:
             self.timelines[name] = [("detected", now)]
             LOG.warning("ftcp: service %s: %s: failing over to %s (epoch %d)", name, reason, f.backup, f.epoch)
             if name in self.probers:
@@ -277,15 +280,16 @@ class Controller(SwitchSync, Liveness):
     def _record(self, action: failover.Record, now: float) -> list:
         svc = self.conf.service(action.service)
         detail = dict(action.detail)
-        final = action.status == FAILED or detail.get("step") == "done"
+        final = action.status == ServiceStatus.FAILOVER_FAILED or detail.get("step") == "done"
         if final and action.service in self.timelines:
             # Where the time went, in ms after the failure was seen: for operators and
             # for the benchmark's breakdown of the stall.
             steps = self.timelines.pop(action.service)
             detail["timeline_ms"] = {step: round((t - steps[0][1]) * 1000, 1) for step, t in steps}
-        if action.status in (FAILED_OVER, FAILED) and "takeover_seconds" in detail:
+        if action.status in (ServiceStatus.FAILED_OVER, ServiceStatus.FAILOVER_FAILED) and "takeover_seconds" in detail:
             self.last_takeover_seconds = float(detail["takeover_seconds"])
-        if action.status == FAILED or (action.status == FAILED_OVER and detail.get("step") == "redirecting"):
+        if action.status == ServiceStatus.FAILOVER_FAILED or (action.status == ServiceStatus.FAILED_OVER
+                                                              and detail.get("step") == "redirecting"):
             self.failover_counts[action.status] = self.failover_counts.get(action.status, 0) + 1
         LOG.warning("ftcp: service %s is %s (epoch %d): %s", action.service, action.status, action.epoch, detail)
         fields = {k: v if isinstance(v, str) else json.dumps(v) for k, v in detail.items()}
@@ -302,7 +306,7 @@ class Controller(SwitchSync, Liveness):
             out += self._run(f.tick(now), now)
         for name, prober in list(self.probers.items()):
             # Probe only what is protected on a synced switch.
-            if self.failovers[name].status == PROTECTED and any(self._carriers(name)):
+            if self.failovers[name].status == ServiceStatus.PROTECTED and any(self._carriers(name)):
                 out += self._probe_actions(prober.tick(now), now)
         return out
 

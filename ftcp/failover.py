@@ -26,10 +26,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-PROTECTED = "protected"
-FENCED = "failing-over"      # fenced, waiting for the backup's ready
-FAILED_OVER = "failed-over"  # running on the backup; unprotected until a new backup exists
-FAILED = "failover-failed"   # the backup did not take over in time; clients were reset
+from ftcp.statuses import ServiceStatus
+
+# The statuses a failover moves a service through (ftcp/statuses.py): the short names
+# the state machine above uses.
+PROTECTED, FENCED, FAILED_OVER, FAILED = (ServiceStatus.PROTECTED, ServiceStatus.FAILING_OVER,
+                                          ServiceStatus.FAILED_OVER, ServiceStatus.FAILOVER_FAILED)
 
 
 @dataclass(frozen=True)

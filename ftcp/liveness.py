@@ -12,7 +12,7 @@ from typing import Optional
 
 from ftcp import flows
 from ftcp.effects import Send
-from ftcp.failover import FAILED, FAILED_OVER
+from ftcp.statuses import ServiceStatus
 from ftcp.probe import ReadPort, Release, SendProbe, Verdict
 from ftcp.switches import with_xid
 
@@ -108,6 +108,7 @@ class Liveness:
         if self.conf.probe and ip == self.conf.probe.address:
             return self.conf.probe.mac
         for svc in self.conf.services:
-            if svc.address == ip and self.failovers[svc.name].status in (FAILED_OVER, FAILED):
+            moved = (ServiceStatus.FAILED_OVER, ServiceStatus.FAILOVER_FAILED)
+            if svc.address == ip and self.failovers[svc.name].status in moved:
                 return svc.primary.mac
         return None

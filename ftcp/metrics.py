@@ -6,15 +6,11 @@ import collections
 import math
 from typing import Any
 
-from ftcp.agent.tracker import CAPTURE_GAP, NO_SYN, OOO_OVERFLOW, UNPROTECTED
+from ftcp.statuses import ConnStatus, Reason
 
 # what connection_families reads of each live connection's record
 CONN_METRIC_FIELDS = ("status", "reason", "divergent_bytes", "replica")
 
-# Why a connection is unprotected, as a small set of metric label values. The first
-# prefix that matches wins; the agent writes the reasons (ftcp/agent/tracker.py, writer.py).
-REASON_CLASSES = ((NO_SYN, "no_syn"), (CAPTURE_GAP, "capture_gap"), (OOO_OVERFLOW, "reassembly_overflow"),
-                  ("log cap", "log_cap"), ("redis", "redis"))
 
 
 def connection_families(rows_by_service: dict, statuses: tuple) -> list:
@@ -30,7 +26,7 @@ def connection_families(rows_by_service: dict, statuses: tuple) -> list:
         conns += [({"service": name, "status": status}, by_status[status])
                   for status in sorted(set(statuses) | set(by_status))]
         reasons = collections.Counter(reason_class(row.get("reason") or "")
-                                      for row in rows if row.get("status") == UNPROTECTED)
+                                      for row in rows if row.get("status") == ConnStatus.UNPROTECTED)
         unprotected += [({"service": name, "reason": r}, n) for r, n in sorted(reasons.items())]
     return [
         ("ftcp_connections", "gauge", "Live connections by service and status.", conns),
@@ -85,7 +81,7 @@ AGENT_METRICS = (
 
 def reason_class(reason: str) -> str:
     """A metric label for an unprotected connection's reason."""
-    return next((label for prefix, label in REASON_CLASSES if reason.startswith(prefix)), "other")
+    return Reason.label_of(reason)
 
 
 def agent_samples(agents: list, stat: str, **labels) -> list:

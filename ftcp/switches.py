@@ -14,7 +14,8 @@ from typing import Optional
 
 from ftcp import failover, flows
 from ftcp.effects import Event, RecordService, Send
-from ftcp.failover import FENCED, PROTECTED, ServiceFailover
+from ftcp.failover import ServiceFailover
+from ftcp.statuses import ServiceStatus
 from ftcp.plan import plan_switch, switch_applies
 
 LOG = logging.getLogger("ftcp.controller")
@@ -120,13 +121,14 @@ class SwitchSync:
         sw.plans = {}
         for plan in plan_switch(self.conf, numbers):
             svc, f = plan.service, self.failovers[plan.service.name]
-            problem = plan.problem or (plan.primary_problem if plan.primary_port is None and f.status == PROTECTED
-                                       else None)
+            primary_gone = plan.primary_port is None and f.status == ServiceStatus.PROTECTED
+            problem = plan.problem or (plan.primary_problem if primary_gone else None)
             if problem:
                 keep.add(svc.cookie_id)   # its flows wait for the port to come back
                 LOG.error("ftcp: service %s NOT protected on switch %016x: %s", svc.name, sw.dpid, problem)
-                if f.status == PROTECTED:
-                    out += [RecordService(svc, "unprotected", {"reason": problem, "dpid": f"{sw.dpid:016x}"}),
+                if f.status == ServiceStatus.PROTECTED:
+                    out += [RecordService(svc, ServiceStatus.UNPROTECTED,
+                                          {"reason": problem, "dpid": f"{sw.dpid:016x}"}),
                             Event("service_unprotected", {"service": svc.name, "dpid": f"{sw.dpid:016x}",
                                                           "reason": problem})]
                 continue
@@ -147,7 +149,7 @@ class SwitchSync:
     def _service_flows(self, plan, f: ServiceFailover) -> list:
         """The flows of one service in its failover state (DESIGN §3, §7)."""
         svc = plan.service
-        if f.status == PROTECTED:
+        if f.status == ServiceStatus.PROTECTED:
             return flows.service_flows(None, plan, probe_ip=self._probe_ip())
         fence = [flows.fence_flow(None, plan)] if plan.primary_port is not None else []
         if f.backup not in {b.name for b in svc.backups}:
@@ -156,7 +158,7 @@ class SwitchSync:
             LOG.error("ftcp: service %s is %s to %s, which is not one of its backups now", svc.name, f.status,
                       f.backup)
             return fence
-        if f.status == FENCED:
+        if f.status == ServiceStatus.FAILING_OVER:
             mirrors = flows.service_flows(None, plan, probe_ip=self._probe_ip()) if plan.primary_port else []
             return fence + mirrors + [flows.redirect_s2c_flow(None, plan, f.backup, svc.primary.mac)]
         return fence + flows.redirect_flows(None, plan, f.backup, svc.primary.mac) + flows.mirror_port_drops(None, plan)
@@ -173,14 +175,14 @@ class SwitchSync:
         sw.synced = True
         for name, plan in sw.plans.items():
             svc, f = plan.service, self.failovers[name]
-            if f.status != PROTECTED:
+            if f.status != ServiceStatus.PROTECTED:
                 continue
             if first:
                 count = len(flows.service_flows(None, plan, probe_ip=self._probe_ip()))
                 LOG.info("ftcp: service %s protected on switch %016x: %d flows, primary port %d, mirror port(s) %s",
                          name, dpid, count, plan.primary_port, ",".join(map(str, plan.mirror_ports)))
-                out += [RecordService(svc, PROTECTED, {"dpid": f"{dpid:016x}", "flows": count, "reason": "",
-                                                       "epoch": f.epoch}),
+                out += [RecordService(svc, ServiceStatus.PROTECTED,
+                                      {"dpid": f"{dpid:016x}", "flows": count, "reason": "", "epoch": f.epoch}),
                         Event("flows_installed", {"service": name, "dpid": f"{dpid:016x}", "flows": count})]
             up = (sw.ports or {}).get(_port_name(sw, plan.primary_port), (None, True))[1]
             if not up and self._seen_alive(name):

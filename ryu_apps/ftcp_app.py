@@ -28,7 +28,7 @@ from ftcp import control
 from ftcp.api import Api, ApiError, Controller as ApiController
 from ftcp.controller import Controller
 from ftcp.effects import Event, ForgetService, Publish, RecordService, Send
-from ftcp.failover import FAILED, PROTECTED
+from ftcp.statuses import ServiceStatus
 from ftcp.recorder import Recorder
 from ftcp.store import CONTROLLER_CHANNEL, Store, StoreError
 from ryu_apps import ftcp_rest
@@ -125,7 +125,7 @@ class _RestAdapter(ApiController):
         self._master()
         self.app.refresh_heartbeats()   # as of now, not of the last poll
         status = self.app.core.failovers[name].status
-        if status not in (PROTECTED, FAILED):
+        if status not in (ServiceStatus.PROTECTED, ServiceStatus.FAILOVER_FAILED):
             raise ApiError(409, f"service {name} is {status}, not protected: nothing to move", "name")
         effects, state = self.app.core.start_failover(name, reason, backup, time.time())
         self.app.dispatch(effects)

@@ -64,7 +64,7 @@ def half_closed(conn) -> bool:
 
 
 def cannot_take(conn) -> Optional[str]:
-    if conn.status is not PROTECTED:
+    if conn.status != PROTECTED:
         return f"unprotected: {conn.reason}"
     if conn.state != ESTABLISHED and not half_closed(conn):
         return f"state {conn.state}"

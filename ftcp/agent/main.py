@@ -27,7 +27,8 @@ from ftcp.agent.coordinator import Coordinator
 from ftcp.agent.replica import HotStandby, ReplicaPool
 from ftcp.agent.takeover import Splicer
 from ftcp.agent.services import divergence, primary_macs, replicas, tracked_services
-from ftcp.agent.tracker import CAPTURE_GAP, CLOSED, ESTABLISHED, PROTECTED, Conn, Limits, Tracker
+from ftcp.agent.tracker import CLOSED, ESTABLISHED, PROTECTED, Conn, Limits, Tracker
+from ftcp.statuses import Reason
 from ftcp.agent.wakeup import Wakeup
 from ftcp.agent.writer import LogWriter, WriterThread
 from ftcp.store import Store, StoreError, agent_channel
@@ -168,7 +169,7 @@ class Agent:
         if lost <= 0:
             return
         self._drops_reported = self.capture.dropped
-        reason = f"{CAPTURE_GAP}: the kernel dropped {lost} mirrored packets (ring full)"
+        reason = Reason.CAPTURE_GAP.because(f"the kernel dropped {lost} mirrored packets (ring full)")
         hit = [c for c in self.tracker.conns.values() if c.state != CLOSED and c.status == PROTECTED]
         for conn in hit:
             self.tracker.mark_unprotected(conn, reason)

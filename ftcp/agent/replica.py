@@ -30,6 +30,7 @@ import threading
 
 from ftcp.agent.divergence import STRICT, expectation, settle
 from ftcp.agent.wakeup import Wakeup
+from ftcp.statuses import ConnStatus, Reason
 
 LOG = logging.getLogger("ftcp.agent.replica")
 
@@ -297,8 +298,8 @@ class ReplicaPool(threading.Thread):
                 rep.expected_bytes -= n
                 count = settle(expected, rep.tail, off - start, n)
                 if count is None:
-                    rep.diverged = (f"diverged: the replica's output differs from the primary's "
-                                    f"at server byte {off}")
+                    rep.diverged = Reason.DIVERGED.because(
+                        f"the replica's output differs from the primary's at server byte {off}")
                     rep.failed = rep.diverged
                     self.diverged[rep.conn_id] = rep.diverged
                     LOG.error("%s: %s", rep.conn_id, rep.diverged)
@@ -394,7 +395,7 @@ class HotStandby:
             failed = self.pool.failed.get(cid)
             if failed is not None:
                 conn.replica = f"failed: {failed}"
-        if conn.status != "protected":
+        if conn.status != ConnStatus.PROTECTED:
             self._checks.pop(conn, None)
             if current is not None:
                 self.pool.drop(cid)

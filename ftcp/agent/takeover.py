@@ -30,6 +30,7 @@ from ftcp.agent import repair
 from ftcp.agent.acks import AckNumbers, ack_segment
 from ftcp.agent.divergence import settle
 from ftcp.agent.wakeup import Wakeup
+from ftcp.statuses import Reason
 
 LOG = logging.getLogger("ftcp.agent.takeover")
 CHUNK = 65536
@@ -101,7 +102,7 @@ class Session:
                                f"before the primary's segment at {off}")
             count = settle(expected, self.out, rel, n)
             if count is None:
-                raise Diverged(f"diverged at takeover: the replica's output differs from the primary's "
+                raise Diverged(f"{Reason.DIVERGED.text} at takeover: the replica's output differs from the primary's "
                                f"at server byte {off}")
             self.differed += count
         rel_acked, rel_sent = self.skip - self.tail_start, self.sent - self.tail_start

@@ -13,27 +13,17 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass
 
+from ftcp.statuses import ConnState, ConnStatus, Reason
 from ftcp.agent.packet import ACK, FIN, RST, SYN, checksum_ok, ip_int, ip_str, is_ipv4_tcp, parse_frame
 
 MASK = 0xFFFFFFFF
 HALF = 0x80000000
 
-SYN_SENT = "syn_sent"
-SYN_RECEIVED = "syn_received"
-ESTABLISHED = "established"
-CLOSING = "closing"
-CLOSED = "closed"
-
-# Only this module assigns these, so the hot path compares them with `is`.
-PROTECTED = "protected"
-UNPROTECTED = "unprotected"
-
-NO_SYN = "no SYN seen (connection predates capture)"
-OOO_OVERFLOW = "reassembly buffer overflow"
-# Two copies of the same client bytes that differ, both held out of order: which one the
-# primary's kernel kept depends on how it had merged its queue (not on the wire).
-CONFLICT = "conflicting copies of client data"
-CAPTURE_GAP = "capture gap"   # prefix of the reason of a hole in the client's log
+# The words themselves are in ftcp/statuses.py; short names for the per-packet path,
+# which compares them with `is` (only this module assigns them).
+SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSING, CLOSED = (
+    ConnState.SYN_SENT, ConnState.SYN_RECEIVED, ConnState.ESTABLISHED, ConnState.CLOSING, ConnState.CLOSED)
+PROTECTED, UNPROTECTED = ConnStatus.PROTECTED, ConnStatus.UNPROTECTED
 
 # RFC 1122 4.2.2.6 (Linux TCP_MSS_DEFAULT): the MSS a peer gets when its SYN has no MSS option.
 DEFAULT_MSS = 536
@@ -401,8 +391,9 @@ class Tracker:
             return False
         self.conns[conn.key] = conn
         if conn._s_ack_off > conn._c_rcv:
-            self.mark_unprotected(conn, f"{CAPTURE_GAP}: the agent restarted; the server had acknowledged "
-                                        f"{conn._s_ack_off - conn._c_rcv} client bytes the log lacks")
+            self.mark_unprotected(conn, Reason.CAPTURE_GAP.because(
+                f"the agent restarted; the server had acknowledged {conn._s_ack_off - conn._c_rcv} client bytes "
+                "the log lacks"))
         return True
 
     def _verify(self, c: Conn, seg, from_client: bool) -> None:
@@ -414,7 +405,7 @@ class Tracker:
         ahead = [seq_diff(seg.seq, mine)] + ([seq_diff(seg.ack, theirs)] if seg.flags & ACK else [])
         if any(d > 0 for d in ahead):
             c.restored = False
-            self.mark_unprotected(c, f"{CAPTURE_GAP}: the connection moved while the agent was down")
+            self.mark_unprotected(c, Reason.CAPTURE_GAP.because("the connection moved while the agent was down"))
         elif all(d == 0 for d in ahead):
             c.restored = False
             self._dirty[c.key] = c
@@ -450,7 +441,7 @@ class Tracker:
             # a reset for a tuple we do not know (e.g. after expiry): nothing to track
             return None
         else:
-            conn = Conn(key, name, now, UNPROTECTED, NO_SYN)
+            conn = Conn(key, name, now, UNPROTECTED, Reason.NO_SYN.text)
             if from_client:
                 conn._cb = seg.seq
                 if flags & ACK:
@@ -665,7 +656,7 @@ class Tracker:
                             # a segment, so the log can never be completed.
                             if c.status is PROTECTED:
                                 self.mark_unprotected(
-                                    c, f"{CAPTURE_GAP}: server acked {off - lim} bytes not seen")
+                                    c, Reason.CAPTURE_GAP.because(f"server acked {off - lim} bytes not seen"))
                             c._c_rcv = off if c._c_fin < 0 else min(off, c._c_fin)
                     if c.state is CLOSING:
                         self._check_closed(c, now)
@@ -714,7 +705,7 @@ class Tracker:
                 c._pend.append(data[:keep])
                 c.c2s_logged = cap
             c._c_rcv = end
-            self.mark_unprotected(c, f"log cap of {self.log_cap} bytes reached")
+            self.mark_unprotected(c, f"{Reason.LOG_CAP.text} of {self.log_cap} bytes reached")
             return
         c._pend.append(data)
         c._c_rcv = c.c2s_logged = end
@@ -736,7 +727,7 @@ class Tracker:
             d = ooo[o]
             lo, hi = max(o, off), min(o + len(d), end)
             if d[lo - o:hi - o] != data[lo - off:hi - off]:
-                self.mark_unprotected(c, f"{CONFLICT} at client byte {lo}")
+                self.mark_unprotected(c, f"{Reason.CONFLICT.text} at client byte {lo}")
                 return
             if o <= off and hi == end:
                 return   # all of it is held already
@@ -752,9 +743,9 @@ class Tracker:
         self.ooo_total += n
         limits = self.limits
         if c._ooo_bytes > self.max_ooo or len(ooo) > limits.ooo_segments:
-            self.mark_unprotected(c, f"{OOO_OVERFLOW}: {len(ooo)} segments, {c._ooo_bytes} bytes held")
+            self.mark_unprotected(c, Reason.OOO_OVERFLOW.because(f"{len(ooo)} segments, {c._ooo_bytes} bytes held"))
         elif self.ooo_total > limits.ooo_total:
-            self.mark_unprotected(c, f"{OOO_OVERFLOW}: {self.ooo_total} bytes held over all connections")
+            self.mark_unprotected(c, Reason.OOO_OVERFLOW.because(f"{self.ooo_total} bytes held over all connections"))
 
     def _drain(self, c):
         """Deliver what the hole's filling made contiguous, lowest offset first (the

@@ -25,6 +25,7 @@ import threading
 from collections import deque
 from typing import Optional
 
+from ftcp.statuses import ConnStatus, Reason
 from ftcp.store import StoreError
 
 LOG = logging.getLogger("ftcp.agent.writer")
@@ -197,7 +198,7 @@ class LogWriter:
                 break
             if not entry.nbytes:
                 continue
-            reason = f"redis unavailable: {entry.nbytes} bytes of the client log could not be stored"
+            reason = Reason.REDIS_UNAVAILABLE.because(f"{entry.nbytes} bytes of the client log could not be stored")
             self.tracker.mark_unprotected(entry.conn, reason)
             self.buffered -= entry.nbytes
             entry.chunks, entry.nbytes, entry.dropped = [], 0, True
@@ -262,7 +263,7 @@ class LogWriter:
             fields["c2s_stored"] = e.stored + len(data)
             writes.append(ConnWrite(e.conn_id, e.service, fields, data, e.new, e.closed,
                                     listed=e.new or not e.written))
-            if e.state["status"] != "protected" and not e.reported:
+            if e.state["status"] != ConnStatus.PROTECTED and not e.reported:
                 events.append({"kind": "conn_unprotected", "conn": e.conn_id, "service": e.service,
                                "reason": e.state["reason"], "time": str(e.state["last_seen"])})
                 e.reported = True   # taken back by _restore if this write fails
@@ -318,7 +319,7 @@ class LogWriter:
                 if extra < 0:
                     # Redis came back without what it had acknowledged (restarted
                     # without persistence, or a stale replica): that log is gone.
-                    self._marks.append((e.conn, f"redis lost {-extra} bytes of the stored client log"))
+                    self._marks.append((e.conn, f"{Reason.REDIS_LOST.text} {-extra} bytes of the stored client log"))
                     self.buffered -= e.nbytes
                     e.chunks, e.nbytes, e.dropped = [], 0, True
                     self.lost_conns += 1

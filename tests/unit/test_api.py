@@ -11,7 +11,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from ftcp import config
 from ftcp.api import JSON, MAX_BODY, PROMETHEUS, Api, Controller, Request
 from ftcp.metrics import reason_class
-from ftcp.agent.tracker import CAPTURE_GAP, NO_SYN, OOO_OVERFLOW
 from tests.rest_support import SERVICE, FakeAgent, conn_id, fake_store, heartbeat
 
 TOKEN = "s3cret-token"
@@ -346,7 +345,7 @@ def test_list_connections_with_filters_and_paging(api, conns):
 
     unprotected = ok(call(api, "connections", query={"status": "unprotected"}))
     assert [c["id"] for c in unprotected["connections"]] == [conn_id("10.0.0.2", 41000)]
-    assert unprotected["connections"][0]["reason"] == NO_SYN
+    assert unprotected["connections"][0]["reason"] == "no SYN seen (connection predates capture)"
     assert ok(call(api, "connections", query={"status": "protected"}))["total"] == 5
     assert ok(call(api, "connections", query={"client": "10.0.0.1"}))["total"] == 5
     assert ok(call(api, "connections", query={"client": "10.0.0.1:40003"}))["connections"][0]["id"] == \
@@ -495,7 +494,10 @@ def test_metrics_with_redis_down_still_answer(api, store):
 
 
 @pytest.mark.parametrize("reason, label", [
-    (NO_SYN, "no_syn"), (CAPTURE_GAP + ": server acked 5 bytes not seen", "capture_gap"), (OOO_OVERFLOW, "reassembly_overflow"),
+    ("no SYN seen (connection predates capture)", "no_syn"), ("capture gap: server acked 5 bytes not seen", "capture_gap"),
+    ("reassembly buffer overflow: 4097 segments, 4097 bytes held", "reassembly_overflow"),
+    ("conflicting copies of client data at client byte 25", "conflicting_copies"),
+    ("diverged: the replica's output differs from the primary's at byte 7", "diverged"),
     ("log cap of 1048576 bytes reached", "log_cap"),
     ("redis unavailable: 10 bytes of the client log could not be stored", "redis"),
     ("redis lost 10 bytes of the stored client log", "redis"), ("something new", "other"),

@@ -5,7 +5,7 @@ import pytest
 from ryu.ofproto import ofproto_v1_3 as ofp
 
 from ftcp import config, flows
-from ftcp.failover import FAILED, FAILED_OVER, FENCED, PROTECTED
+from ftcp.statuses import ServiceStatus
 from tests.support.fake_oftable import FakeOFTable
 from tests.support.switch_rig import PORTS, Rig
 
@@ -56,7 +56,7 @@ def test_fresh_switch_gets_the_steady_flows_and_the_service_is_protected_after_t
     assert ports_of(table, **dict(CLIENT, in_port=5)) == []      # the mirror port cannot inject
     assert ports_of(table, **dict(CLIENT, in_port=3)) == []      # nor the service's own hosts,
     assert ports_of(table, **dict(CLIENT, in_port=4)) == []      # as clients of it
-    assert ("web", PROTECTED) == rig.last_record("web")[:2]
+    assert ("web", ServiceStatus.PROTECTED) == rig.last_record("web")[:2]
     assert ("flows_installed", {"service": "web", "dpid": "0000000000000001", "flows": 9}) in rig.events
 
 
@@ -80,7 +80,7 @@ def test_failover_order_fence_then_takeover_then_redirect_then_go():
     table = rig.tables[1]
     rig.hold.add(1)                        # the switch has not answered the fence's barrier yet
     rig.call("port_status", 1, 3, "s1-eth3", False, "modify")
-    assert rig.core.failovers["web"].status == FENCED
+    assert rig.core.failovers["web"].status == ServiceStatus.FAILING_OVER
     assert ports_of(table, **PRIMARY) == []            # fenced at once
     assert ports_of(table, **BACKUP) == [NORMAL]       # a rebuilt socket's retransmission leaves as the service
     assert table.forward(**BACKUP)[0][1]["ipv4_src"] == "10.0.0.10"
@@ -99,7 +99,7 @@ def test_failover_order_fence_then_takeover_then_redirect_then_go():
     assert rig.cmds() == [("takeover", 1), ("go", 1)]
     rig.call("control", {"cmd": "gone", "service": "web", "epoch": 1, "backup": "b1"})
     name, status, fields = rig.last_record("web")
-    assert status == FAILED_OVER and fields["step"] == "done" and "timeline_ms" in fields
+    assert status == ServiceStatus.FAILED_OVER and fields["step"] == "done" and "timeline_ms" in fields
     assert ports_of(table, **PRIMARY) == []
 
 
@@ -121,7 +121,7 @@ def test_a_controller_that_starts_during_a_failover_finishes_it_with_the_same_ep
     rig = up()
     rig.call("port_status", 1, 3, "s1-eth3", False, "modify")
     record = rig.stored("web")
-    assert record["status"] == FENCED
+    assert record["status"] == ServiceStatus.FAILING_OVER
     again = Rig(CONF)
     again.restore({"web": record})
     again.connect(1, rig.tables[1])
@@ -149,7 +149,7 @@ def test_a_fence_lost_with_the_switch_is_confirmed_by_the_reconcile_after_it_rec
     rig.call("control", {"cmd": "ready", "service": "web", "epoch": 0, "backup": "b1"})   # nothing awaited
     rig.call("port_status", 1, 3, "s1-eth3", False, "modify")
     rig.call("control", {"cmd": "ready", "service": "web", "epoch": 1, "backup": "b1"})   # not yet asked
-    assert rig.core.failovers["web"].status == FENCED
+    assert rig.core.failovers["web"].status == ServiceStatus.FAILING_OVER
     rig.disconnect(1)
     rig.hold.clear()
     fresh = FakeOFTable()          # the switch restarted and lost its flows
@@ -207,7 +207,7 @@ def test_failover_deadline_redirects_so_clients_are_reset_and_aborts_the_agent()
     rig.tick(rig.now + 0.5)
     assert rig.cmds().count(("takeover", 1)) == 3      # resent every 0.25 s while no ready comes
     rig.tick(rig.now + 0.6)
-    assert rig.core.failovers["web"].status == FAILED
+    assert rig.core.failovers["web"].status == ServiceStatus.FAILOVER_FAILED
     assert ports_of(rig.tables[1], **CLIENT) == [4]    # the backup's kernel resets them: nobody hangs
     assert rig.cmds()[-1] == ("abort", 1)
     rig.call("control", {"cmd": "aborted", "service": "web", "epoch": 1, "backup": "b1"})
@@ -215,14 +215,14 @@ def test_failover_deadline_redirects_so_clients_are_reset_and_aborts_the_agent()
     effects, state = rig.core.start_failover("web", "retry", None, rig.now)   # retried over REST
     rig.run(effects)
     rig.settle()
-    assert state["epoch"] == 2 and state["status"] == FENCED and rig.cmds()[-1] == ("takeover", 2)
+    assert state["epoch"] == 2 and state["status"] == ServiceStatus.FAILING_OVER and rig.cmds()[-1] == ("takeover", 2)
 
 
 def test_no_live_agent_means_no_fence():
     rig = up()
     rig.core.heartbeats.clear()
     rig.call("port_status", 1, 3, "s1-eth3", False, "modify")
-    assert rig.core.failovers["web"].status == PROTECTED
+    assert rig.core.failovers["web"].status == ServiceStatus.PROTECTED
     assert ports_of(rig.tables[1], **PRIMARY) == [NORMAL, 5]
     assert rig.events[-1][0] == "failover_refused"
     rig.now += 10
@@ -250,12 +250,12 @@ def test_a_primary_already_down_at_start_is_failed_over_if_it_was_protected_befo
     rig.beat("b1")
     rig.restore({"web": {"status": "protected", "epoch": "4"}})
     rig.connect(1, ports=dict(PORTS, **{"s1-eth3": (3, False)}))
-    assert rig.core.failovers["web"].status == FENCED and rig.core.failovers["web"].epoch == 5
+    assert rig.core.failovers["web"].status == ServiceStatus.FAILING_OVER and rig.core.failovers["web"].epoch == 5
     fresh = Rig(CONF)                                  # never seen alive: waits for it
     fresh.beat("b1")
     fresh.restore({})
     fresh.connect(1, ports=dict(PORTS, **{"s1-eth3": (3, False)}))
-    assert fresh.core.failovers["web"].status == PROTECTED
+    assert fresh.core.failovers["web"].status == ServiceStatus.PROTECTED
 
 
 def test_a_primary_whose_server_is_dead_at_start_is_condemned_by_the_first_rst():
@@ -267,9 +267,9 @@ def test_a_primary_whose_server_is_dead_at_start_is_condemned_by_the_first_rst()
     # the same answer by any other flow (a client's port: NORMAL, cookie 0) is not an answer
     rig.call("packet_in", 1, 1, 0, rst)
     rig.call("packet_in", 1, 1, flows.cookie(0, flows.SERVICE_ARP), rst)
-    assert rig.core.failovers["web"].status == PROTECTED
+    assert rig.core.failovers["web"].status == ServiceStatus.PROTECTED
     rig.call("packet_in", 1, 3, flows.cookie(0, flows.PROBE_REPLY), rst)
-    assert rig.core.failovers["web"].status == FENCED
+    assert rig.core.failovers["web"].status == ServiceStatus.FAILING_OVER
 
 
 def test_a_malformed_epoch_is_dropped_not_raised():
@@ -281,7 +281,7 @@ def test_a_malformed_epoch_is_dropped_not_raised():
     for shape in ({"taken": 3}, {"failed": ["x"]}, {"id": 7}):
         rig.call("control", {"cmd": "ready", "service": "web", "epoch": epoch, "backup": "b1", **shape})
     rig.call("control", {"cmd": "invalid", "why": "bad signature", "raw": "{}"})
-    assert rig.core.failovers["web"].status == FENCED
+    assert rig.core.failovers["web"].status == ServiceStatus.FAILING_OVER
 
 
 def test_arp_for_the_service_is_answered_only_after_the_failover():
@@ -319,13 +319,13 @@ def test_a_link_flap_shorter_than_link_confirm_does_not_fail_over():
     rig.tick(rig.now + 0.05)
     rig.call("port_status", 1, 3, "s1-eth3", True, "modify")
     rig.tick(rig.now + 0.2)
-    assert rig.core.failovers["web"].status == PROTECTED and ("link_flap", {"dpid": "0000000000000001",
+    assert rig.core.failovers["web"].status == ServiceStatus.PROTECTED and ("link_flap", {"dpid": "0000000000000001",
                                                                           "port": 3}) in rig.events
     rig.call("port_status", 1, 3, "s1-eth3", False, "modify")
     rig.tick(rig.now + 0.09)
-    assert rig.core.failovers["web"].status == PROTECTED
+    assert rig.core.failovers["web"].status == ServiceStatus.PROTECTED
     rig.tick(rig.now + 0.02)
-    assert rig.core.failovers["web"].status == FENCED
+    assert rig.core.failovers["web"].status == ServiceStatus.FAILING_OVER
 
 
 def test_one_refused_probe_is_confirmed_by_a_second_before_the_verdict():
@@ -337,16 +337,16 @@ def test_one_refused_probe_is_confirmed_by_a_second_before_the_verdict():
         rst = _segment("10.0.0.10", "10.0.0.254", 80, sport, ack=seq + 1, flags=flows.TCP_RST | flows.TCP_ACK)
         rig.call("packet_in", 1, 3, flows.cookie(0, flows.PROBE_REPLY), rst)
     refuse_latest()
-    assert rig.core.failovers["web"].status == PROTECTED
+    assert rig.core.failovers["web"].status == ServiceStatus.PROTECTED
     refuse_latest()
-    assert rig.core.failovers["web"].status == FENCED
+    assert rig.core.failovers["web"].status == ServiceStatus.FAILING_OVER
 
 
 def test_an_agents_answer_is_recorded_without_its_envelope():
     rig = up()
     fail_over(rig)
     name, status, fields = rig.last_record("web")
-    assert status == FAILED_OVER and "cmd" not in fields and "service" not in fields
+    assert status == ServiceStatus.FAILED_OVER and "cmd" not in fields and "service" not in fields
 
 
 def test_a_standby_sends_nothing_until_promoted_then_claims_the_switch_and_carries_on():
@@ -375,11 +375,11 @@ def test_a_standby_sends_nothing_until_promoted_then_claims_the_switch_and_carri
 def test_a_silent_primary_after_a_restart_is_condemned_with_an_honest_silence():
     rig = up(records={"web": {"status": "protected", "epoch": "1"}})
     start = rig.now
-    while rig.core.failovers["web"].status == PROTECTED and rig.now < start + 1:
+    while rig.core.failovers["web"].status == ServiceStatus.PROTECTED and rig.now < start + 1:
         rig.tick(rig.now + 0.01)      # the primary answers nothing; nothing moves on its port:
         for _, xid in list(rig.core._port_reads):
             rig.call("port_stats", 1, xid, 0)
-    assert rig.core.failovers["web"].status == FENCED
+    assert rig.core.failovers["web"].status == ServiceStatus.FAILING_OVER
     reason = rig.stored("web")["reason"]
     silence = float(reason.split(" in ")[1].split(" s")[0])
     assert 0.1 <= silence <= 0.35, reason
@@ -410,9 +410,9 @@ def test_a_reconcile_during_link_confirm_waits_for_it():
     rig = up(conf, records={"web": {"status": "protected", "epoch": "0"}})
     rig.call("port_status", 1, 3, "s1-eth3", False, "modify")
     rig.call("port_status", 1, 8, "s1-eth8", True, "add")    # any reconcile meanwhile
-    assert rig.core.failovers["web"].status == PROTECTED
+    assert rig.core.failovers["web"].status == ServiceStatus.PROTECTED
     rig.tick(rig.now + 1.0)
-    assert rig.core.failovers["web"].status == FENCED
+    assert rig.core.failovers["web"].status == ServiceStatus.FAILING_OVER
 
 
 def test_a_failed_over_service_cannot_lose_its_backup_and_a_restored_one_without_it_does_not_wedge():
@@ -437,7 +437,7 @@ def test_messages_carry_the_failover_id_and_an_answer_for_another_one_is_ignored
     assert fid and rig.stored("web")["failover_id"] == fid
     rig.call("control", {"cmd": "ready", "service": "web", "epoch": 1, "backup": "b1", "id": "1@other",
                          "taken": [], "failed": {}})
-    assert rig.core.failovers["web"].status == FENCED              # an answer to a failover that is not this one
+    assert rig.core.failovers["web"].status == ServiceStatus.FAILING_OVER              # an answer to a failover that is not this one
     again = up(records={"web": {"status": "protected", "epoch": "0"}})   # its record never reached Redis
     again.now += 2.0                                                       # a later controller
     again.beat("b1")
