@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import secrets
 import shlex
 import shutil
@@ -35,6 +34,8 @@ import yaml
 from topology.processes import (CONTROL_KEY, ROOT, LabError, Ovs, Process, RedisServer, RyuManager, free_tcp_port,
                                 sh, tail, wait_for)
 from topology.clients import RunningClient
+from topology.reaper import kill_group, reap_all
+from topology.reaper import record as record_pid
 from topology.redis_ha import RedisNode, SentinelNode, SentinelSet
 
 LAST = (RedisServer, RyuManager, RedisNode, SentinelNode)   # stopped after the hosts and the agent
@@ -80,19 +81,61 @@ def failover_settled(store, name: str = "demo"):
     return svc if settled else None
 
 
+RECORD = "mininet.record"   # in the run directory: the bridge and root-namespace links the topology made
+
+
 def cleanup_stale(run_dir: Path):
-    """Remove what an earlier lab that was killed hard may have left (mn -c style,
-    but only ftcp's own bridge, links, host shells and processes)."""
-    for pidfile in run_dir.glob("*.pid"):
-        try:
-            os.killpg(int(pidfile.read_text()), signal.SIGKILL)
-        except (ValueError, ProcessLookupError, PermissionError):
-            pass
-        pidfile.unlink(missing_ok=True)
-    subprocess.run(["ovs-vsctl", "--timeout=5", "--if-exists", "del-br", "s1"], capture_output=True)
-    for link in set(re.findall(r"\b((?:c\d+|p1|b1|s1)-eth\d+)\b", sh("ip -o link show"))):
-        subprocess.run(["ip", "link", "del", link], capture_output=True)
-    subprocess.run(["pkill", "-9", "-f", r"mininet:(c[0-9]+|p1|b1|s1)$"], capture_output=True)
+    """Remove what an earlier lab in ``run_dir`` that was killed hard may have left
+    (mn -c style, but only what that lab recorded): the processes and Mininet host
+    shells its pid files name, if they still are those processes (topology/reaper.py),
+    then its bridge and the links it made in this namespace."""
+    reap_all(run_dir)
+    record = run_dir / RECORD
+    try:
+        made = [line.split() for line in record.read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        return
+    for kind, name in made:
+        # (with Open vSwitch stopped, a bridge stays in its database: Mininet replaces it)
+        if kind == "bridge":
+            subprocess.run(["ovs-vsctl", "--timeout=5", "--if-exists", "del-br", name], capture_output=True)
+    for kind, name in made:
+        if kind == "link" and Path(f"/sys/class/net/{name}").exists():
+            subprocess.run(["ip", "link", "del", name], capture_output=True)
+    record.unlink()
+
+
+def _recording_mininet(run_dir: Path):
+    """Mininet, recording into ``run_dir`` each node's shell as it starts (a pid file),
+    the switches' bridges and the links' ends in this namespace, for ``cleanup_stale``."""
+    from mininet.net import Mininet
+
+    def note(*lines):
+        with open(run_dir / RECORD, "a") as f:
+            f.writelines(f"{line}\n" for line in lines)
+
+    def shell(node):
+        if node is not None:
+            record_pid(run_dir / f"mininet-{node.name}.pid", node.pid)
+        return node
+
+    class RecordingMininet(Mininet):
+        def addHost(self, *args, **kwargs):
+            return shell(super().addHost(*args, **kwargs))
+
+        def addSwitch(self, *args, **kwargs):
+            switch = super().addSwitch(*args, **kwargs)
+            note(f"bridge {switch.name}")
+            return shell(switch)
+
+        def addController(self, *args, **kwargs):
+            return shell(super().addController(*args, **kwargs))
+
+        def addLink(self, *args, **kwargs):
+            link = super().addLink(*args, **kwargs)
+            note(*(f"link {intf.name}" for intf in (link.intf1, link.intf2) if not intf.node.inNamespace))
+            return link
+    return RecordingMininet
 
 
 class Lab:
@@ -205,11 +248,10 @@ class Lab:
             self.start_service("p1", cmd, port)
 
     def _start_net(self, ofp_port: int):
-        from mininet.net import Mininet
         from mininet.node import OVSSwitch, RemoteController
 
         from topology.ftcp_topo import FtcpTopo
-        self.net = Mininet(
+        self.net = _recording_mininet(self.run_dir)(
             topo=FtcpTopo(clients=self.clients),
             switch=partial(OVSSwitch, datapath="user", protocols="OpenFlow13", failMode="secure"),
             controller=partial(RemoteController, ip="127.0.0.1", port=ofp_port),
@@ -290,16 +332,12 @@ class Lab:
     def _replace(self, old: Process, new: Process) -> Process:
         self.procs[self.procs.index(old)] = new
         (self.run_dir / f"{old.name}-{old.pid}.pid").unlink(missing_ok=True)
-        (self.run_dir / f"{new.name}-{new.pid}.pid").write_text(str(new.pid))
+        record_pid(self.run_dir / f"{new.name}-{new.pid}.pid", new.pid)
         return new
 
     def kill(self, proc: Process) -> None:
         """SIGKILL a lab process (its whole process group) and reap it: a crash."""
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.proc.wait(10)
+        kill_group(proc.proc)
 
     def restart_controller(self, kill: bool = True, which: RyuManager = None) -> RyuManager:
         """A ryu-manager (the first one by default) dies (SIGKILL, or SIGTERM) and is
@@ -360,7 +398,7 @@ class Lab:
 
     def _track(self, proc: Process) -> Process:
         self.procs.append(proc)
-        (self.run_dir / f"{proc.name}-{proc.pid}.pid").write_text(str(proc.pid))
+        record_pid(self.run_dir / f"{proc.name}-{proc.pid}.pid", proc.pid)
         return proc
 
     # --- hosts -----------------------------------------------------------------------
@@ -385,11 +423,12 @@ class Lab:
     def run(self, host: str, cmd: str, timeout: float = 120.0):
         """Run a command to completion on a host: (returncode, stdout, stderr)."""
         node = self.host(host)
-        proc = node.popen(["bash", "-c", cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = self.record(host, "run", node.popen(["bash", "-c", cmd], stdout=subprocess.PIPE,
+                                                    stderr=subprocess.PIPE))
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            kill_group(proc)
             out, err = proc.communicate()
             raise LabError(f"{cmd!r} on {host} did not finish in {timeout:.0f}s; stderr: {err.decode()[-500:]}")
         return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
@@ -406,7 +445,15 @@ class Lab:
 
     def start_client(self, host: str, *args) -> "RunningClient":
         """services/client.py on a host, in the background (see RunningClient)."""
-        return RunningClient(self.host(host), *args)
+        client = RunningClient(self.host(host), *args)
+        self.record(host, "client", client.proc)
+        return client
+
+    def record(self, host: str, what: str, popen):
+        """A pid file for a process started in a host outside ``popen`` (a client), so
+        that ``cleanup_stale`` ends it if this lab is killed hard."""
+        record_pid(self.run_dir / f"{host}-{what}-{popen.pid}.pid", popen.pid)
+        return popen
 
     def _primary_services(self, sig):
         for proc in self.procs:
