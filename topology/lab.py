@@ -12,7 +12,8 @@ Ctrl-C/SIGTERM. Usable from Python (``with Lab(...) as lab``) and from the shell
 
 This module is long because the lab's lifecycle and its fault injection (primary,
 controller, Redis, agent, switch connection) act on the same processes and hosts;
-the process adapters, clients and command line are already apart.
+the process adapters, the reaper and the cleanup of what a lab left, the clients and
+the command line are apart.
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ import yaml
 from topology.processes import (CONTROL_KEY, ROOT, LabError, Ovs, Process, RedisServer, RyuManager, free_tcp_port,
                                 sh, tail, wait_for)
 from topology.clients import RunningClient
-from topology.reaper import kill_group, reap_all
+from topology.cleanup import cleanup_stale, recording_mininet
+from topology.reaper import kill_group
 from topology.reaper import record as record_pid
 from topology.redis_ha import RedisNode, SentinelNode, SentinelSet
 
@@ -79,63 +81,6 @@ def failover_settled(store, name: str = "demo"):
     settled = svc.get("status") == "failover-failed" or (
         svc.get("status") == "failed-over" and svc.get("step") in ("done", "go-unacknowledged"))
     return svc if settled else None
-
-
-RECORD = "mininet.record"   # in the run directory: the bridge and root-namespace links the topology made
-
-
-def cleanup_stale(run_dir: Path):
-    """Remove what an earlier lab in ``run_dir`` that was killed hard may have left
-    (mn -c style, but only what that lab recorded): the processes and Mininet host
-    shells its pid files name, if they still are those processes (topology/reaper.py),
-    then its bridge and the links it made in this namespace."""
-    reap_all(run_dir)
-    record = run_dir / RECORD
-    try:
-        made = [line.split() for line in record.read_text().splitlines() if line.strip()]
-    except FileNotFoundError:
-        return
-    for kind, name in made:
-        # (with Open vSwitch stopped, a bridge stays in its database: Mininet replaces it)
-        if kind == "bridge":
-            subprocess.run(["ovs-vsctl", "--timeout=5", "--if-exists", "del-br", name], capture_output=True)
-    for kind, name in made:
-        if kind == "link" and Path(f"/sys/class/net/{name}").exists():
-            subprocess.run(["ip", "link", "del", name], capture_output=True)
-    record.unlink()
-
-
-def _recording_mininet(run_dir: Path):
-    """Mininet, recording into ``run_dir`` each node's shell as it starts (a pid file),
-    the switches' bridges and the links' ends in this namespace, for ``cleanup_stale``."""
-    from mininet.net import Mininet
-
-    def note(*lines):
-        with open(run_dir / RECORD, "a") as f:
-            f.writelines(f"{line}\n" for line in lines)
-
-    def shell(node):
-        if node is not None:
-            record_pid(run_dir / f"mininet-{node.name}.pid", node.pid)
-        return node
-
-    class RecordingMininet(Mininet):
-        def addHost(self, *args, **kwargs):
-            return shell(super().addHost(*args, **kwargs))
-
-        def addSwitch(self, *args, **kwargs):
-            switch = super().addSwitch(*args, **kwargs)
-            note(f"bridge {switch.name}")
-            return shell(switch)
-
-        def addController(self, *args, **kwargs):
-            return shell(super().addController(*args, **kwargs))
-
-        def addLink(self, *args, **kwargs):
-            link = super().addLink(*args, **kwargs)
-            note(*(f"link {intf.name}" for intf in (link.intf1, link.intf2) if not intf.node.inNamespace))
-            return link
-    return RecordingMininet
 
 
 class Lab:
@@ -251,7 +196,7 @@ class Lab:
         from mininet.node import OVSSwitch, RemoteController
 
         from topology.ftcp_topo import FtcpTopo
-        self.net = _recording_mininet(self.run_dir)(
+        self.net = recording_mininet(self.run_dir)(
             topo=FtcpTopo(clients=self.clients),
             switch=partial(OVSSwitch, datapath="user", protocols="OpenFlow13", failMode="secure"),
             controller=partial(RemoteController, ip="127.0.0.1", port=ofp_port),
