@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from ftcp.config import DIVERGENCE_MODES
 from topology.processes import ROOT
+from topology.reaper import kill_group
 
 from topology.lab import (BACKUP_IP, DIVERGENCE, PRIMARY_IP, SERVICES, Lab, LabError, cleanup_stale,
                           failover_settled, wait_for)
@@ -88,8 +88,8 @@ def run(args) -> int:
             return 0
         client = client.format(root=ROOT, address=PRIMARY_IP, port=args.port)
         print(f"== {args.client_host}: {client}")
-        proc = lab.host(args.client_host).popen(["bash", "-c", client], stdout=subprocess.PIPE,
-                                                stderr=subprocess.PIPE, text=True)
+        proc = lab.record(args.client_host, "client", lab.host(args.client_host).popen(
+            ["bash", "-c", client], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         try:
             if args.fail:
                 try:
@@ -104,9 +104,7 @@ def run(args) -> int:
                 print_timeline(Store(lab.redis.url), failed)
             out, err = proc.communicate(timeout=args.timeout)
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            kill_group(proc)
         sys.stdout.write(out)
         sys.stderr.write(err[-2000:])
         print(f"== the client exited with status {proc.returncode}")

@@ -12,14 +12,14 @@ Ctrl-C/SIGTERM. Usable from Python (``with Lab(...) as lab``) and from the shell
 
 This module is long because the lab's lifecycle and its fault injection (primary,
 controller, Redis, agent, switch connection) act on the same processes and hosts;
-the process adapters, clients and command line are already apart.
+the process adapters, the reaper and the cleanup of what a lab left, the clients and
+the command line are apart.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-import re
 import secrets
 import shlex
 import shutil
@@ -35,6 +35,9 @@ import yaml
 from topology.processes import (CONTROL_KEY, ROOT, LabError, Ovs, Process, RedisServer, RyuManager, free_tcp_port,
                                 sh, tail, wait_for)
 from topology.clients import RunningClient
+from topology.cleanup import cleanup_stale, recording_mininet
+from topology.reaper import kill_group
+from topology.reaper import record as record_pid
 from topology.redis_ha import RedisNode, SentinelNode, SentinelSet
 
 LAST = (RedisServer, RyuManager, RedisNode, SentinelNode)   # stopped after the hosts and the agent
@@ -78,21 +81,6 @@ def failover_settled(store, name: str = "demo"):
     settled = svc.get("status") == "failover-failed" or (
         svc.get("status") == "failed-over" and svc.get("step") in ("done", "go-unacknowledged"))
     return svc if settled else None
-
-
-def cleanup_stale(run_dir: Path):
-    """Remove what an earlier lab that was killed hard may have left (mn -c style,
-    but only ftcp's own bridge, links, host shells and processes)."""
-    for pidfile in run_dir.glob("*.pid"):
-        try:
-            os.killpg(int(pidfile.read_text()), signal.SIGKILL)
-        except (ValueError, ProcessLookupError, PermissionError):
-            pass
-        pidfile.unlink(missing_ok=True)
-    subprocess.run(["ovs-vsctl", "--timeout=5", "--if-exists", "del-br", "s1"], capture_output=True)
-    for link in set(re.findall(r"\b((?:c\d+|p1|b1|s1)-eth\d+)\b", sh("ip -o link show"))):
-        subprocess.run(["ip", "link", "del", link], capture_output=True)
-    subprocess.run(["pkill", "-9", "-f", r"mininet:(c[0-9]+|p1|b1|s1)$"], capture_output=True)
 
 
 class Lab:
@@ -205,11 +193,10 @@ class Lab:
             self.start_service("p1", cmd, port)
 
     def _start_net(self, ofp_port: int):
-        from mininet.net import Mininet
         from mininet.node import OVSSwitch, RemoteController
 
         from topology.ftcp_topo import FtcpTopo
-        self.net = Mininet(
+        self.net = recording_mininet(self.run_dir)(
             topo=FtcpTopo(clients=self.clients),
             switch=partial(OVSSwitch, datapath="user", protocols="OpenFlow13", failMode="secure"),
             controller=partial(RemoteController, ip="127.0.0.1", port=ofp_port),
@@ -290,16 +277,12 @@ class Lab:
     def _replace(self, old: Process, new: Process) -> Process:
         self.procs[self.procs.index(old)] = new
         (self.run_dir / f"{old.name}-{old.pid}.pid").unlink(missing_ok=True)
-        (self.run_dir / f"{new.name}-{new.pid}.pid").write_text(str(new.pid))
+        record_pid(self.run_dir / f"{new.name}-{new.pid}.pid", new.pid)
         return new
 
     def kill(self, proc: Process) -> None:
         """SIGKILL a lab process (its whole process group) and reap it: a crash."""
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.proc.wait(10)
+        kill_group(proc.proc)
 
     def restart_controller(self, kill: bool = True, which: RyuManager = None) -> RyuManager:
         """A ryu-manager (the first one by default) dies (SIGKILL, or SIGTERM) and is
@@ -360,7 +343,7 @@ class Lab:
 
     def _track(self, proc: Process) -> Process:
         self.procs.append(proc)
-        (self.run_dir / f"{proc.name}-{proc.pid}.pid").write_text(str(proc.pid))
+        record_pid(self.run_dir / f"{proc.name}-{proc.pid}.pid", proc.pid)
         return proc
 
     # --- hosts -----------------------------------------------------------------------
@@ -385,11 +368,12 @@ class Lab:
     def run(self, host: str, cmd: str, timeout: float = 120.0):
         """Run a command to completion on a host: (returncode, stdout, stderr)."""
         node = self.host(host)
-        proc = node.popen(["bash", "-c", cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = self.record(host, "run", node.popen(["bash", "-c", cmd], stdout=subprocess.PIPE,
+                                                    stderr=subprocess.PIPE))
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            kill_group(proc)
             out, err = proc.communicate()
             raise LabError(f"{cmd!r} on {host} did not finish in {timeout:.0f}s; stderr: {err.decode()[-500:]}")
         return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
@@ -406,7 +390,15 @@ class Lab:
 
     def start_client(self, host: str, *args) -> "RunningClient":
         """services/client.py on a host, in the background (see RunningClient)."""
-        return RunningClient(self.host(host), *args)
+        client = RunningClient(self.host(host), *args)
+        self.record(host, "client", client.proc)
+        return client
+
+    def record(self, host: str, what: str, popen):
+        """A pid file for a process started in a host outside ``popen`` (a client), so
+        that ``cleanup_stale`` ends it if this lab is killed hard."""
+        record_pid(self.run_dir / f"{host}-{what}-{popen.pid}.pid", popen.pid)
+        return popen
 
     def _primary_services(self, sig):
         for proc in self.procs:

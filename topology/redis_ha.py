@@ -10,12 +10,11 @@ traffic leaves the machine's loopbacks.
 """
 from __future__ import annotations
 
-import os
-import signal
 import socket
 from pathlib import Path
 
 from topology.processes import LabError, Process, free_tcp_port, wait_for
+from topology.reaper import kill_group
 
 MASTER_NAME = "ftcp"
 DOWN_AFTER_MS = 500     # a master silent this long is down, for a sentinel
@@ -107,8 +106,7 @@ class SentinelSet:
     def fail_master(self) -> int:
         """SIGKILL the master; returns once the sentinels promoted the replica (its port)."""
         old = self.master()
-        os.killpg(old.pid, signal.SIGKILL)
-        old.proc.wait(10)
+        kill_group(old.proc)
         return wait_for(lambda: (lambda p: p if p != old.port else None)(self.master_port()), 15,
                         "the sentinels to promote the replica")
 

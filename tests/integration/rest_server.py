@@ -14,6 +14,7 @@ import yaml
 
 from tests.rest_support import SERVICE
 from topology.processes import VENV_BIN, Process, RedisServer, free_tcp_port, wait_for
+from topology.reaper import reap_all, record
 
 RUN_ROOT = Path("/run/ftcp-rest-test")
 APP = Path(__file__).resolve().parent / "rest_app.py"
@@ -36,7 +37,7 @@ class RestServer:
         return self.run_dir / "ryu-manager.log"
 
     def start(self) -> "RestServer":
-        _reap_stale(self.run_dir)
+        reap_all(self.run_dir)
         shutil.rmtree(self.run_dir, ignore_errors=True)
         self.run_dir.mkdir(parents=True)
         try:
@@ -61,7 +62,7 @@ class RestServer:
 
     def _track(self, proc: Process) -> Process:
         # A pid file per process, so that a run killed hard is cleaned up by the next.
-        (self.run_dir / f"{proc.name}.pid").write_text(str(proc.pid))
+        record(self.run_dir / f"{proc.name}.pid", proc.pid)
         return proc
 
     def _answers(self) -> bool:
@@ -106,20 +107,6 @@ class RestServer:
             return resp.status, resp, json.loads(data) if data and kind.startswith("application/json") else data
         finally:
             conn.close()
-
-
-def _reap_stale(run_dir: Path) -> None:
-    """Kill what a killed earlier run left in run_dir (checked by its command line, so a
-    recycled pid of someone else's process is never touched)."""
-    for pidfile in run_dir.glob("*.pid"):
-        try:
-            pid = int(pidfile.read_text())
-            if str(run_dir) in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode():
-                os.killpg(pid, signal.SIGCONT)
-                os.killpg(pid, signal.SIGKILL)
-        except (ValueError, OSError):
-            pass
-        pidfile.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session", name="ovs")

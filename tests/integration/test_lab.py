@@ -1,6 +1,5 @@
 """The lab runner tears everything down on exit, on error and on Ctrl-C, and the
 topology works from the plain ``mn --custom`` command line."""
-import re
 import signal
 import subprocess
 import sys
@@ -8,24 +7,9 @@ from pathlib import Path
 
 import yaml
 
+from tests.support.lab_leftovers import leftovers
 from topology.lab import cleanup_stale, lab_config
-from topology.processes import ROOT, RedisServer, RyuManager, free_tcp_port
-
-
-def leftovers(run_dir):
-    """Everything a lab could leave behind, as a list of descriptions."""
-    found = []
-    if "s1" in subprocess.run(["ovs-vsctl", "list-br"], capture_output=True, text=True).stdout.split():
-        found.append("bridge s1")
-    links = re.findall(r"\b((?:c\d+|p1|b1|s1)-eth\d+)\b",
-                       subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout)
-    found += [f"link {name}" for name in links]
-    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    for line in ps.splitlines():
-        if re.search(r"mininet:(c\d+|p1|b1)$|ryu_apps/ftcp_app.py|" + re.escape(run_dir) + r"/redis.sock"
-                     r"|services/(echo|demo)_server.py", line):
-            found.append(f"process {line.strip()}")
-    return found
+from topology.processes import ROOT, RedisServer, RyuManager, free_tcp_port, wait_for
 
 
 def lab_cli(run_dir, *args):
@@ -53,6 +37,41 @@ def test_ctrl_c_tears_down(run_dir):
     proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert leftovers(run_dir) == []
+
+
+def test_clean_removes_what_a_lab_killed_hard_left(run_dir):
+    """SIGKILL the lab runner itself: nothing is torn down; ``clean`` then removes its
+    processes, host shells, bridge and links (those its run directory recorded)."""
+    proc = lab_cli(run_dir, "run", "--service", "echo", "--client", "sleep 347")
+    try:
+        for line in proc.stdout:
+            if line.startswith("== c1: sleep 347"):
+                break
+        else:
+            raise AssertionError(f"lab never came up: {proc.stderr.read()}")
+        client = wait_for(lambda: _pids("^sleep 347$"), 10, "the client to start")
+        proc.kill()
+        proc.communicate(timeout=10)
+        left = leftovers(run_dir)
+        # (Mininet's host shells hang up with the runner's end of their ptys; what runs
+        # in the hosts does not)
+        for what in ("bridge s1", "ryu_apps/ftcp_app.py", "services/echo_server.py", "-m ftcp.agent"):
+            assert any(what in item for item in left), f"{what} not left: {left}"
+
+        clean = subprocess.run([sys.executable, "-m", "topology", "--run-dir", run_dir, "clean"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=60)
+
+        assert clean.returncode == 0, clean.stderr
+        assert leftovers(run_dir) == []
+        assert _pids("^sleep 347$") == [], f"the client {client} was left running"
+    finally:
+        proc.kill()
+        proc.communicate()
+        cleanup_stale(Path(run_dir))
+
+
+def _pids(pattern):
+    return subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
 
 
 def test_failing_service_is_reported_and_torn_down(run_dir):
