@@ -1,6 +1,7 @@
 """docs/grafana-dashboard.json graphs only what /metrics exposes: every metric name and
 label in its queries is checked against a scrape of the real API (over the real Store
-on fakeredis), so renaming a family or a label without the dashboard fails here."""
+on fakeredis), so renaming a family or a label without the dashboard fails here. The
+metrics table of docs/rest.md is held to the same scrape."""
 import json
 import pathlib
 import re
@@ -11,7 +12,8 @@ from ftcp import config, metrics
 from ftcp.api import Api, Controller, Request
 from tests.rest_support import SERVICE, FakeAgent, fake_store, heartbeat
 
-DASHBOARD = pathlib.Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json"
+DOCS = pathlib.Path(__file__).resolve().parents[2] / "docs"
+DASHBOARD = DOCS / "grafana-dashboard.json"
 NOW = 1_800_000_000.0
 DATASOURCE = "${DS_PROMETHEUS}"
 RATE_FUNCTIONS = ("rate", "irate", "increase")
@@ -138,3 +140,14 @@ def test_every_query_goes_to_the_imported_datasource():
         assert panel["datasource"]["uid"] == DATASOURCE, panel["title"]
         assert all(t["datasource"]["uid"] == DATASOURCE for t in panel["targets"]), panel["title"]
     assert all(v["datasource"]["uid"] == DATASOURCE for v in board["templating"]["list"])
+
+
+def test_the_rest_docs_list_every_family_and_no_other(exposed):
+    text = (DOCS / "rest.md").read_text()
+    table = text[text.index("| metric | type |"):]
+    table = table[:table.index("\n\n")]
+    listed = {}
+    for row in table.splitlines()[2:]:
+        names, kind = row.split("|")[1:3]
+        listed.update((name, kind.strip()) for name in re.findall(r"`(ftcp_\w+)`", names))
+    assert listed == {name: kind for name, (kind, _) in exposed.items()}
