@@ -5,7 +5,7 @@ full before anything changes, the controller (through the small ``Controller``
 adapter the Ryu app implements) and the store are asked, and every failure becomes
 a status code in one place, ``Api.handle``, the way ryu's ofctl_rest does it with a
 decorator. The API is written down in docs/openapi.yaml; the Prometheus families and
-text format are ftcp/metrics.py.
+their exposition are ftcp/metrics.py.
 
 This module is long because every resource's validation and status codes stand here
 together, the one place a request is judged (splitting routes from validation is
@@ -24,8 +24,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from ftcp import metrics
 from ftcp.config import NAME_RE, Config, ConfigError, Service, parse_service, redact_url, with_service
-from ftcp.metrics import CONN_METRIC_FIELDS, agent_families, agent_samples, connection_families, exposition
 from ftcp.records import decode_event
 from ftcp.statuses import ConnStatus, ServiceStatus
 from ftcp.store import StoreError
@@ -33,7 +33,7 @@ from ftcp.store import StoreError
 LOG = logging.getLogger("ftcp.api")
 
 JSON = "application/json"
-PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+PROMETHEUS = metrics.CONTENT_TYPE
 MAX_BODY = 64 * 1024
 AGENT_STALE_AFTER = 3.0          # seconds without a heartbeat (agents beat every second)
 CONN_STATUSES = tuple(ConnStatus)
@@ -127,6 +127,7 @@ class Api:
         self.clock = clock
         self.started = clock()
         self.redis_errors = 0
+        self._metrics_registry = metrics.registry(self._metric_families)
 
     @property
     def mutations_enabled(self) -> bool:
@@ -468,53 +469,36 @@ class Api:
 
     def _metrics(self, req):
         self._query(req, ())
+        return 200, metrics.render(self._metrics_registry)
+
+    def _metric_families(self) -> list:
+        """What /metrics exposes now: the collector in ftcp/metrics.py calls this at each scrape.
+        Without Redis the controller's families are still there, with ftcp_redis_up 0."""
         now = self.clock()
         conf = self.controller.config()
-        families = [("ftcp_controller_uptime_seconds", "gauge", "Seconds since the controller's REST API started.",
-                     [({}, now - self.started)])]
-        redis_up, agents = self._redis_health()["status"] == "up", []
+        from_redis, agents = [], []
+        redis_up = self._redis_health()["status"] == "up"
         if redis_up:
             try:
-                redis_families, agents = self._redis_families(conf, now)
-                families += redis_families
+                from_redis, agents = self._redis_families(conf, now)
             except StoreError as e:
                 self._redis_failed(e)
                 redis_up = False
-        counts = self.controller.counters()
-        probes = counts.get("probes", {})
-        families += [
-            ("ftcp_redis_up", "gauge", "1 if Redis answered this scrape.", [({}, redis_up)]),
-            ("ftcp_redis_errors_total", "counter",
-             "Failed Redis calls by component (an agent's as of its last heartbeat).",
-             [({"component": "api"}, self.redis_errors),
-              ({"component": "controller"}, self.controller.redis_errors())]
-             + agent_samples(agents, "redis_errors", component="agent")),
-            ("ftcp_failovers_total", "counter", "Failovers and planned migrations, by outcome.",
-             [({"outcome": o}, counts.get("failovers", {}).get(o, 0)) for o in ("failed-over", "failover-failed")]),
-            ("ftcp_failover_takeover_seconds", "gauge",
-             "Fence to backup-ready time of the last failover, as the controller saw it.",
-             [({}, counts.get("last_takeover_seconds", 0.0))]),
-            ("ftcp_probes_total", "counter", "Service probes by result (alive, rst, timeout).",
-             [({"result": r}, probes.get(r, 0)) for r in ("alive", "rst", "timeout")]),
-            ("ftcp_held_fin_rst_total", "counter", "Server FIN/RST segments held by the controller.",
-             [({}, probes.get("held", 0))]),
-            ("ftcp_released_fin_rst_total", "counter", "Held FIN/RST segments released after a live probe.",
-             [({}, probes.get("released", 0))]),
-        ]
-        return 200, exposition(families)
+        return (metrics.controller_families(now - self.started, self.controller.counters())
+                + metrics.redis_families(redis_up, self.redis_errors, self.controller.redis_errors(), agents)
+                + from_redis)
 
     def _redis_families(self, conf: Config, now: float) -> tuple:
         """The metric families read from Redis, and the agents' records."""
         services, rows = collections.Counter(), {}
         for service in conf.services:
             record = self.store.service_state(service.name) or {}
-            services[record.get("status") or "configured"] += 1
-            rows[service.name] = list(self._live_conns(service.name, CONN_METRIC_FIELDS).values())
+            services[record.get("status") or ServiceStatus.CONFIGURED] += 1
+            rows[service.name] = list(self._live_conns(service.name, metrics.CONN_METRIC_FIELDS).values())
         agents = self._agents(conf, now)
-        families = [("ftcp_services", "gauge", "Configured services by status.",
-                     [({"status": s}, n) for s, n in sorted(services.items())])]
-        families += connection_families(rows, CONN_STATUSES)
-        families += agent_families(agents, AGENT_STALE_AFTER)
+        families = metrics.service_families(services)
+        families += metrics.connection_families(rows, CONN_STATUSES)
+        families += metrics.agent_families(agents, AGENT_STALE_AFTER)
         return families, agents
 
 

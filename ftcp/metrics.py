@@ -1,16 +1,113 @@
-"""The Prometheus side of the REST API (pure): metric families from the records the
-API read, and the text exposition format. ftcp/api.py reads Redis and calls these."""
+"""What /metrics exposes (pure): the metric families, built from values the API read,
+and their exposition through prometheus_client.
+
+ftcp/api.py reads Redis (through the Store) and the controller (through its adapter)
+at each scrape and hands the values to the ``*_families`` functions here; the
+``Families`` collector yields what they return, in a private ``CollectorRegistry``,
+and ``render`` writes the Prometheus text format with ``generate_latest``. Nothing
+here does I/O, and nothing imports Ryu, eventlet or Redis.
+
+Counter names are written with their ``_total`` suffix, as they are exposed;
+prometheus_client keeps a counter family's name without it and adds it back when it
+renders. docs/grafana-dashboard.json graphs these families (tests/unit/test_metrics.py
+checks it uses only names that are exposed).
+"""
 from __future__ import annotations
 
 import collections
-import math
-from typing import Any
+from typing import Callable, Iterable
 
-from ftcp.statuses import ConnStatus, Reason
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from ftcp.statuses import ConnStatus, Reason, ServiceStatus
+
+# What ``generate_latest`` writes (text format 0.0.4, legacy names). CONTENT_TYPE_LATEST
+# announces version 1.0.0, which prometheus_client itself sends only to a scraper that
+# asked for it; /metrics does not negotiate.
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 # what connection_families reads of each live connection's record
 CONN_METRIC_FIELDS = ("status", "reason", "divergent_bytes", "replica")
 
+FAILOVER_OUTCOMES = (ServiceStatus.FAILED_OVER, ServiceStatus.FAILOVER_FAILED)
+PROBE_RESULTS = ("alive", "rst", "timeout")
+
+
+class Families(Collector):
+    """A custom collector: at each collect, the families ``gather`` returns now."""
+
+    def __init__(self, gather: Callable[[], Iterable[Metric]]):
+        self._gather = gather
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self._gather()
+
+
+def registry(gather: Callable[[], Iterable[Metric]]) -> CollectorRegistry:
+    """A private registry (not prometheus_client's global one) holding one ``Families``."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(Families(gather))
+    return reg
+
+
+def render(reg: CollectorRegistry) -> str:
+    """The text exposition of everything ``reg`` collects now (served as ``CONTENT_TYPE``)."""
+    return generate_latest(reg).decode("utf-8")
+
+
+def family(name: str, kind: str, help_text: str, samples: Iterable) -> Metric:
+    """A metric family from [(labels, value)]. Samples of one family may carry different
+    label sets (ftcp_redis_errors_total: an agent's carry ``agent`` too)."""
+    if kind == "counter":
+        if not name.endswith("_total"):
+            raise ValueError(f"counter {name} must end in _total: that is the name it is exposed under")
+        metric = CounterMetricFamily(name, help_text)
+    elif kind == "gauge":
+        metric = GaugeMetricFamily(name, help_text)
+    else:
+        raise ValueError(f"{name}: no {kind} metrics here")
+    for labels, value in samples:
+        metric.add_sample(name, {k: str(v) for k, v in labels.items()}, float(value))
+    return metric
+
+
+def controller_families(uptime: float, counts: dict) -> list:
+    """The controller's own families; ``counts`` is ``Controller.counters()`` (ftcp/api.py)."""
+    probes = counts.get("probes", {})
+    return [
+        family("ftcp_controller_uptime_seconds", "gauge", "Seconds since the controller's REST API started.",
+               [({}, uptime)]),
+        family("ftcp_failovers_total", "counter", "Failovers and planned migrations, by outcome.",
+               [({"outcome": o}, counts.get("failovers", {}).get(o, 0)) for o in FAILOVER_OUTCOMES]),
+        family("ftcp_failover_takeover_seconds", "gauge",
+               "Fence to backup-ready time of the last failover, as the controller saw it.",
+               [({}, counts.get("last_takeover_seconds", 0.0))]),
+        family("ftcp_probes_total", "counter", "Service probes by result (alive, rst, timeout).",
+               [({"result": r}, probes.get(r, 0)) for r in PROBE_RESULTS]),
+        family("ftcp_held_fin_rst_total", "counter", "Server FIN/RST segments held by the controller.",
+               [({}, probes.get("held", 0))]),
+        family("ftcp_released_fin_rst_total", "counter", "Held FIN/RST segments released after a live probe.",
+               [({}, probes.get("released", 0))]),
+    ]
+
+
+def redis_families(up: bool, api_errors: int, controller_errors: int, agents: list) -> list:
+    """Whether Redis answered this scrape, and the failed Redis calls of each component."""
+    return [
+        family("ftcp_redis_up", "gauge", "1 if Redis answered this scrape.", [({}, up)]),
+        family("ftcp_redis_errors_total", "counter",
+               "Failed Redis calls by component (an agent's as of its last heartbeat).",
+               [({"component": "api"}, api_errors), ({"component": "controller"}, controller_errors)]
+               + agent_samples(agents, "redis_errors", component="agent")),
+    ]
+
+
+def service_families(statuses: collections.Counter) -> list:
+    """The configured services by the status their Redis record gives."""
+    return [family("ftcp_services", "gauge", "Configured services by status.",
+                   [({"status": s}, n) for s, n in sorted(statuses.items())])]
 
 
 def connection_families(rows_by_service: dict, statuses: tuple) -> list:
@@ -29,24 +126,26 @@ def connection_families(rows_by_service: dict, statuses: tuple) -> list:
                                       for row in rows if row.get("status") == ConnStatus.UNPROTECTED)
         unprotected += [({"service": name, "reason": r}, n) for r, n in sorted(reasons.items())]
     return [
-        ("ftcp_connections", "gauge", "Live connections by service and status.", conns),
-        ("ftcp_unprotected_connections", "gauge", "Live unprotected connections by service and reason class.",
-         unprotected),
-        ("ftcp_connections_by_replica", "gauge", "Live connections by service and the state of their replica "
-         "on the backup: hot, cold (replayed at takeover), failed (replayed cold), none (no data yet).", replicas),
-        ("ftcp_divergent_connections", "gauge", "Live connections whose hot replica's output differed from "
-         "the primary's in a way the service's divergence rule tolerates (aligned).", divergent),
+        family("ftcp_connections", "gauge", "Live connections by service and status.", conns),
+        family("ftcp_unprotected_connections", "gauge", "Live unprotected connections by service and reason class.",
+               unprotected),
+        family("ftcp_connections_by_replica", "gauge", "Live connections by service and the state of their replica "
+               "on the backup: hot, cold (replayed at takeover), failed (replayed cold), none (no data yet).",
+               replicas),
+        family("ftcp_divergent_connections", "gauge", "Live connections whose hot replica's output differed from "
+               "the primary's in a way the service's divergence rule tolerates (aligned).", divergent),
     ]
 
 
 def agent_families(agents: list, stale_after: float) -> list:
     """The agents' liveness and their own counters, as of their last heartbeats."""
     return [
-        ("ftcp_agent_up", "gauge", f"1 if the backup's agent sent a heartbeat in the last {stale_after:g} s.",
-         [({"agent": a["name"]}, a["status"] == "up") for a in agents]),
-        ("ftcp_agent_heartbeat_age_seconds", "gauge", "Seconds since the agent's last heartbeat.",
-         [({"agent": a["name"]}, a["age"]) for a in agents if a["age"] is not None]),
-    ] + [(name, kind, help_text, agent_samples(agents, stat)) for name, kind, stat, help_text in AGENT_METRICS]
+        family("ftcp_agent_up", "gauge", f"1 if the backup's agent sent a heartbeat in the last {stale_after:g} s.",
+               [({"agent": a["name"]}, a["status"] == "up") for a in agents]),
+        family("ftcp_agent_heartbeat_age_seconds", "gauge", "Seconds since the agent's last heartbeat.",
+               [({"agent": a["name"]}, a["age"]) for a in agents if a["age"] is not None]),
+    ] + [family(name, kind, help_text, agent_samples(agents, stat))
+         for name, kind, stat, help_text in AGENT_METRICS]
 
 
 # (metric, type, heartbeat field, help): the agent's own counters, as of its last heartbeat.
@@ -88,31 +187,3 @@ def agent_samples(agents: list, stat: str, **labels) -> list:
     """One sample per agent whose heartbeat carries the counter ``stat``."""
     return [(dict(labels, agent=a["name"]), a["stats"][stat]) for a in agents
             if isinstance(a["stats"].get(stat), int)]
-
-
-def exposition(families) -> str:
-    """Prometheus text format 0.0.4 from [(name, type, help, [(labels, value)])]."""
-    lines = []
-    for name, kind, help_text, samples in families:
-        lines += [f"# HELP {name} {_escape(help_text)}", f"# TYPE {name} {kind}"]
-        for labels, value in samples:
-            pairs = ",".join(f'{k}="{_escape(v, quote=True)}"' for k, v in labels.items())
-            lines.append(f"{name}{{{pairs}}} {_number(value)}" if pairs else f"{name} {_number(value)}")
-    return "\n".join(lines) + "\n"
-
-
-def _escape(text: Any, quote: bool = False) -> str:
-    text = str(text).replace("\\", "\\\\").replace("\n", "\\n")
-    return text.replace('"', '\\"') if quote else text
-
-
-def _number(value: Any) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "+Inf" if value > 0 else "-Inf"
-        return repr(value)
-    return str(int(value))
