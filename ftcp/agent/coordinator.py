@@ -105,6 +105,14 @@ def plan_takeover(conns, detached: dict, replica_ip: str):
     return hot, cold, failed, resets
 
 
+def log_short(job: ColdJob, log: bytes) -> Optional[str]:
+    """Why a cold replay cannot be made from ``log`` (None: it can): Redis must hold
+    every byte the tracker logged up to the drain (more is fine: capture went on)."""
+    if len(log) < job.logged:
+        return f"takeover failed: the log in Redis has {len(log)} bytes, the tracker {job.logged}"
+    return None
+
+
 class Coordinator:
     """Takeovers of this backup's services. ``takeover``, ``go`` and ``abort`` are
     called on the capture thread; the slow part of a takeover runs on its own thread.
@@ -247,10 +255,9 @@ class Coordinator:
             # offset frozen at the drain; the client resends what follows (nobody
             # acknowledged it to it).
             log = logs[job.conn_id][:job.logged]
-            if len(log) != job.logged:
-                failed[job.conn_id] = (f"takeover failed: the log in Redis has {len(log)} bytes, "
-                                       f"the tracker {job.logged}")
-                resets[job.conn_id] = job.state
+            short = log_short(job, log)
+            if short is not None:
+                failed[job.conn_id], resets[job.conn_id] = short, job.state
                 continue
             params = repair.repair_params(job.state, replica[0], logged=job.logged, fin=job.fin)
             try:

@@ -47,13 +47,13 @@ class Session:
     """One connection's takeover: its replica socket, what is still to be compared and
     sent, and (once prepared) the repaired client socket."""
 
-    def __init__(self, conn_id: str, params: repair.RepairParams, skip: int, replica: socket.socket,
+    def __init__(self, conn_id: str, params: repair.RepairParams, client_acked: int, replica: socket.socket,
                  unsent: bytes = b"", tail_start: int = 0, tail: bytes = b"", checks=(), sent: int = 0,
                  mode: str = "hot", connecting: bool = False, client_done: bool = False):
         self.conn_id = conn_id
         self.params = params
-        self.skip = skip                 # server bytes the client acknowledged
-        self.sent = max(sent, skip)      # server bytes the primary sent (as far as the mirror saw)
+        self.client_acked = client_acked   # server bytes the client acknowledged
+        self.sent = max(sent, client_acked)   # server bytes the primary sent (as far as the mirror saw)
         self.replica = replica
         self.mode = mode
         self.tail_start = tail_start     # replica output offset of out[0]
@@ -75,7 +75,7 @@ class Session:
         self.to_client_bytes = self.to_replica_bytes = 0
 
     @classmethod
-    def cold(cls, conn_id, params, skip, replica_addr, log: bytes, **kw) -> "Session":
+    def cold(cls, conn_id, params, client_acked, replica_addr, log: bytes, **kw) -> "Session":
         """A fresh replica connection that is fed the whole log (connects in ``prepare``)."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
@@ -85,7 +85,7 @@ class Session:
             sock.close()
             raise OSError(err, f"cannot connect to the replica at {replica_addr[0]}:{replica_addr[1]}: "
                                f"{os.strerror(err)}")
-        return cls(conn_id, params, skip, sock, unsent=log, mode="cold", connecting=True, **kw)
+        return cls(conn_id, params, client_acked, sock, unsent=log, mode="cold", connecting=True, **kw)
 
     @property
     def covered(self) -> bool:
@@ -105,7 +105,7 @@ class Session:
                 raise Diverged(f"{Reason.DIVERGED.text} at takeover: the replica's output differs from the primary's "
                                f"at server byte {off}")
             self.differed += count
-        rel_acked, rel_sent = self.skip - self.tail_start, self.sent - self.tail_start
+        rel_acked, rel_sent = self.client_acked - self.tail_start, self.sent - self.tail_start
         if rel_acked < 0 or len(self.out) < rel_sent:
             raise Diverged(f"the replica's output ({self.tail_start + len(self.out)} bytes) does not reach what "
                            f"the primary sent ({self.sent})")

@@ -129,12 +129,12 @@ def wait_for(cond, timeout=5.0):
 
 def test_hot_session_already_covered_is_finished_without_io(fake, sessions):
     replica, peer = socket.socketpair()
-    s = Session("h", "h", skip=105, replica=replica, tail_start=100, tail=b"0123456789", sent=107)
+    s = Session("h", "h", client_acked=105, replica=replica, tail_start=100, tail=b"0123456789", sent=107)
     sessions.append(s)
     try:
         prepare([s], timeout=0, make_socket=fake)     # no time at all: nothing may be awaited
         assert s.error is None
-        assert fake.unacked["h"] == b"56"               # out[skip - tail_start : sent - tail_start]
+        assert fake.unacked["h"] == b"56"               # out[client_acked - tail_start : sent - tail_start]
         assert bytes(s.to_client) == b"789"             # beyond sent
         assert s.client is not None and s.replica.fileno() >= 0
         peer.setblocking(False)
@@ -147,10 +147,10 @@ def test_hot_session_already_covered_is_finished_without_io(fake, sessions):
 def test_cold_sessions_split_unacked_and_to_client_exactly(server, fake, sessions):
     out = b"PONG a\nPONG b\nPONG c\n"
     # need covers all of out via a (matching) check past `sent`, so the split is deterministic
-    a = cold(sessions, "a", server.addr, b"PING a\nPING b\nPING c\n", skip=7, sent=14,
+    a = cold(sessions, "a", server.addr, b"PING a\nPING b\nPING c\n", client_acked=7, sent=14,
              checks=[(14, 7, crc(out[14:]))])
-    b = cold(sessions, "b", server.addr, b"PING a\nPING b\n", skip=3, sent=14)
-    c = cold(sessions, "c", server.addr, b"PING a\nPING b\nPING c\n", skip=0, sent=21,
+    b = cold(sessions, "b", server.addr, b"PING a\nPING b\n", client_acked=3, sent=14)
+    c = cold(sessions, "c", server.addr, b"PING a\nPING b\nPING c\n", client_acked=0, sent=21,
              checks=[(0, 21, crc(out))])
     prepare([a, b, c], timeout=5, make_socket=fake)
     assert [s.error for s in (a, b, c)] == [None, None, None]
@@ -165,7 +165,7 @@ def test_many_cold_replays_overlap():
     srv, f, made = LineServer(gate=threading.Barrier(n, timeout=10)), FakeRepair(), []
     try:
         for i in range(n):
-            cold(made, f"s{i}", srv.addr, f"PING {i}\n".encode(), skip=2, sent=len(f"PONG {i}\n"))
+            cold(made, f"s{i}", srv.addr, f"PING {i}\n".encode(), client_acked=2, sent=len(f"PONG {i}\n"))
         prepare(made, timeout=10, make_socket=f)
         assert [s.error for s in made] == [None] * n
         assert all(f.unacked[f"s{i}"] == f"NG {i}\n".encode() for i in range(n))
@@ -178,8 +178,8 @@ def test_many_cold_replays_overlap():
 
 def test_divergence_fails_only_that_session(server, fake, sessions):
     log = b"PING a\nPING b\n"
-    bad = cold(sessions, "bad", server.addr, log, skip=0, sent=14, checks=[(7, 7, crc(b"PONG X\n"))])
-    good = cold(sessions, "good", server.addr, log, skip=0, sent=14, checks=[(7, 7, crc(b"PONG b\n"))])
+    bad = cold(sessions, "bad", server.addr, log, client_acked=0, sent=14, checks=[(7, 7, crc(b"PONG X\n"))])
+    good = cold(sessions, "good", server.addr, log, client_acked=0, sent=14, checks=[(7, 7, crc(b"PONG b\n"))])
     prepare([bad, good], timeout=5, make_socket=fake)
     assert "diverged" in bad.error and "server byte 7" in bad.error
     assert bad.replica.fileno() == -1 and bad.client is None and "bad" not in fake.unacked
@@ -191,8 +191,8 @@ def test_aligned_divergence_at_takeover_gives_the_client_the_primary_s_bytes(ser
     so it passes, counted, and the bytes queued for the client are the primary's. A
     digit for a letter does not pass."""
     log = b"PING a\nPING b\n"
-    s = cold(sessions, "s", server.addr, log, skip=0, sent=7, checks=[(0, 7, b"PONG b\n")])
-    refused = cold(sessions, "r", server.addr, log, skip=0, sent=7, checks=[(0, 7, b"PONG 1\n")])
+    s = cold(sessions, "s", server.addr, log, client_acked=0, sent=7, checks=[(0, 7, b"PONG b\n")])
+    refused = cold(sessions, "r", server.addr, log, client_acked=0, sent=7, checks=[(0, 7, b"PONG 1\n")])
     prepare([s, refused], timeout=5, make_socket=fake)
     assert s.error is None and s.differed == 1
     assert fake.unacked["s"] == b"PONG b\n"
@@ -200,8 +200,8 @@ def test_aligned_divergence_at_takeover_gives_the_client_the_primary_s_bytes(ser
 
 
 def test_replica_that_stays_short_times_out(server, fake, sessions):
-    slow = cold(sessions, "slow", server.addr, b"PING a\n", skip=0, sent=100)
-    ok = cold(sessions, "ok", server.addr, b"PING a\n", skip=0, sent=7)
+    slow = cold(sessions, "slow", server.addr, b"PING a\n", client_acked=0, sent=100)
+    ok = cold(sessions, "ok", server.addr, b"PING a\n", client_acked=0, sent=7)
     t0 = time.monotonic()
     prepare([slow, ok], timeout=0.3, make_socket=fake)
     assert time.monotonic() - t0 >= 0.3
@@ -211,7 +211,7 @@ def test_replica_that_stays_short_times_out(server, fake, sessions):
 
 
 def test_replica_that_closes_early_does_not_reach_sent(server, fake, sessions):
-    s = cold(sessions, "eof", server.addr, b"PING a\nQUIT\n", skip=0, sent=20)
+    s = cold(sessions, "eof", server.addr, b"PING a\nQUIT\n", client_acked=0, sent=20)
     t0 = time.monotonic()
     prepare([s], timeout=5, make_socket=fake)
     assert time.monotonic() - t0 < 4, "EOF should end the wait, not the timeout"
@@ -223,8 +223,8 @@ def test_cold_replica_where_nothing_listens(server, fake, sessions):
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))      # bound, never listening: connecting is refused
     try:
-        dead = cold(sessions, "dead", closed.getsockname(), b"PING a\n", skip=0, sent=7)
-        live = cold(sessions, "live", server.addr, b"PING a\n", skip=0, sent=7)
+        dead = cold(sessions, "dead", closed.getsockname(), b"PING a\n", client_acked=0, sent=7)
+        live = cold(sessions, "live", server.addr, b"PING a\n", client_acked=0, sent=7)
         prepare([dead, live], timeout=5, make_socket=fake)
     finally:
         closed.close()
@@ -237,7 +237,7 @@ def test_cold_replica_where_nothing_listens(server, fake, sessions):
 
 def test_splicer_relays_both_ways_and_passes_eof(server, fake, sessions):
     out = b"PONG a\nPONG b\nPONG c\n"
-    s = cold(sessions, "x", server.addr, b"PING a\nPING b\nPING c\n", skip=7, sent=14,
+    s = cold(sessions, "x", server.addr, b"PING a\nPING b\nPING c\n", client_acked=7, sent=14,
              checks=[(14, 7, crc(out[14:]))])
     prepare([s], timeout=5, make_socket=fake)
     assert s.error is None and bytes(s.to_client) == b"PONG c\n"
@@ -267,7 +267,7 @@ def test_splicer_relays_both_ways_and_passes_eof(server, fake, sessions):
 
 def test_splicer_passes_replica_close_after_pending_output(fake, sessions):
     replica, server_end = socket.socketpair()
-    s = Session("r", "r", skip=0, replica=replica, tail=b"abcdef", sent=2)
+    s = Session("r", "r", client_acked=0, replica=replica, tail=b"abcdef", sent=2)
     sessions.append(s)
     prepare([s], timeout=0, make_socket=fake)
     assert fake.unacked["r"] == b"ab" and bytes(s.to_client) == b"cdef"
@@ -289,7 +289,7 @@ def test_splicer_passes_replica_close_after_pending_output(fake, sessions):
 def test_a_primary_segment_the_replica_never_produced_is_not_taken(server, fake, sessions):
     """The replica closed before the primary's segment at byte 7: nothing compared it,
     so the connection is not taken (the pool's checks are never dropped unread)."""
-    short = cold(sessions, "short", server.addr, b"PING a\nQUIT\n", skip=0, sent=7,
+    short = cold(sessions, "short", server.addr, b"PING a\nQUIT\n", client_acked=0, sent=7,
                  checks=[(7, 7, crc(b"PONG b\n"))])
     prepare([short], timeout=5, make_socket=fake)
     assert "ended at server byte 7" in short.error and "short" not in fake.unacked
