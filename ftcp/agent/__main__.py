@@ -1,5 +1,5 @@
 import sys
 
-from ftcp.agent.main import main
+from ftcp.agent.cli import main
 
 sys.exit(main())
