@@ -44,6 +44,7 @@ class Reason(enum.Enum):
     OOO_OVERFLOW = ("reassembly buffer overflow", "reassembly_overflow")
     CONFLICT = ("conflicting copies of client data", "conflicting_copies")
     LOG_CAP = ("log cap", "log_cap")
+    TOO_MANY = ("too many connections", "too_many")          # the service's record bound
     REDIS_UNAVAILABLE = ("redis unavailable", "redis")
     REDIS_LOST = ("redis lost", "redis")
     DIVERGED = ("diverged", "diverged")                     # the hot replica's output differed

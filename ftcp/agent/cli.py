@@ -64,6 +64,9 @@ def build_parser():
     defaults = Limits()
     ap.add_argument("--max-conns", type=int, default=defaults.conns,
                     help=f"connection records at most; past it no new one is made (default {defaults.conns})")
+    ap.add_argument("--max-conns-per-service", type=int, default=defaults.conns_per_service,
+                    help="records of one service past their handshake at most; past it a new connection is "
+                         f"unprotected (default {defaults.conns_per_service})")
     ap.add_argument("--max-embryonic", type=int, default=defaults.embryonic,
                     help="records with no handshake seen (anyone can make them) at most; past it the oldest "
                          f"is dropped (default {defaults.embryonic})")

@@ -87,7 +87,8 @@ class Agent:
             raise ftcp_config.ConfigError("services", f"no service lists backup {args.backup!r}")
         self.tracker = Tracker(self.services, log_cap=args.log_cap, grace=args.grace,
                                half_closed_timeout=args.half_closed_timeout,
-                               limits=Limits(conns=args.max_conns, embryonic=args.max_embryonic,
+                               limits=Limits(conns=args.max_conns, conns_per_service=args.max_conns_per_service,
+                                             embryonic=args.max_embryonic,
                                              embryonic_timeout=args.embryonic_timeout, ooo_bytes=args.max_ooo,
                                              ooo_segments=args.max_ooo_segments, ooo_total=args.max_ooo_total))
         self.tracker.set_services(self.services, primary_macs(self.defined.values(), args.backup))

@@ -38,6 +38,7 @@ class Limits:
     A connection that passes a bound of its own is unprotected with the reason; a new
     record past ``conns`` is not made (counted in ``refused``)."""
     conns: int = 100_000               # connection records in all
+    conns_per_service: int = 50_000    # ... of one service past its handshake; past it a new one is unprotected
     embryonic: int = 10_000            # records with no handshake seen (a SYN only, or no SYN at all);
     #                                    past it the oldest is dropped for the new one
     embryonic_timeout: float = 10.0    # such a record idle this long is dropped
@@ -101,6 +102,8 @@ class Conn:
         "_c_max_win",
         # rebuilt from Redis by a restarted agent, not yet seen to continue where it was
         "restored",
+        # counted against its service's bound (Limits.conns_per_service)
+        "_counted",
     )
 
     def __init__(self, key, service, now, status=PROTECTED, reason=""):
@@ -141,6 +144,7 @@ class Conn:
         self._ooo_offs = None
         self._c_max_win = 0
         self.restored = False
+        self._counted = False
 
     @classmethod
     def from_state(cls, state: dict, now: float) -> "Conn":
@@ -308,6 +312,7 @@ class Tracker:
         self._dirty = {}
         self._closed = {}
         self._embryonic = {}   # key -> Conn with no handshake seen, oldest first
+        self._per_service = {}  # service -> records counted against Limits.conns_per_service
         self._evicted = []     # dropped before their time (bounds): handed out by expire
         self.ooo_total = 0     # out-of-order bytes held over every connection
         self.refused = 0       # new connections not tracked: `conns` records already
@@ -390,6 +395,7 @@ class Tracker:
         if conn.service not in self.services.values() or conn.key in self.conns:
             return False
         self.conns[conn.key] = conn
+        self._admit(conn)
         if conn._s_ack_off > conn._c_rcv:
             self.mark_unprotected(conn, Reason.CAPTURE_GAP.because(
                 f"the agent restarted; the server had acknowledged {conn._s_ack_off - conn._c_rcv} client bytes "
@@ -457,6 +463,7 @@ class Tracker:
                     conn._cb = seg.ack
         old = self.conns.get(key)
         if old is not None:
+            self._release(old)
             self._closed.pop(key, None)
             self._embryonic.pop(key, None)
             if self._dirty.get(key) is old:
@@ -476,6 +483,8 @@ class Tracker:
                 self._evicted.append(old)   # so the writer closes what it wrote of it
             if len(self._embryonic) > self.limits.embryonic:
                 self._evict(next(iter(self._embryonic.values())))
+        else:
+            self._admit(conn)
         if not from_client:
             self._server(conn, seg, flags, now)
         elif conn.state is not SYN_SENT:
@@ -532,7 +541,8 @@ class Tracker:
                     if c.state is SYN_RECEIVED:
                         if off >= 0:
                             c.state = ESTABLISHED
-                            self._embryonic.pop(c.key, None)
+                            if self._embryonic.pop(c.key, None) is not None:
+                                self._admit(c)
                     elif c.state is CLOSING:
                         self._check_closed(c, now)
         payload = seg.payload
@@ -632,6 +642,7 @@ class Tracker:
             # the primary talks on it (its port is the only way in for its segments): a
             # connection that predates the agent, no longer a record anyone could forge
             del self._embryonic[c.key]
+            self._admit(c)
         w = seg.window
         c.s_win = w
         c.s_win_scaled = w << c.wscale_s
@@ -796,6 +807,7 @@ class Tracker:
         written anywhere, so it just goes (``expire`` hands it out once)."""
         key = c.key
         del self._embryonic[key]
+        self._release(c)
         if self.conns.get(key) is c:
             del self.conns[key]
         self._closed.pop(key, None)
@@ -805,6 +817,23 @@ class Tracker:
         c.state = CLOSED
         self._evicted.append(c)
         self.evicted += 1
+
+    def _admit(self, c):
+        """Count a record past its handshake (or one the primary talks on) against its
+        service's bound. Past the bound it is unprotected and not counted: its record
+        stays (within ``conns``) but holds no log and no replica."""
+        n = self._per_service.get(c.service, 0)
+        bound = self.limits.conns_per_service
+        if n >= bound:
+            self.mark_unprotected(c, Reason.TOO_MANY.because(f"service {c.service} has {bound} connections already"))
+            return
+        self._per_service[c.service] = n + 1
+        c._counted = True
+
+    def _release(self, c):
+        if c._counted:
+            c._counted = False
+            self._per_service[c.service] -= 1
 
     def embryonic(self, conn) -> bool:
         """No handshake seen for it (yet): not written, not replicated."""
@@ -849,6 +878,7 @@ class Tracker:
             key = c.key
             del self._closed[key]
             del self.conns[key]
+            self._release(c)
             if self._dirty.get(key) is c:
                 del self._dirty[key]
         if self._evicted:      # already out of every table

@@ -1081,3 +1081,20 @@ def test_a_segment_the_primary_s_ip_or_tcp_would_not_take_is_not_taken():
     assert (t.other_host, t.bad_checksum, t.conns) == (1, 1, {})
     assert t.other_host_mac == bytes.fromhex("000000000099")     # what the agent's warning names
     assert t.feed_frame(good(b""), 1.0) is not None
+
+
+def test_a_services_records_past_their_handshake_are_bounded():
+    """Past --max-conns-per-service a new connection is unprotected, with the reason;
+    records with no handshake seen do not count, and a record that is gone frees its
+    place."""
+    from ftcp.agent.tracker import Limits
+    t = Tracker(SERVICES, log_cap=1000, grace=1.0, limits=Limits(conns_per_service=2))
+    syns = [Link(t, cport=100 + i).c("S", 1000, 0) for i in range(5)]   # SYN only: embryonic
+    a, b = Link(t, cport=1).handshake(), Link(t, cport=2).handshake()
+    third = Link(t, cport=3)
+    c = third.handshake()
+    assert [x.status for x in (a, b, c)] == ["protected", "protected", "unprotected"] and all(syns)
+    assert c.reason == "too many connections: service echo has 2 connections already"
+    Link(t, cport=1).c("R", Link(t, cport=1).cs(0), 0)                  # a's client resets it
+    t.expire(10.0)                                                       # past the grace: a is gone
+    assert a.key not in t.conns and Link(t, cport=4).handshake().status == "protected"
