@@ -65,8 +65,11 @@ return {redis.call('INCR', KEYS[2]), 1}
 """
 
 
+AGENT_CHANNEL_PREFIX = f"{PREFIX}:ctl:agent:"
+
+
 def agent_channel(name: str) -> str:
-    return f"{PREFIX}:ctl:agent:{name}"
+    return AGENT_CHANNEL_PREFIX + name
 
 
 # What each component may do in Redis (ACL rules, Redis 7), given to a user of its own:
@@ -151,7 +154,7 @@ def _no_pause() -> None:
 
 class Store:
     def __init__(self, url: str, clock: Callable[[], float] = time.time, timeout: float = 2.0,
-                 control_key: Optional[bytes] = None, pause: Callable[[], None] = _no_pause):
+                 control_key: Optional[control.Keyring] = None, pause: Callable[[], None] = _no_pause):
         self.url = url
         self.clock = clock
         self.pause = pause
@@ -269,7 +272,8 @@ class Store:
     def publish(self, channel: str, message: dict) -> int:
         """Send a control message (sealed with ``control_key``, ftcp/control.py);
         returns how many subscribers got it."""
-        data = control.seal(self.control_key, channel, message, self.clock())
+        peer = channel[len(AGENT_CHANNEL_PREFIX):] if channel.startswith(AGENT_CHANNEL_PREFIX) else None
+        data = control.seal(self.control_key, channel, message, self.clock(), peer=peer)
         return self._do(lambda r: r.publish(channel, data))
 
     def subscribe(self, channel: str):

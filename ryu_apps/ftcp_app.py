@@ -72,9 +72,10 @@ def _load_control_key():
         _refuse_to_run(e)
     if key is None:
         LOG.warning("ftcp: control messages are not authenticated: set [ftcp] control_key_file "
-                    "(and the agents' --control-key-file) so only the controller and the agents can order "
-                    "a takeover")
-    return key
+                    "(and each agent's --control-key-file: python -m ftcp.control agent-key --backup NAME) "
+                    "so only the controller and the agents can order a takeover")
+        return None
+    return control.Keyring(key)
 
 
 def _load_config():

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import yaml
 
+from ftcp import control
 from topology.processes import (CONTROL_KEY, ROOT, LabError, Ovs, Process, RedisServer, RyuManager, free_tcp_port,
                                 sh, tail, wait_for)
 from topology.clients import RunningClient
@@ -163,11 +164,13 @@ class Lab:
         token_file = self.run_dir / "api-token"
         token_file.touch(mode=0o600)
         token_file.write_text(self.api_token)
-        # and a key for the control messages, which the controller and the agent read
-        key_file = self.run_dir / CONTROL_KEY
-        key_file.unlink(missing_ok=True)
-        key_file.touch(mode=0o600)
-        key_file.write_text(secrets.token_hex(32))
+        # and the control keys: the controller's master key, and b1's own derived from it
+        master = secrets.token_hex(32).encode()
+        for name, key in ((CONTROL_KEY, master), (f"{CONTROL_KEY}-b1", control.agent_key(master, "b1"))):
+            key_file = self.run_dir / name
+            key_file.unlink(missing_ok=True)
+            key_file.touch(mode=0o600)
+            key_file.write_bytes(key)
         ha = self.controllers > 1
         for i in range(self.controllers):
             ports = (ofp_port, self.wsapi_port) if i == 0 else (free_tcp_port(), free_tcp_port())
@@ -258,7 +261,7 @@ class Lab:
         LOG.info("lab: starting the backup agent on b1 (mirror iface b1-eth1)")
         argv = [sys.executable, "-m", "ftcp.agent", "--iface", "b1-eth1", "--config", str(self.config_path),
                 "--backup", "b1", "--log-file", str(self.run_dir / "agent.log"),
-                "--control-key-file", str(self.run_dir / CONTROL_KEY),
+                "--control-key-file", str(self.run_dir / f"{CONTROL_KEY}-b1"),
                 *map(str, self.agent_args)]
         # the Redis URL (with its password) through the environment, not the command line
         self.agent = self.popen("b1", f"cd {shlex.quote(str(ROOT))} && exec {shlex.join(argv)}", "agent",

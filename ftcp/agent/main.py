@@ -75,9 +75,10 @@ class Agent:
         url = args.redis_url or os.environ.get("FTCP_REDIS_URL") or conf.redis_url
         key = control.load_key(args.control_key_file)
         if key is None:
-            LOG.warning("control messages are not authenticated: give --control-key-file (the controller's "
-                        "[ftcp] control_key_file) so only the controller can order a takeover")
-        self.store = Store(url, control_key=key)
+            LOG.warning("control messages are not authenticated: give --control-key-file (this agent's key: "
+                        "python -m ftcp.control agent-key --backup %s) so only the controller can order a "
+                        "takeover", self.name)
+        self.store = Store(url, control_key=control.Keyring(key, agent=self.name) if key else None)
         # The services file, updated by what the controller recorded (services created
         # or replaced over REST), then kept current by its "service"/"forget" messages.
         self.defined = {svc.name: svc for svc in conf.services}
