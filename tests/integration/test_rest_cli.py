@@ -1,4 +1,4 @@
-"""bin/ftcp (ftcp/cli.py) against the live REST API of the test app."""
+"""bin/ftcp (ftcp/cli.py) against the live REST API of the real controller (rest_server.py)."""
 import json
 import os
 import subprocess
