@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.rest_support import SERVICE
+from tests.support.fake_agent import SERVICE
 from topology.processes import ROOT, VENV_BIN, Process, RedisServer, free_tcp_port, wait_for
 
 RUN_ROOT = Path("/run/ftcp-rest-test")

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ftcp.store import Store
 from tests.integration.rest_server import TOKEN, RestServer, no_ovs, rest  # noqa: F401 (fixtures)
-from tests.rest_support import SERVICE, FakeAgent, conn_id, heartbeat
+from tests.support.fake_agent import SERVICE, FakeAgent, conn_id, heartbeat
 from topology.lab import wait_for
 
 DB = dict(SERVICE, name="db", address="10.0.0.11", port=5432)

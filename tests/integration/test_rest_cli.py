@@ -8,7 +8,7 @@ import yaml
 
 from ftcp.store import Store
 from tests.integration.rest_server import TOKEN, no_ovs, rest  # noqa: F401 (fixtures)
-from tests.rest_support import SERVICE, FakeAgent, conn_id, heartbeat
+from tests.support.fake_agent import SERVICE, FakeAgent, conn_id, heartbeat
 from topology.lab import ROOT, free_tcp_port
 
 

@@ -13,7 +13,7 @@ import time
 
 from ftcp.store import Store
 from tests.integration.rest_server import TOKEN, no_ovs, rest  # noqa: F401 (fixtures)
-from tests.rest_support import FakeAgent, heartbeat
+from tests.support.fake_agent import FakeAgent, heartbeat
 from topology.processes import ROOT, VENV_BIN
 
 # Fixed, so a CI failure reproduces; FTCP_SCHEMATHESIS_SEED explores other inputs.

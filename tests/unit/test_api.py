@@ -1,7 +1,7 @@
 """ftcp.api: every resource, every refusal naming its field, nothing half-applied.
 
 The Store is the real one over fakeredis; connection records are written by the real
-tracker and LogWriter (tests/rest_support.py); the controller adapter is a fake.
+tracker and LogWriter (tests/support/fake_agent.py); the controller adapter is a fake.
 """
 import json
 
@@ -12,7 +12,8 @@ from ftcp import config
 from ftcp.api import JSON, MAX_BODY, PROMETHEUS, Api, Controller, Request
 from ftcp.metrics import reason_class
 from ftcp.agent.tracker import CAPTURE_GAP, NO_SYN, OOO_OVERFLOW
-from tests.rest_support import SERVICE, FakeAgent, conn_id, fake_store, heartbeat
+from tests.support.fake_agent import SERVICE, FakeAgent, conn_id, heartbeat
+from tests.support.store import fake_store
 
 TOKEN = "s3cret-token"
 AUTH = f"Bearer {TOKEN}"
@@ -120,7 +121,7 @@ def other_service(**changes):
 
 
 def redis_snapshot(store):
-    r = store._redis
+    r = store.fake_redis
     return {k: (r.type(k), r.hgetall(k) if r.type(k) == "hash" else sorted(r.smembers(k)) if r.type(k) == "set"
                 else None) for k in r.keys("*") if r.type(k) in ("hash", "set")}
 
