@@ -92,13 +92,15 @@ class Controller(abc.ABC):
         """Connected switches: [{"dpid": "0000000000000001", "address": "127.0.0.1:40000",
         "connected_since": <unix time>}]."""
 
+    @abc.abstractmethod
     def failover(self, name: str, backup: str) -> dict:
-        """Fail ``name`` over to ``backup`` now; returns what was done."""
-        raise NotImplementedError
+        """Fail ``name`` over to ``backup`` now; returns the service's state after it.
+        Raises ApiError(409) when the service cannot fail over now."""
 
+    @abc.abstractmethod
     def migrate(self, name: str) -> dict:
-        """Planned migration of every live connection of ``name`` to its backup."""
-        raise NotImplementedError
+        """Planned migration of every live connection of ``name`` to its first live
+        backup, as ``failover``."""
 
     def redis_errors(self) -> int:
         """Failed Redis writes of the controller so far (for /metrics)."""
@@ -304,19 +306,13 @@ class Api:
         if backup not in names:
             raise ApiError(400, f"{backup!r} is not a backup of {service.name} (backups: {', '.join(names)})",
                            "backup")
-        try:
-            return 200, self.controller.failover(service.name, backup)
-        except NotImplementedError:
-            raise ApiError(501, "failover is not implemented yet") from None
+        return 200, self.controller.failover(service.name, backup)
 
     def _migrate(self, req):
         self._query(req, ())
         service = self._service(req.params["name"])
         self._action_body(req, required=())
-        try:
-            return 200, self.controller.migrate(service.name)
-        except NotImplementedError:
-            raise ApiError(501, "failover is not implemented yet (planned migration uses it)") from None
+        return 200, self.controller.migrate(service.name)
 
     def _service_view(self, service: Service, redis: bool = True) -> dict:
         """The service as configured, and from Redis its status and live connections."""

@@ -169,6 +169,7 @@ class Controller(SwitchSync, Liveness):
         out = [RecordService(service, status, {"epoch": f.epoch}),
                Event("service_configured", {"service": service.name})]
         for sw in self.switches.values():
+            sw.recorded.discard(service.name)   # "protected" again once the new flows are confirmed
             out += self._reconcile(sw, now)
         # The backups' agents log the new service from now on (a backup the new
         # definition no longer lists stops: the same message tells it).
@@ -184,6 +185,7 @@ class Controller(SwitchSync, Liveness):
         out = [ForgetService(name), Event("service_deleted", {"service": name})]
         for sw in self.switches.values():
             sw.plans.pop(name, None)
+            sw.recorded.discard(name)
             out += self._reconcile(sw, now)
         out += [Publish(agent_channel(b.name), {"cmd": "forget", "service": name}) for b in svc.backups]
         return out

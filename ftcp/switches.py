@@ -30,6 +30,7 @@ class Switch:
         self.read = []            # its reply parts so far
         self.plans = {}           # service name -> ServicePlan (ok ones)
         self.synced = False       # its first reconcile is confirmed
+        self.recorded = set()     # services recorded protected on it since their flows last changed
 
 
 
@@ -126,6 +127,7 @@ class SwitchSync:
             if problem:
                 keep.add(svc.cookie_id)   # its flows wait for the port to come back
                 LOG.error("ftcp: service %s NOT protected on switch %016x: %s", svc.name, sw.dpid, problem)
+                sw.recorded.discard(svc.name)
                 if f.status == ServiceStatus.PROTECTED:
                     out += [RecordService(svc, ServiceStatus.UNPROTECTED,
                                           {"reason": problem, "dpid": f"{sw.dpid:016x}"}),
@@ -171,13 +173,15 @@ class SwitchSync:
         if sw is None or reconciled is None:
             return []
         out = []
-        first = not sw.synced
         sw.synced = True
         for name, plan in sw.plans.items():
             svc, f = plan.service, self.failovers[name]
             if f.status != ServiceStatus.PROTECTED:
                 continue
-            if first:
+            if name not in sw.recorded:
+                # its first confirmed flows on this switch: at the switch's first sync, or
+                # a service added, replaced or whose port came back since
+                sw.recorded.add(name)
                 count = len(flows.service_flows(None, plan, probe_ip=self._probe_ip()))
                 LOG.info("ftcp: service %s protected on switch %016x: %d flows, primary port %d, mirror port(s) %s",
                          name, dpid, count, plan.primary_port, ",".join(map(str, plan.mirror_ports)))

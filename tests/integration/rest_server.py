@@ -1,6 +1,7 @@
-"""The REST API live for tests: a redis-server and the stock ryu-manager running
-tests/integration/rest_app.py, each RestServer in its own directory under
-/run/ftcp-rest-test. No switch, no Mininet: these tests leave Open vSwitch alone."""
+"""The REST API live for tests: a redis-server and the stock ryu-manager running the
+real controller (ryu_apps/ftcp_app.py), each RestServer in its own directory under
+/run/ftcp-rest-test. No switch connects, no Mininet: these tests leave Open vSwitch
+alone, and the controller core answers as it does before its switch connects."""
 import contextlib
 import http.client
 import json
@@ -12,12 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.rest_support import SERVICE
-from topology.processes import VENV_BIN, Process, RedisServer, free_tcp_port, wait_for
+from tests.support.fake_agent import SERVICE
+from topology.processes import ROOT, VENV_BIN, Process, RedisServer, free_tcp_port, wait_for
 from topology.reaper import reap_all, record
 
 RUN_ROOT = Path("/run/ftcp-rest-test")
-APP = Path(__file__).resolve().parent / "rest_app.py"
+APP = ROOT / "ryu_apps" / "ftcp_app.py"
 TOKEN = "rest-test-token-7f3a9c"
 
 

@@ -10,14 +10,10 @@ import subprocess
 import pytest
 
 from ftcp.store import Store
-from topology.lab import PRIMARY_IP, ROOT, SERVICES, Lab, wait_for
+from tests.support.held_client import HeldClient, conn_id
+from topology.lab import PRIMARY_IP, SERVICES, Lab, wait_for
 
 PORT = 7000
-CLIENT = str(ROOT / "tests/integration/multi_client.py")
-
-
-def conn_id(local_port):
-    return f"10.0.0.1:{local_port}-{PRIMARY_IP}:{PORT}"
 
 
 def kernel_view(lab):
@@ -33,26 +29,6 @@ def kernel_view(lab):
         info["wscale"] = (int(ws.group(1)), int(ws.group(2))) if ws else (0, 0)
         found[int(peer.group(1))] = info
     return found
-
-
-class HeldClient:
-    """tests/integration/multi_client.py on c1, driven phase by phase."""
-
-    def __init__(self, lab):
-        self.proc = lab.host("c1").popen(["python3", CLIENT, PRIMARY_IP, str(PORT)], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def result(self):
-        line = self.proc.stdout.readline()
-        assert line, f"client died: {self.proc.stderr.read()}"
-        out = json.loads(line)
-        assert out["errors"] == [], out["errors"]
-        return out["conns"]
-
-    def say(self, word):
-        self.proc.stdin.write(word + "\n")
-        self.proc.stdin.flush()
-        return self.result()
 
 
 def caught_up(store, conns):

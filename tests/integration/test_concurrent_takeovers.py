@@ -1,22 +1,12 @@
 """Takeovers run off the capture thread, one worker each: two services fail at once
 and both are masked; a slow cold replay of one service runs while another service's
 download goes on protected (capture never stops for it)."""
-import pytest
 
 from ftcp.store import Store
-from tests.support.faults import PORT
-from topology.lab import PRIMARY_IP, SERVICES, Lab, wait_for
+from tests.support.faults import PORT, failed_over
+from topology.lab import PRIMARY_IP, SERVICES, Lab
 
 SECOND = PORT + 1
-
-
-def finished(store, name):
-    def check():
-        svc = store.service(name) or {}
-        if svc.get("status") == "failover-failed":
-            pytest.fail(f"failover of {name} failed: {svc}")
-        return svc if svc.get("status") == "failed-over" and svc.get("step") == "done" else None
-    return wait_for(check, 20, f"{name} to fail over")
 
 
 def test_two_services_failing_at_once_are_both_masked(run_dir):
@@ -27,7 +17,7 @@ def test_two_services_failing_at_once_are_both_masked(run_dir):
         for client in clients:
             client.wait_progress(received=20_000)
         lab.fail_primary("link")
-        first, second = finished(store, "demo"), finished(store, f"demo-{SECOND}")
+        first, second = failed_over(store, "demo", 20, "done"), failed_over(store, f"demo-{SECOND}", 20, "done")
         assert (first["taken"], second["taken"]) == ("1", "1")
         for client in clients:
             res = client.result()
@@ -51,7 +41,7 @@ def test_a_slow_cold_replay_does_not_stop_capture_for_another_service(run_dir):
         up.wait_progress(sent=29_000_000)
         code, body = lab.rest("POST", "/ftcp/services/demo/migrate", {})
         assert code == 200, body
-        finished(store, "demo")
+        failed_over(store, "demo", 20, "done")
         log = (lab.run_dir / "agent.log").read_text()
         assert "takeover of demo (epoch 1): 1 connection(s) ready (0 hot)" in log
         assert up.result()["ok"]
@@ -60,5 +50,5 @@ def test_a_slow_cold_replay_does_not_stop_capture_for_another_service(run_dir):
         beat = store.agent("b1")
         assert beat["kernel_drops"] == "0"
         lab.fail_primary("link")
-        finished(store, f"demo-{SECOND}")
+        failed_over(store, f"demo-{SECOND}", 20, "done")
         assert down.result()["ok"]

@@ -8,7 +8,8 @@ import subprocess
 import pytest
 
 from ftcp.store import Store
-from tests.integration.test_agent import HeldClient, conn_id
+from tests.support.faults import failed_over
+from tests.support.held_client import HeldClient, conn_id
 from topology.lab import PRIMARY_IP, ROOT, SERVICES, Lab, wait_for
 
 PORT = 7000
@@ -40,15 +41,6 @@ def link_down(lab):
     lab.fail_primary("link")
 
 
-def failed_over(store, timeout=10):
-    def check():
-        svc = store.service("demo") or {}
-        if svc.get("status") == "failover-failed":
-            pytest.fail(f"failover failed: {svc}")
-        return svc if svc.get("status") == "failed-over" else None
-    return wait_for(check, timeout, "the service to fail over")
-
-
 def running(lab, *args):
     """services/client.py on c1 in the background, with progress lines (topology.lab.RunningClient)."""
     return lab.start_client("c1", *args, "--progress", 0.02)
@@ -61,7 +53,7 @@ def test_failure_mid_download(mode, failure, request):
     client = running(lab, "stream", PRIMARY_IP, PORT, "--bytes", 60_000_000)
     client.wait_progress(received=5_000_000)
     lab.fail_primary(failure)
-    svc = failed_over(store)
+    svc = failed_over(store, timeout=10)
     res = client.result()
     assert res["ok"], res
     assert res["received"] == 60_000_000
@@ -75,7 +67,7 @@ def test_failure_mid_upload(lab, failure):
     client = running(lab, "upload", PRIMARY_IP, PORT, "--bytes", 30_000_000)
     client.wait_progress(sent=5_000_000)
     lab.fail_primary(failure)
-    failed_over(store)
+    failed_over(store, timeout=10)
     res = client.result()
     assert res["ok"], res  # the server (now the backup's replica) saw every byte: its SHA-256 matches
     assert res["sent"] == 30_000_000 + len("PUT 30000000\n")
@@ -89,7 +81,7 @@ def test_failure_during_request_response_loop(lab, failure):
     client = running(lab, "reqresp", PRIMARY_IP, PORT, "--count", 3000)
     client.wait_progress(received=100_000)
     lab.fail_primary(failure)
-    failed_over(store)
+    failed_over(store, timeout=10)
     res = client.result()
     assert res["ok"] and res["requests"] == 3000, res
 
@@ -104,7 +96,7 @@ def test_failure_with_idle_and_finished_connections_then_resume(lab, failure):
     try:
         conns = client.result()
         lab.fail_primary(failure)
-        svc = failed_over(store)
+        svc = failed_over(store, timeout=10)
         assert int(svc["taken"]) == 4
         after = client.say("resume")
         assert after["idle"]["received"] > conns["idle"]["received"]
@@ -123,7 +115,7 @@ def test_fenced_primary_cannot_reach_the_client(lab):
     try:
         conns = client.result()
         link_down(lab)
-        failed_over(store)
+        failed_over(store, timeout=10)
         lab.net.configLinkStatus("p1", "s1", "up")
         state = store.conn(conn_id(conns["idle"]["local_port"]))
         seq = (int(state["isn_s"]) + 1 + int(state["s2c_acked"])) & 0xFFFFFFFF
@@ -148,7 +140,7 @@ def test_new_connections_after_failover_reach_the_backup(lab):
     client = running(lab, "reqresp", PRIMARY_IP, PORT, "--count", 2000)
     client.wait_progress(received=50_000)
     lab.fail_primary("link")
-    failed_over(store)
+    failed_over(store, timeout=10)
     assert client.result()["ok"]
     lab.host("c2").cmd("ip neigh flush all")
     res = json.loads(lab.host("c2").cmd(f"python3 {CLIENT} reqresp {PRIMARY_IP} {PORT} --count 50").strip()
@@ -184,7 +176,7 @@ def test_connection_the_backup_cannot_take_is_reset_not_left_hanging(run_dir):
             held.stdin.flush()
             assert held.stdout.readline().strip() == "seen"  # now it waits for data that never comes
             lab.fail_primary("link")
-            svc = failed_over(store)
+            svc = failed_over(store, timeout=10)
             assert len(json.loads(svc["failed"])) == 1, svc
             line = held.stdout.readline().split()
             assert line[0] == "reset", line
@@ -211,7 +203,7 @@ def test_nondeterministic_service_is_detected_as_diverged_and_reset(run_dir):
                 store.conn(cid)), 10, "the divergence to be recorded")
             assert state["reason"].startswith("diverged: the replica's output differs from the primary's"), state
             lab.fail_primary("link")
-            svc = failed_over(store)
+            svc = failed_over(store, timeout=10)
             assert cid in json.loads(svc["failed"]), svc
             held.stdin.write("go\n")
             held.stdin.flush()
@@ -256,7 +248,7 @@ def test_a_connection_the_client_half_closed_is_taken_over_to_its_end(lab, failu
     try:
         assert proc.stdout.readline().strip() == "half"
         lab.fail_primary(failure)
-        svc = failed_over(store)
+        svc = failed_over(store, timeout=10)
         assert svc["taken"] == "1", svc
         assert proc.stdout.readline().split() == ["eof", "40000000", "True"]
     finally:

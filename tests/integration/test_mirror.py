@@ -3,7 +3,7 @@ mirror iface, byte for byte, and nothing of an unprotected one."""
 import re
 import threading
 
-from tests.integration import pcap
+from tests.support import pcap
 from topology.lab import PRIMARY_IP, SERVICES, Lab, wait_for
 
 PROTECTED, UNPROTECTED = 7000, 7001

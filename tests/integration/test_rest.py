@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ftcp.store import Store
 from tests.integration.rest_server import TOKEN, RestServer, no_ovs, rest  # noqa: F401 (fixtures)
-from tests.rest_support import SERVICE, FakeAgent, conn_id, heartbeat
+from tests.support.fake_agent import SERVICE, FakeAgent, conn_id, heartbeat
 from topology.lab import wait_for
 
 DB = dict(SERVICE, name="db", address="10.0.0.11", port=5432)
@@ -42,8 +42,12 @@ def test_create_read_delete_a_service(clean):
     rest = clean
     status, _, view = rest.request("PUT", "/ftcp/services/db", DB, token=TOKEN)
     assert status == 201 and view["name"] == "db" and view["status"] == "configured"
-    assert Store(rest.redis.url).service_state("db")["svc_port"] == 5432
-    assert rest.request("GET", "/ftcp/services/db")[2] == view
+    # The controller records the service in Redis after it answered (no handler waits
+    # on Redis): the answer has no record time yet, the next read has the record's.
+    assert view["updated"] is None
+    record = wait_for(lambda: Store(rest.redis.url).service_state("db"), 10, "db's record in Redis")
+    assert record["svc_port"] == 5432 and record["status"] == "configured"
+    assert rest.request("GET", "/ftcp/services/db")[2] == dict(view, updated=record["updated"])
     assert "db" in [s["name"] for s in rest.request("GET", "/ftcp/services")[2]["services"]]
 
     status, _, view = rest.request("PUT", "/ftcp/services/db", dict(DB, port=5433), token=TOKEN)
@@ -52,7 +56,8 @@ def test_create_read_delete_a_service(clean):
     status, resp, body = rest.request("DELETE", "/ftcp/services/db", token=TOKEN)
     assert (status, body) == (204, "") and resp.getheader("Content-Type") is None
     assert field_of(rest.request("GET", "/ftcp/services/db"), 404) == "name"
-    assert Store(rest.redis.url).service("db") is None
+    # forgotten in Redis by the recorder too, after the answer (as it was written)
+    wait_for(lambda: Store(rest.redis.url).service("db") is None, 10, "db's record to be removed from Redis")
 
 
 def test_delete_unknown_service_is_404(rest):
@@ -120,10 +125,33 @@ def test_refusals_name_the_field(rest, method, path, body, token, status, field)
         assert TOKEN not in result[2]["error"]
 
 
-def test_failover_and_migrate_answer_501(rest):
+def test_failover_and_migrate_without_a_live_agent_are_409(rest):
+    """No agent has ever sent a heartbeat: the core refuses to fence (nobody would take over)."""
     result = rest.request("POST", "/ftcp/services/web/failover", {"backup": "b1"}, token=TOKEN)
-    assert field_of(result, 501) is None and result[2]["error"] == "failover is not implemented yet"
-    assert field_of(rest.request("POST", "/ftcp/services/web/migrate", token=TOKEN), 501) is None
+    assert field_of(result, 409) == "name" and result[2]["error"] == "service web cannot fail over now: no live backup agent"
+    result = rest.request("POST", "/ftcp/services/web/migrate", token=TOKEN)
+    assert field_of(result, 409) == "name" and result[2]["error"] == "service web cannot fail over now: no live backup agent"
+    assert rest.request("GET", "/ftcp/services/web")[2]["epoch"] == 0
+
+
+def test_failover_with_a_live_agent_starts_the_failover_and_a_second_is_409():
+    """Its own controller: the failover changes web's state for good."""
+    server = RestServer("failover", token=TOKEN).start()
+    try:
+        now = time.time()
+        FakeAgent(Store(server.redis.url)).flush(now, heartbeat(now))
+        status, _, body = server.request("POST", "/ftcp/services/web/failover", {"backup": "b1"}, token=TOKEN)
+        assert (status, body) == (200, {"service": "web", "status": "failing-over", "epoch": 1, "backup": "b1",
+                                        "reason": "failover requested over REST"})
+        result = server.request("POST", "/ftcp/services/web/migrate", token=TOKEN)
+        assert field_of(result, 409) == "name"
+        assert result[2]["error"] == "service web is failing-over, not protected: nothing to move"
+        # Nobody listens on the agent's channel: the takeover times out (5 s) and fails.
+        record = wait_for(lambda: (lambda r: r if r["status"] == "failover-failed" else None)(
+            Store(server.redis.url).service_state("web")), 15, "the unanswered failover to fail")
+        assert record["epoch"] == 1
+    finally:
+        server.stop()
 
 
 def test_wrong_method_unknown_path_and_oversized_body(rest):

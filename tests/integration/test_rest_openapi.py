@@ -1,7 +1,7 @@
 """The live REST API against docs/openapi.yaml, with schemathesis.
 
-The stock ryu-manager serves the real shim and Api over a real redis-server (see
-rest_server.py); schemathesis runs all its phases (examples, coverage -- boundary and
+The stock ryu-manager runs the real controller app over a real redis-server, with no
+switch (see rest_server.py); schemathesis runs all its phases (examples, coverage -- boundary and
 malformed values --, fuzzing in positive and negative mode, stateful sequences such as
 PUT -> GET -> DELETE -> GET) and every check but positive_data_acceptance
 (tests/integration/schemathesis.toml says why). Then the controller must still answer,
@@ -13,7 +13,7 @@ import time
 
 from ftcp.store import Store
 from tests.integration.rest_server import TOKEN, no_ovs, rest  # noqa: F401 (fixtures)
-from tests.rest_support import FakeAgent, heartbeat
+from tests.support.fake_agent import FakeAgent, heartbeat
 from topology.processes import ROOT, VENV_BIN
 
 # Fixed, so a CI failure reproduces; FTCP_SCHEMATHESIS_SEED explores other inputs.

@@ -8,7 +8,7 @@ import pytest
 from scapy.layers.l2 import Ether
 
 from ftcp.store import Store, StoreError
-from tests.integration.pcap import frames
+from tests.support.pcap import frames
 from topology.lab import BACKUP_IP, PRIMARY_IP, wait_for
 
 PORT = 7000
@@ -51,14 +51,20 @@ def status(store, want, timeout=15):
     return wait_for(check, timeout, f"the service to be {want}")
 
 
+def failed_over(store, name="demo", timeout=15, step=None) -> dict:
+    """The service's record once it is failed-over (at ``step`` too, when given: "done"
+    is the agent's gone acknowledged); fails the test at once if the failover failed."""
+    def check():
+        svc = record(store, name)
+        if svc.get("status") == "failover-failed":
+            pytest.fail(f"failover of {name} failed: {svc}")
+        return svc if svc.get("status") == "failed-over" and step in (None, svc.get("step")) else None
+    return wait_for(check, timeout, f"{name} to fail over" + (f" (step {step})" if step else ""))
+
+
 def done(store, timeout=15):
     """failed-over and go acknowledged by the agent."""
-    def check():
-        svc = record(store)
-        if svc.get("status") == "failover-failed":
-            pytest.fail(f"failover failed: {svc}")
-        return svc if svc.get("status") == "failed-over" and svc.get("step") == "done" else None
-    return wait_for(check, timeout, "the failover to finish (gone acknowledged)")
+    return failed_over(store, timeout=timeout, step="done")
 
 
 def flows_with(lab, *words):

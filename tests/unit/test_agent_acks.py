@@ -12,6 +12,7 @@ from ftcp.agent import repair
 from ftcp.agent.acks import AckNumbers, AckSender, ack_segment
 from ftcp.agent.repair import repair_params
 from ftcp.agent.takeover import Session
+from tests.support.wire import STORED_CONN
 
 LOCAL, REMOTE = ("10.0.0.20", 7000), ("10.0.0.1", 43210)
 
@@ -68,9 +69,7 @@ class Recorder:
         self.sent.append((IP(packet), dst_ip))
 
 
-STATE = {"isn_c": "100", "isn_s": "200", "server_port": "7000", "client_ip": "10.0.0.1", "client_port": "43210",
-         "s2c_acked": "50", "mss_c": "1460", "wscale_c": "7", "wscale_s": "9", "sack_ok": "1", "ts_ok": "1",
-         "s_tsval": "1000", "c_tsval": "424242", "c_win_scaled": "65536", "s_win_scaled": "131072"}
+STATE = STORED_CONN
 
 
 def test_kick_acks_what_the_socket_has_with_our_scale_and_the_clients_last_timestamp(monkeypatch):

@@ -147,7 +147,7 @@ def test_kernel_drops_unprotect_every_open_connection():
     primary is dead: the rebuilt socket would start behind the client and hang."""
     from ftcp.agent.main import Agent
     from ftcp.agent.tracker import Tracker
-    from tests.unit.test_agent_tracker import SERVICES, Link
+    from tests.support.wire import SERVICES, Link
     tracker = Tracker(SERVICES, log_cap=1 << 20)
     open_conn = Link(tracker, cport=40000).handshake()
     closed = Link(tracker, cport=40001).handshake()
@@ -168,7 +168,7 @@ def test_a_reset_from_a_stale_record_is_followed_by_an_ack_that_draws_the_client
     exactly the client's sequence number."""
     from scapy.all import IP, TCP
     from ftcp.agent.repair import repair_params
-    from tests.unit.test_agent_acks import STATE
+    from tests.support.wire import STORED_CONN as STATE
     params = repair_params(STATE, "10.0.0.20", logged=300)
     closed = []
     monkeypatch.setattr(co.repair, "repaired_socket", lambda p: p)

@@ -2,14 +2,14 @@
 fake pool), and the pool's feeding, trimming and divergence check (ReplicaPool, against
 a tiny line server on 127.0.0.1)."""
 import selectors
-import socketserver
-import threading
-import time
 import zlib
 
 import pytest
 
 from ftcp.agent.replica import Detached, HotStandby, ReplicaPool
+from tests.support.fakes import FakeConn
+from tests.support.line_server import LineServer
+from topology.processes import wait_for
 
 
 # --- HotStandby with a fake pool ----------------------------------------------------------
@@ -43,21 +43,6 @@ class FakeTracker:
     def mark_unprotected(self, conn, reason):
         self.marked.append((conn, reason))
         conn.status = "unprotected"
-
-
-class FakeConn:
-    """Hashed by identity, like the tracker's Conn."""
-
-    def __init__(self, cid, service="svc"):
-        self.id, self.service = cid, service
-        self.status = "protected"
-        self.isn_c = 1000
-        self.c2s_logged = 0
-        self.s2c_acked = 0
-        self.fin_c = False
-        self.divergent = 0
-        self.replica = ""
-        self.s2c_sent = 0
 
 
 def log(hot, conn, data):
@@ -178,22 +163,11 @@ def test_no_checks_queued_for_connections_that_cannot_be_hot(pool):
 
 # --- ReplicaPool against a real line server ----------------------------------------------
 
-class PongHandler(socketserver.StreamRequestHandler):
-    def handle(self):
-        for line in self.rfile:              # "PING X\n" -> "PONG X\n"
-            self.wfile.write(b"PONG " + line.removeprefix(b"PING "))
-
-
 @pytest.fixture
 def server():
-    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), PongHandler)
-    srv.daemon_threads = True
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    yield srv.server_address
-    srv.shutdown()
-    srv.server_close()
-    thread.join(5)
+    srv = LineServer()
+    yield srv.addr
+    srv.close()
 
 
 @pytest.fixture
@@ -203,13 +177,6 @@ def replicas(server):
     yield rp
     rp.stop()
     assert not rp.is_alive()
-
-
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
 
 
 def produced(rp, cid):
@@ -225,7 +192,7 @@ def test_pool_feeds_replica_checks_its_output_and_detaches_it(replicas):
     replicas.expect("c1", [(0, 7, zlib.crc32(OUTPUT[:7])), (7, 7, zlib.crc32(OUTPUT[7:]))])
     replicas.feed("c1", b"PING a\nPING b\n")
     replicas.acked("c1", 7)        # the client has "PONG a\n" from the primary
-    wait_for(lambda: produced(replicas, "c1") == len(OUTPUT))
+    wait_for(lambda: produced(replicas, "c1") == len(OUTPUT), 5, "the replica to produce its whole output", interval=0.005)
     det = replicas.detach_many(["c1", "unknown"])["c1"]
     assert isinstance(det, Detached)
     try:
@@ -246,7 +213,7 @@ def test_pool_marks_replica_diverged_on_crc_mismatch(replicas):
     replicas.open("c1", "svc")
     replicas.expect("c1", [(0, 7, zlib.crc32(OUTPUT[:7])), (7, 7, zlib.crc32(b"PONG x\n"))])
     replicas.feed("c1", b"PING a\nPING b\n")
-    wait_for(lambda: "c1" in replicas.diverged)
+    wait_for(lambda: "c1" in replicas.diverged, 5, "the divergence verdict", interval=0.005)
     reason = replicas.diverged["c1"]
     assert reason.startswith("diverged") and "server byte 7" in reason
     det = replicas.detach_many(["c1"])["c1"]
@@ -255,30 +222,21 @@ def test_pool_marks_replica_diverged_on_crc_mismatch(replicas):
     assert "c1" not in replicas.diverged     # the verdict travelled with the Detached
 
 
-class CloseAfterOneLine(socketserver.StreamRequestHandler):
-    def handle(self):
-        self.wfile.write(b"PONG " + self.rfile.readline().removeprefix(b"PING "))
-
-
 def test_a_replica_that_closes_its_output_is_no_longer_selected_for_reading():
     """recv() of b"" on a closed replica: selecting it for reading again would spin
     the pool thread at full CPU until the connection ends."""
-    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), CloseAfterOneLine)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    rp = ReplicaPool({"svc": srv.server_address})
+    srv = LineServer(lines=1)
+    rp = ReplicaPool({"svc": srv.addr})
     rp.start()
     try:
         rp.open("c1", "svc")
         rp.feed("c1", b"PING a\n")
-        wait_for(lambda: "c1" in rp._replicas and rp._replicas["c1"].eof)
+        wait_for(lambda: "c1" in rp._replicas and rp._replicas["c1"].eof, 5, "the replica's EOF", interval=0.005)
         rep = rp._replicas["c1"]
         assert rep.produced == 7 and not rep.events & selectors.EVENT_READ
     finally:
         rp.stop()
-        srv.shutdown()
-        srv.server_close()
-        thread.join(5)
+        srv.close()
 
 
 def test_a_reused_four_tuple_frees_the_old_slot(pool):
@@ -295,35 +253,27 @@ def test_a_verdict_not_collected_dies_with_its_replica(replicas):
     replicas.open("c1", "svc")
     replicas.expect("c1", [(0, 7, zlib.crc32(b"PONG x\n"))])
     replicas.feed("c1", b"PING a\n")
-    wait_for(lambda: "c1" in replicas.diverged)
+    wait_for(lambda: "c1" in replicas.diverged, 5, "the divergence verdict", interval=0.005)
     replicas.drop("c1")
-    wait_for(lambda: "c1" not in replicas._replicas)
+    wait_for(lambda: "c1" not in replicas._replicas, 5, "the replica to be dropped", interval=0.005)
     assert "c1" not in replicas.diverged   # a new connection on this 4-tuple starts clean
 
 
-class ClockHandler(socketserver.StreamRequestHandler):
-    """Answers "PING X\n" with "PONG X <the replica's own counter>\n": like a Date
-    header, the same shape as the primary's answer but not the same digits, until
-    the counter grows a digit."""
-
-    def handle(self):
-        for i, line in enumerate(self.rfile):
-            self.wfile.write(b"PONG " + line.removeprefix(b"PING ").rstrip() + b" %d\n" % (7 + i))
+def clock_answer(index, line):
+    """"PING X\n" -> "PONG X <the replica's own counter>\n": like a Date header, the
+    same shape as the primary's answer but not the same digits, until the counter
+    grows a digit."""
+    return b"PONG " + line.removeprefix(b"PING ").rstrip() + b" %d\n" % (7 + index)
 
 
 @pytest.fixture
 def clock_replicas():
-    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), ClockHandler)
-    srv.daemon_threads = True
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    rp = ReplicaPool({"svc": srv.server_address})
+    srv = LineServer(clock_answer)
+    rp = ReplicaPool({"svc": srv.addr})
     rp.start()
     yield rp
     rp.stop()
-    srv.shutdown()
-    srv.server_close()
-    thread.join(5)
+    srv.close()
 
 
 def test_aligned_tolerates_same_shape_output_and_keeps_the_primary_s_bytes(clock_replicas):
@@ -332,7 +282,7 @@ def test_aligned_tolerates_same_shape_output_and_keeps_the_primary_s_bytes(clock
     primary = b"PONG a 3\nPONG b 4\n"       # the replica says 7 and 8
     rp.expect("c1", [(0, 9, primary[:9]), (9, 9, primary[9:])])
     rp.feed("c1", b"PING a\nPING b\n")
-    wait_for(lambda: produced(rp, "c1") == 18 and not rp._replicas["c1"].checks)
+    wait_for(lambda: produced(rp, "c1") == 18 and not rp._replicas["c1"].checks, 5, "both answers compared", interval=0.005)
     assert rp.differed["c1"] == 2 and "c1" not in rp.diverged
     det = rp.detach_many(["c1"])["c1"]
     try:
@@ -346,7 +296,7 @@ def test_aligned_refuses_output_that_moved(clock_replicas):
     rp.open("c1", "svc")
     rp.expect("c1", [(0, 10, b"PONG a 10\n")])      # the primary's counter had two digits
     rp.feed("c1", b"PING a\nPING b\n")
-    wait_for(lambda: "c1" in rp.diverged)
+    wait_for(lambda: "c1" in rp.diverged, 5, "the divergence verdict", interval=0.005)
     assert "server byte 0" in rp.diverged["c1"]
 
 
@@ -355,7 +305,7 @@ def test_aligned_expectations_are_bounded_in_bytes(clock_replicas):
     rp.max_tail = 100
     rp.open("c1", "svc")
     rp.expect("c1", [(i * 10, 10, b"x" * 10) for i in range(30)])   # the replica has produced nothing
-    wait_for(lambda: rp.unverified == 20)
+    wait_for(lambda: rp.unverified == 20, 5, "20 unverified bytes", interval=0.005)
     rep = rp._replicas["c1"]
     assert rep.expected_bytes == 100 and rep.checks[0][0] == 200
 
@@ -372,6 +322,6 @@ def test_a_replica_that_does_not_read_its_input_fails_and_its_input_is_dropped(r
     replicas.max_tail = 1000
     replicas.open("c1", "svc")
     replicas.feed("c1", b"x" * 1001)
-    wait_for(lambda: "c1" in replicas.failed)
+    wait_for(lambda: "c1" in replicas.failed, 5, "the replica to fail", interval=0.005)
     assert "does not read its input" in replicas.failed["c1"] and replicas.failures == 1
     assert len(replicas._replicas["c1"].out) == 0

@@ -5,7 +5,7 @@ from ftcp.agent.coordinator import cannot_take
 from ftcp.agent.tracker import Conn, Tracker
 from ftcp.agent.writer import redis_fields
 from ftcp.records import decode_conn
-from tests.unit.test_agent_tracker import SERVICES, STREAM, Link
+from tests.support.wire import SERVICES, STREAM, Link
 
 NOW = 50.0
 

@@ -13,48 +13,8 @@ import zlib
 import pytest
 
 from ftcp.agent.takeover import Session, Splicer, prepare
-
-
-class LineServer:
-    """Thread per connection: "PING X\\n" -> "PONG X\\n"; "QUIT\\n" closes. With a ``gate``
-    (a threading.Barrier) every answer waits until that many requests are in."""
-
-    def __init__(self, gate=None):
-        self.gate = gate
-        self.sock = socket.create_server(("127.0.0.1", 0), backlog=256)
-        self.addr = self.sock.getsockname()
-        self.conns = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn):
-        try:
-            with conn, conn.makefile("rb") as lines:
-                for line in lines:
-                    if line == b"QUIT\n":
-                        return
-                    if line.startswith(b"PING "):
-                        if self.gate is not None:
-                            self.gate.wait()
-                        conn.sendall(b"PONG " + line[5:])
-        except (OSError, threading.BrokenBarrierError):
-            pass
-
-    def close(self):
-        for s in [self.sock] + self.conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
+from tests.support.line_server import LineServer
+from topology.processes import wait_for
 
 
 class FakeRepair:
@@ -116,13 +76,6 @@ def recv_exactly(sock, n, timeout=5.0):
         assert data, f"EOF after {buf!r}"
         buf += data
     return buf
-
-
-def wait_for(cond, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
 
 
 # --- prepare ---------------------------------------------------------------------------
@@ -256,7 +209,7 @@ def test_splicer_relays_both_ways_and_passes_eof(server, fake, sessions):
         writer.join(5)
         client.shutdown(socket.SHUT_WR)                   # client EOF -> replica -> server closes
         assert client.recv(1) == b""                      # ... and the replica's close reaches the client
-        wait_for(lambda: splicer.live == 0)
+        wait_for(lambda: splicer.live == 0, 5, "the splicer to end every session", interval=0.01)
         assert s.error is None and s.client.fileno() == -1 and s.replica.fileno() == -1
         assert s.to_client_bytes == 7 + len(expected)
         assert s.to_replica_bytes == len(pings)           # everything the client sent, no more

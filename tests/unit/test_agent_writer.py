@@ -1,25 +1,13 @@
-"""The Redis log writer: batching, outages, exact retries, bounded buffer."""
+"""The Redis log writer: batching, outages, exact retries, bounded buffer.
+
+The Store is the real one over fakeredis (tests/support/store.py): what the writer
+reads back after an error (``log_lengths``) is what the real Store answers."""
 import hashlib
 
 from ftcp.agent.writer import LogWriter, redis_fields
-from ftcp.store import StoreError
-
-
-class FakeConn:
-    def __init__(self, cid, service="svc"):
-        self.id, self.service = cid, service
-        self.status, self.reason = "protected", ""
-        self.pending = []
-
-    def take_c2s(self):
-        data, self.pending = b"".join(self.pending), []
-        return data
-
-    state = "established"
-
-    def to_state(self):
-        return {"id": self.id, "state": self.state, "status": self.status, "reason": self.reason, "last_seen": 1.0,
-                "opts": {"mss": 1460}, "ts_ok": True, "closed_at": None}
+from ftcp.store import StoreError, conn_key, svc_conns_key
+from tests.support.fakes import FakeConn
+from tests.support.store import fake_store
 
 
 class FakeTracker:
@@ -43,45 +31,57 @@ class FakeTracker:
             conn.status, conn.reason = "unprotected", reason
 
 
-class FakeStore:
-    """Applies write_conns like Redis MULTI/EXEC; can fail before or after applying."""
+class Redis:
+    """The real Store, and the faults a test injects: ``fail`` None, "before" (Redis
+    away: nothing applied) or "after" (the transaction applied, its reply lost).
+    ``writes`` keeps every batch the writer sent."""
 
     def __init__(self):
-        self.logs, self.hashes, self.live, self.events, self.agent = {}, {}, {}, [], None
-        self.fail = None  # None | "before" | "after" (applied, reply lost)
-        self.calls = 0
+        self.store = fake_store()
+        self.fail = None
+        self.writes = []
 
-    def write_conns(self, writes, agent=None, agent_name="", events=()):
-        self.calls += 1
-        if self.fail == "before":
-            raise StoreError("down")
-        for w in writes:
-            if w.reset:
-                self.logs.pop(w.conn_id, None)
-            self.logs[w.conn_id] = self.logs.get(w.conn_id, b"") + w.data
-            if w.reset:
-                self.hashes.pop(w.conn_id, None)
-            self.hashes.setdefault(w.conn_id, {}).update(w.state)   # HSET merges
-            self.live.setdefault(w.service, set())
-            if w.closed:
-                self.live[w.service].discard(w.conn_id)
-            elif w.listed:
-                self.live[w.service].add(w.conn_id)
-        self.events += list(events)
-        if agent is not None:
-            self.agent = agent
+    @property
+    def fail(self):
+        return self._fail
+
+    @fail.setter
+    def fail(self, how):
+        self._fail = how
+        self.store.server.connected = how != "before"
+
+    def write_conns(self, writes, **kw):
+        self.writes.append(list(writes))
+        self.store.write_conns(writes, **kw)
         if self.fail == "after":
             raise StoreError("reply lost")
 
     def log_lengths(self, ids):
-        if self.fail == "before":
-            raise StoreError("down")
-        return {i: len(self.logs.get(i, b"")) for i in ids}
+        return self.store.log_lengths(ids)
+
+    # what Redis holds
+    def log(self, cid):
+        return self.store.conn_log(cid)
+
+    def conn(self, cid):
+        return self.store.conn_state(cid) or {}
+
+    def live(self, service="svc"):
+        return self.store.service_conns(service)
+
+    def events(self):
+        return [record for _, record in self.store.events()]
+
+    def agent(self):
+        return self.store.agent_state("agent")
+
+    def restarted_empty(self):
+        self.store.fake_redis.flushall()
 
 
 def setup(**kw):
-    store, tracker = FakeStore(), FakeTracker()
-    return store, tracker, LogWriter(store, tracker, **kw)
+    redis, tracker = Redis(), FakeTracker()
+    return redis, tracker, LogWriter(redis, tracker, **kw)
 
 
 def feed(tracker, conn, data):
@@ -97,13 +97,13 @@ def test_batches_bytes_and_state_in_one_write():
     w.collect(0.0)
     feed(tracker, a, b"world")
     w.collect(0.0, heartbeat={"pid": 1})
-    assert w.flush() and store.calls == 1
-    assert store.logs == {"a": b"hello world", "b": b"x"}
-    assert store.hashes["a"]["c2s_stored"] == 11 and store.hashes["a"]["ts_ok"] == 1
-    assert store.live["svc"] == {"a", "b"}
-    assert store.agent["pid"] == 1 and store.agent["bytes_logged"] == 0  # counted as of the batch
+    assert w.flush() and len(store.writes) == 1
+    assert (store.log("a"), store.log("b")) == (b"hello world", b"x")
+    assert store.conn("a")["c2s_stored"] == 11 and store.conn("a")["ts_ok"] is True
+    assert store.live() == {"a", "b"}
+    assert store.agent()["pid"] == 1 and store.agent()["bytes_logged"] == 0  # counted as of the batch
     assert w.bytes_logged == 12 and w.buffered == 0
-    assert w.flush() and store.calls == 1  # nothing new: no write
+    assert w.flush() and len(store.writes) == 1  # nothing new: no write
 
 
 def test_outage_then_recovery_writes_everything_once():
@@ -120,7 +120,7 @@ def test_outage_then_recovery_writes_everything_once():
     w.collect(0.0)
     store.fail = None
     assert w.flush() and w.redis_up
-    assert store.logs["a"] == b"one two three"
+    assert store.log("a") == b"one two three"
 
 
 def test_applied_but_unacknowledged_write_is_not_appended_twice():
@@ -137,7 +137,7 @@ def test_applied_but_unacknowledged_write_is_not_appended_twice():
     feed(tracker, a, b"third")
     w.collect(0.0)
     assert w.flush()
-    assert store.logs["a"] == b"first second third"
+    assert store.log("a") == b"first second third"
     assert w.bytes_logged == len(b"first second third")
 
 
@@ -155,9 +155,9 @@ def test_full_buffer_unprotects_exactly_the_connections_dropped():
     store.fail = None
     w.collect(0.0)
     assert w.flush()
-    assert store.logs["small"] == b"s" * 100 and store.logs["big"] == b""
-    assert store.hashes["big"]["status"] == "unprotected"
-    assert [(e["kind"], e["conn"]) for e in store.events] == [("conn_unprotected", "big")]
+    assert store.log("small") == b"s" * 100 and store.log("big") == b""
+    assert store.conn("big")["status"] == "unprotected"
+    assert [(e["kind"], e["conn"]) for e in store.events()] == [("conn_unprotected", "big")]
 
 
 def test_redis_that_lost_data_unprotects_the_connection():
@@ -171,11 +171,11 @@ def test_redis_that_lost_data_unprotects_the_connection():
     w.collect(0.0)
     assert not w.flush()
     store.fail = None
-    store.logs.clear()  # Redis restarted empty
+    store.restarted_empty()
     assert w.flush()    # resync notices; the mark is applied by the next collect
     w.collect(0.0)
     assert a.status == "unprotected" and a.reason == "redis lost 6 bytes of the stored client log"
-    assert w.flush() and store.hashes["a"]["status"] == "unprotected"
+    assert w.flush() and store.conn("a")["status"] == "unprotected"
 
 
 def test_closed_connections_leave_the_live_set_and_new_ones_reset_old_records():
@@ -187,12 +187,12 @@ def test_closed_connections_leave_the_live_set_and_new_ones_reset_old_records():
     tracker.expired.append(a)
     w.collect(1.0)
     w.flush()
-    assert store.live["svc"] == set()
+    assert store.live() == set()
     again = FakeConn("a")  # same 4-tuple reused by a new connection
     feed(tracker, again, b"new")
     w.collect(2.0)
     w.flush()
-    assert store.logs["a"] == b"new" and store.live["svc"] == {"a"}
+    assert store.log("a") == b"new" and store.live() == {"a"}
 
 
 def test_large_random_stream_arrives_exact_through_failures():
@@ -211,7 +211,7 @@ def test_large_random_stream_arrives_exact_through_failures():
     store.fail = None
     w.collect(300.0)
     assert w.flush()
-    assert hashlib.sha256(store.logs["a"]).digest() == hashlib.sha256(bytes(sent)).digest()
+    assert hashlib.sha256(store.log("a")).digest() == hashlib.sha256(bytes(sent)).digest()
 
 
 def test_redis_fields():
@@ -228,7 +228,7 @@ def test_port_reuse_before_expiry_retires_the_old_entry():
     feed(tracker, new, b"new")
     w.collect(0.5)
     assert w.flush()
-    assert store.logs["a"] == b"new" and store.live["svc"] == {"a"}
+    assert store.log("a") == b"new" and store.live() == {"a"}
     assert list(w._entries) == [new]  # nothing left behind
 
 
@@ -237,21 +237,21 @@ def test_a_busy_connection_state_is_written_at_most_every_interval_and_only_what
     a = FakeConn("a")
     feed(tracker, a, b"1")
     w.collect(0.0)
-    assert w.flush() and store.hashes["a"]["reason"] == ""
-    writes = []
-    store_write = store.write_conns
-    store.write_conns = lambda ws, **kw: (writes.extend(ws), store_write(ws, **kw))
+    assert w.flush() and store.conn("a")["reason"] == ""
     a.reason = "changed"                   # no new snapshot yet: only the log moves
     feed(tracker, a, b"2")
     w.collect(0.1)
     assert w.flush()
-    assert writes[-1].state == {"c2s_stored": 2} and store.logs["a"] == b"12"
+    last, = store.writes[-1]
+    assert last.state == {"c2s_stored": 2} and store.log("a") == b"12"
     tracker.dirty.append(a)                # changed again, nothing to log: waits for its time
     w.collect(0.2)
-    assert w.flush() and len(writes) == 1
+    assert w.flush() and len(store.writes) == 2
     w.collect(0.26)                        # due: the snapshot is taken although no packet came
-    assert w.flush() and writes[-1].state == {"reason": "changed", "c2s_stored": 2}
-    assert store.hashes["a"]["reason"] == "changed" and not writes[-1].listed
+    assert w.flush()
+    last, = store.writes[-1]
+    assert last.state == {"reason": "changed", "c2s_stored": 2} and not last.listed
+    assert store.conn("a")["reason"] == "changed"
 
 
 def test_a_change_of_status_is_written_at_once():
@@ -263,8 +263,8 @@ def test_a_change_of_status_is_written_at_once():
     tracker.mark_unprotected(a, "capture gap: server acked 5 bytes not seen")
     tracker.dirty.append(a)
     w.collect(0.001)
-    assert w.flush() and store.hashes["a"]["status"] == "unprotected"
-    assert [e["kind"] for e in store.events] == ["conn_unprotected"]
+    assert w.flush() and store.conn("a")["status"] == "unprotected"
+    assert [e["kind"] for e in store.events()] == ["conn_unprotected"]
 
 
 def test_snapshot_all_writes_what_waits_for_its_interval():
@@ -276,22 +276,28 @@ def test_snapshot_all_writes_what_waits_for_its_interval():
     tracker.dirty.append(a)
     w.collect(0.1)
     w.snapshot_all(0.1)
-    assert w.flush() and store.hashes["a"]["reason"] == "later"
+    assert w.flush() and store.conn("a")["reason"] == "later"
 
 
 def test_after_an_error_the_whole_state_is_written_again():
+    """What Redis holds is unknown after an error (here it came back from a snapshot
+    with the log but without the hash's other fields and the live set): the next write
+    of each connection carries its whole hash and its set membership."""
     store, tracker, w = setup(state_interval=10.0)
     a = FakeConn("a")
     feed(tracker, a, b"x")
     w.collect(0.0)
     assert w.flush()
-    store.hashes.clear()                   # Redis restarted empty...
-    store.live.clear()
     store.fail = "before"
     feed(tracker, a, b"y")
     w.collect(0.1)
     assert not w.flush()
     store.fail = None
-    store.logs["a"] = b"x"
-    assert w.flush()                       # ...the next write carries every field and the set
-    assert store.hashes["a"]["id"] == "a" and store.live["svc"] == {"a"}
+    redis = store.store.fake_redis
+    redis.delete(conn_key("a"))
+    redis.hset(conn_key("a"), "c2s_stored", 1)
+    redis.srem(svc_conns_key("svc"), "a")
+    assert w.flush()
+    last, = store.writes[-1]
+    assert last.listed and {"id", "state", "status", "reason", "c2s_stored"} <= set(last.state)
+    assert store.conn("a")["id"] == "a" and store.live() == {"a"} and store.log("a") == b"xy"

@@ -1,7 +1,7 @@
 """ftcp.api: every resource, every refusal naming its field, nothing half-applied.
 
 The Store is the real one over fakeredis; connection records are written by the real
-tracker and LogWriter (tests/rest_support.py); the controller adapter is a fake.
+tracker and LogWriter (tests/support/fake_agent.py); the controller adapter is a fake.
 """
 import json
 
@@ -11,7 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from ftcp import config
 from ftcp.api import JSON, MAX_BODY, PROMETHEUS, Api, Controller, Request
 from ftcp.metrics import reason_class
-from tests.rest_support import SERVICE, FakeAgent, conn_id, fake_store, heartbeat
+from tests.support.fake_agent import SERVICE, FakeAgent, conn_id, heartbeat
+from tests.support.store import fake_store
 
 TOKEN = "s3cret-token"
 AUTH = f"Bearer {TOKEN}"
@@ -52,6 +53,14 @@ class FakeController(Controller):
         if self.broken:
             raise RuntimeError("a bug in the adapter")
         return self.switch_list
+
+    def failover(self, name, backup):
+        self.calls.append(("failover", name, backup))
+        return {"service": name, "backup": backup, "epoch": 1}
+
+    def migrate(self, name):
+        self.calls.append(("migrate", name))
+        return {"service": name, "backup": "b1", "epoch": 1}
 
     def redis_errors(self):
         return 7
@@ -111,7 +120,7 @@ def other_service(**changes):
 
 
 def redis_snapshot(store):
-    r = store._redis
+    r = store.fake_redis
     return {k: (r.type(k), r.hgetall(k) if r.type(k) == "hash" else sorted(r.smembers(k)) if r.type(k) == "set"
                 else None) for k in r.keys("*") if r.type(k) in ("hash", "set")}
 
@@ -260,20 +269,12 @@ def test_token_may_be_padded_and_scheme_any_case(api):
 # --- actions --------------------------------------------------------------------------------
 
 
-def test_failover_and_migrate_are_501_until_failover_exists(api):
-    error = refused(call(api, "failover", "POST", {"name": "web"}, body={"backup": "b1"}, auth=AUTH), 501, None)
-    assert error == "failover is not implemented yet"
-    assert "not implemented" in refused(call(api, "migrate", "POST", {"name": "web"}, auth=AUTH), 501, None)
-    assert call(api, "migrate", "POST", {"name": "web"}, body={}, auth=AUTH)[0] == 501
-
-
-def test_actions_use_the_controller_when_it_implements_them(store, controller, clock):
-    controller.failover = lambda name, backup: {"service": name, "backup": backup, "epoch": 1}
-    controller.migrate = lambda name: {"service": name, "moved": 0}
-    api = Api(store, controller, TOKEN, clock)
+def test_actions_are_the_controller_s(api, controller):
     assert ok(call(api, "failover", "POST", {"name": "web"}, body={"backup": "b1"}, auth=AUTH)) == \
         {"service": "web", "backup": "b1", "epoch": 1}
-    assert ok(call(api, "migrate", "POST", {"name": "web"}, auth=AUTH)) == {"service": "web", "moved": 0}
+    assert ok(call(api, "migrate", "POST", {"name": "web"}, auth=AUTH)) == {"service": "web", "backup": "b1", "epoch": 1}
+    assert ok(call(api, "migrate", "POST", {"name": "web"}, body={}, auth=AUTH))["epoch"] == 1
+    assert controller.calls == [("failover", "web", "b1"), ("migrate", "web"), ("migrate", "web")]
 
 
 @pytest.mark.parametrize("body, field", [

@@ -168,7 +168,10 @@ def test_load_error_names_field_and_file(tmp_path):
 def test_cookie_ids_are_stable_nonzero_24_bit():
     ids = {config.service_cookie_id(f"svc{i}") for i in range(200)}
     assert 0 not in ids and all(0 < i < 2**24 for i in ids)
-    assert config.service_cookie_id("web") == config.service_cookie_id("web")
+    # A service's flows outlive the controller that installed them: the id must be the
+    # same in every process and release (the low 24 bits of the name's CRC-32).
+    assert [config.service_cookie_id(n) for n in ("web", "demo", "db")] == [0xC93851, 0x42DFA0, 0xF4BC28]
+    assert config.service_cookie_id("svc11438247") == 1    # its CRC-32 ends in 24 zero bits; 0 is reserved
 
 
 @pytest.mark.parametrize("url, shown", [

@@ -186,6 +186,16 @@ def test_reconnect_reconciles_by_diff_never_delete_all():
     assert all(m.command != ofp.OFPFC_DELETE for m in table.log)
 
 
+def test_a_service_added_or_replaced_on_a_synced_switch_is_recorded_protected_once_its_flows_are_confirmed():
+    rig = up()
+    db = config.parse_service(dict(SERVICE, name="db", port=5432))
+    rig.call("apply_service", db)            # the rig answers the reconcile's barrier
+    assert rig.stored("db")["status"] == ServiceStatus.PROTECTED and rig.stored("db")["flows"] == "9"
+    assert [r[1] for r in rig.records if r[0] == "db"] == ["configured", ServiceStatus.PROTECTED]
+    rig.call("apply_service", config.parse_service(dict(SERVICE, port=8080)))   # a replacement
+    assert [r[1] for r in rig.records if r[0] == "web"][-2:] == ["configured", ServiceStatus.PROTECTED]
+
+
 def test_replacing_a_service_moves_its_flows_without_a_gap():
     rig = up()
     table = rig.tables[1]

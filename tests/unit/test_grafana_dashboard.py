@@ -10,7 +10,8 @@ import pytest
 
 from ftcp import config, metrics
 from ftcp.api import Api, Controller, Request
-from tests.rest_support import SERVICE, FakeAgent, fake_store, heartbeat
+from tests.support.fake_agent import SERVICE, FakeAgent, heartbeat
+from tests.support.store import fake_store
 
 DOCS = pathlib.Path(__file__).resolve().parents[2] / "docs"
 DASHBOARD = DOCS / "grafana-dashboard.json"
@@ -42,6 +43,12 @@ class Adapter(Controller):
 
     def switches(self):
         return []
+
+    def failover(self, name, backup):
+        raise NotImplementedError
+
+    def migrate(self, name):
+        raise NotImplementedError
 
     def counters(self):
         return {"probes": {"alive": 1, "rst": 1, "timeout": 1, "held": 1, "released": 1},

@@ -82,21 +82,25 @@ def test_silence_is_condemned_only_by_the_reading_asked_for_it():
 
 
 def test_late_answers_mean_slow_not_silent():
-    """A loaded primary answers each probe 80 ms late: never a verdict."""
-    p = Prober("web", interval=0.05, misses=3)
+    """A loaded primary answers each probe 1.5 intervals after it was sent: late (each
+    probe is counted missed at the next tick) but within the 3 intervals that condemn.
+    Its port is quiet (every reading the same), so only these late answers keep it
+    alive: a prober that took a missed probe for a lost one would confirm silence and
+    condemn it. (Times are binary fractions, so that every tick is exactly on time.)"""
+    interval = 0.0625
+    p = Prober("web", interval=interval, misses=3)
     alive(p, 0.0)
-    sent = []
+    previous = None
     for i in range(1, 40):
-        now = i * 0.05
+        now = i * interval
         acts = p.tick(now)
-        assert not any(isinstance(a, Verdict) for a in acts), now
-        sent += [a for a in acts if isinstance(a, SendProbe)]
-        for probe in [q for q in sent if q is not None and now - 0.08 >= (sent.index(q) + 1) * 0.05 - 1e-9]:
-            p.answer(probe.sport, probe.seq + 1, syn_ack=True, rst=False, now=now)
-            sent[sent.index(probe)] = None
-    assert p.stats["missed"] > 0 and not p.stopped
-
-
+        verdicts = [a for a in acts if isinstance(a, Verdict)] + switch_reads(p, acts, 1000, now)
+        assert verdicts == [], now
+        if previous is not None:   # its answer arrives now, after the tick that counted it missed
+            assert p.answer(previous.sport, previous.seq + 1, syn_ack=True, rst=False,
+                            now=now - interval + 1.5 * interval) == []
+        previous, = [a for a in acts if isinstance(a, SendProbe)]
+    assert p.stats["missed"] == 38 and p.stats["alive"] == 39 and not p.stopped
 def test_rst_answer_is_dead():
     p = Prober("web", interval=0.05, misses=3)
     alive(p, 0.0)

@@ -7,7 +7,8 @@ import pytest
 from ftcp import records, store as store_mod
 from ftcp.agent.writer import redis_fields
 from ftcp.config import parse_service
-from tests.rest_support import SERVICE, FakeAgent, conn_id, fake_store
+from tests.support.fake_agent import SERVICE, FakeAgent, conn_id
+from tests.support.store import fake_store
 
 # Fields of a connection record that are text by nature.
 TEXT_FIELDS = {"id", "service", "client_ip", "server_ip", "state", "status", "reason", "replica"}
@@ -41,7 +42,7 @@ def test_conn_ids_skip_the_logs_and_conn_fields_skip_vanished_records(store):
     ids = [agent.connect("10.0.0.1", 40000 + i, b"data") for i in range(3)]
     agent.flush(1.0)
     assert sorted(store.conn_ids()) == sorted(ids)
-    assert store._raw.exists(store_mod.conn_log_key(ids[0]))   # the logs are there, and skipped
+    assert store.fake_redis.exists(store_mod.conn_log_key(ids[0]))   # the logs are there, and skipped
     rows = store.conn_fields(ids + [conn_id("10.0.0.9", 1)], ("status", "client_port"))
     assert rows == {cid: {"status": "protected", "client_port": 40000 + i} for i, cid in enumerate(ids)}
     assert store.conn_fields([], ("status",)) == {}

@@ -1,13 +1,12 @@
-"""Shared by the REST tests: the test service, and connection records written the way
-the backup agent writes them (frames fed to the real Tracker, stored by the real
-LogWriter through the Store under test), so the API reads what it will read in the lab."""
-import fakeredis
+"""A backup agent without capture, for the REST and Store tests: the test service,
+and connection records written the way the backup agent writes them (frames fed to
+the real Tracker, stored by the real LogWriter through the Store under test), so the
+API reads what it will read in the lab."""
 from scapy.all import IP, TCP, Ether
 
 from ftcp.agent.packet import ip_int
 from ftcp.agent.tracker import MASK, Tracker
 from ftcp.agent.writer import LogWriter
-from ftcp.store import Store
 
 SVC_IP, SVC_PORT = "10.0.0.10", 7000
 SERVICE = {
@@ -61,14 +60,3 @@ def heartbeat(now: float, **fields) -> dict:
             "services": "web"}
     beat.update(fields)
     return beat
-
-
-def fake_store(url: str = "redis://:pa55word@redis.example:6379/0") -> Store:
-    """The real Store over fakeredis; ``store.server.connected = False`` takes Redis away.
-    The URL is never dialled (redis-py connects lazily, and the clients are replaced)."""
-    store = Store(url)
-    server = fakeredis.FakeServer()
-    store._redis = fakeredis.FakeRedis(server=server, decode_responses=True)
-    store._raw = fakeredis.FakeRedis(server=server)
-    store.server = server
-    return store
