@@ -50,7 +50,8 @@ cfg.CONF.register_opts([
     cfg.FloatOpt("lease", default=1.5,
                  help="with ha: seconds a master's lease lasts unless renewed (renewed every lease/5)"),
     cfg.StrOpt("control_key_file", default="",
-               help="file with the key that signs control messages (the agents get the same file); "
+               help="file with the master key of the control messages (each agent gets its own, derived: "
+                    "python -m ftcp.control agent-key --backup NAME); "
                     "FTCP_CONTROL_KEY_FILE overrides it. Without one, anyone who can publish on Redis can "
                     "order a takeover"),
 ], group="ftcp")
