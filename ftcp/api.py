@@ -1,31 +1,27 @@
-"""The REST API's request logic, without Ryu: parsed request in, (status, body, content type) out.
+"""The REST API without Ryu: routes, authorization and the resources; parsed request
+in, (status, body, content type) out.
 
-ryu_apps/ftcp_rest.py maps HTTP onto ``Api.handle``. Here requests are validated in
-full before anything changes, the controller (through the small ``Controller``
-adapter the Ryu app implements) and the store are asked, and every failure becomes
-a status code in one place, ``Api.handle``, the way ryu's ofctl_rest does it with a
-decorator. The API is written down in docs/openapi.yaml; the Prometheus families and
-their exposition are ftcp/metrics.py.
-
-This module is long because every resource's validation and status codes stand here
-together, the one place a request is judged (splitting routes from validation is
-planned with the structure work).
+ryu_apps/ftcp_rest.py maps HTTP onto ``Api.handle``. A request is judged in full
+(ftcp/api_input.py: query parameters, bodies, ids) before anything changes; then the
+app (through the small ``AppAdapter`` the Ryu app implements) and the store are
+asked, and every failure becomes a status code in one place, ``Api.handle``, the way
+ryu's ofctl_rest does it with a decorator. The API is written down in
+docs/openapi.yaml; the Prometheus families are ftcp/metrics.py.
 """
 from __future__ import annotations
 
 import abc
 import collections
 import hmac
-import ipaddress
-import json
 import logging
 import re
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from ftcp import metrics
-from ftcp.config import NAME_RE, Config, ConfigError, Service, parse_service, redact_url, with_service
+from ftcp.api_input import ApiError, Request, action_body, client_filter, integer, json_body, query, service_name
+from ftcp.api_input import conn_id as valid_conn_id
+from ftcp.config import Config, ConfigError, Service, parse_service, redact_url, with_service
 from ftcp.records import decode_event
 from ftcp.statuses import ConnStatus, ServiceStatus
 from ftcp.store import StoreError
@@ -34,7 +30,6 @@ LOG = logging.getLogger("ftcp.api")
 
 JSON = "application/json"
 PROMETHEUS = metrics.CONTENT_TYPE
-MAX_BODY = 64 * 1024
 AGENT_STALE_AFTER = 3.0          # seconds without a heartbeat (agents beat every second)
 CONN_STATUSES = tuple(ConnStatus)
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
@@ -57,20 +52,10 @@ ROUTES = {
     "metrics": {"GET": "_metrics"},
 }
 
-# [0-9], not \d: for str patterns \d also matches non-ASCII digits.
-CONN_ID_RE = re.compile(r"([0-9]{1,3}(?:\.[0-9]{1,3}){3}):([0-9]{1,5})-([0-9]{1,3}(?:\.[0-9]{1,3}){3}):([0-9]{1,5})")
 CONN_SUMMARY_FIELDS = ("id", "service", "client_ip", "client_port", "server_ip", "server_port", "state", "status",
                        "reason", "c2s_logged", "s2c_acked", "first_seen", "last_seen", "closed_at")
 
-class ApiError(Exception):
-    """A request the API refuses: HTTP status, message, and the field it is about."""
-
-    def __init__(self, status: int, message: str, field: Optional[str] = None):
-        super().__init__(message)
-        self.status, self.message, self.field = status, message, field
-
-
-class Controller(abc.ABC):
+class AppAdapter(abc.ABC):
     """What the Ryu app gives the API. Methods are called from the WSGI green thread."""
 
     @abc.abstractmethod
@@ -112,17 +97,8 @@ class Controller(abc.ABC):
         return {"probes": {}, "failovers": {}, "last_takeover_seconds": 0.0}
 
 
-@dataclass(frozen=True)
-class Request:
-    method: str
-    params: dict = field(default_factory=dict)      # path parameters
-    query: dict = field(default_factory=dict)       # name -> value, or list of values
-    body: bytes = b""
-    authorization: Optional[str] = None             # the Authorization header, as sent
-
-
 class Api:
-    def __init__(self, store, controller: Controller, token: Optional[str], clock: Callable[[], float] = time.time):
+    def __init__(self, store, controller: AppAdapter, token: Optional[str], clock: Callable[[], float] = time.time):
         self.store = store
         self.controller = controller
         self._token = (token or "").encode()
@@ -188,55 +164,6 @@ class Api:
         self.redis_errors += 1
         LOG.warning("ftcp REST: %s", error)
 
-    @staticmethod
-    def _query(req: Request, allowed: tuple) -> dict:
-        out = {}
-        for name, value in req.query.items():
-            values = value if isinstance(value, (list, tuple)) else [value]
-            if name not in allowed:
-                raise ApiError(400, f"unknown query parameter (allowed: {', '.join(allowed) or 'none'})", name)
-            if len(values) != 1:
-                raise ApiError(400, "must be given once", name)
-            out[name] = values[0]
-        return out
-
-    @staticmethod
-    def _int(query: dict, name: str, default: int, low: int, high: int) -> int:
-        text = query.get(name)
-        if text is None:
-            return default
-        # Not int(text) alone: it also takes " 5", "+5", "5_0" and non-ASCII digits.
-        if not re.fullmatch(r"[0-9]{1,10}", text) or not low <= int(text) <= high:
-            raise ApiError(400, f"must be an integer from {low} to {high}, got {text!r}", name)
-        return int(text)
-
-    @staticmethod
-    def _json(body: bytes) -> Any:
-        if len(body) > MAX_BODY:
-            raise ApiError(413, f"the body is over {MAX_BODY} bytes", "body")
-        if not body.strip():
-            raise ApiError(400, "a JSON body is required", "body")
-        try:
-            return json.loads(body)
-        except (ValueError, RecursionError) as e:   # UnicodeDecodeError is a ValueError
-            raise ApiError(400, f"malformed JSON: {e}", "body") from None
-
-    def _action_body(self, req: Request, required: tuple, optional: tuple = ()) -> dict:
-        """A small JSON object of strings (an action's arguments); empty means {}."""
-        data = self._json(req.body) if req.body.strip() or required else {}
-        if not isinstance(data, dict):
-            raise ApiError(400, "must be a JSON object", "body")
-        for name in data:
-            if name not in required + optional:
-                raise ApiError(400, f"unknown field (allowed: {', '.join(required + optional) or 'none'})", name)
-        for name in required:
-            if name not in data:
-                raise ApiError(400, "is required", name)
-        for name, value in data.items():
-            if not isinstance(value, str):
-                raise ApiError(400, f"must be a string, got {json.dumps(value)}", name)
-        return data
-
     def _service(self, name: str) -> Service:
         service = self.controller.config().service(name)
         if service is None:
@@ -246,19 +173,18 @@ class Api:
     # --- services --------------------------------------------------------------------------
 
     def _list_services(self, req):
-        self._query(req, ())
+        query(req, ())
         return 200, {"services": [self._service_view(s) for s in self.controller.config().services]}
 
     def _get_service(self, req):
-        self._query(req, ())
+        query(req, ())
         return 200, self._service_view(self._service(req.params["name"]))
 
     def _put_service(self, req):
-        self._query(req, ())
+        query(req, ())
         name = req.params["name"]
-        if not NAME_RE.fullmatch(name):
-            raise ApiError(400, "must be 1-32 letters, digits, '_', '.', '-' starting with a letter or digit", "name")
-        data = self._json(req.body)
+        service_name(name)
+        data = json_body(req.body)
         if isinstance(data, dict):
             given = data.get("name")
             if given is None:
@@ -292,16 +218,16 @@ class Api:
             raise ConfigError(re.sub(r"^services\[\d+\]", "service", e.field), problem) from None
 
     def _delete_service(self, req):
-        self._query(req, ())
+        query(req, ())
         service = self._service(req.params["name"])
         self.controller.remove_service(service.name)
         LOG.info("ftcp REST: service %s deleted", service.name)
         return 204, ""
 
     def _failover(self, req):
-        self._query(req, ())
+        query(req, ())
         service = self._service(req.params["name"])
-        backup = self._action_body(req, required=("backup",))["backup"]
+        backup = action_body(req, required=("backup",))["backup"]
         names = [b.name for b in service.backups]
         if backup not in names:
             raise ApiError(400, f"{backup!r} is not a backup of {service.name} (backups: {', '.join(names)})",
@@ -309,9 +235,9 @@ class Api:
         return 200, self.controller.failover(service.name, backup)
 
     def _migrate(self, req):
-        self._query(req, ())
+        query(req, ())
         service = self._service(req.params["name"])
-        self._action_body(req, required=())
+        action_body(req, required=())
         return 200, self.controller.migrate(service.name)
 
     def _service_view(self, service: Service, redis: bool = True) -> dict:
@@ -343,15 +269,15 @@ class Api:
     # --- connections -------------------------------------------------------------------
 
     def _list_connections(self, req):
-        q = self._query(req, ("service", "status", "client", "limit", "offset"))
-        limit = self._int(q, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-        offset = self._int(q, "offset", 0, 0, 10**9)
+        q = query(req, ("service", "status", "client", "limit", "offset"))
+        limit = integer(q, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        offset = integer(q, "offset", 0, 0, 10**9)
         service, status, client = q.get("service"), q.get("status"), q.get("client")
         if service is not None and self.controller.config().service(service) is None:
             raise ApiError(404, f"no service named {service!r}", "service")
         if status is not None and status not in CONN_STATUSES:
             raise ApiError(400, f"must be one of {', '.join(CONN_STATUSES)}, got {status!r}", "status")
-        want_client = self._client_filter(client) if client is not None else None
+        want_client = client_filter(client) if client is not None else None
         rows = self.store.conn_fields(self.store.conn_ids(), CONN_SUMMARY_FIELDS)
         chosen = [dict(row, id=cid) for cid, row in rows.items()
                   if (service is None or row.get("service") == service)
@@ -361,31 +287,9 @@ class Api:
         return 200, {"connections": chosen[offset:offset + limit], "total": len(chosen), "limit": limit,
                      "offset": offset}
 
-    @staticmethod
-    def _client_filter(text: str):
-        """``10.0.0.1`` or ``10.0.0.1:40000`` -> a predicate on a connection row."""
-        host, sep, port = text.partition(":")
-        try:
-            ip = str(ipaddress.IPv4Address(host))
-            number = int(port) if sep else None
-            if sep and not (port.isascii() and port.isdigit() and 1 <= number <= 65535):
-                raise ValueError
-        except ValueError:
-            raise ApiError(400, f"must be an IPv4 address or address:port like 10.0.0.1:40000, got {text!r}",
-                           "client") from None
-        return lambda row: row.get("client_ip") == ip and (number is None or row.get("client_port") == number)
-
     def _get_connection(self, req):
-        self._query(req, ())
-        conn_id = req.params["id"]
-        match = CONN_ID_RE.fullmatch(conn_id)
-        try:
-            if match is None:
-                raise ValueError
-            ipaddress.IPv4Address(match.group(1)), ipaddress.IPv4Address(match.group(3))
-        except ValueError:
-            raise ApiError(400, f"must be a connection id like 10.0.0.1:40000-10.0.0.10:7000, got {conn_id!r}",
-                           "id") from None
+        query(req, ())
+        conn_id = valid_conn_id(req.params["id"])
         state = self.store.conn_state(conn_id)
         if state is None:
             raise ApiError(404, f"no connection {conn_id} (closed connections are kept a few minutes)", "id")
@@ -400,7 +304,7 @@ class Api:
     # --- health, events, metrics --------------------------------------------------------------
 
     def _health(self, req):
-        self._query(req, ())
+        query(req, ())
         now = self.clock()
         conf = self.controller.config()
         degraded = []
@@ -458,13 +362,13 @@ class Api:
         return agents
 
     def _events(self, req):
-        q = self._query(req, ("limit",))
-        limit = self._int(q, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        q = query(req, ("limit",))
+        limit = integer(q, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
         return 200, {"events": [dict(decode_event(record), id=event_id)
                                 for event_id, record in self.store.recent_events(limit)]}
 
     def _metrics(self, req):
-        self._query(req, ())
+        query(req, ())
         return 200, metrics.render(self._metrics_registry)
 
     def _metric_families(self) -> list:

@@ -25,7 +25,8 @@ from ryu.ofproto import ofproto_v1_3
 
 from ftcp import config as ftcp_config
 from ftcp import control
-from ftcp.api import Api, ApiError, Controller as ApiController
+from ftcp.api import Api, AppAdapter
+from ftcp.api_input import ApiError
 from ftcp.controller import Controller
 from ftcp.effects import Event, ForgetService, Publish, RecordService, Send
 from ftcp.statuses import ServiceStatus
@@ -91,8 +92,8 @@ def _load_config():
     return conf
 
 
-class _RestAdapter(ApiController):
-    """What the REST API may ask of the running controller (ftcp.api.Controller)."""
+class _RestAdapter(AppAdapter):
+    """What the REST API may ask of the running controller (ftcp.api.AppAdapter)."""
 
     def __init__(self, app):
         self.app = app

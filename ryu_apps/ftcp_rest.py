@@ -12,7 +12,8 @@ import os
 from ryu import cfg
 from ryu.app.wsgi import ControllerBase, Response, route
 
-from ftcp.api import JSON, MAX_BODY, TOKEN_HELP, Api, Request
+from ftcp.api import JSON, TOKEN_HELP, Api
+from ftcp.api_input import MAX_BODY, Request
 
 LOG = logging.getLogger("ftcp.rest")
 API_KEY = "ftcp_api"

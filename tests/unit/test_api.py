@@ -9,7 +9,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ftcp import config
-from ftcp.api import JSON, MAX_BODY, PROMETHEUS, Api, Controller, Request
+from ftcp.api import JSON, PROMETHEUS, Api, AppAdapter
+from ftcp.api_input import MAX_BODY, Request
 from ftcp.metrics import reason_class
 from tests.support.fake_agent import SERVICE, FakeAgent, conn_id, heartbeat
 from tests.support.store import fake_store
@@ -27,7 +28,7 @@ class Clock:
         return self.now
 
 
-class FakeController(Controller):
+class FakeController(AppAdapter):
     def __init__(self, conf, store):
         self.conf, self.store = conf, store
         self.calls = []

@@ -9,7 +9,8 @@ import re
 import pytest
 
 from ftcp import config, metrics
-from ftcp.api import Api, Controller, Request
+from ftcp.api import Api, AppAdapter
+from ftcp.api_input import Request
 from tests.support.fake_agent import SERVICE, FakeAgent, heartbeat
 from tests.support.store import fake_store
 
@@ -28,7 +29,7 @@ MUST_SHOW = {
 }
 
 
-class Adapter(Controller):
+class Adapter(AppAdapter):
     def __init__(self, conf):
         self.conf = conf
 
