@@ -22,7 +22,8 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 EXIT_API_ERROR, EXIT_UNREACHABLE = 1, 3
 
 
-class ApiError(Exception):
+class ErrorAnswer(Exception):
+    """The API answered with an error status: the status and its body."""
     def __init__(self, status: int, body):
         self.status, self.body = status, body
         text = str(body)[:200]
@@ -54,7 +55,7 @@ class Client:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 return _decode(resp.read(), resp.headers.get("Content-Type", ""))
         except urllib.error.HTTPError as e:
-            raise ApiError(e.code, _decode(e.read(), e.headers.get("Content-Type", ""))) from None
+            raise ErrorAnswer(e.code, _decode(e.read(), e.headers.get("Content-Type", ""))) from None
 
 
 def _decode(data: bytes, content_type: str):
@@ -225,7 +226,7 @@ def main(argv=None) -> int:
     client = Client(args.url, args.token, args.timeout)
     try:
         data = fetch(client, args)
-    except ApiError as e:
+    except ErrorAnswer as e:
         print(f"ftcp: {e}", file=sys.stderr)
         return EXIT_API_ERROR
     except (urllib.error.URLError, OSError) as e:
