@@ -24,6 +24,7 @@ EXIT_API_ERROR, EXIT_UNREACHABLE = 1, 3
 
 class ErrorAnswer(Exception):
     """The API answered with an error status: the status and its body."""
+
     def __init__(self, status: int, body):
         self.status, self.body = status, body
         text = str(body)[:200]
