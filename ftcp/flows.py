@@ -3,6 +3,10 @@
 Every flow carries a cookie: ``'ftcp'`` in the high 32 bits, the service's 24-bit
 cookie id, and an 8-bit purpose, so the app can find, count and delete the flows
 of one service (cookie/cookie_mask, as ryu's rest_router does).
+
+This module is long because it is the only one that speaks OpenFlow (DESIGN §11):
+every flow, packet-out and request the controller sends is built here, next to the
+cookie and priority layout they share.
 """
 from __future__ import annotations
 

@@ -2,6 +2,9 @@
 
 Every call is short and bounded by socket timeouts; callers that run inside Ryu's
 event handlers hand work to a green thread so a slow Redis never stalls OpenFlow.
+
+This module is long because it is the only one that talks to Redis (DESIGN §11): every
+key, channel, ACL rule and command of the schema is here, next to the others.
 """
 from __future__ import annotations
 

@@ -17,6 +17,10 @@ connection becomes unprotected and is reset at failover, never spliced to a repl
 that would send the client bytes the primary never would have. Output that differs
 and passes (``aligned``) is counted per connection and overwritten with the
 primary's bytes.
+
+This module is long because the pool's selector thread and what it keeps per replica
+(input, output tail, pending checks, failure) change together: splitting them would
+put one replica's state in two places.
 """
 from __future__ import annotations
 

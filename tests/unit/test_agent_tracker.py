@@ -1,4 +1,7 @@
-"""ftcp.agent.tracker: TCP state and exact client->server reassembly, frames built with scapy."""
+"""ftcp.agent.tracker: TCP state and exact client->server reassembly, frames built with scapy.
+
+Long because the tracker is one state machine (its module says why): its cases stay
+together, grouped by what the client or the server sends."""
 import hashlib
 import json
 import random

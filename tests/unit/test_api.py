@@ -1,7 +1,8 @@
 """ftcp.api: every resource, every refusal naming its field, nothing half-applied.
 
 The Store is the real one over fakeredis; connection records are written by the real
-tracker and LogWriter (tests/support/fake_agent.py); the controller adapter is a fake.
+tracker and LogWriter (tests/support/fake_agent.py); the app's adapter is a fake.
+Long because every resource's refusals are here, each naming its field.
 """
 import json
 

@@ -1,6 +1,7 @@
 """The controller core against fake switches: what a packet would hit, step by step,
 through failovers, controller restarts, switch reconnects, lost barriers and
-acknowledgements (tests/support/switch_rig.py)."""
+acknowledgements (tests/support/switch_rig.py). Long because the core is one
+state machine over every switch and service: its scenarios stay together."""
 import pytest
 from ryu.ofproto import ofproto_v1_3 as ofp
 
