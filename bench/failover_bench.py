@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.agent_bench import percentile
+from bench.common import percentile
 from ftcp.store import Store
 from topology.clients import RunningClient
 from topology.lab import PRIMARY_IP, ROOT, SERVICES, Lab, failover_settled, wait_for
