@@ -317,7 +317,7 @@ def main(argv=None) -> int:
     try:
         run(args, data, agent_args)
     except (LabError, OSError, ValueError, KeyError):
-        data["error"] = traceback.format_exc(limit=4)
+        data["error"] = traceback.format_exc(limit=-8)
         print(data["error"], file=sys.stderr)
     lat = data.get("latency_us") or {"unprotected": [], "protected": []}
     data["summary"] = summarize(data["trials"], lat, data.get("idle"), data.get("heartbeat"))

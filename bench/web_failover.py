@@ -99,7 +99,7 @@ def trial(index: int, failure: str, divergence: str, delay: float, run_dir: str)
                    received=result["received"], outcome=outcome_of(result))
         rec["stall_ms"], rec["baseline_ms"] = silences(result, rec["failed_at"])
     except (LabError, OSError, ValueError, KeyError):
-        rec.update(outcome="failed", error=traceback.format_exc(limit=3))
+        rec.update(outcome="failed", error=traceback.format_exc(limit=-8))
     rec["trial_s"] = round(time.monotonic() - began - rec.get("lock_wait_s", 0), 1)
     return rec
 
