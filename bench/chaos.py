@@ -886,7 +886,8 @@ def main(argv=None) -> int:
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     mode = "smoke" if args.smoke else "only" if args.only else "full" if args.trials >= 200 else "short"
     data = provenance(args, argv_now, mode)
-    data.update(started=started, finished=None, resumed=resumed, sizes=SIZES, trials=trials, summary=summarize(trials))
+    data.update(agent_args="the lab's defaults", started=started, finished=None, resumed=resumed, sizes=SIZES,
+                trials=trials, summary=summarize(trials))
     interrupted = False
     try:
         done = {t["trial"] for t in trials}
