@@ -1,14 +1,22 @@
 """Benchmark of protection (mirror + backup agent) in the real lab, off vs on, one run.
 
     .venv/bin/python -m bench.agent_bench [--trials 5] [--seconds 3] [--idle 1000]
+    .venv/bin/python -m bench.agent_bench --smoke --out DIR   # one 1 s trial of each, tiny sizes (CI)
 
-Writes bench/results/agent_bench.json and bench/results/agent_bench.png:
+Writes bench/results/agent_bench.json and bench/results/agent_bench.png (--out, --name;
+agent_bench-smoke.* with --smoke), starting with the commit, dirty flag, arguments, mode
+and the agent's options (--log-cap, --grace, --standby):
   * bulk TCP (iperf3) upload and download: unprotected port vs protected port, trials
     interleaved; then the same with the agent stopped (the mirror's own cost);
     per trial: throughput, agent / redis / ovs-vswitchd CPU, kernel capture drops;
     after every protected trial: every connection recorded and still protected;
   * 1-byte request/response round-trip latency, unprotected vs protected;
   * N mostly idle protected connections: Redis memory and agent memory per connection.
+
+Each lab lives under the machine's lab lock. A trial that fails (iperf3, the latency
+client) is kept with its error and counted, never dropped. Exit status 0 only if every
+trial ran, every connection of the protected trials was recorded and stayed protected,
+and no service failed over under the load.
 """
 from __future__ import annotations
 
@@ -19,13 +27,14 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
+from bench.common import RESULTS, lab_lock, percentile, provenance, tail, write
 from ftcp.store import Store
 from topology.lab import PRIMARY_IP, ROOT, Lab, LabError, wait_for
 
 PROTECTED, UNPROTECTED = 7000, 7001
-RESULTS = ROOT / "bench/results"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -42,11 +51,6 @@ def rss_bytes(pid: int) -> int:
 
 def ovs_pid() -> int:
     return int(Path("/var/run/openvswitch/ovs-vswitchd.pid").read_text())
-
-
-def percentile(values, q):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
 class Meter:
@@ -97,27 +101,42 @@ def bulk(lab, store, trials: int, seconds: float, with_agent: bool) -> list:
             # Alternate which mode goes first so drift (thermal, page cache) is shared.
             order = (UNPROTECTED, PROTECTED) if trial % 2 == 0 else (PROTECTED, UNPROTECTED)
             for port in order:
-                meter.start()
-                result = iperf(lab, port, seconds, reverse)
-                result.update(cpu=meter.stop(), trial=trial, direction="download" if reverse else "upload",
-                              protected=port == PROTECTED, agent=with_agent)
-                if port == PROTECTED and with_agent:
-                    result.update(check_and_clear_conns(store))
-                rows.append(result)
+                row = {"trial": trial, "direction": "download" if reverse else "upload",
+                       "protected": port == PROTECTED, "agent": with_agent}
+                try:
+                    meter.start()
+                    row.update(iperf(lab, port, seconds, reverse), cpu=meter.stop())
+                    if port == PROTECTED and with_agent:
+                        row.update(check_and_clear_conns(store))
+                    row["outcome"] = "ok"
+                except (LabError, ValueError, KeyError) as e:
+                    row.update(outcome="failed", error=repr(e))
+                    for cid in store.service_conns("demo"):   # the next trial's check starts afresh
+                        store.delete_conn(cid, "demo")
+                rows.append(row)
+                result = row
                 print(json.dumps(result), flush=True)
     return rows
 
 
-def latency(lab, rounds: int, count: int) -> dict:
-    samples = {"unprotected": [], "protected": []}
+def latency(lab, rounds: int, count: int) -> tuple:
+    """The round-trip samples per mode, and a record of every run of the client."""
+    samples, runs = {"unprotected": [], "protected": []}, []
     for r in range(rounds):
         order = (("unprotected", UNPROTECTED), ("protected", PROTECTED))
         for name, port in (order if r % 2 == 0 else order[::-1]):
-            rc, out, err = lab.run("c1", f"python3 {ROOT}/bench/latency_client.py {PRIMARY_IP} {port} {count}")
-            if rc != 0:
-                raise LabError(f"latency client failed: {err}")
-            samples[name] += json.loads(out)["rtt_us"]
-    return samples
+            run = {"round": r, "mode": name}
+            try:
+                rc, out, err = lab.run("c1", f"python3 {ROOT}/bench/latency_client.py {PRIMARY_IP} {port} {count}")
+                if rc != 0:
+                    raise LabError(f"latency client exited {rc}: {err[-500:]}")
+                rtt = json.loads(out)["rtt_us"]
+                samples[name] += rtt
+                run.update(outcome="ok", samples=len(rtt))
+            except (LabError, ValueError, KeyError) as e:
+                run.update(outcome="failed", error=repr(e))
+            runs.append(run)
+    return samples, runs
 
 
 def idle(lab, store: Store, count: int) -> dict:
@@ -147,14 +166,20 @@ def idle(lab, store: Store, count: int) -> dict:
             "redis_bytes_per_conn": (mem1 - mem0) / count, "agent_rss_bytes_per_conn": (rss1 - rss0) / count}
 
 
-def summarize(rows, lat, idle_result, heartbeat) -> dict:
-    out = {"bulk": {}, "latency": {}, "idle": idle_result, "agent_heartbeat": heartbeat}
+def summarize(all_rows, lat, idle_result, heartbeat) -> dict:
+    """Medians over the trials that ran; the failed ones are counted (``failed_trials``)."""
+    out = {"bulk": {}, "latency": {}, "idle": idle_result, "agent_heartbeat": heartbeat,
+           "trials": len(all_rows), "failed_trials": sum(r["outcome"] != "ok" for r in all_rows)}
+    rows = [r for r in all_rows if r["outcome"] == "ok"]
     for direction in ("upload", "download"):
         def gbps(protected, agent):
             return [r["gbps"] for r in rows if r["direction"] == direction and r["protected"] == protected
                     and (r["agent"] == agent or not protected)]
         off, on, mirror_only = gbps(False, True), gbps(True, True), gbps(True, False)
         on_rows = [r for r in rows if r["direction"] == direction and r["protected"] and r["agent"]]
+        if not off or not on:
+            out["bulk"][direction] = None
+            continue
         agent_cores = statistics.median(r["cpu"]["agent"] for r in on_rows)
         out["bulk"][direction] = {
             "unprotected_gbps_median": statistics.median(off),
@@ -171,9 +196,10 @@ def summarize(rows, lat, idle_result, heartbeat) -> dict:
         }
     for name, values in lat.items():
         out["latency"][name] = {"samples": len(values), "p50_us": percentile(values, 50),
-                                "p90_us": percentile(values, 90), "p99_us": percentile(values, 99)}
-    out["latency"]["ratio_p50_protected_over_unprotected"] = \
-        out["latency"]["protected"]["p50_us"] / out["latency"]["unprotected"]["p50_us"]
+                                "p90_us": percentile(values, 90), **tail(values, "us")} if values else None
+    if out["latency"]["protected"] and out["latency"]["unprotected"]:
+        out["latency"]["ratio_p50_protected_over_unprotected"] = \
+            out["latency"]["protected"]["p50_us"] / out["latency"]["unprotected"]["p50_us"]
     return out
 
 
@@ -186,7 +212,7 @@ def plot(summary, rows, lat, path: Path):
                                              ("protected", True, True)]
     width = 0.27
     for i, (name, protected, agent) in enumerate(modes):
-        vals = [[r["gbps"] for r in rows if r["direction"] == d and r["protected"] == protected
+        vals = [[r["gbps"] for r in rows if r["outcome"] == "ok" and r["direction"] == d and r["protected"] == protected
                  and (r["agent"] == agent or not protected)] for d in labels]
         meds = [statistics.median(v) if v else 0 for v in vals]
         xs = [j + (i - 1) * width for j in range(len(labels))]
@@ -203,13 +229,65 @@ def plot(summary, rows, lat, path: Path):
     ax2.set_xscale("log")
     ax2.set_xlabel("round-trip time, µs (1-byte request/response)")
     ax2.set_ylabel("CDF")
-    ax2.set_title(f"p50 ratio protected/unprotected = {summary['latency']['ratio_p50_protected_over_unprotected']:.3f}")
+    ratio = summary["latency"].get("ratio_p50_protected_over_unprotected")
+    ax2.set_title(f"p50 ratio protected/unprotected = {ratio:.3f}" if ratio else "1-byte round trips")
     ax2.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
+def run(args, data: dict, agent_args: tuple):
+    """The two labs, one after the other, each under the lab lock; fills ``data``."""
+    iperf_cmd = "iperf3 -s -p {port}"
+    rows = data["trials"]
+    with lab_lock() as waited:
+        data["lock_wait_s"].append(waited)
+        with Lab(service_cmd=iperf_cmd, service_port=PROTECTED, run_dir=args.run_dir,
+                 extra_primary_cmds=((iperf_cmd, UNPROTECTED),), agent_args=agent_args) as lab:
+            store = Store(lab.redis.url)
+            rows += bulk(lab, store, args.trials, args.seconds, with_agent=True)
+            data["heartbeat"] = store.agent("b1")
+            data["agent_exit_status"] = lab.stop_agent()
+            rows += bulk(lab, store, args.mirror_trials, args.seconds, with_agent=False)
+            # The controller probed the primary all along while iperf3 saturated the switch:
+            # a false "silent" verdict would have failed it over.
+            data["service_status_after_bulk"] = {name: (store.service_state(name) or {}).get("status")
+                                                 for name in store.service_names()}
+    echo = "python3 {root}/services/echo_server.py --port {port}"
+    with lab_lock() as waited:
+        data["lock_wait_s"].append(waited)
+        with Lab(service_cmd=echo, service_port=PROTECTED, run_dir=args.run_dir,
+                 extra_primary_cmds=((echo, UNPROTECTED),), agent_args=agent_args) as lab:
+            store = Store(lab.redis.url)
+            data["latency_us"], data["latency_runs"] = latency(lab, args.latency_rounds, args.latency_count)
+            data["idle"] = idle(lab, store, args.idle)
+
+
+def verdict(data: dict) -> list:
+    """What went wrong, if anything: the run passes when this is empty."""
+    problems = []
+    if data.get("error"):
+        problems.append("harness error")
+    failed = [r for r in data["trials"] + data.get("latency_runs", []) if r["outcome"] != "ok"]
+    if failed:
+        problems.append(f"{len(failed)} failed trial(s)")
+    unprotected = sum(len(r.get("unprotected", {})) for r in data["trials"])
+    if unprotected:
+        problems.append(f"{unprotected} connection(s) of the protected trials unprotected")
+    if data.get("agent_exit_status") not in (None, 0):
+        problems.append(f"the agent exited with status {data['agent_exit_status']} when stopped")
+    services = data.get("service_status_after_bulk")
+    if services is not None and set(services.values()) != {"protected"}:
+        problems.append(f"a service failed over under load: {services}")
+    idle_result = data.get("idle")
+    if idle_result and (idle_result["protected"] != idle_result["connections"] or not idle_result["echo_ok"]):
+        problems.append(f"idle connections: {idle_result['protected']} of {idle_result['connections']} protected, "
+                        f"echo ok {idle_result['echo_ok']}")
+    return problems
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=3.0)
@@ -217,44 +295,41 @@ def main(argv=None) -> int:
     ap.add_argument("--latency-count", type=int, default=3000)
     ap.add_argument("--idle", type=int, default=1000)
     ap.add_argument("--run-dir", default="/run/ftcp-bench")
-    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--out", default=str(RESULTS), help="directory of the results")
     ap.add_argument("--standby", choices=["cold", "hot"], default="cold",
                     help="cold (default): the cost of logging alone; hot adds the replica per connection "
                          "and the divergence check (iperf3 is not deterministic: its connections diverge)")
-    ap.add_argument("--name", default="agent_bench", help="file name of the results")
+    ap.add_argument("--name", help="file name of the results (default agent_bench, agent_bench-smoke with --smoke)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="one 1 s trial per mode and direction, 1 x 200 round trips, 20 idle connections (for CI)")
     args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("agent_bench: the lab needs root", file=sys.stderr)
+        return 2
+    if args.smoke:
+        args.trials, args.seconds, args.latency_rounds, args.latency_count, args.idle = 1, 1.0, 1, 200, 20
+    args.mirror_trials = 1 if args.smoke else max(2, args.trials // 2)   # with the agent stopped
+    args.name = args.name or ("agent_bench-smoke" if args.smoke else "agent_bench")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     agent_args = ("--log-cap", "16G", "--grace", "1", "--standby", args.standby)
-    iperf_cmd = "iperf3 -s -p {port}"
-    with Lab(service_cmd=iperf_cmd, service_port=PROTECTED, run_dir=args.run_dir,
-             extra_primary_cmds=((iperf_cmd, UNPROTECTED),), agent_args=agent_args) as lab:
-        store = Store(lab.redis.url)
-        rows = bulk(lab, store, args.trials, args.seconds, with_agent=True)
-        heartbeat = store.agent("b1")
-        assert lab.stop_agent() == 0
-        rows += bulk(lab, store, max(2, args.trials // 2), args.seconds, with_agent=False)
-        # The controller probed the primary all along while iperf3 saturated the switch:
-        # a false "silent" verdict would have failed it over.
-        services = {name: (store.service_state(name) or {}).get("status") for name in store.service_names()}
-        assert set(services.values()) == {"protected"}, f"a service failed over under load: {services}"
-    echo = "python3 {root}/services/echo_server.py --port {port}"
-    with Lab(service_cmd=echo, service_port=PROTECTED, run_dir=args.run_dir,
-             extra_primary_cmds=((echo, UNPROTECTED),), agent_args=agent_args) as lab:
-        store = Store(lab.redis.url)
-        lat = latency(lab, args.latency_rounds, args.latency_count)
-        idle_result = idle(lab, store, args.idle)
-    summary = summarize(rows, lat, idle_result, heartbeat)
-    summary["service_status_after_bulk"] = services
-    given = sys.argv[1:] if argv is None else argv
-    summary["command"] = " ".join(["sudo .venv/bin/python -m bench.agent_bench"] + given)
-    summary["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    summary["standby"] = args.standby
-    (out / f"{args.name}.json").write_text(json.dumps({"summary": summary, "trials": rows,
-                                                       "latency_us": lat}, indent=1))
-    plot(summary, rows, lat, out / f"{args.name}.png")
-    print(json.dumps(summary, indent=1))
-    return 0
+    data = provenance(args, ["bench/agent_bench.py", *argv], "smoke" if args.smoke else "full")
+    data.update(agent_args=list(agent_args), lock_wait_s=[], trials=[])
+    try:
+        run(args, data, agent_args)
+    except (LabError, OSError, ValueError, KeyError):
+        data["error"] = traceback.format_exc(limit=-8)
+        print(data["error"], file=sys.stderr)
+    lat = data.get("latency_us") or {"unprotected": [], "protected": []}
+    data["summary"] = summarize(data["trials"], lat, data.get("idle"), data.get("heartbeat"))
+    data["problems"] = verdict(data)
+    data["ok"] = not data["problems"]
+    data["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    data["latency_us"] = data.pop("latency_us", lat)   # the long part last
+    write(out / f"{args.name}.json", data)
+    if data["trials"] and lat["protected"] and lat["unprotected"]:
+        plot(data["summary"], data["trials"], lat, out / f"{args.name}.png")
+    print(json.dumps({k: data[k] for k in ("summary", "problems", "ok")}, indent=1))
+    return 0 if data["ok"] else 1
 
 
 if __name__ == "__main__":

@@ -77,7 +77,6 @@ To look at one trial again: ``--seed S --only I`` reruns trial I with the same d
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hashlib
 import json
 import os
@@ -93,7 +92,7 @@ import traceback
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from bench.common import LOCK_PATH, git, write
+from bench.common import git, lab_lock, provenance, write
 from ftcp.store import Store, StoreError
 from topology.lab import PRIMARY_IP, ROOT, SERVICES, Lab
 
@@ -720,37 +719,32 @@ def run_trial(index: int, args, evidence_root: Path) -> dict:
     rec = {"trial": index, **d}
     for mode in d["mix"]:   # the expected bytes, computed before the lab exists
         Expected.of(mode, SIZES[mode], d["client_seed"])
-    began = time.monotonic()
     trial = None
-    with open(LOCK_PATH, "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        rec["lock_wait_s"] = round(time.monotonic() - began, 3)
+    with lab_lock() as waited:
+        rec["lock_wait_s"] = waited
         locked = time.monotonic()
         rec["started"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         try:
-            try:
-                with Lab(service_cmd=SERVICES["demo"], service_port=PORT, run_dir=args.run_dir) as lab:
-                    rec["lab_start_s"] = round(time.monotonic() - locked, 3)
-                    trial = Trial(lab, d, args, rec)
-                    try:
-                        trial.run()
-                    finally:
-                        if trial is not None and trial.fault is not None:
-                            trial.fault.join(30)
-                        for c in (trial.clients if trial is not None else ()):
-                            if c.proc.poll() is None:
-                                c.proc.kill()
-                        if d["failure"] == "silent":
-                            lab._primary_services(signal.SIGCONT)   # a stopped server takes 5 s to stop
-            except KeyboardInterrupt:
-                raise
-            except Exception:
-                rec["error"] = traceback.format_exc(limit=8)
-            rec["outcome"] = outcome_of(rec)
-            if rec["outcome"] not in ("masked", "reset") or args.keep_all:
-                keep_evidence(rec, Path(args.run_dir), trial.clients if trial else [], evidence_root)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            with Lab(service_cmd=SERVICES["demo"], service_port=PORT, run_dir=args.run_dir) as lab:
+                rec["lab_start_s"] = round(time.monotonic() - locked, 3)
+                trial = Trial(lab, d, args, rec)
+                try:
+                    trial.run()
+                finally:
+                    if trial is not None and trial.fault is not None:
+                        trial.fault.join(30)
+                    for c in (trial.clients if trial is not None else ()):
+                        if c.proc.poll() is None:
+                            c.proc.kill()
+                    if d["failure"] == "silent":
+                        lab._primary_services(signal.SIGCONT)   # a stopped server takes 5 s to stop
+        except KeyboardInterrupt:
+            raise
+        except Exception:
+            rec["error"] = traceback.format_exc(limit=8)
+        rec["outcome"] = outcome_of(rec)
+        if rec["outcome"] not in ("masked", "reset") or args.keep_all:
+            keep_evidence(rec, Path(args.run_dir), trial.clients if trial else [], evidence_root)
     rec["trial_s"] = round(time.monotonic() - locked, 3)
     rec.pop("flows", None)
     return rec
@@ -891,9 +885,9 @@ def main(argv=None) -> int:
     else:
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     mode = "smoke" if args.smoke else "only" if args.only else "full" if args.trials >= 200 else "short"
-    data = {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain")), "args": vars(args),
-            "argv": argv_now, "mode": mode, "started": started,
-            "finished": None, "resumed": resumed, "sizes": SIZES, "trials": trials, "summary": summarize(trials)}
+    data = provenance(args, argv_now, mode)
+    data.update(agent_args="the lab's defaults", started=started, finished=None, resumed=resumed, sizes=SIZES,
+                trials=trials, summary=summarize(trials))
     interrupted = False
     try:
         done = {t["trial"] for t in trials}

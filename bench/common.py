@@ -27,8 +27,25 @@ def provenance(args, argv, mode: str) -> dict:
             "argv": argv, "mode": mode, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+def percentile(values, q: float):
+    """The q-th percentile by rank (the value below which q % of the sorted values lie)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+def tail(values, unit: str) -> dict:
+    """The high end of a sample: ``{"p99_<unit>": ...}`` over 100 values or more; below
+    that a 99th percentile is only the maximum under another name, so ``{"max_<unit>": ...}``."""
+    if not values:
+        return {}
+    if len(values) < 100:
+        return {f"max_{unit}": max(values)}
+    return {f"p99_{unit}": percentile(values, 99)}
+
+
 def write(path: Path, data: dict):
     """Write a results file whole (a reader never sees half of it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=1))
     os.replace(tmp, path)

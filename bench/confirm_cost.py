@@ -1,6 +1,7 @@
 """What the failover *confirmation* settings cost in client-observed stall, in the real lab.
 
     .venv/bin/python -m bench.confirm_cost [--trials 15] [--out bench/results/confirm_cost.json]
+    .venv/bin/python -m bench.confirm_cost --smoke --out FILE   # one trial per setting (CI)
 
 Two pairs of settings, each trial a fresh lab (bench.failover_bench.stall_trial: c1
 streams 15 MB from the demo service, the primary fails after 3 MB, the stall is the
@@ -15,7 +16,7 @@ silence around the failure as the client measured it, every byte checked by SHA-
 Interleaved, A, B, A, B ... per round (crash refusals=1, crash refusals=2, link 0,
 link 0.05), so machine drift hits both settings of a pair alike. Each Lab is created
 with ``probe=`` overrides of the services file's probe section and lives entirely under
-an exclusive flock on /run/ftcp-lab.lock (only one lab per machine; waiting is normal).
+the machine's lab lock (stall_trial takes it; waiting is normal).
 
 Per trial it keeps what stall_trial returns (ok, stall_ms, status, ...), the controller's
 timeline_ms and reason from the service's final record in Redis (read before the lab
@@ -27,25 +28,24 @@ failover, client not byte-exact) is kept with its error, never dropped; the summ
 stall statistics count only the trials that passed. Each trial's ryu.log is also kept
 in <run-dir>-logs/ (emptied at the start of a run). "commit" is HEAD at the start,
 "commit_at_last_trial" at the last one: every lab runs the code on disk when it starts.
+Exit status 0 only if every trial passed.
 """
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
+import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 import traceback
 from pathlib import Path
-from unittest import mock
 
 import yaml
 
 from bench import failover_bench
-from bench.common import LOCK_PATH
+from bench.common import git, provenance, write
 from bench.failover_bench import stall_trial
 from ftcp.store import Store
 from topology.lab import ROOT, Lab, wait_for
@@ -64,10 +64,9 @@ LOG_KEEP = ("failing over", "refused", "link", "held", "releasing", "is failed-o
             "no failover", "ERROR", "Traceback", "error")
 
 
-class _LockedLab(Lab):
-    """A Lab with the probe overrides of the trial, alive only under the machine's lab
-    lock; on exit it keeps, for the trial record, the service events from Redis and
-    the ryu.log lines about the failover."""
+class _EvidenceLab(Lab):
+    """A Lab with the probe overrides of the trial; on exit it keeps, for the trial
+    record, the service events from Redis and the ryu.log lines about the failover."""
 
     probe_override: dict = {}
     last: dict = {}
@@ -75,22 +74,16 @@ class _LockedLab(Lab):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("probe", dict(self.probe_override))
         super().__init__(*args, **kwargs)
-        self._lock = None
 
     def __enter__(self):
-        waited = time.monotonic()
-        self._lock = open(LOCK_PATH, "a+")
-        fcntl.flock(self._lock, fcntl.LOCK_EX)
-        _LockedLab.last["lock_wait_s"] = round(time.monotonic() - waited, 3)
         try:
             return super().__enter__()
         except BaseException:
-            self._keep_log(_LockedLab.last)   # the next lab would empty the run dir
-            self._unlock()
+            self._keep_log(_EvidenceLab.last)   # the next lab would empty the run dir
             raise
 
     def __exit__(self, *exc):
-        info = _LockedLab.last
+        info = _EvidenceLab.last
         try:
             try:
                 info["probe_effective"] = yaml.safe_load(self.config_path.read_text()).get("probe")
@@ -111,7 +104,6 @@ class _LockedLab(Lab):
             return super().__exit__(*exc)
         finally:
             self._keep_log(info)
-            self._unlock()
 
     def _keep_log(self, info: dict):
         try:
@@ -126,37 +118,33 @@ class _LockedLab(Lab):
         except Exception as e:
             info["ryu_log_error"] = repr(e)
 
-    def _unlock(self):
-        if self._lock is not None:
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
-            self._lock = None
-
 
 def confirm_trial(index: int, setting: str, failure: str, probe: dict, run_dir: str) -> dict:
-    """bench.failover_bench.stall_trial with the probe overrides and under the lab lock
-    (its Lab replaced by _LockedLab for the call); never raises for a failed trial."""
-    lab_cls = type("TrialLab", (_LockedLab,), {"probe_override": probe})
-    _LockedLab.last = {"index": index}
+    """bench.failover_bench.stall_trial (under the lab lock) with the probe overrides and
+    the evidence of _EvidenceLab; never raises for a failed trial."""
+    lab_cls = type("TrialLab", (_EvidenceLab,), {"probe_override": probe})
+    _EvidenceLab.last = {"index": index}
     rec = {"index": index, "setting": setting, "failure": failure, "probe": probe,
            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     began = time.monotonic()
     try:
-        with mock.patch.object(failover_bench, "Lab", lab_cls):
-            result = stall_trial(run_dir, failure)
+        result = stall_trial(run_dir, failure, lab_cls=lab_cls)
         result["client_error"] = result.pop("error", None)   # "error" here is the harness's
+        harness = result.pop("harness_error", None)
         rec.update(result)
+        if harness:
+            rec["error"] = harness
     except KeyboardInterrupt:
         raise
     except Exception:
         rec["error"] = traceback.format_exc()
-    info = _LockedLab.last
+    info = _EvidenceLab.last
     info.pop("index", None)
     rec.update(info)
     rec["trial_s"] = round(time.monotonic() - began - rec.get("lock_wait_s", 0), 3)
     final = rec.get("final_record") or {}
     if final:
-        # the final record, not the early one stall_trial read (see _LockedLab.__exit__)
+        # the final record, not the early one stall_trial read (see _EvidenceLab.__exit__)
         rec["timeline_ms_read_by_stall_trial"] = rec.get("timeline_ms")
         rec["timeline_ms"] = json.loads(final.get("timeline_ms") or "{}")
         rec["reason"] = final.get("reason", rec.get("reason"))
@@ -237,24 +225,25 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=15, help="trials per setting (4 settings, interleaved)")
     ap.add_argument("--run-dir", default=RUN_DIR)
-    ap.add_argument("--out", default=str(ROOT / "bench/results/confirm_cost.json"))
+    ap.add_argument("--out", help="default bench/results/confirm_cost.json (confirm_cost-smoke.json with --smoke)")
+    ap.add_argument("--smoke", action="store_true", help="one trial per setting (for CI)")
     args = ap.parse_args(argv)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    def head():
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    commit = head()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True,
-                                text=True).stdout.strip())
+    if os.geteuid() != 0:
+        print("confirm_cost: the lab needs root", file=sys.stderr)
+        return 2
+    if args.smoke:
+        args.trials = 1
+    out = Path(args.out) if args.out else ROOT / "bench/results" / ("confirm_cost-smoke.json" if args.smoke
+                                                                   else "confirm_cost.json")
     keep = Path(args.run_dir + "-logs")
     shutil.rmtree(keep, ignore_errors=True)
-    doc = {"commit": commit, "dirty": dirty, "argv": sys.argv, "args": vars(args),
-           "mode": {"kind": "full" if args.trials >= 15 else "smoke",
-                    "order": "interleaved per round: " + ", ".join(n for n, _, _ in SETTINGS),
-                    "stall": "bench.failover_bench.stall_trial: longest client silence (> 10 ms) that ends "
-                             "after the failure and begins within 1 s of it",
-                    "client": "stream 15 MB, --progress 0.01, primary fails after 3 MB"},
-           "trials": [], "summary": None}
+    doc = provenance(args, ["bench/confirm_cost.py", *(sys.argv[1:] if argv is None else argv)],
+                     "smoke" if args.smoke else "full" if args.trials >= 15 else "short")
+    doc.update(method={"order": "interleaved per round: " + ", ".join(n for n, _, _ in SETTINGS),
+                       "stall": "bench.failover_bench.stall_trial: longest client silence (> 10 ms) that ends "
+                                "after the failure and begins within 1 s of it",
+                       "client": "stream 15 MB, --progress 0.01, primary fails after 3 MB"},
+               agent_args="the lab's defaults", trials=[], summary=None)
     index = 0
     for _ in range(args.trials):
         for name, failure, probe in SETTINGS:
@@ -267,8 +256,8 @@ def main(argv=None) -> int:
             doc["summary"] = summarize(doc["trials"])
             doc["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             # each lab runs the code on disk when it starts: a commit during the run shows here
-            doc["commit_at_last_trial"] = head()
-            out.write_text(json.dumps(doc, indent=1))   # after every trial: an interrupted run keeps its data
+            doc["commit_at_last_trial"] = git("rev-parse", "HEAD")
+            write(out, doc)   # after every trial: an interrupted run keeps its data
     print(table(doc["summary"]))
     return 0 if all(t["passed"] for t in doc["trials"]) else 1
 

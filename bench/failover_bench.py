@@ -9,26 +9,34 @@ silence between two reads that brought data, measured by the client itself. With
 ``--traffic upload`` the client uploads 40 MB instead (PUT, fails after 6 MB) and
 the stall is the silence of the acknowledgements its kernel got (TCP_INFO
 bytes_acked). Every trial also checks the whole stream byte for byte (SHA-256) and
-that the client saw no error. Writes bench/results/failover_bench.json and
-failover_*.png.
+that the client saw no error. Writes bench/results/failover_bench.json (commit, dirty
+flag, arguments, mode first) and failover_*.png; with --smoke, failover_bench-smoke.json
+and failover_*-smoke.png (one link-down trial, the time-sequence trial and 20
+connections at once; --out for another directory).
+
+Every lab lives under the machine's lab lock. A trial that fails (the lab, the client,
+the failover) is kept with outcome "failed" and its error, and counted; the stall
+statistics are over the trials that were masked. Exit status 0 only if every trial was
+masked and every connection of the many-connections trial resumed.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
-from bench.agent_bench import percentile
+from bench.common import RESULTS, lab_lock, percentile, provenance, tail, write
 from ftcp.store import Store
 from topology.clients import RunningClient
-from topology.lab import PRIMARY_IP, ROOT, SERVICES, Lab, failover_settled, wait_for
+from topology.lab import PRIMARY_IP, ROOT, SERVICES, Lab, LabError, failover_settled, wait_for
 
 PORT = 7000
-RESULTS = ROOT / "bench/results"
 FAILURES = ("link", "crash", "silent")
 
 
@@ -36,8 +44,22 @@ def failed_over(store):
     return failover_settled(store)
 
 
-def stall_trial(run_dir: str, failure: str, capture: Path = None, traffic: str = "stream") -> dict:
-    with Lab(service_cmd=SERVICES["demo"], service_port=PORT, run_dir=run_dir) as lab:
+def stall_trial(run_dir: str, failure: str, capture: Path = None, traffic: str = "stream", lab_cls=Lab) -> dict:
+    """One stall trial under the lab lock. Never raises for a failed trial: it comes back
+    with outcome "failed" and, if the harness failed, ``harness_error``."""
+    rec = {"failure": failure, "traffic": traffic}
+    try:
+        with lab_lock() as waited:
+            rec["lock_wait_s"] = waited
+            rec.update(_stall_trial(lab_cls, run_dir, failure, capture, traffic))
+    except (LabError, OSError, ValueError, KeyError):
+        rec.update(ok=False, stall_ms=None, harness_error=traceback.format_exc(limit=-8))
+    rec["outcome"] = "masked" if rec["ok"] and rec.get("status") == "failed-over" else "failed"
+    return rec
+
+
+def _stall_trial(lab_cls, run_dir: str, failure: str, capture: Path, traffic: str) -> dict:
+    with lab_cls(service_cmd=SERVICES["demo"], service_port=PORT, run_dir=run_dir) as lab:
         store = Store(lab.redis.url)
         dump = None
         if capture is not None:
@@ -76,11 +98,27 @@ def stall_trial(run_dir: str, failure: str, capture: Path = None, traffic: str =
                 "received": res["received"], "sent": res["sent"]}
 
 
-def many_trial(run_dir: str, count: int, pause_ms: int) -> dict:
+def many_trial(run_dir: str, count: int, pause_ms: int, seconds: float = 12) -> dict:
+    """The many-connections trial under the lab lock; a failed one comes back with
+    outcome "failed" and the harness's error."""
+    rec = {"connections": count, "pause_ms": pause_ms, "client_seconds": seconds}
+    try:
+        with lab_lock() as waited:
+            rec["lock_wait_s"] = waited
+            rec.update(_many_trial(run_dir, count, pause_ms, seconds))
+    except (LabError, OSError, ValueError, KeyError):
+        rec.update(ok=False, harness_error=traceback.format_exc(limit=-8))
+    rec["outcome"] = ("ok" if rec["ok"] and rec.get("status") == "failed-over" and rec.get("resumed") == count
+                      else "failed")
+    return rec
+
+
+def _many_trial(run_dir: str, count: int, pause_ms: int, seconds: float) -> dict:
     with Lab(service_cmd=SERVICES["demo"], service_port=PORT, run_dir=run_dir) as lab:
         store = Store(lab.redis.url)
         proc = lab.host("c1").popen(["python3", str(ROOT / "bench/many_client.py"), PRIMARY_IP, str(PORT),
-                                     str(count), "12", "--pause", str(pause_ms)], stdout=subprocess.PIPE, text=True)
+                                     str(count), str(seconds), "--pause", str(pause_ms)],
+                                    stdout=subprocess.PIPE, text=True)
         opened = json.loads(proc.stdout.readline())
         ids_ready = wait_for(lambda: len(store.service_conns("demo")) >= count or None, 60,
                              f"{count} connections recorded")
@@ -159,7 +197,8 @@ def stall_plot(summary, trials, path: Path):
         values = [t["stall_ms"] for t in trials if t["failure"] == failure and t.get("traffic", "stream") == traffic
                   and t["stall_ms"] is not None]
         ax.scatter([i] * len(values), values, s=10, alpha=0.6)
-        ax.hlines(stats["p50_ms"], i - 0.3, i + 0.3, color="black")
+        if stats["p50_ms"] is not None:
+            ax.hlines(stats["p50_ms"], i - 0.3, i + 0.3, color="black")
         ax.hlines(stats["target_p50_ms"], i - 0.3, i + 0.3, color="red", ls="--")
     ax.set_xticks(range(len(columns)), [f"{names[f]}\n{'download' if t == 'stream' else 'upload'}"
                                         for f, t, _ in columns])
@@ -180,26 +219,46 @@ def _timeline_medians(trials) -> dict:
 
 
 def _summary(trials, failure: str, traffic: str, target_ms: float):
+    """Stall statistics over the masked trials with a stall; every trial counted. The
+    high end is the maximum, plus the 99th percentile from 100 stalls on."""
     chosen = [t for t in trials if t["failure"] == failure and t.get("traffic", "stream") == traffic]
-    values = [t["stall_ms"] for t in chosen if t["stall_ms"] is not None]
-    if not values:
+    if not chosen:
         return None
-    return {"trials": len(values), "p50_ms": statistics.median(values), "p99_ms": percentile(values, 99),
-            "max_ms": max(values), "target_p50_ms": target_ms,
+    masked = [t for t in chosen if t.get("outcome", "masked") == "masked"]
+    values = [t["stall_ms"] for t in masked if t["stall_ms"] is not None]
+    gaps = [t["max_gap_ms"] for t in masked if t.get("max_gap_ms")]
+    return {"trials": len(chosen), "masked": len(masked), "failed": len(chosen) - len(masked),
+            "with_stall": len(values), "p50_ms": statistics.median(values) if values else None,
+            **({"max_ms": max(values), **tail(values, "ms")} if values else {}), "target_p50_ms": target_ms,
             "byte_exact_no_error": sum(1 for t in chosen if t["ok"]),
-            "takeover_p50_ms": statistics.median(t["takeover_s"] for t in chosen) * 1000,
-            "longest_silence_anywhere_p50_ms": statistics.median(t["max_gap_ms"] for t in chosen if t["max_gap_ms"]),
-            "timeline_p50_ms": _timeline_medians(chosen)}
+            "takeover_p50_ms": statistics.median(t["takeover_s"] for t in masked) * 1000 if masked else None,
+            "longest_silence_anywhere_p50_ms": statistics.median(gaps) if gaps else None,
+            "timeline_p50_ms": _timeline_medians(masked)}
+
+
+def verdict(trials: list, seq_trial, many) -> list:
+    """What went wrong: the run passes when this is empty."""
+    problems = [f"stall trial {i} ({t['failure']}, {t.get('traffic', 'stream')}) failed"
+                for i, t in enumerate(trials) if t.get("outcome") == "failed"]
+    if seq_trial is not None and seq_trial["outcome"] != "masked":
+        problems.append("the time-sequence trial failed")
+    if many is not None and many["outcome"] != "ok":
+        problems.append(f"many connections: {many.get('resumed')} of {many['connections']} resumed, "
+                        f"client ok {many.get('ok')}, status {many.get('status')}")
+    return problems
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=30)
     ap.add_argument("--conns", type=int, default=1000)
     ap.add_argument("--pause-ms", type=int, default=200,
                     help="each of the --conns connections pings, waits for the answer, pauses this long")
+    ap.add_argument("--many-seconds", type=float, default=12.0,
+                    help="how long the --conns connections run after they are all open")
     ap.add_argument("--run-dir", default="/run/ftcp-bench")
-    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--out", default=str(RESULTS), help="directory of the results")
     ap.add_argument("--only-many", action="store_true", help="only the many-connections trial")
     ap.add_argument("--trials-from", nargs="+",
                     help="take the stall trials from earlier runs' output (JSON lines), e.g. of --trials-only")
@@ -208,7 +267,18 @@ def main(argv=None) -> int:
                     help="the failures to run stall trials of (default: all)")
     ap.add_argument("--traffic", nargs="+", choices=("stream", "upload"), default=["stream"],
                     help="what the client does in the stall trials: stream (download) and/or upload")
+    ap.add_argument("--smoke", action="store_true",
+                    help="one link-down stall trial, the time-sequence trial, 20 connections for 6 s (for CI)")
     args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("failover_bench: the lab needs root", file=sys.stderr)
+        return 2
+    if args.smoke:
+        args.trials, args.failures, args.traffic, args.conns, args.many_seconds = 1, ["link"], ["stream"], 20, 6.0
+    suffix = "-smoke" if args.smoke else ""
+    mode = "smoke" if args.smoke else "only-many" if args.only_many else "full"
+    data = provenance(args, ["bench/failover_bench.py", *argv], mode)
+    data["agent_args"] = "the lab's defaults"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     trials = []
@@ -225,21 +295,24 @@ def main(argv=None) -> int:
                 trials.append(trial)
                 print(json.dumps(trial), flush=True)
     if args.trials_only:
-        return 0
+        return 0 if all(t["outcome"] == "masked" for t in trials) else 1
+    seq_trial = None
     if not args.only_many:
         capture = Path(args.run_dir + "-pcap")
         capture.mkdir(parents=True, exist_ok=True)
         seq_trial = stall_trial(args.run_dir, "link", capture=capture / "failover.pcap")
-        time_sequence_plot(capture / "failover.pcap", seq_trial["failed_at"], out / "failover_timeseq.png")
-    many = many_trial(args.run_dir, args.conns, args.pause_ms)
+        if seq_trial["outcome"] == "masked":
+            time_sequence_plot(capture / "failover.pcap", seq_trial["failed_at"],
+                               out / f"failover_timeseq{suffix}.png")
+    many = many_trial(args.run_dir, args.conns, args.pause_ms, args.many_seconds)
     print(json.dumps(many), flush=True)
     if args.only_many:
         # Re-run of the many-connections trial alone: update that entry of the results.
         path = out / "failover_bench.json"
-        data = json.loads(path.read_text())
-        data["summary"]["many"] = dict(many, rerun=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        path.write_text(json.dumps(data, indent=1))
-        return 0
+        old = json.loads(path.read_text())
+        old["summary"]["many"] = dict(many, rerun=data)
+        write(path, old)
+        return 0 if many["outcome"] == "ok" else 1
     from ftcp.config import load
     lab_probe = load(ROOT / "switch_config/services-lab.yaml").probe
     probe = {"interval_ms": lab_probe.interval * 1000, "misses": lab_probe.misses}
@@ -249,14 +322,14 @@ def main(argv=None) -> int:
     summary["upload"] = {failure: value for failure, value in uploads.items() if value}
     summary["many"] = many
     summary["probe"] = probe
-    given = sys.argv[1:] if argv is None else argv
-    summary["command"] = " ".join(["sudo .venv/bin/python -m bench.failover_bench"] + given)
-    summary["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    (out / "failover_bench.json").write_text(json.dumps({"summary": summary, "trials": trials,
-                                                         "timeseq_trial": seq_trial}, indent=1))
-    stall_plot(summary, trials, out / "failover_stall.png")
-    print(json.dumps(summary, indent=1))
-    return 0
+    data["problems"] = verdict(trials, seq_trial, many)
+    data["ok"] = not data["problems"]
+    data["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    data.update(summary=summary, trials=trials, timeseq_trial=seq_trial)
+    write(out / f"failover_bench{suffix}.json", data)
+    stall_plot(summary, trials, out / f"failover_stall{suffix}.png")
+    print(json.dumps({k: data[k] for k in ("summary", "problems", "ok")}, indent=1))
+    return 0 if data["ok"] else 1
 
 
 if __name__ == "__main__":

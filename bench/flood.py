@@ -260,7 +260,7 @@ def main(argv=None) -> int:
                 experiment(args, data, lab)
         data["ok"] = bool(data["client"]["ok"] and data["takeover"]["c1_taken"])
     except (LabError, OSError, ValueError, KeyError):
-        data.update(ok=False, error=traceback.format_exc(limit=4))
+        data.update(ok=False, error=traceback.format_exc(limit=-8))
         print(data["error"], file=sys.stderr)
     data["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     data["samples"] = data.pop("samples")   # the long part last

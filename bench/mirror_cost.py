@@ -1,6 +1,7 @@
 """What the switch's mirror alone costs, for every userspace datapath this machine has.
 
     sudo .venv/bin/python -m bench.mirror_cost [--trials 3] [--seconds 3]
+    sudo .venv/bin/python -m bench.mirror_cost --smoke --out DIR   # afpacket only, one 1 s trial (CI)
 
 No ftcp at all: one netdev bridge, three network namespaces (client, server, a mirror
 sink nobody reads), iperf3 client -> server with plain forwarding and with every packet
@@ -12,20 +13,27 @@ alternate between the two so drift is shared. Each datapath configuration:
   * afxdp-nonpmd  -- AF_XDP ports polled by the main thread;
   * afxdp         -- AF_XDP ports polled by a PMD thread.
 
-Writes bench/results/mirror_cost.json and mirror_cost.png. The ratio mirrored / plain
-is the ceiling of protected / unprotected throughput for any backup agent on this
-machine (docs/benchmarks.md).
+Writes bench/results/mirror_cost.json (commit, dirty flag, arguments, mode first) and
+mirror_cost.png (mirror_cost-smoke.* with --smoke; --out for another directory). The
+ratio mirrored / plain is the ceiling of protected / unprotected throughput for any
+backup agent on this machine (docs/benchmarks.md).
+
+It restarts Open vSwitch (userspace TSO is read at start) and builds its own bridge, so
+the whole run holds the machine's lab lock. An iperf3 run that fails is kept with its
+error and counted; exit status 0 only if every one gave a number.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
-import time
+import sys
 from pathlib import Path
 
-from topology.processes import OVS_CTL, ROOT, LabError, Ovs, wait_for
+from bench.common import RESULTS, lab_lock, provenance, write
+from topology.processes import OVS_CTL, LabError, Ovs, wait_for
 
 BRIDGE, HOSTS = "br-mcost", ("mc1", "mc2", "mc3")  # client, server, mirror sink
 CONFIGS = {
@@ -99,10 +107,12 @@ def run_config(name: str, config: dict, trials: int, seconds: float) -> list:
         for trial in range(trials):
             for direction in ("upload", "download"):
                 for mirror in ((False, True) if trial % 2 == 0 else (True, False)):
-                    set_flows(mirror)
-                    gbps = iperf(seconds, direction == "download")
-                    row = {"config": name, "trial": trial, "direction": direction, "mirror": mirror,
-                           "gbps": round(gbps, 4)}
+                    row = {"config": name, "trial": trial, "direction": direction, "mirror": mirror}
+                    try:
+                        set_flows(mirror)
+                        row["gbps"] = round(iperf(seconds, direction == "download"), 4)
+                    except (LabError, subprocess.CalledProcessError, ValueError, KeyError) as e:
+                        row["error"] = repr(e)
                     print(json.dumps(row), flush=True)
                     rows.append(row)
     finally:
@@ -111,13 +121,18 @@ def run_config(name: str, config: dict, trials: int, seconds: float) -> list:
 
 
 def summarise(rows: list) -> dict:
+    """Medians over the runs that gave a number (``runs``/``failed`` count them all)."""
     summary = {}
     for name in dict.fromkeys(r["config"] for r in rows):
         for direction in ("upload", "download"):
-            med = {m: statistics.median(r["gbps"] for r in rows
-                                        if r["config"] == name and r["direction"] == direction and r["mirror"] == m)
-                   for m in (False, True)}
+            chosen = [r for r in rows if r["config"] == name and r["direction"] == direction]
+            values = {m: [r["gbps"] for r in chosen if r["mirror"] == m and "gbps" in r] for m in (False, True)}
+            if not values[False] or not values[True]:
+                summary.setdefault(name, {})[direction] = {"runs": len(chosen), "failed": len(chosen)}
+                continue
+            med = {m: statistics.median(v) for m, v in values.items()}
             summary.setdefault(name, {})[direction] = {
+                "runs": len(chosen), "failed": sum("gbps" not in r for r in chosen),
                 "plain_gbps": round(med[False], 3), "mirrored_gbps": round(med[True], 3),
                 "ratio": round(med[True] / med[False], 3)}
     return summary
@@ -127,7 +142,7 @@ def plot(summary: dict, path: Path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    names = list(summary)
+    names = [n for n in summary if all("ratio" in summary[n][d] for d in ("upload", "download"))]
     fig, ax = plt.subplots(figsize=(9, 4.5))
     width = 0.2
     for k, (direction, mirror, label) in enumerate([("upload", "plain_gbps", "upload, plain"),
@@ -149,31 +164,45 @@ def plot(summary: dict, path: Path):
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trials", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
-    ap.add_argument("--out", default=str(ROOT / "bench/results"))
+    ap.add_argument("--out", default=str(RESULTS), help="directory of the results")
+    ap.add_argument("--smoke", action="store_true", help="afpacket only, one 1 s trial (for CI)")
     args = ap.parse_args(argv)
-    was_running = Ovs.running()
+    if os.geteuid() != 0:
+        print("mirror_cost: needs root (namespaces, Open vSwitch)", file=sys.stderr)
+        return 2
+    if args.smoke:
+        args.configs, args.trials, args.seconds = ["afpacket"], 1, 1.0
+    name = "mirror_cost-smoke" if args.smoke else "mirror_cost"
+    data = provenance(args, ["bench/mirror_cost.py", *argv], "smoke" if args.smoke else "full")
     rows = []
-    try:
-        for name in args.configs:
-            rows += run_config(name, CONFIGS[name], args.trials, args.seconds)
-    finally:
-        teardown()
-        restart_ovs(tso=False)  # leave Open vSwitch as the lab expects it
-        if not was_running:
-            sh(f"{OVS_CTL} stop", check=False)
+    with lab_lock() as waited:
+        data["lock_wait_s"] = waited
+        was_running = Ovs.running()
+        try:
+            for config in args.configs:
+                try:
+                    rows += run_config(config, CONFIGS[config], args.trials, args.seconds)
+                except LabError as e:   # a configuration that could not be built: kept, and the run fails
+                    data.setdefault("errors", {})[config] = repr(e)
+        finally:
+            teardown()
+            restart_ovs(tso=False)  # leave Open vSwitch as the lab expects it
+            if not was_running:
+                sh(f"{OVS_CTL} stop", check=False)
     summary = summarise(rows)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    result = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "trials": args.trials, "seconds": args.seconds,
-              "summary": summary, "rows": rows}
-    (out / "mirror_cost.json").write_text(json.dumps(result, indent=1) + "\n")
-    plot(summary, out / "mirror_cost.png")
-    print(json.dumps(summary, indent=1))
-    return 0
+    failed = sum("gbps" not in r for r in rows)
+    data.update(summary=summary, runs=len(rows), failed=failed, ok=not failed and not data.get("errors") and bool(rows),
+                rows=rows)
+    write(out / f"{name}.json", data)
+    plot(summary, out / f"{name}.png")
+    print(json.dumps({k: data.get(k) for k in ("summary", "failed", "errors", "ok")}, indent=1))
+    return 0 if data["ok"] else 1
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import RESULTS, provenance, write  # noqa: E402
 from ftcp.agent.packet import (ACK, PSH, SYN, internet_checksum, ip_int, parse_frame,  # noqa: E402
                                tcp_pseudo_header)
 from ftcp.agent.tracker import Tracker  # noqa: E402
@@ -139,14 +140,23 @@ def time_parse(frames):
     return time.perf_counter() - t0
 
 
-def main():
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=200_000)
     ap.add_argument("--conns", type=int, default=4)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-gc", action="store_true", help="time with the cyclic GC off")
     ap.add_argument("--profile", action="store_true", help="cProfile one run, stats on stderr")
-    args = ap.parse_args()
+    ap.add_argument("--smoke", action="store_true", help="5,000 frames, one repeat (for CI)")
+    ap.add_argument("--out", help="default bench/results/tracker_microbench.json "
+                                  "(tracker_microbench-smoke.json with --smoke)")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.frames, args.repeat = 5000, 1
+    out = Path(args.out) if args.out else RESULTS / ("tracker_microbench-smoke.json" if args.smoke
+                                                     else "tracker_microbench.json")
+    data = provenance(args, ["bench/tracker_microbench.py", *argv], "smoke" if args.smoke else "full")
 
     frames, digests, unfinished = build(args.frames, args.conns)
     n = len(frames)
@@ -172,7 +182,7 @@ def main():
         for c in conns if (c.client_ip, c.client_port) not in unfinished
     )
     payload_bytes = sum(c.c2s_logged for c in conns)
-    print(json.dumps({
+    data.update({
         "frames": n,
         "connections": len(conns),
         "seconds": round(best, 4),
@@ -185,7 +195,10 @@ def main():
         "streams_match_sha256": ok,
         "gc": not args.no_gc,
         "python": sys.version.split()[0],
-    }, indent=2))
+        "ok": ok,
+    })
+    write(out, data)
+    print(json.dumps(data, indent=2))
     return 0 if ok else 1
 
 

@@ -99,7 +99,7 @@ def trial(index: int, failure: str, divergence: str, delay: float, run_dir: str)
                    received=result["received"], outcome=outcome_of(result))
         rec["stall_ms"], rec["baseline_ms"] = silences(result, rec["failed_at"])
     except (LabError, OSError, ValueError, KeyError):
-        rec.update(outcome="failed", error=traceback.format_exc(limit=3))
+        rec.update(outcome="failed", error=traceback.format_exc(limit=-8))
     rec["trial_s"] = round(time.monotonic() - began - rec.get("lock_wait_s", 0), 1)
     return rec
 
@@ -185,7 +185,7 @@ def main(argv=None) -> int:
     out = Path(args.out) if args.out else RESULTS / ("web_failover-smoke.json" if args.smoke else "web_failover.json")
     data = provenance(args, sys.argv if argv is None else ["bench/web_failover.py", *argv],
                       "smoke" if args.smoke else "full")
-    data.update(requests_per_client=REQUESTS, trials=[], summary={})
+    data.update(agent_args="the lab's defaults", requests_per_client=REQUESTS, trials=[], summary={})
     rng = random.Random(args.seed)
     index = 0
     for round_ in range(max(args.trials, args.strict_trials)):
