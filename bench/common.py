@@ -1,20 +1,16 @@
 """What every lab benchmark shares: the machine's lab lock and how results are written."""
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import subprocess
 import time
 from pathlib import Path
 
+from topology.lock import lab_lock  # noqa: F401 (the benchmarks take it from here)
 from topology.processes import ROOT
 
 RESULTS = ROOT / "bench" / "results"
-# Only one lab runs on a machine at a time (one OVS, one set of host names): each
-# trial holds this exclusive flock for its lab's whole life.
-LOCK_PATH = "/run/ftcp-lab.lock"
 
 
 def git(*args) -> str:
@@ -51,13 +47,3 @@ def write(path: Path, data: dict):
     os.replace(tmp, path)
 
 
-@contextlib.contextmanager
-def lab_lock():
-    """Hold the machine's lab lock; yields the seconds spent waiting for it."""
-    began = time.monotonic()
-    with open(LOCK_PATH, "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield round(time.monotonic() - began, 3)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from topology.lock import lab_lock
 from topology.processes import Ovs
 
 
@@ -11,10 +12,13 @@ from topology.processes import Ovs
 def ovs():
     if os.geteuid() != 0:
         pytest.fail("integration tests need root (network namespaces, Open vSwitch); run ./run.sh test as root")
-    switch = Ovs()
-    switch.start()
-    yield switch
-    switch.stop()
+    # The machine's one lab at a time (topology/lock.py): the session waits for any
+    # other lab user, and the benchmarks its smoke tests start run under its hold.
+    with lab_lock():
+        switch = Ovs()
+        switch.start()
+        yield switch
+        switch.stop()
 
 
 @pytest.fixture
