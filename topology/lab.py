@@ -330,10 +330,13 @@ class Lab:
             if not isinstance(proc, LAST):
                 proc.stop()
         if self.net is not None:
+            controllers = list(self.net.controllers)
             try:
                 self.net.stop()
             finally:
                 self.net = None
+                for controller in controllers:
+                    controller.terminate()   # Mininet's RemoteController.stop leaves its node's shell
         for proc in reversed(self.procs):
             if isinstance(proc, LAST):
                 proc.stop()
