@@ -103,3 +103,61 @@ def test_fields_of_a_record_still_waiting_are_kept_by_a_newer_one():
     rec.service(SVC, "failed-over", step="done")
     assert rec.flush()
     assert extra(store.service("web")) == ("failed-over", {"taken": "3", "step": "done"})
+
+
+def test_fields_of_a_record_whose_write_failed_are_kept_by_one_recorded_meanwhile():
+    """A write that fails (Redis away: it yields for its timeout) while a newer status
+    is recorded: the newer one goes to Redis with the failed one's other fields, as if
+    both had been written in turn."""
+    store = fake_store()
+    rec = Recorder(store)
+    save = store.save_service
+
+    def record_then_fail(service, status, **fields):
+        if fields.get("step") == "redirecting":
+            rec.service(SVC, "failed-over", step="done")
+            redis_down(store)
+        save(service, status, **fields)
+    store.save_service = record_then_fail
+    rec.service(SVC, "failed-over", taken=3, step="redirecting")
+    assert not rec.flush() and rec.pending == 1
+    redis_down(store, False)
+    assert rec.flush()
+    assert extra(store.service("web")) == ("failed-over", {"taken": "3", "step": "done"})
+
+
+def test_a_service_forgotten_and_recorded_again_before_a_flush_starts_afresh():
+    """Removed and created again while Redis is away: the new service's record holds
+    only its own fields, not the removed one's (the delete is not lost)."""
+    store = fake_store()
+    rec = Recorder(store)
+    rec.service(SVC, "failed-over", taken=3, step="done")
+    assert rec.flush()
+    redis_down(store)
+    rec.forget_service("web")
+    rec.service(SVC, "configured")
+    assert not rec.flush()
+    redis_down(store, False)
+    assert rec.flush()
+    assert extra(store.service("web")) == ("configured", {})
+
+
+def test_a_service_forgotten_and_recorded_again_during_a_failed_write_starts_afresh():
+    store = fake_store()
+    rec = Recorder(store)
+    rec.service(SVC, "failed-over", taken=3)
+    assert rec.flush()
+    save = store.save_service
+
+    def remove_recreate_then_fail(service, status, **fields):
+        if status == "failed-over":
+            rec.forget_service("web")
+            rec.service(SVC, "configured")
+            redis_down(store)
+        save(service, status, **fields)
+    store.save_service = remove_recreate_then_fail
+    rec.service(SVC, "failed-over", step="done")
+    assert not rec.flush()
+    redis_down(store, False)
+    assert rec.flush()
+    assert extra(store.service("web")) == ("configured", {})
