@@ -8,10 +8,21 @@ from __future__ import annotations
 
 import collections
 import logging
+from typing import NamedTuple
 
 from ftcp.store import StoreError
 
 LOG = logging.getLogger("ftcp.recorder")
+_NOTHING = object()   # no record waiting for a service
+
+
+class _Record(NamedTuple):
+    """A service's status waiting to be written; ``fresh``: delete the old record first
+    (the service was forgotten, then recorded again, before a flush)."""
+    service: object
+    status: str
+    extra: dict
+    fresh: bool = False
 
 
 class Recorder:
@@ -26,15 +37,24 @@ class Recorder:
     def service(self, service, status: str, **extra) -> None:
         """The latest status wins; fields of a record still waiting are kept unless
         the new one sets them too (Redis merges the hash the same way)."""
-        pending = self._services.get(service.name)
-        if pending is not None:
-            extra = {**pending[2], **extra}
-        self._services[service.name] = (service, status, extra)
+        self._queue(service.name, _Record(service, status, extra))
 
     def forget_service(self, name: str) -> None:
         """The service was removed: delete its record. Queued like a status (latest
-        wins), so a status still waiting to be written cannot bring it back."""
-        self._services[name] = None
+        wins), so a status still waiting to be written cannot bring it back, and one
+        recorded after it starts from an empty record."""
+        self._queue(name, None)
+
+    def _queue(self, name: str, newer) -> None:
+        """Queue ``newer`` (a _Record, or None: delete) for a service, after what is
+        still waiting for it: what Redis would hold had both been written in turn."""
+        older = self._services.get(name, _NOTHING)
+        if older is _NOTHING or newer is None or newer.fresh:
+            self._services[name] = newer
+        elif older is None:
+            self._services[name] = newer._replace(fresh=True)
+        else:
+            self._services[name] = newer._replace(extra={**older.extra, **newer.extra}, fresh=older.fresh)
 
     def drop_services(self) -> None:
         """Forget the service records not written yet (a deposed controller's: the new
@@ -58,12 +78,16 @@ class Recorder:
             for name in list(self._services):
                 record = self._services.pop(name)
                 try:
-                    if record is None:
+                    if record is None or record.fresh:
                         self.store.delete_service(name)
-                    else:
-                        self.store.save_service(record[0], record[1], **record[2])
+                    if record is not None:
+                        self.store.save_service(record.service, record.status, **record.extra)
                 except StoreError:
-                    self._services.setdefault(name, record)
+                    # back in front of whatever was recorded for it meanwhile
+                    newer = self._services.pop(name, _NOTHING)
+                    self._services[name] = record
+                    if newer is not _NOTHING:
+                        self._queue(name, newer)
                     raise
             while self._events:
                 kind, fields = self._events.popleft()

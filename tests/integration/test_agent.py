@@ -5,12 +5,11 @@ import hashlib
 import json
 import re
 import signal
-import subprocess
 
 import pytest
 
 from ftcp.store import Store
-from tests.support.held_client import HeldClient, conn_id
+from tests.support.held_client import HeldClient, ScriptedClient, conn_id
 from topology.lab import PRIMARY_IP, SERVICES, Lab, wait_for
 
 PORT = 7000
@@ -96,18 +95,12 @@ def test_agent_records_concurrent_connections_exactly(run_dir):
 
 def test_connection_older_than_the_agent_is_unprotected(run_dir):
     with Lab(service_cmd=SERVICES["echo"], service_port=PORT, run_dir=run_dir, agent=False) as lab:
-        old = lab.host("c1").popen(["python3", "-c", (
-            "import socket,sys; s=socket.create_connection(('10.0.0.10', 7000)); "
-            "print(s.getsockname()[1], flush=True); sys.stdin.readline(); s.sendall(b'x'*1000); "
-            "n=0\nwhile n<1000: n+=len(s.recv(65536))\nprint('done', flush=True)")],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        old = ScriptedClient(lab, "older")
         try:
-            port = int(old.stdout.readline())
+            port = int(old.line())
             lab.start_agent()
             store = Store(lab.redis.url)
-            old.stdin.write("go\n")
-            old.stdin.flush()
-            assert old.stdout.readline().strip() == "done"
+            assert old.go() == "done"
             fresh = lab.client("c2", "echo", PRIMARY_IP, PORT, "--bytes", 5000)
             assert fresh["ok"]
             cid = conn_id(port)

@@ -12,6 +12,7 @@ from ftcp.store import Store
 from tests.support.faults import (PORT, agent_paused, agent_resumed, backup_frames_seen_by_client, done, events,
                                   fault_between_fence_and_ready, flows_with, packets, requests, status,
                                   switch_connected)
+from tests.support.held_client import ScriptedClient, conn_id
 from topology.lab import PRIMARY_IP, SERVICES, Lab, wait_for
 
 
@@ -121,50 +122,26 @@ def test_no_live_agent_means_no_failover_and_the_primary_keeps_serving(lab):
     assert res["ok"], res
 
 
-# Two connections on c1: A stays idle while the agent is down, B talks. Each phase is
-# one line on stdin; the script prints what each connection got.
-TWO_CONNS = r"""
-import socket, sys
-def conn():
-    s = socket.create_connection(('10.0.0.10', 7000)); s.settimeout(20); return s
-def ping(s, word):
-    try:
-        s.sendall(b'PING ' + word + b'\n'); return s.recv(100).decode().strip()
-    except ConnectionResetError:
-        return 'reset'
-a, b = conn(), conn()
-print(ping(a, b'a0'), ping(b, b'b0'), a.getsockname()[1], b.getsockname()[1], flush=True)
-sys.stdin.readline(); print(ping(b, b'b1'), flush=True)                 # the agent is down
-sys.stdin.readline(); print(ping(a, b'a2'), ping(b, b'b2'), flush=True) # it is back
-sys.stdin.readline(); print(ping(a, b'a3'), ping(b, b'b3'), flush=True) # after the failover
-"""
-
-
 def test_agent_killed_and_restarted_rebuilds_its_connections_from_redis(lab):
     """What an idle connection logged before the agent died is taken over after it
     restarts; one that talked while the agent was down is unprotected, with the
     reason, and reset cleanly at the failover instead of replayed from a stale log."""
     store = Store(lab.redis.url)
-    proc = lab.host("c1").popen(["python3", "-c", TWO_CONNS], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                text=True)
-
-    def phase():
-        proc.stdin.write("next\n")
-        proc.stdin.flush()
-        return proc.stdout.readline().split()
+    # Two connections on c1: A stays idle while the agent is down, B talks.
+    client = ScriptedClient(lab, "two-conns")
     try:
-        first = proc.stdout.readline().split()
+        first = client.line().split()
         assert first[:4] == ["PONG", "a0", "PONG", "b0"], first
-        ids = [f"10.0.0.1:{port}-{PRIMARY_IP}:{PORT}" for port in first[4:6]]
+        ids = [conn_id(port) for port in first[4:6]]
         # the state hash is refreshed at most every --state-ms: wait until it says where
         # each connection is (8 bytes each way), as it does for any connection idle that long
         wait_for(lambda: all([(store.conn(i) or {}).get(f) for f in ("c2s_stored", "s2c_sent", "s2c_acked")]
                              == ["8", "8", "8"] for i in ids), 10, "both connections logged")
         lab.kill(lab.agent)
-        assert phase() == ["PONG", "b1"]              # B talks while nobody logs it
+        assert client.go().split() == ["PONG", "b1"]  # B talks while nobody logs it
         lab.start_agent()
         assert "rebuilt 2 connection(s) from Redis" in (lab.run_dir / "agent.log").read_text()
-        assert phase() == ["PONG", "a2", "PONG", "b2"]
+        assert client.go().split() == ["PONG", "a2", "PONG", "b2"]
         a = wait_for(lambda: (lambda st: st if st and st["restored"] == "0" else None)(store.conn(ids[0])), 10,
                      "A to be seen continuing")
         b = wait_for(lambda: (lambda st: st if st and st["status"] == "unprotected" else None)(store.conn(ids[1])),
@@ -174,10 +151,10 @@ def test_agent_killed_and_restarted_rebuilds_its_connections_from_redis(lab):
         lab.fail_primary("link")
         svc = done(store)
         assert json.loads(svc["failed"]).keys() == {ids[1]} and svc["taken"] == "1", svc
-        last = phase()
+        last = client.go().split()
         assert last == ["PONG", "a3", "reset"], last
     finally:
-        proc.kill()
+        client.kill()
 
 
 def test_a_failover_that_fails_resets_the_clients_and_can_be_retried_over_rest(lab):
@@ -185,24 +162,14 @@ def test_a_failover_that_fails_resets_the_clients_and_can_be_retried_over_rest(l
     failover-failed, the clients are reset instead of left hanging; once the agent is
     back it acknowledges the abort, and a retry over REST fails the service over."""
     store = Store(lab.redis.url)
-    proc = lab.host("c1").popen(["python3", "-c", (
-        "import socket, time\n"
-        "s = socket.create_connection(('10.0.0.10', 7000)); s.settimeout(30)\n"
-        "s.sendall(b'PING a\\n'); print(s.recv(100).decode().strip(), flush=True)\n"
-        "start = time.time()\n"
-        "while True:\n"
-        "    try:\n"
-        "        s.sendall(b'PING b\\n'); s.recv(100); time.sleep(0.2)\n"
-        "    except OSError as e:\n"
-        "        print(type(e).__name__, round(time.time() - start, 1), flush=True); break\n")],
-        stdout=subprocess.PIPE, text=True)
+    client = ScriptedClient(lab, "ping-until-reset")
     try:
-        assert proc.stdout.readline().strip() == "PONG a"
+        assert client.line() == "PONG a"
         agent_paused(lab)
         lab.fail_primary("link")
         svc = status(store, "failover-failed", timeout=15)
         assert "did not take over in time" in svc["reason"]
-        line = proc.stdout.readline().split()
+        line = client.line().split()
         assert line[0] in ("ConnectionResetError", "BrokenPipeError"), line   # reset, not a timeout
         agent_resumed(lab)
         wait_for(lambda: (store.service("demo") or {}).get("step") == "aborted", 10, "the agent's aborted")
@@ -215,4 +182,4 @@ def test_a_failover_that_fails_resets_the_clients_and_can_be_retried_over_rest(l
         res = lab.client("c1", "reqresp", PRIMARY_IP, PORT, "--count", 50)
         assert res["ok"], res
     finally:
-        proc.kill()
+        client.kill()

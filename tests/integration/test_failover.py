@@ -3,13 +3,12 @@
 client connection carries on on the backup with no error, no EOF, no reset, and every
 byte checked (the clients verify SHA-256s of everything they send and receive)."""
 import json
-import subprocess
 
 import pytest
 
 from ftcp.store import Store
 from tests.support.faults import failed_over
-from tests.support.held_client import HeldClient, conn_id
+from tests.support.held_client import HeldClient, ScriptedClient, conn_id
 from topology.lab import PRIMARY_IP, ROOT, SERVICES, Lab, wait_for
 
 PORT = 7000
@@ -162,33 +161,21 @@ def test_new_connections_after_failover_reach_the_backup(lab):
     assert "00:00:00:00:00:10" in lab.host("c2").cmd(f"ip neigh show {PRIMARY_IP}")
 
 
-# The end of a client script: wait for the backup's verdict on its connection.
-AWAIT_RESET = ("try:\n d=s.recv(100); print('got', d, flush=True)\n"
-               "except ConnectionResetError: print('reset', flush=True)\n"
-               "except socket.timeout: print('timeout', flush=True)")
-
-
 def test_connection_the_backup_cannot_take_is_reset_not_left_hanging(run_dir):
     """A connection opened before the agent started is unprotected: at failover its
     client gets a RST at once instead of waiting for a timeout."""
     with Lab(service_cmd=SERVICES["demo"], service_port=PORT, run_dir=run_dir, agent=False) as lab:
-        held = lab.host("c1").popen(["python3", "-c", (
-            "import socket,sys,time; s=socket.create_connection(('10.0.0.10', 7000)); s.settimeout(20); "
-            "s.sendall(b'PING a\\n'); s.recv(100); print('open', flush=True); sys.stdin.readline(); "
-            "s.sendall(b'PING b\\n'); s.recv(100); print('seen', flush=True)\n"
-            + AWAIT_RESET)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        held = ScriptedClient(lab, "open-then-wait")
         try:
-            assert held.stdout.readline().strip() == "open"
+            assert held.line() == "open"
             lab.start_agent()
             store = Store(lab.redis.url)
-            held.stdin.write("go\n")      # one more exchange, so the agent sees the connection
-            held.stdin.flush()
-            assert held.stdout.readline().strip() == "seen"  # now it waits for data that never comes
+            # one more exchange, so the agent sees the connection; now it waits for data that never comes
+            assert held.go() == "seen"
             lab.fail_primary("link")
             svc = failed_over(store, timeout=10)
             assert len(json.loads(svc["failed"])) == 1, svc
-            line = held.stdout.readline().split()
+            line = held.line().split()
             assert line[0] == "reset", line
         finally:
             held.kill()
@@ -201,49 +188,18 @@ def test_nondeterministic_service_is_detected_as_diverged_and_reset(run_dir):
     nondet = SERVICES["demo"] + " --nondeterministic"
     with Lab(service_cmd=nondet, service_port=PORT, run_dir=run_dir) as lab:
         store = Store(lab.redis.url)
-        held = lab.host("c1").popen(["python3", "-c", (
-            "import socket,sys; s=socket.create_connection(('10.0.0.10', 7000)); s.settimeout(20)\n"
-            "for i in range(20):\n s.sendall(b'PING %d\\n' % i); s.recv(100)\n"
-            "print(s.getsockname()[1], flush=True); sys.stdin.readline()\n"
-            + AWAIT_RESET)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        held = ScriptedClient(lab, "pings-then-wait")
         try:
-            cid = conn_id(int(held.stdout.readline()))
+            cid = conn_id(int(held.line()))
             state = wait_for(lambda: (lambda st: st if st and st["status"] == "unprotected" else None)(
                 store.conn(cid)), 10, "the divergence to be recorded")
             assert state["reason"].startswith("diverged: the replica's output differs from the primary's"), state
             lab.fail_primary("link")
             svc = failed_over(store, timeout=10)
             assert cid in json.loads(svc["failed"]), svc
-            held.stdin.write("go\n")
-            held.stdin.flush()
-            assert held.stdout.readline().split()[0] == "reset"
+            assert held.go().split()[0] == "reset"
         finally:
             held.kill()
-
-
-# A client that asks for a stream, closes its sending side at once (FIN), and reads
-# until the server's FIN; it prints its progress, then what it got.
-HALF_CLOSED = r"""
-import hashlib, socket, sys
-sys.path.insert(0, sys.argv[1])
-from demo_server import stream_bytes
-n = 40_000_000
-s = socket.create_connection(('10.0.0.10', 7000)); s.settimeout(20)
-s.sendall(b'GET %d half\n' % n); s.shutdown(socket.SHUT_WR)
-got, h, told = 0, hashlib.sha256(), False
-try:
-    while True:
-        d = s.recv(65536)
-        if not d:
-            break
-        got += len(d); h.update(d)
-        if got > 5_000_000 and not told:
-            print('half', flush=True); told = True
-    print('eof', got, h.hexdigest() == hashlib.sha256(stream_bytes(n, 'half')).hexdigest(), flush=True)
-except OSError as e:
-    print(type(e).__name__, got, flush=True)
-"""
 
 
 @pytest.mark.parametrize("failure", FAILURES)
@@ -253,13 +209,12 @@ def test_a_connection_the_client_half_closed_is_taken_over_to_its_end(lab, failu
     request and the EOF, the rebuilt socket has the FIN, and the client reads every
     byte and then the replica's FIN."""
     store = Store(lab.redis.url)
-    proc = lab.host("c1").popen(["python3", "-c", HALF_CLOSED, str(ROOT / "services")], stdout=subprocess.PIPE,
-                                text=True)
+    client = ScriptedClient(lab, "half-closed", 40_000_000)
     try:
-        assert proc.stdout.readline().strip() == "half"
+        assert client.line() == "half"
         lab.fail_primary(failure)
         svc = failed_over(store, timeout=10)
         assert svc["taken"] == "1", svc
-        assert proc.stdout.readline().split() == ["eof", "40000000", "True"]
+        assert client.line().split() == ["eof", "40000000", "True"]
     finally:
-        proc.kill()
+        client.kill()
