@@ -187,6 +187,11 @@ class Store:
             return fn(self._raw if raw else self._redis)
         except (redis.RedisError, OSError) as e:
             raise StoreError(f"redis at {redact_url(self.url)}: {e}") from None
+        except (ValueError, RecursionError) as e:
+            # What Redis holds did not decode (not UTF-8, a field of the wrong type or
+            # nesting): anyone with write access could have put it there
+            raise StoreError(f"redis at {redact_url(self.url)}: a record that does not decode: "
+                             f"{type(e).__name__}") from None
 
     def ping(self) -> bool:
         return bool(self._do(lambda r: r.ping()))
