@@ -75,15 +75,21 @@ def agent_channel(name: str) -> str:
     return AGENT_CHANNEL_PREFIX + name
 
 
-# What each component may do in Redis (ACL rules, Redis 7), given to a user of its own:
-# no admin or dangerous commands (CONFIG, FLUSHALL, KEYS, DEBUG, ...), keys and channels
-# under the prefix only. An agent reads everything but writes only connection records,
-# the services' connection sets, its own heartbeat and the events, and uses only the
-# controller's channel and its own: a compromised backup host cannot rewrite a
-# service's record, take the controller's lease or talk on another agent's channel.
-# Pub/sub permissions do not tell publishing from subscribing: control messages are
-# sealed (ftcp/control.py) for that.
-_COMMANDS = "+@all -@admin -@dangerous"
+# What each component may do in Redis (ACL rules, Redis 7), given to a user of its own.
+# The controller: keys and channels under the prefix only, no admin or dangerous
+# command (CONFIG, FLUSHALL, KEYS, DEBUG, ...). An agent: only the commands its Store
+# calls send, each only on the keys it needs (Redis 7 selectors): it reads the
+# services, the connection records and their logs; it writes connection records and
+# logs, the services' connection sets, its own heartbeat, and appends events; it uses
+# only the controller's channel and its own. So a compromised backup host cannot
+# rewrite a service's record, take the controllers' lease, talk on another agent's
+# channel, trim or delete the events, or write an unbounded string. Pub/sub
+# permissions do not tell publishing from subscribing: control messages are sealed
+# (ftcp/control.py) for that.
+_CONTROLLER_COMMANDS = "+@all -@admin -@dangerous"
+_AGENT_CONNECTION = "+ping +hello +auth +select +client|setname +multi +exec +discard +wait"
+_AGENT_READS = "+hget +hmget +hgetall +smembers +lrange"
+_AGENT_CONN_WRITES = "+hset +rpush +del +expire +sadd +srem"
 
 
 def acl_user(component: str) -> str:
@@ -95,13 +101,16 @@ def acl_rules(component: str) -> str:
     """The ACL rules for ``controller`` or ``agent:<backup name>`` (what follows
     ``user <name> on ><password>`` in a Redis configuration or ACL SETUSER)."""
     if component == "controller":
-        return f"resetkeys resetchannels ~{PREFIX}:* &{PREFIX}:* {_COMMANDS}"
+        return f"resetkeys resetchannels ~{PREFIX}:* &{PREFIX}:* {_CONTROLLER_COMMANDS}"
     kind, _, backup = component.partition(":")
     if kind != "agent" or not backup:
         raise ValueError(f"component must be 'controller' or 'agent:<backup>', got {component!r}")
-    writes = [conn_key("*"), svc_conns_key("*"), agent_key(backup), EVENTS]
-    return " ".join(["resetkeys", "resetchannels", f"%R~{PREFIX}:*", *(f"%RW~{k}" for k in writes),
-                     f"&{CONTROLLER_CHANNEL}", f"&{agent_channel(backup)}", f"&{EVENTS}", _COMMANDS, "-@scripting"])
+    return " ".join([
+        "resetkeys", "resetchannels", "-@all", _AGENT_CONNECTION,
+        f"&{CONTROLLER_CHANNEL}", f"&{agent_channel(backup)}", f"&{EVENTS}", "+publish +subscribe +unsubscribe",
+        f"%R~{PREFIX}:*", _AGENT_READS,
+        f"%RW~{conn_key('*')}", f"%RW~{svc_conns_key('*')}", _AGENT_CONN_WRITES,
+        f"(%W~{agent_key(backup)} +hset)", f"(%W~{EVENTS} +xadd)"])
 
 
 class _LogPacker:
@@ -187,6 +196,11 @@ class Store:
             return fn(self._raw if raw else self._redis)
         except (redis.RedisError, OSError) as e:
             raise StoreError(f"redis at {redact_url(self.url)}: {e}") from None
+        except (ValueError, RecursionError) as e:
+            # What Redis holds did not decode (not UTF-8, a field of the wrong type or
+            # nesting): anyone with write access could have put it there
+            raise StoreError(f"redis at {redact_url(self.url)}: a record that does not decode: "
+                             f"{type(e).__name__}") from None
 
     def ping(self) -> bool:
         return bool(self._do(lambda r: r.ping()))

@@ -155,9 +155,12 @@ class RedisServer(Process):
         conf = run_dir / "redis.conf"
         conf.unlink(missing_ok=True)
         conf.touch(mode=0o600)
-        conf.write_text("".join([f"requirepass {self.password}\n"] + [
-            f"user {acl_user(component)} on >{password} {acl_rules(component)}\n"
-            for component, password in self.users.items()]))
+        lines = [f"requirepass {self.password}",
+                 # a memory bound that refuses writes rather than evict what was logged
+                 "maxmemory 1gb", "maxmemory-policy noeviction"]
+        lines += [f"user {acl_user(component)} on >{password} {acl_rules(component)}"
+                  for component, password in self.users.items()]
+        conf.write_text("".join(line + "\n" for line in lines))
         argv = ["redis-server", str(conf), "--port", "0", "--unixsocket", str(self.socket_path),
                 "--unixsocketperm", "700", "--save", "", "--appendonly", "yes", "--appendfsync", "always",
                 "--dir", str(run_dir), "--daemonize", "no"]

@@ -27,7 +27,8 @@ _BLOCK_HDR = struct.Struct("=IIIII")          # version, offset_to_priv, status,
 _BLOCK_STATUS_OFF = 8
 # struct tpacket3_hdr { u32 tp_next_offset, tp_sec, tp_nsec, tp_snaplen, tp_len, tp_status;
 #                       u16 tp_mac, tp_net; ... }
-_PKT_HDR = struct.Struct("=IIIIIIHH")
+_PKT_HDR = struct.Struct("=IIIIIIHHII")       # ... then hv1: u32 tp_rxhash, tp_vlan_tci
+TP_STATUS_VLAN_VALID = 0x10
 _STATS_V3 = struct.Struct("=III")             # tp_packets, tp_drops, tp_freeze_q_cnt
 
 
@@ -69,6 +70,7 @@ class RingCapture:
         self._poll = select.poll()
         self._poll.register(self.sock, select.POLLIN | select.POLLERR)
         self.received = self.dropped = 0
+        self.other_vlan = 0      # frames tagged for another VLAN than 0, left out
         self.last_stamp = 0.0   # kernel receive time (CLOCK_REALTIME) of the newest frame handed out
 
     def wake_on(self, fd: int) -> None:
@@ -116,9 +118,13 @@ class RingCapture:
         view = self._view
         sec = nsec = 0
         for _ in range(num):
-            nxt, sec, nsec, snaplen, _len, _st, mac, _net = unpack(ring, off)
-            start = off + mac
-            frames.append(view[start:start + snaplen])
+            nxt, sec, nsec, snaplen, _len, st, mac, _net, _hash, tci = unpack(ring, off)
+            if not (st & TP_STATUS_VLAN_VALID and tci & 0x0FFF):
+                # (a tag the driver took off: another VLAN than 0 is not for the primary)
+                start = off + mac
+                frames.append(view[start:start + snaplen])
+            else:
+                self.other_vlan += 1
             off += nxt
         if num:
             self.last_stamp = sec + nsec * 1e-9

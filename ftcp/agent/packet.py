@@ -161,6 +161,25 @@ def checksum_ok(seg: Segment) -> bool:
 _PSEUDO = struct.Struct("!IIxBH")
 
 
+def _source_routed(frame, start: int, end: int) -> bool:
+    """Do the IPv4 options carry a source route (LSRR, SSRR)? Linux drops such packets
+    (accept_source_route is 0 by default)."""
+    i = start
+    while i < end:
+        kind = frame[i]
+        if kind == 0:               # end of options
+            return False
+        if kind == 1:               # no-op
+            i += 1
+            continue
+        if kind in (0x83, 0x89):
+            return True
+        if i + 1 >= end or frame[i + 1] < 2:
+            return False            # malformed: the checksum or the kernel will have its say
+        i += frame[i + 1]
+    return False
+
+
 def parse_frame(frame) -> Segment | None:
     n = len(frame)
     if n < _MIN_FRAME:
@@ -168,7 +187,9 @@ def parse_frame(frame) -> Segment | None:
     etype = _ETYPE(frame, 12)[0]
     l3 = 14
     if etype == ETH_P_8021Q or etype == ETH_P_8021AD:
-        if n < _MIN_FRAME + 4:
+        # Linux takes a tagged frame as its own only for VLAN 0 (a priority tag) unless a
+        # VLAN device exists for it; the primary has none (it is on an access port)
+        if n < _MIN_FRAME + 4 or _ETYPE(frame, 14)[0] & 0x0FFF:
             return None
         etype = _ETYPE(frame, 16)[0]
         l3 = 18
@@ -184,6 +205,8 @@ def parse_frame(frame) -> Segment | None:
         return None
     # MF or a fragment offset: only a reassembled datagram has a whole TCP segment.
     if frag & 0x3FFF:
+        return None
+    if ihl > 20 and _source_routed(frame, l3 + 20, l3 + ihl):
         return None
     t = l3 + ihl
     end = l3 + total

@@ -588,19 +588,27 @@ class Tracker:
     @staticmethod
     def _acceptable(c, seg, flags, cb) -> bool:
         """Would the primary take this client segment (Linux's tcp_validate_incoming,
-        tcp_sequence, tcp_ack)? Its sequence numbers within the window the server
-        advertised; a RST only exactly at the next expected byte (or one past the
-        client's FIN, or at the end of what is held out of order: tcp_reset_check and
-        the SACK rule); past the handshake, an ACK bit, acknowledging no more than the
+        tcp_sequence, tcp_ack)? A RST only exactly at the next expected byte (or one
+        past the client's FIN, or, with SACK, at the end of what is held out of order:
+        tcp_reset_check and the SACK rule); any other segment's timestamp not older
+        than the newest one (PAWS), its sequence numbers within the window the server
+        advertised; past the handshake, an ACK bit, acknowledging no more than the
         server has sent (as the mirror showed it) and no less than a window before
         what the client acknowledged already."""
         rcv = c._c_rcv
         off = rcv + ((seg.seq - cb - rcv + HALF) & MASK) - HALF
         if flags & RST:
+            # (a RST is taken even if it fails PAWS, as Linux does)
             if off == rcv or (c.fin_c and off == rcv + 1):
                 return True
             ooo = c._ooo
-            return bool(ooo) and off == max(o + len(d) for o, d in ooo.items())
+            return c.sack_ok and bool(ooo) and off == max(o + len(d) for o, d in ooo.items())
+        # PAWS (RFC 7323 5, Linux's tcp_paws_discard, and tcp_check_req for the ACK
+        # that ends the handshake): a timestamp older than the newest in-order one by
+        # more than 1 is an old duplicate, dropped whole
+        tv = seg.ts_val
+        if c.ts_ok and tv is not None and c.c_tsval is not None and 1 < ((c.c_tsval - tv) & MASK) < HALF:
+            return False
         # the window the server offered: from what it acknowledged (its rcv_nxt as we saw
         # it last) on, as wide as it said; a segment that ends before it is an old
         # duplicate, which Linux drops whole (its FIN and ACK included)
@@ -722,41 +730,53 @@ class Tracker:
         c._c_rcv = c.c2s_logged = end
 
     def _hold(self, c, off, data, n):
-        """Hold a segment beyond a hole. Overlaps are taken as Linux takes them where the
-        outcome does not depend on its queue's layout: bytes already held win over a
-        copy they cover, a longer copy at the same offset replaces a shorter one, and
-        the lowest offset wins when the hole fills. Copies that differ where they
+        """Hold a segment beyond a hole. The held bytes never overlap: what a new copy
+        repeats of them is compared and left out, and the rest held in pieces. That is
+        what Linux delivers whatever its queue's layout, as long as the copies agree
+        (the lowest offset wins when the hole fills). Copies that differ where they
         overlap leave the outcome to that layout: the connection is unprotected."""
         ooo, offs = c._ooo, c._ooo_offs
         if ooo is None:
             c._ooo, c._ooo_offs = ooo, offs = {}, []
         end = off + n
         i = bisect_left(offs, off)
-        k = i - 1 if i and offs[i - 1] + len(ooo[offs[i - 1]]) > off else i
+        if i:   # the one held piece that may start before this copy and reach into it
+            o = offs[i - 1]
+            d = ooo[o]
+            if o + len(d) > off and not self._same(c, d, o, data, off, off, min(o + len(d), end)):
+                return
+        pieces = []     # (offset, bytes) of this copy that nothing held has
+        at = max(off, offs[i - 1] + len(ooo[offs[i - 1]])) if i else off
+        k = i
         while k < len(offs) and offs[k] < end:
             o = offs[k]
             d = ooo[o]
-            lo, hi = max(o, off), min(o + len(d), end)
-            if d[lo - o:hi - o] != data[lo - off:hi - off]:
-                self.mark_unprotected(c, f"{Reason.CONFLICT.text} at client byte {lo}")
+            if not self._same(c, d, o, data, off, o, min(o + len(d), end)):
                 return
-            if o <= off and hi == end:
-                return   # all of it is held already
+            if at < o:
+                pieces.append((at, data[at - off:o - off]))
+            at = max(at, o + len(d))
             k += 1
-        old = ooo.get(off)
-        if old is None:
-            offs.insert(i, off)
-        else:
-            c._ooo_bytes -= len(old)
-            self.ooo_total -= len(old)
-        ooo[off] = data
-        c._ooo_bytes += n
-        self.ooo_total += n
+        if at < end:
+            pieces.append((at, data[at - off:]))
+        for o, d in pieces:
+            offs.insert(bisect_left(offs, o), o)
+            ooo[o] = d
+            c._ooo_bytes += len(d)
+            self.ooo_total += len(d)
         limits = self.limits
         if c._ooo_bytes > self.max_ooo or len(ooo) > limits.ooo_segments:
             self.mark_unprotected(c, Reason.OOO_OVERFLOW.because(f"{len(ooo)} segments, {c._ooo_bytes} bytes held"))
         elif self.ooo_total > limits.ooo_total:
             self.mark_unprotected(c, Reason.OOO_OVERFLOW.because(f"{self.ooo_total} bytes held over all connections"))
+
+    def _same(self, c, held, held_off, data, off, lo, hi) -> bool:
+        """Do the held copy and the new one agree from ``lo`` to ``hi``? If not, the
+        connection is unprotected."""
+        if lo >= hi or held[lo - held_off:hi - held_off] == data[lo - off:hi - off]:
+            return True
+        self.mark_unprotected(c, f"{Reason.CONFLICT.text} at client byte {lo}")
+        return False
 
     def _drain(self, c):
         """Deliver what the hole's filling made contiguous, lowest offset first (the

@@ -349,7 +349,13 @@ class WriterThread(threading.Thread):
         while not self._halt.is_set():
             self._wake.wait(self.interval)
             self._wake.clear()
-            ok = self.writer.flush()
+            try:
+                ok = self.writer.flush()
+            except Exception:
+                # a bug, or a record in Redis that does not decode: logged, and the
+                # writer goes on (its buffers are bounded; the heartbeat keeps beating)
+                LOG.exception("the Redis writer failed a flush; retrying")
+                ok = False
             if not ok:
                 self._halt.wait(self.writer.retry_interval)
 

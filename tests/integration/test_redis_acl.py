@@ -57,7 +57,11 @@ def test_the_agent_does_its_work_and_no_more(server):
         assert "no permissions" in refused(call)
     assert controller.service("web")["status"] == "protected" and controller.leader() is None
     as_agent = redis.Redis.from_url(server.url_for("agent:b1"))
-    for command in (("FLUSHALL",), ("CONFIG", "GET", "requirepass"), ("KEYS", "*"), ("SET", "other:key", "1")):
+    for command in (("FLUSHALL",), ("CONFIG", "GET", "requirepass"), ("KEYS", "*"), ("SET", "other:key", "1"),
+                    ("SETRANGE", f"ftcp:conn:{conn}", 1 << 20, "x"),      # an unbounded string
+                    ("DEL", "ftcp:events"), ("XTRIM", "ftcp:events", "MAXLEN", 0), ("HSET", "ftcp:events", "a", 1),
+                    ("DEL", "ftcp:agent:b1"), ("HSET", "ftcp:svc:web", "status", "x"), ("SCAN", 0),
+                    ("EVAL", "return 1", 0), ("CLIENT", "KILL", "TYPE", "pubsub"), ("INFO",), ("ROLE",)):
         with pytest.raises(redis.exceptions.NoPermissionError):
             as_agent.execute_command(*command)
 

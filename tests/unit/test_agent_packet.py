@@ -4,7 +4,7 @@ import struct
 
 import pytest
 from scapy.all import ARP, ICMP, IP, TCP, UDP, Dot1Q, Ether, IPv6
-from scapy.layers.inet import IPOption_RR
+from scapy.layers.inet import IPOption, IPOption_RR
 
 from ftcp.agent.packet import (ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, Segment, checksum_ok, flag_str, ip_int,
                                ip_str, parse_frame)
@@ -119,14 +119,28 @@ def test_eol_ends_the_option_walk():
     assert parse_frame(f).syn_options["mss"] is None
 
 
-def test_vlan_tagged_frames():
+def test_priority_tagged_frames_are_taken_other_vlans_are_not():
+    """Linux takes a frame tagged VLAN 0 (a priority tag) as untagged, and drops one
+    for a VLAN it has no device for: the primary, on an access port, has none."""
     for outer in (0x8100, 0x88A8):
-        f = tcp_frame(flags="PA", payload=b"tagged", eth=Ether(type=outer) / Dot1Q(vlan=42),
+        f = tcp_frame(flags="PA", payload=b"tagged", eth=Ether(type=outer) / Dot1Q(vlan=0, prio=5),
                       options=[("NOP", None), ("NOP", None), ("Timestamp", (1, 2))])
         seg = parse_frame(f)
         assert seg is not None, hex(outer)
         assert seg.payload == b"tagged"
         assert (seg.src_ip, seg.dst_port, seg.ts_val) == (ip_int(C), 7000, 1)
+        assert parse_frame(tcp_frame(flags="PA", payload=b"tagged", eth=Ether(type=outer) / Dot1Q(vlan=42))) is None
+
+
+def test_source_routed_packets_are_not_taken():
+    """Linux drops IPv4 packets with a source route option (accept_source_route 0)."""
+    for kind in (0x83, 0x89):
+        route = bytes([kind, 7, 4]) + bytes([10, 0, 0, 10]) + b"\x00"   # one hop, then end of options
+        f = tcp_frame(flags="PA", payload=b"x", ip=IP(src=C, dst=S, options=[IPOption(route)]))
+        assert parse_frame(f) is None, hex(kind)
+    timestamp_option = bytes([0x44, 8, 5, 0]) + bytes(4)
+    assert parse_frame(tcp_frame(flags="PA", payload=b"x", ip=IP(src=C, dst=S,
+                                                                   options=[IPOption(timestamp_option)]))) is not None
 
 
 def test_two_vlan_tags_not_supported():
@@ -206,7 +220,7 @@ def test_every_truncation_is_rejected():
     assert parse_frame(f) is not None
     for n in range(len(f)):
         assert parse_frame(f[:n]) is None, n
-    vf = tcp_frame(eth=Ether() / Dot1Q(vlan=3))
+    vf = tcp_frame(eth=Ether() / Dot1Q(vlan=0))
     for n in range(len(vf)):
         assert parse_frame(vf[:n]) is None, n
 
@@ -294,7 +308,7 @@ def test_random_bytes_never_raise():
             b = bytearray(frame)
             b[12:14] = rnd.choice([b"\x08\x00", b"\x81\x00", b"\x88\xa8"])
             if b[12:14] != b"\x08\x00" and n >= 18:
-                b[16:18] = b"\x08\x00"
+                b[14:18] = bytes([b[14] & 0xF0]) + b"\x00\x08\x00"     # a priority tag (VLAN 0)
             l3 = 14 if b[12:14] == b"\x08\x00" else 18
             if n > l3 + 9:
                 b[l3] = 0x40 | rnd.choice([5, 5, 5, 6, rnd.randrange(16)])
@@ -317,7 +331,7 @@ def test_mutated_valid_frames_never_raise_and_stay_consistent():
         tcp_frame(flags="S", options=ALL_OPTS),
         tcp_frame(flags="PA", payload=b"p" * 30, options=[("NOP", None), ("NOP", None), ("Timestamp", (1, 2))]),
         tcp_frame(flags="A", options=[("SAck", (1, 2, 3, 4)), ("NOP", None), ("NOP", None), ("Timestamp", (5, 6))]),
-        tcp_frame(eth=Ether() / Dot1Q(vlan=9), flags="SA", options=ALL_OPTS),
+        tcp_frame(eth=Ether() / Dot1Q(vlan=0), flags="SA", options=ALL_OPTS),
     ]
     for _ in range(20000):
         b = bytearray(rnd.choice(bases))

@@ -223,7 +223,7 @@ def test_overlaps_on_both_sides_of_held_segments(t):
     L.data(25, 15)       # held 25..39: overlaps the back of 20..29
     L.data(12, 30)       # held 12..41: covers everything held, beyond both ends
     assert conn.c2s_logged == 10
-    assert conn.ooo_bytes == 10 + 10 + 15 + 30
+    assert conn.ooo_bytes == 30                     # bytes 12..41, each held once
     L.data(8, 6)         # 8..13: overlaps delivered bytes and the front of the held ones
     assert (conn.c2s_logged, conn.ooo_bytes) == (42, 0)
     assert drain(conn) == STREAM[:42]
@@ -1039,3 +1039,40 @@ def test_a_services_records_past_their_handshake_are_bounded():
     Link(t, cport=1).c("R", Link(t, cport=1).cs(0), 0)                  # a's client resets it
     t.expire(10.0)                                                       # past the grace: a is gone
     assert a.key not in t.conns and Link(t, cport=4).handshake().status == "protected"
+
+
+def test_a_copy_that_differs_from_a_held_one_further_left_is_a_conflict(t):
+    """The held piece that overlaps a new copy may start well before its neighbour."""
+    L = Link(t)
+    conn = L.handshake()
+    L.data(0, 10)
+    L.data(20, 40)                                    # held 20..59
+    L.data(30, 5)                                     # same bytes inside it: nothing new
+    L.c("PA", L.cs(40), L.ss(0), b"#" * 5)           # 40..44 differs from what is held
+    assert conn.status == "unprotected" and conn.reason == "conflicting copies of client data at client byte 40"
+
+
+def test_paws_an_old_timestamp_is_an_old_duplicate(t):
+    """Linux drops a segment whose timestamp is older than the newest in-order one
+    (PAWS), the handshake's last ACK included: such an ACK makes no connection, and
+    such data is never what the primary read."""
+    L = Link(t)
+    conn = L.c("S", L.isn_c, 0, opts=OPTS, win=64240)              # TSval 100
+    L.s("SA", L.isn_s, L.cs(0), opts=S_OPTS, win=65160)
+    L.c("A", L.cs(0), L.ss(0), opts=ts(1, 500))                    # older than the SYN's
+    assert conn.state == "syn_received" and t.embryonic(conn) and t.out_of_window == 1
+    L.c("A", L.cs(0), L.ss(0), opts=ts(101, 500))
+    assert conn.state == "established"
+    L.c("PA", L.cs(0), L.ss(0), b"EVIL", opts=ts(50, 500))        # PAWS: dropped
+    L.c("PA", L.cs(0), L.ss(0), b"GOOD", opts=ts(102, 500))
+    assert conn._pend == [b"GOOD"] and conn.status == "protected" and t.out_of_window == 2
+
+
+def test_without_sack_a_rst_at_the_end_of_held_bytes_is_not_taken(t):
+    L = Link(t)
+    no_sack = [o for o in OPTS if o[0] != "SAckOK"]
+    conn = L.handshake(c_opts=no_sack)
+    L.data(0, 10)
+    L.data(20, 10)                                    # held 20..29
+    L.c("R", L.cs(30), 0)
+    assert conn.state == "established" and t.out_of_window == 1

@@ -301,3 +301,29 @@ def test_after_an_error_the_whole_state_is_written_again():
     last, = store.writes[-1]
     assert last.listed and {"id", "state", "status", "reason", "c2s_stored"} <= set(last.state)
     assert store.conn("a")["id"] == "a" and store.live() == {"a"} and store.log("a") == b"xy"
+
+
+def test_the_writer_thread_survives_a_flush_that_raises():
+    import threading
+    from ftcp.agent.writer import WriterThread
+
+    class Writer:
+        retry_interval = 0.0
+
+        def __init__(self):
+            self.calls, self.done = 0, threading.Event()
+
+        def flush(self):
+            self.calls += 1
+            if self.calls == 1:
+                raise ValueError("a record that does not decode")
+            self.done.set()
+            return True
+
+    writer = Writer()
+    thread = WriterThread(writer, 0.001)
+    thread.start()
+    try:
+        assert writer.done.wait(5) and thread.is_alive()
+    finally:
+        thread.stop()

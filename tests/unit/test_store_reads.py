@@ -74,3 +74,18 @@ def test_agent_heartbeat_is_typed():
 def test_the_api_imports_no_ryu():
     code = "import sys, ftcp.api; sys.exit(any(m == 'ryu' or m.startswith('ryu.') for m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_records_that_do_not_decode_are_a_store_error_not_a_crash():
+    """Anyone who can write Redis can leave bytes that are not UTF-8 or JSON nested
+    past the recursion limit: readers get a StoreError (which every caller handles),
+    never an exception that kills a thread or a request."""
+    store = fake_store()
+    raw = store._raw
+    raw.sadd(store_mod.svc_conns_key("web"), b"\xff\xfe")
+    raw.hset(store_mod.conn_key("10.0.0.1:1-10.0.0.10:7000"), "c_opts", b"[" * 100000)
+    raw.sadd(store_mod.svc_conns_key("db"), "10.0.0.1:1-10.0.0.10:7000")
+    with pytest.raises(store_mod.StoreError, match="does not decode: UnicodeDecodeError"):
+        store.service_conns("web")
+    with pytest.raises(store_mod.StoreError, match="does not decode: RecursionError"):
+        store.live_conns(["db"])
