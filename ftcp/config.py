@@ -291,6 +291,11 @@ def _service(value: Any, path: str) -> Service:
     backups_raw = value["backups"]
     if not isinstance(backups_raw, list) or not backups_raw:
         raise ConfigError(path + ".backups", "must be a non-empty list of backups")
+    if len(backups_raw) > 1:
+        # Connection records are keyed by connection, not by backup: two backups' agents
+        # would append the same client bytes to the same logs.
+        raise ConfigError(path + ".backups", f"one backup per service (got {len(backups_raw)}): each backup's "
+                                             "agent would write the same connection records")
     service = Service(
         name=_name(value["name"], path + ".name"),
         address=_ipv4(value["address"], path + ".address"),
@@ -314,9 +319,6 @@ def _check_service_ports(service: Service, path: str) -> None:
             seen[ref] = here
         if backup.address == service.address:
             raise ConfigError(f"{path}.backups[{i}].address", "must differ from the service address")
-    names = [b.name for b in service.backups]
-    if len(set(names)) != len(names):
-        raise ConfigError(path + ".backups", "backup names must be unique")
 
 
 def _float_in(value: Any, path: str, low: float, high: float, what: str) -> float:

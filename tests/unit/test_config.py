@@ -94,7 +94,7 @@ def test_shipped_files_load(path):
     (lambda d: d["services"][0]["backups"][0].update(address="10.0.0.10"), "services[0].backups[0].address",
      "must differ from the service address"),
     (lambda d: d["services"][0]["backups"].append(dict(d["services"][0]["backups"][0], data_port=7, mirror_port=8)),
-     "services[0].backups", "unique"),
+     "services[0].backups", "one backup per service (got 2)"),
     (lambda d: d["services"].append(dict(d["services"][0], port=81)), "services[1].name", "duplicate service name"),
     (lambda d: d["services"].append(dict(d["services"][0], name="web2")), "services[1].port", "already protected"),
     (lambda d: d["services"][0].update(divergence="loose"), "services[0].divergence",
