@@ -67,6 +67,9 @@ def build_parser():
     ap.add_argument("--max-conns-per-service", type=int, default=defaults.conns_per_service,
                     help="records of one service past their handshake at most; past it a new connection is "
                          f"unprotected (default {defaults.conns_per_service})")
+    ap.add_argument("--max-conns-per-client", type=int, default=defaults.conns_per_client,
+                    help="... of one service from one client address; past it a new connection from there is "
+                         f"unprotected (default {defaults.conns_per_client})")
     ap.add_argument("--max-embryonic", type=int, default=defaults.embryonic,
                     help="records with no handshake seen (anyone can make them) at most; past it the oldest "
                          f"is dropped (default {defaults.embryonic})")

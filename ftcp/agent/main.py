@@ -89,6 +89,7 @@ class Agent:
         self.tracker = Tracker(self.services, log_cap=args.log_cap, grace=args.grace,
                                half_closed_timeout=args.half_closed_timeout,
                                limits=Limits(conns=args.max_conns, conns_per_service=args.max_conns_per_service,
+                                             conns_per_client=args.max_conns_per_client,
                                              embryonic=args.max_embryonic,
                                              embryonic_timeout=args.embryonic_timeout, ooo_bytes=args.max_ooo,
                                              ooo_segments=args.max_ooo_segments, ooo_total=args.max_ooo_total))

@@ -39,6 +39,7 @@ class Limits:
     record past ``conns`` is not made (counted in ``refused``)."""
     conns: int = 100_000               # connection records in all
     conns_per_service: int = 50_000    # ... of one service past its handshake; past it a new one is unprotected
+    conns_per_client: int = 5_000      # ... of one service from one client address, likewise
     embryonic: int = 10_000            # records with no handshake seen (a SYN only, or no SYN at all);
     #                                    past it the oldest is dropped for the new one
     embryonic_timeout: float = 10.0    # such a record idle this long is dropped
@@ -313,6 +314,7 @@ class Tracker:
         self._closed = {}
         self._embryonic = {}   # key -> Conn with no handshake seen, oldest first
         self._per_service = {}  # service -> records counted against Limits.conns_per_service
+        self._per_client = {}   # (service, client address) -> ... against Limits.conns_per_client
         self._evicted = []     # dropped before their time (bounds): handed out by expire
         self.ooo_total = 0     # out-of-order bytes held over every connection
         self.refused = 0       # new connections not tracked: `conns` records already
@@ -840,20 +842,33 @@ class Tracker:
 
     def _admit(self, c):
         """Count a record past its handshake (or one the primary talks on) against its
-        service's bound. Past the bound it is unprotected and not counted: its record
-        stays (within ``conns``) but holds no log and no replica."""
+        service's bound and its client address's. Past a bound it is unprotected and
+        not counted: its record stays (within ``conns``) but holds no log and no
+        replica."""
         n = self._per_service.get(c.service, 0)
         bound = self.limits.conns_per_service
         if n >= bound:
             self.mark_unprotected(c, Reason.TOO_MANY.because(f"service {c.service} has {bound} connections already"))
             return
+        client = (c.service, c.client_ip)
+        m = self._per_client.get(client, 0)
+        if m >= self.limits.conns_per_client:
+            self.mark_unprotected(c, Reason.TOO_MANY.because(
+                f"client {ip_str(c.client_ip)} has {self.limits.conns_per_client} connections to {c.service} already"))
+            return
         self._per_service[c.service] = n + 1
+        self._per_client[client] = m + 1
         c._counted = True
 
     def _release(self, c):
         if c._counted:
             c._counted = False
             self._per_service[c.service] -= 1
+            client = (c.service, c.client_ip)
+            if self._per_client[client] == 1:
+                del self._per_client[client]     # a client gone leaves nothing behind
+            else:
+                self._per_client[client] -= 1
 
     def embryonic(self, conn) -> bool:
         """No handshake seen for it (yet): not written, not replicated."""

@@ -1076,3 +1076,19 @@ def test_without_sack_a_rst_at_the_end_of_held_bytes_is_not_taken(t):
     L.data(20, 10)                                    # held 20..29
     L.c("R", L.cs(30), 0)
     assert conn.state == "established" and t.out_of_window == 1
+
+
+def test_one_client_address_cannot_take_every_place_of_a_service():
+    """Past --max-conns-per-client, a client's new connection is unprotected; other
+    clients keep theirs, and places free up as connections go."""
+    from ftcp.agent.tracker import Limits
+    t = Tracker(SERVICES, log_cap=1000, grace=1.0, limits=Limits(conns_per_service=10, conns_per_client=2))
+    a, b = Link(t, cport=1).handshake(), Link(t, cport=2).handshake()
+    c = Link(t, cport=3).handshake()
+    other = Link(t, cport=3, client="10.0.0.3").handshake()
+    assert [x.status for x in (a, b, c, other)] == ["protected", "protected", "unprotected", "protected"]
+    assert c.reason == "too many connections: client 10.0.0.1 has 2 connections to echo already"
+    for port in (1, 2):
+        Link(t, cport=port).c("R", Link(t, cport=port).cs(0), 0)
+    t.expire(10.0)                                    # a and b are gone: their places are free
+    assert [Link(t, cport=p).handshake().status for p in (4, 5, 6)] == ["protected", "protected", "unprotected"]
