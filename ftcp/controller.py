@@ -54,6 +54,7 @@ class Controller(SwitchSync, Liveness):
         self.failovers, self.probers = {}, {}
         self.switches = {}
         self.heartbeats = {}       # agent name -> its last heartbeat time
+        self.boots = {}            # agent name -> when that agent started (its heartbeat's "started")
         self.timelines = {}        # service -> [(step, time)] of the failover under way
         self._barriers = {}        # (dpid, xid) -> True for a reconcile barrier
         self._awaiting = {}        # SyncFlows -> (xid when asked, {dpid: barrier xid that confirms it})
@@ -203,6 +204,7 @@ class Controller(SwitchSync, Liveness):
             return
         if beat and not beat.get("stopped") and beat.get("control", "1") == "1":
             self.heartbeats[name] = stamp
+            self.boots[name] = beat.get("started")
         else:
             self.heartbeats.pop(name, None)
 
@@ -264,7 +266,12 @@ class Controller(SwitchSync, Liveness):
             if isinstance(action, failover.SyncFlows):
                 out += self._sync(action, now)
             elif isinstance(action, failover.Send):
-                out.append(Publish(agent_channel(action.backup), action.message))
+                # for the agent running now: a sealed takeover, go or abort replayed to a
+                # restarted agent is not obeyed again (it was not for that run); the
+                # core resends each until answered, so a run it has not seen yet gets it
+                boot = self.boots.get(action.backup)
+                message = dict(action.message, boot=boot) if boot else action.message
+                out.append(Publish(agent_channel(action.backup), message))
             elif isinstance(action, failover.Record):
                 out += self._record(action, now)
             elif isinstance(action, failover.Refused):

@@ -117,6 +117,7 @@ class Agent:
         self.splicer = Splicer()
         self.acks = AckSender()
         self.started = clock()
+        self.boot = f"{self.started:.6f}"   # this run, as its heartbeat's "started" says
         self.stopping = False
         self._drops_reported = 0
         self._other_host_reported = 0
@@ -175,7 +176,7 @@ class Agent:
             self._other_host_reported = self.tracker.other_host
         t = self.tracker
         # The writer adds its own counters (bytes_logged, redis_errors, ...) when it writes.
-        return {"pid": os.getpid(), "iface": self.args.iface, "started": f"{self.started:.6f}",
+        return {"pid": os.getpid(), "iface": self.args.iface, "started": self.boot,
                 "heartbeat": f"{now:.6f}", "packets": t.packets, "ignored": t.ignored, "malformed": t.malformed,
                 "bad_checksum": t.bad_checksum, "out_of_window": t.out_of_window, "other_host": t.other_host,
                 "other_frames": t.other + self.capture.other_vlan, "refused": t.refused, "evicted": t.evicted,
@@ -219,7 +220,10 @@ class Agent:
     def handle(self, msg: dict) -> None:
         cmd = msg.get("cmd")
         try:
-            if cmd in ("takeover", "go", "abort"):
+            if cmd in ("takeover", "go", "abort") and msg.get("boot", self.boot) != self.boot:
+                LOG.warning("control: %s(%s) for %s was for another run of this agent (started %s): ignored",
+                            cmd, msg.get("epoch"), msg.get("service"), msg.get("boot"))
+            elif cmd in ("takeover", "go", "abort"):
                 getattr(self.coordinator, cmd)(str(msg["service"]), int(msg["epoch"]), str(msg.get("id", "")))
             elif cmd == "service":
                 service = ftcp_config.parse_service(msg["service"])

@@ -179,3 +179,16 @@ def test_a_reset_from_a_stale_record_is_followed_by_an_ack_that_draws_the_client
     (pkt, dst), = sent
     assert dst == "10.0.0.1" and pkt[TCP].flags == "A"
     assert (pkt[TCP].seq, pkt[TCP].ack) == (params.snd_nxt, params.rcv_nxt)
+
+
+def test_an_order_for_another_run_of_the_agent_is_ignored():
+    from ftcp.agent.main import Agent
+    done = []
+    coordinator = SimpleNamespace(takeover=lambda *a: done.append(("takeover",) + a),
+                                  abort=lambda *a: done.append(("abort",) + a))
+    fake = SimpleNamespace(boot="1700000100.000000", coordinator=coordinator)
+    Agent.handle(fake, {"cmd": "abort", "service": "web", "epoch": 3, "id": "3@x", "boot": "1700000000.250000"})
+    assert done == []                                            # a replay from before the restart
+    Agent.handle(fake, {"cmd": "abort", "service": "web", "epoch": 3, "id": "3@x", "boot": "1700000100.000000"})
+    Agent.handle(fake, {"cmd": "takeover", "service": "web", "epoch": 4, "id": "4@x"})   # no heartbeat seen yet
+    assert done == [("abort", "web", 3, "3@x"), ("takeover", "web", 4, "4@x")]

@@ -454,3 +454,16 @@ def test_messages_carry_the_failover_id_and_an_answer_for_another_one_is_ignored
     again.beat("b1")
     again.call("port_status", 1, 3, "s1-eth3", False, "modify")
     assert again.published[-1]["epoch"] == 1 and again.published[-1]["id"] != fid
+
+
+def test_orders_to_an_agent_name_the_run_its_heartbeat_showed():
+    """A takeover, go or abort carries the agent's "started" from its last heartbeat: a
+    sealed order replayed to the agent after it restarted names the old run, and the
+    agent ignores it (ftcp/agent/main.py handle)."""
+    rig = up()
+    rig.core.agent_heartbeat("b1", {"heartbeat": str(rig.now), "control": "1", "started": "1700000000.250000"},
+                             rig.now)
+    rig.call("port_status", 1, 3, "s1-eth3", False, "modify")
+    rig.settle()
+    takeover, = [m for m in rig.published if m["cmd"] == "takeover"]
+    assert takeover["boot"] == "1700000000.250000"
