@@ -221,7 +221,7 @@ class Controller(SwitchSync, Liveness):
         return self._run(actions, now)
 
     def control(self, msg: dict, now: float) -> list:
-        """A message on the controller's channel: an agent's ready, gone or aborted."""
+        """An agent's answer (ready, gone or aborted), from its answer stream."""
         if not self.active:
             return []
         cmd, name = msg.get("cmd"), msg.get("service")

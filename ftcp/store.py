@@ -48,8 +48,18 @@ def agent_key(name: str) -> str:
     return f"{PREFIX}:agent:{name}"
 
 
-# Control channels (pub/sub): the controller asks an agent, the agent answers.
-CONTROLLER_CHANNEL = f"{PREFIX}:ctl:controller"
+# Control: the controller asks an agent on the agent's pub/sub channel; each agent
+# answers on a capped stream of its own, which the controller reads. A stream keeps
+# what it was sent (a controller that was away a moment reads it after), and no agent
+# can make Redis drop the controller's reading of another's answers (as a flood of
+# large messages on a shared pub/sub channel would, past its output buffer limit).
+ANSWERS_MAXLEN = 1000
+
+
+def answers_key(backup: str) -> str:
+    return f"{PREFIX}:ctl:answers:{backup}"
+
+
 # Two controllers: the lease of the one that acts (string: its id, with a TTL) and the
 # OpenFlow generation id each new holder takes (a counter).
 LEADER = f"{PREFIX}:controller:leader"
@@ -80,10 +90,10 @@ def agent_channel(name: str) -> str:
 # command (CONFIG, FLUSHALL, KEYS, DEBUG, ...). An agent: only the commands its Store
 # calls send, each only on the keys it needs (Redis 7 selectors): it reads the
 # services, the connection records and their logs; it writes connection records and
-# logs, the services' connection sets, its own heartbeat, and appends events; it uses
-# only the controller's channel and its own. So a compromised backup host cannot
+# logs, the services' connection sets, its own heartbeat; it appends events and its
+# answers; it listens on its own channel. So a compromised backup host cannot
 # rewrite a service's record, take the controllers' lease, talk on another agent's
-# channel, trim or delete the events, or write an unbounded string. Pub/sub
+# channel or answer for it, trim or delete the events, or write an unbounded string. Pub/sub
 # permissions do not tell publishing from subscribing: control messages are sealed
 # (ftcp/control.py) for that.
 _CONTROLLER_COMMANDS = "+@all -@admin -@dangerous"
@@ -107,10 +117,10 @@ def acl_rules(component: str) -> str:
         raise ValueError(f"component must be 'controller' or 'agent:<backup>', got {component!r}")
     return " ".join([
         "resetkeys", "resetchannels", "-@all", _AGENT_CONNECTION,
-        f"&{CONTROLLER_CHANNEL}", f"&{agent_channel(backup)}", f"&{EVENTS}", "+publish +subscribe +unsubscribe",
+        f"&{agent_channel(backup)}", f"&{EVENTS}", "+publish +subscribe +unsubscribe",
         f"%R~{PREFIX}:*", _AGENT_READS,
         f"%RW~{conn_key('*')}", f"%RW~{svc_conns_key('*')}", _AGENT_CONN_WRITES,
-        f"(%W~{agent_key(backup)} +hset)", f"(%W~{EVENTS} +xadd)"])
+        f"(%W~{agent_key(backup)} +hset)", f"(%W~{EVENTS} +xadd)", f"(%W~{answers_key(backup)} +xadd)"])
 
 
 class _LogPacker:
@@ -292,6 +302,42 @@ class Store:
         peer = channel[len(AGENT_CHANNEL_PREFIX):] if channel.startswith(AGENT_CHANNEL_PREFIX) else None
         data = control.seal(self.control_key, channel, message, self.clock(), peer=peer)
         return self._do(lambda r: r.publish(channel, data))
+
+    def answer(self, backup: str, message: dict) -> None:
+        """An agent's answer to the controller, on its own stream (sealed for it)."""
+        key = answers_key(backup)
+        data = control.seal(self.control_key, key, message, self.clock())
+        self._do(lambda r: r.xadd(key, {"m": data}, maxlen=ANSWERS_MAXLEN, approximate=True))
+
+    def answers_from(self, backups) -> dict:
+        """{backup: the id of its newest answer} (``0-0`` for none): where to read from
+        to get only what comes next."""
+        out = {}
+        for backup in backups:
+            last = self._do(lambda r: r.xrevrange(answers_key(backup), count=1))
+            out[backup] = last[0][0] if last else "0-0"
+        return out
+
+    def read_answers(self, after: dict, block_ms: Optional[int]) -> list:
+        """[(backup, message)] of the answers after the ids in ``after`` ({backup: id},
+        updated in place), waiting up to ``block_ms`` for one (None: not at all; never 0,
+        which would wait for ever). A message that is not to
+        be obeyed comes as ``{"cmd": "invalid", "why", "raw"}``."""
+        if not after:
+            return []
+        streams = {answers_key(b): i for b, i in after.items()}
+        got = self._do(lambda r: r.xread(streams, count=100, block=block_ms)) or []
+        out = []
+        for key, entries in got:
+            backup = key[len(answers_key("")):]
+            for entry_id, fields in entries:
+                after[backup] = entry_id
+                raw = fields.get("m", "")
+                try:
+                    out.append((backup, control.unseal(self.control_key, key, raw, self.clock())))
+                except control.ControlError as e:
+                    out.append((backup, {"cmd": "invalid", "why": str(e), "raw": str(raw)[:200]}))
+        return out
 
     def subscribe(self, channel: str):
         """A redis-py PubSub on ``channel``; read it with ``next_message``."""

@@ -31,7 +31,7 @@ from ftcp.controller import Controller
 from ftcp.effects import Event, ForgetService, Publish, RecordService, Send
 from ftcp.statuses import ServiceStatus
 from ftcp.recorder import Recorder
-from ftcp.store import CONTROLLER_CHANNEL, Store, StoreError
+from ftcp.store import Store, StoreError
 from ryu_apps import ftcp_rest
 
 LOG = logging.getLogger("ftcp.app")
@@ -277,25 +277,29 @@ class FtcpApp(app_manager.RyuApp):
                 LOG.exception("ftcp: recorder failed")
 
     def _control_loop(self):
-        """Messages from agents (ready, gone, aborted) and operators (failover)."""
+        """The agents' answers (ready, gone, aborted), read from each backup's stream
+        from what comes after this controller started reading it (the core resends
+        what it has not heard answered)."""
+        after = {}
         while True:
-            sub = None
             try:
-                sub = self.store.subscribe(CONTROLLER_CHANNEL)
-                while True:
-                    msg = self.store.next_message(sub, timeout=1.0)
-                    if msg is not None:
-                        self._call(self.core.control, msg)
+                backups = {b.name for s in self.core.conf.services for b in s.backups}
+                for name in set(after) - backups:
+                    del after[name]
+                new = sorted(backups - set(after))
+                if new:
+                    after.update(self.store.answers_from(new))
+                if not after:
+                    hub.sleep(0.5)
+                    continue
+                for _backup, msg in self.store.read_answers(after, block_ms=500):
+                    self._call(self.core.control, msg)
             except StoreError as e:
-                LOG.error("ftcp: control channel: %s; resubscribing", e)
+                LOG.error("ftcp: the agents' answers: %s; reading again", e)
+                hub.sleep(0.5)
             except Exception:
-                LOG.exception("ftcp: control loop failed; resubscribing")
-            if sub is not None:
-                try:
-                    sub.close()
-                except Exception:
-                    pass
-            hub.sleep(0.5)
+                LOG.exception("ftcp: control loop failed; reading again")
+                hub.sleep(0.5)
 
     def _tick_loop(self):
         while True:

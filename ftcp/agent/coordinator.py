@@ -29,7 +29,7 @@ from ftcp.agent import repair
 from ftcp.agent.acks import AckNumbers, ack_segment
 from ftcp.agent.takeover import Session, prepare as prepare_sessions
 from ftcp.agent.tracker import CLOSED, CLOSING, ESTABLISHED, MASK, PROTECTED
-from ftcp.store import CONTROLLER_CHANNEL, StoreError
+from ftcp.store import StoreError
 
 LOG = logging.getLogger("ftcp.agent.coordinator")
 
@@ -131,7 +131,7 @@ class Coordinator:
 
     def _publish(self, message: dict) -> None:
         try:
-            self.agent.store.publish(CONTROLLER_CHANNEL, message)
+            self.agent.store.answer(self.agent.name, message)
         except StoreError as e:
             LOG.error("cannot answer %s(%s) for %s: %s (the controller asks again)", message["cmd"],
                       message["epoch"], message["service"], e)

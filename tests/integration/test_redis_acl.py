@@ -11,7 +11,7 @@ import redis
 
 from ftcp.agent.writer import ConnWrite
 from ftcp.config import parse
-from ftcp.store import CONTROLLER_CHANNEL, Store, StoreError, agent_channel
+from ftcp.store import Store, StoreError, agent_channel
 from topology.processes import RedisServer
 
 RUN = Path("/run/ftcp-acl-test")
@@ -49,10 +49,13 @@ def test_the_agent_does_its_work_and_no_more(server):
                       events=[{"kind": "conn_unprotected", "conn": conn}])
     assert agent.conn_log(conn) == b"abc" and agent.service("web")["status"] == "protected"
     assert agent.agent("b1")["heartbeat"] == "1.0"
-    agent.publish(CONTROLLER_CHANNEL, {"cmd": "gone"})
+    agent.answer("b1", {"cmd": "gone", "backup": "b1"})
+    assert [m["cmd"] for _, m in controller.read_answers({"b1": "0-0"}, block_ms=None)] == ["gone"]
     for call in (lambda: agent.save_service(SERVICE, "unprotected"),      # a service's record
                  lambda: agent.lead("b1", 10),                            # the controller's lease
                  lambda: agent.publish(agent_channel("b2"), {"cmd": "takeover"}),
+                 lambda: agent.answer("b2", {"cmd": "gone", "backup": "b2"}),   # another agent's answers
+                 lambda: agent.publish("ftcp:ctl:controller", {"cmd": "gone"}),
                  lambda: agent.write_conns([], agent={"heartbeat": "2"}, agent_name="b2")):
         assert "no permissions" in refused(call)
     assert controller.service("web")["status"] == "protected" and controller.leader() is None

@@ -89,3 +89,28 @@ def test_records_that_do_not_decode_are_a_store_error_not_a_crash():
         store.service_conns("web")
     with pytest.raises(store_mod.StoreError, match="does not decode: RecursionError"):
         store.live_conns(["db"])
+
+
+def test_an_agents_answers_reach_the_controller_on_its_own_stream():
+    """Sealed with the agent's key, read from where the controller started, each once;
+    a forged entry comes out as invalid, and one signed by b1 on b2's stream is b1's."""
+    from ftcp import control
+    master = b"m" * 32
+    agent = fake_store()
+    agent.control_key = control.Keyring(control.agent_key(master, "b1"), agent="b1")
+    controller = fake_store(server=agent.server)
+    controller.control_key = control.Keyring(master)
+    agent.answer("b1", {"cmd": "gone", "service": "web", "epoch": 1, "backup": "b1"})    # before the controller reads
+    after = controller.answers_from(["b1", "b2"])
+    assert controller.read_answers(after, block_ms=None) == []
+    ready = {"cmd": "ready", "service": "web", "epoch": 2, "backup": "b1"}
+    agent.answer("b1", ready)
+    agent.fake_redis.xadd(store_mod.answers_key("b1"), {"m": '{"cmd": "ready"}'})     # what anyone could write
+    agent.answer("b2", ready)                                                          # b1's, wherever it is
+    got = controller.read_answers(after, block_ms=None)
+    assert [(b, m["cmd"]) for b, m in got] == [("b1", "ready"), ("b1", "invalid"), ("b2", "ready")]
+    assert got[0][1] == ready and got[2][1]["backup"] == "b1"
+    assert controller.read_answers(after, block_ms=None) == []                         # each once
+    for n in range(store_mod.ANSWERS_MAXLEN * 3):
+        agent.answer("b1", ready)
+    assert agent.fake_redis.xlen(store_mod.answers_key("b1")) < store_mod.ANSWERS_MAXLEN * 2   # capped
