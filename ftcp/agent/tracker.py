@@ -603,8 +603,9 @@ class Tracker:
             # (a RST is taken even if it fails PAWS, as Linux does)
             if off == rcv or (c.fin_c and off == rcv + 1):
                 return True
-            ooo = c._ooo
-            return c.sack_ok and bool(ooo) and off == max(o + len(d) for o, d in ooo.items())
+            ooo, offs = c._ooo, c._ooo_offs
+            # held pieces never overlap: the last one ends what is held
+            return c.sack_ok and bool(ooo) and off == offs[-1] + len(ooo[offs[-1]])
         # PAWS (RFC 7323 5, Linux's tcp_paws_discard, and tcp_check_req for the ACK
         # that ends the handshake): a timestamp older than the newest in-order one by
         # more than 1 is an old duplicate, dropped whole
@@ -742,13 +743,15 @@ class Tracker:
             c._ooo, c._ooo_offs = ooo, offs = {}, []
         end = off + n
         i = bisect_left(offs, off)
+        at = off        # where the bytes of this copy that nothing held has may start
         if i:   # the one held piece that may start before this copy and reach into it
             o = offs[i - 1]
             d = ooo[o]
-            if o + len(d) > off and not self._same(c, d, o, data, off, off, min(o + len(d), end)):
-                return
+            if o + len(d) > off:
+                if not self._same(c, d, o, data, off, off, min(o + len(d), end)):
+                    return
+                at = o + len(d)
         pieces = []     # (offset, bytes) of this copy that nothing held has
-        at = max(off, offs[i - 1] + len(ooo[offs[i - 1]])) if i else off
         k = i
         while k < len(offs) and offs[k] < end:
             o = offs[k]
