@@ -30,7 +30,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench.common import RESULTS, lab_lock, percentile, provenance, tail, write
+from bench.common import RESULTS, lab_lock, not_root, percentile, provenance, tail, write
 from ftcp.store import Store
 from topology.lab import PRIMARY_IP, ROOT, Lab, LabError, wait_for
 
@@ -303,8 +303,7 @@ def main(argv=None) -> int:
     ap.add_argument("--smoke", action="store_true",
                     help="one 1 s trial per mode and direction, 1 x 200 round trips, 20 idle connections (for CI)")
     args = ap.parse_args(argv)
-    if os.geteuid() != 0:
-        print("agent_bench: the lab needs root", file=sys.stderr)
+    if not_root("agent_bench"):
         return 2
     if args.smoke:
         args.trials, args.seconds, args.latency_rounds, args.latency_count, args.idle = 1, 1.0, 1, 200, 20

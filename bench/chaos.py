@@ -79,7 +79,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import random
 import re
 import shutil
@@ -92,7 +91,7 @@ import traceback
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from bench.common import git, lab_lock, provenance, write
+from bench.common import git, lab_lock, not_root, provenance, write
 from ftcp.store import Store, StoreError
 from topology.lab import PRIMARY_IP, ROOT, SERVICES, Lab
 
@@ -863,8 +862,7 @@ def main(argv=None) -> int:
                     help="replace a draw in every trial, e.g. moment=handshake, fault=controller_kill, "
                          "mix=stream+upload, fault_offset_s=-0.5 (recorded in the trial)")
     args = ap.parse_args(argv)
-    if os.geteuid() != 0:
-        print("chaos: the lab needs root", file=sys.stderr)
+    if not_root("chaos"):
         return 2
     if args.smoke:
         args.trials = 2

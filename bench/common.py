@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,6 +12,19 @@ from topology.lock import lab_lock  # noqa: F401 (the benchmarks take it from he
 from topology.processes import ROOT
 
 RESULTS = ROOT / "bench" / "results"
+
+
+def results_file(out, name: str, smoke: bool) -> Path:
+    """``--out``, or bench/results/<name>.json (<name>-smoke.json for a smoke run)."""
+    return Path(out) if out else RESULTS / f"{name}{'-smoke' if smoke else ''}.json"
+
+
+def not_root(name: str) -> bool:
+    """The lab needs root: say so (True) when this is not it."""
+    if os.geteuid() == 0:
+        return False
+    print(f"{name}: the lab needs root", file=sys.stderr)
+    return True
 
 
 def git(*args) -> str:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -45,10 +44,10 @@ from pathlib import Path
 import yaml
 
 from bench import failover_bench
-from bench.common import git, provenance, write
+from bench.common import git, not_root, provenance, results_file, write
 from bench.failover_bench import stall_trial
 from ftcp.store import Store
-from topology.lab import ROOT, Lab, wait_for
+from topology.lab import Lab, wait_for
 
 RUN_DIR = "/run/ftcp-confirm"
 STREAM_BYTES = 15_000_000        # what stall_trial's stream client asks for
@@ -228,13 +227,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="default bench/results/confirm_cost.json (confirm_cost-smoke.json with --smoke)")
     ap.add_argument("--smoke", action="store_true", help="one trial per setting (for CI)")
     args = ap.parse_args(argv)
-    if os.geteuid() != 0:
-        print("confirm_cost: the lab needs root", file=sys.stderr)
+    if not_root("confirm_cost"):
         return 2
     if args.smoke:
         args.trials = 1
-    out = Path(args.out) if args.out else ROOT / "bench/results" / ("confirm_cost-smoke.json" if args.smoke
-                                                                   else "confirm_cost.json")
+    out = results_file(args.out, "confirm_cost", args.smoke)
     keep = Path(args.run_dir + "-logs")
     shutil.rmtree(keep, ignore_errors=True)
     doc = provenance(args, ["bench/confirm_cost.py", *(sys.argv[1:] if argv is None else argv)],

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench.common import RESULTS, lab_lock, percentile, provenance, tail, write
+from bench.common import RESULTS, lab_lock, not_root, percentile, provenance, tail, write
 from ftcp.store import Store
 from topology.clients import RunningClient
 from topology.lab import PRIMARY_IP, ROOT, SERVICES, Lab, LabError, failover_settled, wait_for
@@ -155,7 +154,7 @@ def time_sequence_plot(capture: Path, failed_at: float, path: Path):
     from scapy.utils import RawPcapReader
     from scapy.layers.l2 import Ether
     data, acks = [], []
-    isn_s = isn_c = None
+    isn_s = None
     for raw, meta in RawPcapReader(str(capture)):
         t = meta.sec + meta.usec / 1e6 if hasattr(meta, "usec") else meta.tshigh
         pkt = Ether(raw)
@@ -168,8 +167,6 @@ def time_sequence_plot(capture: Path, failed_at: float, path: Path):
             elif isn_s is not None and len(tcp.payload):
                 data.append((t - failed_at, ((tcp.seq - isn_s) % 2**32) / 1e6))
         else:
-            if tcp.flags & 0x02:
-                isn_c = tcp.seq
             if isn_s is not None and tcp.flags & 0x10:
                 acks.append((t - failed_at, ((tcp.ack - isn_s) % 2**32) / 1e6))
     fig, ax = plt.subplots(figsize=(9, 5))
@@ -270,8 +267,7 @@ def main(argv=None) -> int:
     ap.add_argument("--smoke", action="store_true",
                     help="one link-down stall trial, the time-sequence trial, 20 connections for 6 s (for CI)")
     args = ap.parse_args(argv)
-    if os.geteuid() != 0:
-        print("failover_bench: the lab needs root", file=sys.stderr)
+    if not_root("failover_bench"):
         return 2
     if args.smoke:
         args.trials, args.failures, args.traffic, args.conns, args.many_seconds = 1, ["link"], ["stream"], 20, 6.0

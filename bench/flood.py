@@ -35,7 +35,7 @@ from pathlib import Path
 
 import redis
 
-from bench.common import RESULTS, lab_lock, provenance, write
+from bench.common import lab_lock, not_root, provenance, results_file, write
 from ftcp.agent.tracker import Limits
 from ftcp.store import Store, svc_conns_key
 from topology.lab import PRIMARY_IP, ROOT, SERVICES, Lab, LabError, failover_settled, wait_for
@@ -245,12 +245,11 @@ def main(argv=None) -> int:
     ap.add_argument("--plot", action="store_true", help="also draw the .png next to the JSON")
     ap.add_argument("--run-dir", default="/run/ftcp-flood")
     args = ap.parse_args(argv)
-    if os.geteuid() != 0:
-        print("flood: the lab needs root", file=sys.stderr)
+    if not_root("flood"):
         return 2
     if args.smoke:
         args.syns, args.acks, args.ooo, args.requests, args.baseline, args.settle = 2000, 2000, 5000, 4000, 1, 2
-    out = Path(args.out) if args.out else RESULTS / ("flood-smoke.json" if args.smoke else "flood.json")
+    out = results_file(args.out, "flood", args.smoke)
     data = provenance(args, ["bench/flood.py", *argv], "smoke" if args.smoke else "full")
     data.update(limits=dataclasses.asdict(Limits()), agent_args="defaults", floods=[], samples=[])
     try:

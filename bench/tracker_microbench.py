@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import RESULTS, provenance, write  # noqa: E402
+from bench.common import provenance, results_file, write  # noqa: E402
 from ftcp.agent.packet import (ACK, PSH, SYN, internet_checksum, ip_int, parse_frame,  # noqa: E402
                                tcp_pseudo_header)
 from ftcp.agent.tracker import Tracker  # noqa: E402
@@ -154,8 +154,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.smoke:
         args.frames, args.repeat = 5000, 1
-    out = Path(args.out) if args.out else RESULTS / ("tracker_microbench-smoke.json" if args.smoke
-                                                     else "tracker_microbench.json")
+    out = results_file(args.out, "tracker_microbench", args.smoke)
     data = provenance(args, ["bench/tracker_microbench.py", *argv], "smoke" if args.smoke else "full")
 
     frames, digests, unfinished = build(args.frames, args.conns)

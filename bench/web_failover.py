@@ -25,15 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import sys
 import time
 import traceback
-from pathlib import Path
 
-from bench.common import RESULTS, lab_lock, provenance, write
+from bench.common import lab_lock, not_root, provenance, results_file, write
 from ftcp.store import Store
 from topology.lab import PRIMARY_IP, SERVICES, Lab, LabError, failover_settled, wait_for
 
@@ -174,15 +172,14 @@ def main(argv=None) -> int:
     ap.add_argument("--plot", action="store_true", help="also draw bench/results/web_failover.png")
     ap.add_argument("--run-dir", default="/run/ftcp-webbench")
     args = ap.parse_args(argv)
-    if os.geteuid() != 0:
-        print("web_failover: the lab needs root", file=sys.stderr)
+    if not_root("web_failover"):
         return 2
     failures = [f for f in args.failures.split(",") if f]
     if any(f not in FAILURES for f in failures):
         ap.error(f"--failures: each one of {', '.join(FAILURES)}")
     if args.smoke:
         failures, args.trials, args.strict_trials = ["crash"], 1, 0
-    out = Path(args.out) if args.out else RESULTS / ("web_failover-smoke.json" if args.smoke else "web_failover.json")
+    out = results_file(args.out, "web_failover", args.smoke)
     data = provenance(args, sys.argv if argv is None else ["bench/web_failover.py", *argv],
                       "smoke" if args.smoke else "full")
     data.update(agent_args="the lab's defaults", requests_per_client=REQUESTS, trials=[], summary={})
