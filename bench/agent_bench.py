@@ -31,7 +31,7 @@ import traceback
 from pathlib import Path
 
 from bench.common import RESULTS, lab_lock, not_root, percentile, provenance, tail, write
-from ftcp.store import Store
+from ftcp.common.store import Store
 from topology.lab import PRIMARY_IP, ROOT, Lab, LabError, wait_for
 
 PROTECTED, UNPROTECTED = 7000, 7001

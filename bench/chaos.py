@@ -92,7 +92,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from bench.common import git, lab_lock, not_root, provenance, write
-from ftcp.store import Store, StoreError
+from ftcp.common.store import Store, StoreError
 from topology.lab import PRIMARY_IP, ROOT, SERVICES, Lab
 
 sys.path.insert(0, str(ROOT / "services"))

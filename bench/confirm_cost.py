@@ -46,7 +46,7 @@ import yaml
 from bench import failover_bench
 from bench.common import git, not_root, provenance, results_file, write
 from bench.failover_bench import stall_trial
-from ftcp.store import Store
+from ftcp.common.store import Store
 from topology.lab import Lab, wait_for
 
 RUN_DIR = "/run/ftcp-confirm"

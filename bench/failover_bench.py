@@ -31,7 +31,7 @@ import traceback
 from pathlib import Path
 
 from bench.common import RESULTS, lab_lock, not_root, percentile, provenance, tail, write
-from ftcp.store import Store
+from ftcp.common.store import Store
 from topology.clients import RunningClient
 from topology.lab import PRIMARY_IP, ROOT, SERVICES, Lab, LabError, failover_settled, wait_for
 
@@ -309,7 +309,7 @@ def main(argv=None) -> int:
         old["summary"]["many"] = dict(many, rerun=data)
         write(path, old)
         return 0 if many["outcome"] == "ok" else 1
-    from ftcp.config import load
+    from ftcp.common.config import load
     lab_probe = load(ROOT / "switch_config/services-lab.yaml").probe
     probe = {"interval_ms": lab_probe.interval * 1000, "misses": lab_probe.misses}
     targets = {"link": 50.0, "crash": 100.0, "silent": probe["interval_ms"] * probe["misses"] + 50.0}

@@ -32,7 +32,7 @@ import time
 import traceback
 
 from bench.common import lab_lock, not_root, provenance, results_file, write
-from ftcp.store import Store
+from ftcp.common.store import Store
 from topology.lab import PRIMARY_IP, SERVICES, Lab, LabError, failover_settled, wait_for
 
 PORT = 7000

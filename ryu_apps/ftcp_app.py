@@ -3,7 +3,7 @@
 Launch:  ryu-manager --config-file switch_config/ryu.conf ryu_apps/ftcp_app.py
 The service file comes from ``[ftcp] config`` in ryu.conf, or FTCP_CONFIG.
 
-Every decision is ftcp/controller.py's: each handler decodes its event, calls the
+Every decision is ftcp/controller/core.py's: each handler decodes its event, calls the
 core with the time, and dispatches the effects it returns. The green threads here
 only move data between the core and Redis (records, control messages, heartbeats)
 so that no OpenFlow handler waits on Redis.
@@ -23,15 +23,15 @@ from ryu.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISP
 from ryu.lib import hub
 from ryu.ofproto import ofproto_v1_3
 
-from ftcp import config as ftcp_config
-from ftcp import control
-from ftcp.api import Api, AppAdapter
-from ftcp.api_input import ApiError
-from ftcp.controller import Controller
-from ftcp.effects import Event, ForgetService, Publish, RecordService, Send
-from ftcp.statuses import ServiceStatus
-from ftcp.recorder import Recorder
-from ftcp.store import Store, StoreError
+from ftcp.common import config as ftcp_config
+from ftcp.common import control
+from ftcp.api.routes import Api, AppAdapter
+from ftcp.api.validation import ApiError
+from ftcp.controller.core import Controller
+from ftcp.controller.effects import Event, ForgetService, Publish, RecordService, Send
+from ftcp.common.statuses import ServiceStatus
+from ftcp.controller.recorder import Recorder
+from ftcp.common.store import Store, StoreError
 from ryu_apps import ftcp_rest
 
 LOG = logging.getLogger("ftcp.app")
@@ -52,7 +52,7 @@ cfg.CONF.register_opts([
                  help="with ha: seconds a master's lease lasts unless renewed (renewed every lease/5)"),
     cfg.StrOpt("control_key_file", default="",
                help="file with the master key of the control messages (each agent gets its own, derived: "
-                    "python -m ftcp.control agent-key --backup NAME); "
+                    "python -m ftcp.common.control agent-key --backup NAME); "
                     "FTCP_CONTROL_KEY_FILE overrides it. Without one, anyone who can publish on Redis can "
                     "order a takeover"),
 ], group="ftcp")
@@ -74,14 +74,14 @@ def _load_control_key():
         _refuse_to_run(e)
     if key is None:
         LOG.warning("ftcp: control messages are not authenticated: set [ftcp] control_key_file "
-                    "(and each agent's --control-key-file: python -m ftcp.control agent-key --backup NAME) "
+                    "(and each agent's --control-key-file: python -m ftcp.common.control agent-key --backup NAME) "
                     "so only the controller and the agents can order a takeover")
         return None
     return control.Keyring(key)
 
 
 def _load_config():
-    path = os.environ.get("FTCP_CONFIG") or cfg.CONF.ftcp.config
+    path = os.environ.get("FTCP_CONFIG") or cfg.CONF.ftcp.common.config
     try:
         conf = ftcp_config.load(path)
     except ftcp_config.ConfigError as e:
@@ -93,7 +93,7 @@ def _load_config():
 
 
 class _RestAdapter(AppAdapter):
-    """What the REST API may ask of the running controller (ftcp.api.AppAdapter)."""
+    """What the REST API may ask of the running controller (ftcp.api.routes.AppAdapter)."""
 
     def __init__(self, app):
         self.app = app

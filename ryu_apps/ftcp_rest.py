@@ -1,8 +1,8 @@
-"""Ryu WSGI shim of the ftcp REST API: HTTP in, ftcp.api.Api out (docs/rest.md, docs/openapi.yaml).
+"""Ryu WSGI shim of the ftcp REST API: HTTP in, ftcp.api.routes.Api out (docs/rest.md, docs/openapi.yaml).
 
 The main app declares ``_CONTEXTS = {"wsgi": WSGIApplication}``, builds an
-``ftcp.api.Api`` and calls ``register(kwargs["wsgi"], api)``. Paths map to Api route
-names here; validation, auth and error codes are all in ftcp/api.py. No exception
+``ftcp.api.routes.Api`` and calls ``register(kwargs["wsgi"], api)``. Paths map to Api route
+names here; validation, auth and error codes are all in ftcp/api/routes.py. No exception
 leaves this module for Ryu: it is logged and answered 500 with a JSON body.
 """
 import json
@@ -12,8 +12,8 @@ import os
 from ryu import cfg
 from ryu.app.wsgi import ControllerBase, Response, route
 
-from ftcp.api import JSON, TOKEN_HELP, Api
-from ftcp.api_input import MAX_BODY, Request
+from ftcp.api.routes import JSON, TOKEN_HELP, Api
+from ftcp.api.validation import MAX_BODY, Request
 
 LOG = logging.getLogger("ftcp.rest")
 API_KEY = "ftcp_api"

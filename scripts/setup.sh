@@ -5,7 +5,7 @@
 #   2. .venv from Debian's python3 (--system-site-packages, so Mininet is visible)
 #   3. the pinned Python packages (ryu 4.34 built the way that works on 3.11)
 #   4. ftcp.pth in the venv: puts the repo on sys.path and installs the eventlet
-#      shim (ftcp/eventlet_compat.py) so the stock .venv/bin/ryu-manager runs.
+#      shim (ryu_apps/eventlet_compat.py) so the stock .venv/bin/ryu-manager runs.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -54,7 +54,7 @@ else
 fi
 
 site="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-pth="$(printf '%s\nimport ftcp.eventlet_compat; ftcp.eventlet_compat.install()\n' "$ROOT")"
+pth="$(printf '%s\nimport ryu_apps.eventlet_compat; ryu_apps.eventlet_compat.install()\n' "$ROOT")"
 if [ "$(cat "$site/ftcp.pth" 2>/dev/null)" != "$pth" ]; then
     say "writing $site/ftcp.pth"
     printf '%s\n' "$pth" > "$site/ftcp.pth"

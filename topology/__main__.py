@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from ftcp.config import DIVERGENCE_MODES
+from ftcp.common.config import DIVERGENCE_MODES
 from topology.processes import ROOT
 from topology.reaper import kill_group
 
@@ -45,7 +45,7 @@ def demo(args) -> int:
     """The lab demo: clients stream and exchange requests with the primary; the
     primary crashes mid-stream (link down, server killed); the clients carry on,
     served by the backup, and every byte checks out."""
-    from ftcp.store import Store
+    from ftcp.common.store import Store
     with Lab(service_cmd=SERVICES["demo"], service_port=args.port, run_dir=args.run_dir) as lab:
         store = Store(lab.redis.url)
         print(f"\n== lab up: clients c1 10.0.0.1 and c2 10.0.0.2, primary p1 {PRIMARY_IP}, backup b1 "
@@ -72,7 +72,7 @@ def demo(args) -> int:
 def run(args) -> int:
     """Your service on the primary and the backup; with --client, your client on a
     client host, and with --fail, a failure of the primary --after seconds into it."""
-    from ftcp.store import Store
+    from ftcp.common.store import Store
     divergence = args.divergence or DIVERGENCE.get(args.service)
     client = args.client or DEFAULT_CLIENTS.get(args.service)
     if args.fail and not client:

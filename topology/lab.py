@@ -32,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from ftcp import control
+from ftcp.common import control
 from topology.processes import (CONTROL_KEY, ROOT, LabError, Ovs, Process, RedisServer, RyuManager, free_tcp_port,
                                 sh, tail, wait_for)
 from topology.clients import RunningClient
@@ -237,7 +237,7 @@ class Lab:
 
     def _wait_protected(self):
         """Wait for the controller's 'flows_installed' event for every service."""
-        from ftcp.store import Store
+        from ftcp.common.store import Store
         store = Store(self.redis.url)
         names = {s["name"] for s in yaml.safe_load(self.config_path.read_text())["services"]}
         seen, after = set(), "0"
@@ -257,7 +257,7 @@ class Lab:
     def start_agent(self):
         """The backup agent in b1's namespace, capturing the mirror iface; waits for
         its first heartbeat in Redis (written once the capture ring is open)."""
-        from ftcp.store import Store
+        from ftcp.common.store import Store
         LOG.info("lab: starting the backup agent on b1 (mirror iface b1-eth1)")
         argv = [sys.executable, "-m", "ftcp.agent", "--iface", "b1-eth1", "--config", str(self.config_path),
                 "--backup", "b1", "--log-file", str(self.run_dir / "agent.log"),
@@ -304,7 +304,7 @@ class Lab:
 
     def master(self) -> RyuManager:
         """With several controllers: the one that holds the lease now."""
-        from ftcp.store import Store
+        from ftcp.common.store import Store
         holder = wait_for(lambda: Store(self.redis.url).leader(), 10, "a controller to hold the lease")
         pid = int(holder.rsplit(":", 1)[1])
         return next(ryu for ryu in self.ryus if ryu.pid == pid)

@@ -141,14 +141,14 @@ class RedisServer(Process):
     earlier lab's file would bring its services' state back; a restart is not fresh."""
 
     def __init__(self, run_dir: Path, fresh: bool = True, password: str = None, users: dict = None):
-        from ftcp.store import acl_rules, acl_user
+        from ftcp.common.store import acl_rules, acl_user
         if fresh:
             shutil.rmtree(run_dir / "appendonlydir", ignore_errors=True)
         self.socket_path = run_dir / "redis.sock"
         # Passwords, as a production Redis has them: in a root-only file (a command
         # line is anyone's to read in ps), and in the URL each component gets through
         # its environment. The controller and the agent each have a user of their own
-        # with only the rights it needs (ftcp/store.py acl_rules); the default user
+        # with only the rights it needs (ftcp/common/store.py acl_rules); the default user
         # (``url``) is the lab's own, for its tools and the tests.
         self.password = password or secrets.token_hex(16)
         self.users = users or {component: secrets.token_hex(16) for component in LAB_COMPONENTS}
@@ -172,7 +172,7 @@ class RedisServer(Process):
 
     def url_for(self, component: str) -> str:
         """The URL of ``controller``'s or ``agent:<backup>``'s own Redis user."""
-        from ftcp.store import acl_user
+        from ftcp.common.store import acl_user
         return f"unix://{acl_user(component)}:{self.users[component]}@{self.socket_path}"
 
     def wait_ready(self):

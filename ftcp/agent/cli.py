@@ -16,8 +16,8 @@ import resource
 import signal
 import sys
 
-from ftcp import config as ftcp_config
-from ftcp import control
+from ftcp.common import config as ftcp_config
+from ftcp.common import control
 from ftcp.agent.capture import CaptureError
 from ftcp.agent.main import Agent
 from ftcp.agent.tracker import Limits

@@ -29,7 +29,7 @@ from ftcp.agent import repair
 from ftcp.agent.acks import AckNumbers, ack_segment
 from ftcp.agent.takeover import Session, prepare as prepare_sessions
 from ftcp.agent.tracker import CLOSED, CLOSING, ESTABLISHED, MASK, PROTECTED
-from ftcp.store import StoreError
+from ftcp.common.store import StoreError
 
 LOG = logging.getLogger("ftcp.agent.coordinator")
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import zlib
 
-from ftcp.config import DIVERGENCE_MODES
+from ftcp.common.config import DIVERGENCE_MODES
 
 STRICT, ALIGNED = DIVERGENCE_MODES
 

@@ -12,8 +12,8 @@ import queue
 import threading
 import time
 
-from ftcp import config as ftcp_config
-from ftcp import control
+from ftcp.common import config as ftcp_config
+from ftcp.common import control
 from ftcp.agent.acks import AckSender
 from ftcp.agent.capture import RingCapture
 from ftcp.agent.coordinator import Coordinator
@@ -21,10 +21,10 @@ from ftcp.agent.replica import HotStandby, ReplicaPool
 from ftcp.agent.takeover import Splicer
 from ftcp.agent.services import divergence, primary_macs, replicas, tracked_services
 from ftcp.agent.tracker import CLOSED, ESTABLISHED, PROTECTED, Conn, Limits, Tracker
-from ftcp.statuses import Reason
+from ftcp.common.statuses import Reason
 from ftcp.agent.wakeup import Wakeup
 from ftcp.agent.writer import LogWriter, WriterThread
-from ftcp.store import Store, StoreError, agent_channel
+from ftcp.common.store import Store, StoreError, agent_channel
 
 LOG = logging.getLogger("ftcp.agent")
 
@@ -76,7 +76,7 @@ class Agent:
         key = control.load_key(args.control_key_file)
         if key is None:
             LOG.warning("control messages are not authenticated: give --control-key-file (this agent's key: "
-                        "python -m ftcp.control agent-key --backup %s) so only the controller can order a "
+                        "python -m ftcp.common.control agent-key --backup %s) so only the controller can order a "
                         "takeover", self.name)
         self.store = Store(url, control_key=control.Keyring(key, agent=self.name) if key else None)
         # The services file, updated by what the controller recorded (services created

@@ -34,7 +34,7 @@ import threading
 
 from ftcp.agent.divergence import STRICT, expectation, settle
 from ftcp.agent.wakeup import Wakeup
-from ftcp.statuses import ConnStatus, Reason
+from ftcp.common.statuses import ConnStatus, Reason
 
 LOG = logging.getLogger("ftcp.agent.replica")
 

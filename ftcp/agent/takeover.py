@@ -30,7 +30,7 @@ from ftcp.agent import repair
 from ftcp.agent.acks import AckNumbers, ack_segment
 from ftcp.agent.divergence import settle
 from ftcp.agent.wakeup import Wakeup
-from ftcp.statuses import Reason
+from ftcp.common.statuses import Reason
 
 LOG = logging.getLogger("ftcp.agent.takeover")
 CHUNK = 65536

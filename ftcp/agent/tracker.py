@@ -13,13 +13,13 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass
 
-from ftcp.statuses import ConnState, ConnStatus, Reason
+from ftcp.common.statuses import ConnState, ConnStatus, Reason
 from ftcp.agent.packet import ACK, FIN, RST, SYN, checksum_ok, ip_int, ip_str, is_ipv4_tcp, parse_frame
 
 MASK = 0xFFFFFFFF
 HALF = 0x80000000
 
-# The words themselves are in ftcp/statuses.py; short names for the per-packet path,
+# The words themselves are in ftcp/common/statuses.py; short names for the per-packet path,
 # which compares them with `is` (only this module assigns them).
 SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSING, CLOSED = (
     ConnState.SYN_SENT, ConnState.SYN_RECEIVED, ConnState.ESTABLISHED, ConnState.CLOSING, ConnState.CLOSED)

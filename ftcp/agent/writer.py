@@ -25,8 +25,8 @@ import threading
 from collections import deque
 from typing import Optional
 
-from ftcp.statuses import ConnStatus, Reason
-from ftcp.store import StoreError
+from ftcp.common.statuses import ConnStatus, Reason
+from ftcp.common.store import StoreError
 
 LOG = logging.getLogger("ftcp.agent.writer")
 

@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from ftcp.store import Store
+from ftcp.common.store import Store
 from tests.support.held_client import HeldClient, ScriptedClient, conn_id
 from topology.lab import PRIMARY_IP, SERVICES, Lab, wait_for
 

@@ -2,7 +2,7 @@
 and both are masked; a slow cold replay of one service runs while another service's
 download goes on protected (capture never stops for it)."""
 
-from ftcp.store import Store
+from ftcp.common.store import Store
 from tests.support.faults import PORT, failed_over
 from topology.lab import PRIMARY_IP, SERVICES, Lab
 

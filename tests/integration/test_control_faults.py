@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from ftcp.store import Store
+from ftcp.common.store import Store
 from tests.support.faults import (PORT, agent_paused, agent_resumed, backup_frames_seen_by_client, done, events,
                                   fault_between_fence_and_ready, flows_with, packets, requests, status,
                                   switch_connected)

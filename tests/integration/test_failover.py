@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ftcp.store import Store
+from ftcp.common.store import Store
 from tests.support.faults import failed_over
 from tests.support.held_client import HeldClient, ScriptedClient, conn_id
 from topology.lab import PRIMARY_IP, ROOT, SERVICES, Lab, wait_for

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from ftcp.store import Store
+from ftcp.common.store import Store
 from tests.support.faults import PORT, done, events, flows_with, packets, requests
 from topology.lab import PRIMARY_IP, ROOT, SERVICES, Lab, wait_for
 

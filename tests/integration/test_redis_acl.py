@@ -1,5 +1,5 @@
 """Each component has a Redis user of its own, with only the rights it needs
-(ftcp/store.py acl_rules), on the lab's real redis-server: an agent writes its
+(ftcp/common/store.py acl_rules), on the lab's real redis-server: an agent writes its
 connections, heartbeat and events and talks on its channels, but cannot rewrite a
 service's record, take the controller's lease, talk on another agent's channel or run
 admin commands. The whole lab runs with these users (topology/lab.py)."""
@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from ftcp.agent.writer import ConnWrite
-from ftcp.config import parse
-from ftcp.store import Store, StoreError, agent_channel
+from ftcp.common.config import parse
+from ftcp.common.store import Store, StoreError, agent_channel
 from topology.processes import RedisServer
 
 RUN = Path("/run/ftcp-acl-test")

@@ -1,4 +1,4 @@
-"""bin/ftcp (ftcp/cli.py) against the live REST API of the real controller (rest_server.py)."""
+"""bin/ftcp (ftcp/api/client.py) against the live REST API of the real controller (rest_server.py)."""
 import json
 import os
 import subprocess
@@ -6,7 +6,7 @@ import time
 
 import yaml
 
-from ftcp.store import Store
+from ftcp.common.store import Store
 from tests.integration.rest_server import TOKEN, no_ovs, rest  # noqa: F401 (fixtures)
 from tests.support.fake_agent import SERVICE, FakeAgent, conn_id, heartbeat
 from topology.lab import ROOT, free_tcp_port

@@ -3,8 +3,8 @@ on the switch, read a live connection's state, migrate a streaming connection to
 backup with byte-exact continuity, delete the service and see its flows gone."""
 import re
 
-from ftcp import flows
-from ftcp.config import service_cookie_id
+from ftcp.controller.of import flows
+from ftcp.common.config import service_cookie_id
 from topology.clients import RunningClient
 from topology.lab import PRIMARY_IP, SERVICES, Lab, wait_for
 
@@ -12,7 +12,7 @@ PORT, NEW_PORT = 7000, 7002
 
 
 # What a protected service with one backup gets when the config has probes
-# (ftcp/flows.py service_flows): both mirrors, the mirror port's drop, the drops of the
+# (ftcp/controller/of/flows.py service_flows): both mirrors, the mirror port's drop, the drops of the
 # service's own ports as clients (primary, backup), the FIN/RST hold and the probe
 # answers. The ARP for the probe address is one flow per primary port, shared by its
 # services (service id 0), so not among them.

@@ -11,7 +11,7 @@ import os
 import subprocess
 import time
 
-from ftcp.store import Store
+from ftcp.common.store import Store
 from tests.integration.rest_server import TOKEN, no_ovs, rest  # noqa: F401 (fixtures)
 from tests.support.fake_agent import FakeAgent, heartbeat
 from topology.processes import ROOT, VENV_BIN

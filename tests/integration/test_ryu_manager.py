@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ftcp import flows
-from ftcp.store import Store
+from ftcp.controller.of import flows
+from ftcp.common.store import Store
 from topology.lab import cleanup_stale
 from topology.processes import ROOT, VENV_BIN, RedisServer, RyuManager, free_tcp_port, wait_for
 

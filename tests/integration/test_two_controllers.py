@@ -3,7 +3,7 @@ in Redis): the master is SIGKILLed mid-stream, or in the middle of a failover, a
 the other one takes over; the client's bytes stay exact."""
 import pytest
 
-from ftcp.store import Store
+from ftcp.common.store import Store
 from tests.support.faults import (PORT, backup_frames_seen_by_client, done, events, fault_between_fence_and_ready,
                                   requests)
 from topology.lab import SERVICES, Lab, wait_for

@@ -10,7 +10,7 @@ reset at failover; and a server whose answers change length with its clock is re
 in either mode, never spliced into a garbled stream."""
 import pytest
 
-from ftcp.store import Store
+from ftcp.common.store import Store
 from tests.support.faults import PORT, backup_frames_seen_by_client, done
 from topology.lab import PRIMARY_IP, SERVICES, Lab, wait_for
 

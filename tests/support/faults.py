@@ -7,7 +7,7 @@ import subprocess
 import pytest
 from scapy.layers.l2 import Ether
 
-from ftcp.store import Store, StoreError
+from ftcp.common.store import Store, StoreError
 from tests.support.pcap import frames
 from topology.lab import BACKUP_IP, PRIMARY_IP, wait_for
 

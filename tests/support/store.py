@@ -1,7 +1,7 @@
 """The real Store over fakeredis, for unit tests that need Redis without a server."""
 import fakeredis
 
-from ftcp.store import Store
+from ftcp.common.store import Store
 
 
 def fake_store(url: str = "redis://:pa55word@redis.example:6379/0", server=None) -> Store:

@@ -1,4 +1,4 @@
-"""The controller core (ftcp/controller.py) wired to fake switches (FakeOFTable), a
+"""The controller core (ftcp/controller/core.py) wired to fake switches (FakeOFTable), a
 fake clock and recorded control messages: what the Ryu shim and OVS do, in memory.
 
 ``Rig.connect(dpid)`` plays a switch (re)connecting with the flows its table holds;
@@ -12,8 +12,8 @@ import collections
 
 from ryu.ofproto import ofproto_v1_3_parser as parser
 
-from ftcp.controller import Controller
-from ftcp.effects import Event, ForgetService, Publish, RecordService, Send
+from ftcp.controller.core import Controller
+from ftcp.controller.effects import Event, ForgetService, Publish, RecordService, Send
 from tests.support.fake_oftable import FakeOFTable
 
 PORTS = {f"s1-eth{i}": (i, True) for i in range(1, 9)}

@@ -5,7 +5,7 @@ reads back after an error (``log_lengths``) is what the real Store answers."""
 import hashlib
 
 from ftcp.agent.writer import LogWriter, redis_fields
-from ftcp.store import StoreError, conn_key, svc_conns_key
+from ftcp.common.store import StoreError, conn_key, svc_conns_key
 from tests.support.fakes import FakeConn
 from tests.support.store import fake_store
 

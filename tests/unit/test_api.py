@@ -1,4 +1,4 @@
-"""ftcp.api: every resource, every refusal naming its field, nothing half-applied.
+"""ftcp.api.routes: every resource, every refusal naming its field, nothing half-applied.
 
 The Store is the real one over fakeredis; connection records are written by the real
 tracker and LogWriter (tests/support/fake_agent.py); the app's adapter is a fake.
@@ -9,10 +9,10 @@ import json
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ftcp import config
-from ftcp.api import JSON, PROMETHEUS, Api, AppAdapter
-from ftcp.api_input import MAX_BODY, Request
-from ftcp.metrics import reason_class
+from ftcp.common import config
+from ftcp.api.routes import JSON, PROMETHEUS, Api, AppAdapter
+from ftcp.api.validation import MAX_BODY, Request
+from ftcp.api.metrics import reason_class
 from tests.support.fake_agent import SERVICE, FakeAgent, conn_id, heartbeat
 from tests.support.store import fake_store
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ftcp import config
-from ftcp.config import ConfigError, PortRef
+from ftcp.common import config
+from ftcp.common.config import ConfigError, PortRef
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,10 +1,10 @@
-"""Sealed control messages (ftcp/control.py)."""
+"""Sealed control messages (ftcp/common/control.py)."""
 import json
 
 import pytest
 
-from ftcp import control
-from ftcp.control import ControlError, Keyring, agent_key, seal, unseal
+from ftcp.common import control
+from ftcp.common.control import ControlError, Keyring, agent_key, seal, unseal
 
 MASTER = b"k" * 32
 CTL = Keyring(MASTER)                              # the controller's: the master key

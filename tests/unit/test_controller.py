@@ -5,8 +5,9 @@ state machine over every switch and service: its scenarios stay together."""
 import pytest
 from ryu.ofproto import ofproto_v1_3 as ofp
 
-from ftcp import config, flows
-from ftcp.statuses import ServiceStatus
+from ftcp.common import config
+from ftcp.controller.of import flows
+from ftcp.common.statuses import ServiceStatus
 from tests.support.fake_oftable import FakeOFTable
 from tests.support.switch_rig import PORTS, Rig
 
@@ -72,7 +73,7 @@ def test_no_switch_is_touched_before_the_state_is_read_from_redis():
 
 
 def _plan():
-    from ftcp.plan import plan_switch
+    from ftcp.controller.plan import plan_switch
     return plan_switch(CONF, {name: no for name, (no, _) in PORTS.items()})[0]
 
 

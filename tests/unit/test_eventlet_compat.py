@@ -14,6 +14,6 @@ def test_ryu_wsgi_imports_with_current_eventlet():
 
 
 def test_shim_leaves_other_modules_alone():
-    from ftcp import eventlet_compat
+    from ryu_apps import eventlet_compat
     finder = eventlet_compat._Finder()
     assert finder.find_spec("json", None) is None

@@ -1,7 +1,7 @@
 """The failover state machine: order of steps, epochs, acknowledgements, retries,
 deadlines and what a restarted controller carries on with."""
-from ftcp.failover import Record, Refused, Send, ServiceFailover, SyncFlows
-from ftcp.statuses import ServiceStatus
+from ftcp.controller.failover import Record, Refused, Send, ServiceFailover, SyncFlows
+from ftcp.common.statuses import ServiceStatus
 
 
 def kinds(actions):

@@ -1,5 +1,5 @@
 """The fake flow table (tests/support/fake_oftable.py), checked against the real
-flows of ftcp.flows: what a packet hits, where it goes, how deletes and adds
+flows of ftcp.controller.of.flows: what a packet hits, where it goes, how deletes and adds
 behave, and that matches parsed from the wire compare equal to built ones."""
 import struct
 
@@ -8,8 +8,9 @@ from ryu.ofproto import ofproto_parser
 from ryu.ofproto import ofproto_v1_3 as ofp
 from ryu.ofproto import ofproto_v1_3_parser as parser
 
-from ftcp import config, flows
-from ftcp.plan import plan_switch
+from ftcp.common import config
+from ftcp.controller.of import flows
+from ftcp.controller.plan import plan_switch
 from tests.support.fake_oftable import FakeOFTable, Flow
 
 CONF = config.parse({"services": [

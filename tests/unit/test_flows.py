@@ -7,8 +7,9 @@ from ryu.ofproto import ofproto_parser
 from ryu.ofproto import ofproto_v1_3 as ofp
 from ryu.ofproto import ofproto_v1_3_parser as parser
 
-from ftcp import config, flows
-from ftcp.plan import plan_switch
+from ftcp.common import config
+from ftcp.controller.of import flows
+from ftcp.controller.plan import plan_switch
 
 CONF = config.parse({
     "services": [{
@@ -114,7 +115,7 @@ def test_delete_service_matches_service_id_any_purpose():
 
 def test_two_backups_mirror_to_both():
     """The flows take any number of backups (the services file allows one for now:
-    ftcp/config.py says why)."""
+    ftcp/common/config.py says why)."""
     def with_backup(name, address, data_port, mirror_port):
         return config.parse({"services": [{
             "name": "s", "address": "10.0.0.10", "port": 80, "primary": {"port": 3, "mac": "00:00:00:00:00:10"},

@@ -8,9 +8,10 @@ import re
 
 import pytest
 
-from ftcp import config, metrics
-from ftcp.api import Api, AppAdapter
-from ftcp.api_input import Request
+from ftcp.common import config
+from ftcp.api import metrics
+from ftcp.api.routes import Api, AppAdapter
+from ftcp.api.validation import Request
 from tests.support.fake_agent import SERVICE, FakeAgent, heartbeat
 from tests.support.store import fake_store
 

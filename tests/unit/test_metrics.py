@@ -1,11 +1,11 @@
-"""ftcp.metrics: the families go out through prometheus_client under the names they are
+"""ftcp.api.metrics: the families go out through prometheus_client under the names they are
 written with, from a private registry, read afresh at each scrape."""
 import re
 
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
-from ftcp import metrics
+from ftcp.api import metrics
 
 
 def exposed(text: str) -> dict:

@@ -1,5 +1,5 @@
 """Probes and the FIN/RST hold: verdicts only for an armed prober, releases on life."""
-from ftcp.probe import DEAD, PROBE_PORT_BASE, SILENT, Prober, ReadPort, Release, SendProbe, Verdict
+from ftcp.controller.prober import DEAD, PROBE_PORT_BASE, SILENT, Prober, ReadPort, Release, SendProbe, Verdict
 
 
 def alive(p, now):

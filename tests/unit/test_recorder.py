@@ -1,7 +1,7 @@
 """The Redis buffer keeps records across an outage and writes them when Redis returns,
 through the real Store (over fakeredis: it merges a service's hash as Redis does)."""
-from ftcp import config
-from ftcp.recorder import Recorder
+from ftcp.common import config
+from ftcp.controller.recorder import Recorder
 from tests.support.store import fake_store
 
 SVC = config.parse({"services": [{"name": "web", "address": "10.0.0.10", "port": 80, "primary": {"port": 3, "mac": "00:00:00:00:00:10"},

@@ -7,12 +7,12 @@ from ryu import cfg
 from ryu.app.wsgi import WSGIApplication
 from webob import Request as WebRequest
 
-from ftcp.api import ROUTES, Api
+from ftcp.api.routes import ROUTES, Api
 from ryu_apps import ftcp_rest
 
 
 class RecordingApi:
-    """Stands in for ftcp.api.Api: records what the shim passes, answers as told."""
+    """Stands in for ftcp.api.routes.Api: records what the shim passes, answers as told."""
 
     mutations_enabled = True
     methods = staticmethod(Api.methods)

@@ -2,7 +2,7 @@
 pinned here, and they behave as the plain strings they replace."""
 import json
 
-from ftcp.statuses import ConnState, ConnStatus, Reason, ServiceStatus
+from ftcp.common.statuses import ConnState, ConnStatus, Reason, ServiceStatus
 
 
 def test_the_written_words():

@@ -4,9 +4,10 @@ import sys
 
 import pytest
 
-from ftcp import records, store as store_mod
+from ftcp.common import records
+from ftcp.common import store as store_mod
 from ftcp.agent.writer import redis_fields
-from ftcp.config import parse_service
+from ftcp.common.config import parse_service
 from tests.support.fake_agent import SERVICE, FakeAgent, conn_id
 from tests.support.store import fake_store
 
@@ -72,7 +73,7 @@ def test_agent_heartbeat_is_typed():
 
 
 def test_the_api_imports_no_ryu():
-    code = "import sys, ftcp.api; sys.exit(any(m == 'ryu' or m.startswith('ryu.') for m in sys.modules))"
+    code = "import sys, ftcp.api.routes; sys.exit(any(m == 'ryu' or m.startswith('ryu.') for m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
@@ -94,7 +95,7 @@ def test_records_that_do_not_decode_are_a_store_error_not_a_crash():
 def test_an_agents_answers_reach_the_controller_on_its_own_stream():
     """Sealed with the agent's key, read from where the controller started, each once;
     a forged entry comes out as invalid, and one signed by b1 on b2's stream is b1's."""
-    from ftcp import control
+    from ftcp.common import control
     master = b"m" * 32
     agent = fake_store()
     agent.control_key = control.Keyring(control.agent_key(master, "b1"), agent="b1")

@@ -1,4 +1,4 @@
-"""The controller core's view of its switches (part of ftcp.controller.Controller).
+"""The controller core's view of its switches (part of ftcp.controller.core.Controller).
 
 A switch that connects is asked for its ports and every flow with the ftcp cookie;
 once both are in (and the services' state is loaded from Redis) it is reconciled by
@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
-from ftcp import failover, flows
-from ftcp.effects import Event, RecordService, Send
-from ftcp.failover import ServiceFailover
-from ftcp.statuses import ServiceStatus
-from ftcp.plan import plan_switch, switch_applies
+from ftcp.controller import failover
+from ftcp.controller.of import flows
+from ftcp.controller.effects import Event, RecordService, Send
+from ftcp.controller.failover import ServiceFailover
+from ftcp.common.statuses import ServiceStatus
+from ftcp.controller.plan import plan_switch, switch_applies
 
-LOG = logging.getLogger("ftcp.controller")
+LOG = logging.getLogger("ftcp.controller.core")
 
 
 class Switch:

@@ -1,7 +1,7 @@
 """What /metrics exposes (pure): the metric families, built from values the API read,
 and their exposition through prometheus_client.
 
-ftcp/api.py reads Redis (through the Store) and the controller (through its adapter)
+ftcp/api/routes.py reads Redis (through the Store) and the controller (through its adapter)
 at each scrape and hands the values to the ``*_families`` functions here; the
 ``Families`` collector yields what they return, in a private ``CollectorRegistry``,
 and ``render`` writes the Prometheus text format with ``generate_latest``. Nothing
@@ -21,7 +21,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from ftcp.statuses import ConnStatus, Reason, ServiceStatus
+from ftcp.common.statuses import ConnStatus, Reason, ServiceStatus
 
 # What ``generate_latest`` writes (text format 0.0.4, legacy names). CONTENT_TYPE_LATEST
 # announces version 1.0.0, which prometheus_client itself sends only to a scraper that
@@ -74,7 +74,7 @@ def family(name: str, kind: str, help_text: str, samples: Iterable) -> Metric:
 
 
 def controller_families(uptime: float, counts: dict) -> list:
-    """The controller's own families; ``counts`` is ``Controller.counters()`` (ftcp/api.py)."""
+    """The controller's own families; ``counts`` is ``Controller.counters()`` (ftcp/api/routes.py)."""
     probes = counts.get("probes", {})
     return [
         family("ftcp_controller_uptime_seconds", "gauge", "Seconds since the controller's REST API started.",

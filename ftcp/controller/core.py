@@ -9,7 +9,7 @@ and a fake clock.
 State lives in Redis and in the switches; this is a cache of both:
 
 * ``restore`` takes each service's record from Redis (status, epoch, backup, step) and
-  carries on with a failover a previous controller left half done (ftcp/failover.py).
+  carries on with a failover a previous controller left half done (ftcp/controller/failover.py).
   Until it has run, no switch is touched: fail_mode=secure keeps their flows.
 * A switch that connects is asked for its ports and its ftcp flows; the flows are then
   reconciled by diff (``flows.reconcile``): what is missing is added, what is stale is
@@ -20,8 +20,8 @@ State lives in Redis and in the switches; this is a cache of both:
   of its reconcile when it comes back.
 
 This file holds the services, the failovers and the two-controller roles; the switches'
-side is ftcp/switches.py, the liveness of primaries (probes, held FIN/RST, ARP)
-ftcp/liveness.py, both mixed into ``Controller``; the effects are ftcp/effects.py.
+side is ftcp/controller/switches.py, the liveness of primaries (probes, held FIN/RST, ARP)
+ftcp/controller/liveness.py, both mixed into ``Controller``; the effects are ftcp/controller/effects.py.
 """
 from __future__ import annotations
 
@@ -29,17 +29,18 @@ import json
 import logging
 from typing import Optional
 
-from ftcp import failover, flows
-from ftcp.config import Config, ConfigError, Service, with_service, without_service
-from ftcp.effects import Event, ForgetService, Publish, RecordService, Send
-from ftcp.failover import ServiceFailover
-from ftcp.statuses import ServiceStatus
-from ftcp.liveness import Liveness
-from ftcp.probe import Prober
-from ftcp.store import agent_channel
-from ftcp.switches import Switch, SwitchSync
+from ftcp.controller import failover
+from ftcp.controller.of import flows
+from ftcp.common.config import Config, ConfigError, Service, with_service, without_service
+from ftcp.controller.effects import Event, ForgetService, Publish, RecordService, Send
+from ftcp.controller.failover import ServiceFailover
+from ftcp.common.statuses import ServiceStatus
+from ftcp.controller.liveness import Liveness
+from ftcp.controller.prober import Prober
+from ftcp.common.store import agent_channel
+from ftcp.controller.switches import Switch, SwitchSync
 
-LOG = logging.getLogger("ftcp.controller")
+LOG = logging.getLogger("ftcp.controller.core")
 AGENT_TIMEOUT = 3.0   # an agent whose heartbeat is older than this is not taken as alive
 
 

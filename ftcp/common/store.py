@@ -17,9 +17,9 @@ from redis.sentinel import Sentinel
 from redis.connection import Encoder, HiredisRespSerializer, PythonRespSerializer
 from redis.utils import HIREDIS_AVAILABLE
 
-from ftcp import control
-from ftcp.config import SENTINEL_URL_RE, Service, redact_url
-from ftcp.records import decode_agent, decode_conn, decode_service
+from ftcp.common import control
+from ftcp.common.config import SENTINEL_URL_RE, Service, redact_url
+from ftcp.common.records import decode_agent, decode_conn, decode_service
 
 PREFIX = "ftcp"
 EVENTS = f"{PREFIX}:events"          # capped stream + pub/sub channel of the same name
@@ -95,7 +95,7 @@ def agent_channel(name: str) -> str:
 # rewrite a service's record, take the controllers' lease, talk on another agent's
 # channel or answer for it, trim or delete the events, or write an unbounded string. Pub/sub
 # permissions do not tell publishing from subscribing: control messages are sealed
-# (ftcp/control.py) for that.
+# (ftcp/common/control.py) for that.
 _CONTROLLER_COMMANDS = "+@all -@admin -@dangerous"
 _AGENT_CONNECTION = "+ping +hello +auth +select +client|setname +multi +exec +discard +wait"
 _AGENT_READS = "+hget +hmget +hgetall +smembers +lrange"
@@ -180,7 +180,7 @@ class Store:
         self.url = url
         self.clock = clock
         self.pause = pause
-        self.control_key = control_key   # seals and checks control messages (ftcp/control.py)
+        self.control_key = control_key   # seals and checks control messages (ftcp/common/control.py)
         self.sentinel = url.startswith("redis+sentinel://")
         self._redis = _client(url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True)
         # The client->server logs are bytes: a second client that does not decode, with
@@ -297,7 +297,7 @@ class Store:
     # --- control messages -------------------------------------------------------
 
     def publish(self, channel: str, message: dict) -> int:
-        """Send a control message (sealed with ``control_key``, ftcp/control.py);
+        """Send a control message (sealed with ``control_key``, ftcp/common/control.py);
         returns how many subscribers got it."""
         peer = channel[len(AGENT_CHANNEL_PREFIX):] if channel.startswith(AGENT_CHANNEL_PREFIX) else None
         data = control.seal(self.control_key, channel, message, self.clock(), peer=peer)
@@ -458,7 +458,7 @@ class Store:
     def agent(self, name: str) -> Optional[dict]:
         return self._do(lambda r: r.hgetall(agent_key(name))) or None
 
-    # --- typed reads for the REST API (ftcp/api.py) ------------------------------------
+    # --- typed reads for the REST API (ftcp/api/routes.py) ------------------------------------
 
     def delete_service(self, name: str) -> None:
         """Forget a removed service's record (its connections expire on their own)."""

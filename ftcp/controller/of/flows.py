@@ -17,7 +17,7 @@ from ryu.lib.packet import arp, ether_types, ethernet, in_proto, ipv4, packet, t
 from ryu.ofproto import ofproto_v1_3 as ofp
 from ryu.ofproto import ofproto_v1_3_parser as parser
 
-from ftcp.plan import ServicePlan
+from ftcp.controller.plan import ServicePlan
 
 COOKIE_MAGIC = 0x66746370  # "ftcp"
 MASK_ALL_FTCP = 0xFFFFFFFF << 32

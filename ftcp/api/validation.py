@@ -1,6 +1,6 @@
 """What a REST request may carry, judged (pure): the parsed request, its query
 parameters, JSON bodies, connection ids, service names and client filters. Each
-refusal is an ``ApiError`` naming the field it is about; ftcp/api.py routes requests
+refusal is an ``ApiError`` naming the field it is about; ftcp/api/routes.py routes requests
 and answers them.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ftcp.config import NAME_RE
+from ftcp.common.config import NAME_RE
 
 MAX_BODY = 64 * 1024
 # [0-9], not \d: for str patterns \d also matches non-ASCII digits.

@@ -1,5 +1,5 @@
 """Is the primary alive? The controller core's probes, held FIN/RST and ARP answers
-(part of ftcp.controller.Controller; the prober itself is ftcp/probe.py).
+(part of ftcp.controller.core.Controller; the prober itself is ftcp/controller/prober.py).
 
 Probes go out of every switch that carries the service; their answers, ARP requests for
 the probe address (and for a failed-over service's address) and the FIN/RST segments a
@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
-from ftcp import flows
-from ftcp.effects import Send
-from ftcp.statuses import ServiceStatus
-from ftcp.probe import ReadPort, Release, SendProbe, Verdict
-from ftcp.switches import with_xid
+from ftcp.controller.of import flows
+from ftcp.controller.effects import Send
+from ftcp.common.statuses import ServiceStatus
+from ftcp.controller.prober import ReadPort, Release, SendProbe, Verdict
+from ftcp.controller.switches import with_xid
 
-LOG = logging.getLogger("ftcp.controller")
+LOG = logging.getLogger("ftcp.controller.core")
 
 
 class Liveness:

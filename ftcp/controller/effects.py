@@ -1,9 +1,9 @@
-"""What the controller's core returns for the Ryu shim to carry out (ftcp/controller.py)."""
+"""What the controller's core returns for the Ryu shim to carry out (ftcp/controller/core.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ftcp.config import Service
+from ftcp.common.config import Service
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ import collections
 import logging
 from typing import NamedTuple
 
-from ftcp.store import StoreError
+from ftcp.common.store import StoreError
 
-LOG = logging.getLogger("ftcp.recorder")
+LOG = logging.getLogger("ftcp.controller.recorder")
 _NOTHING = object()   # no record waiting for a service
 
 

@@ -26,9 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from ftcp.statuses import ServiceStatus
+from ftcp.common.statuses import ServiceStatus
 
-# The statuses a failover moves a service through (ftcp/statuses.py): the short names
+# The statuses a failover moves a service through (ftcp/common/statuses.py): the short names
 # the state machine above uses.
 PROTECTED, FENCED, FAILED_OVER, FAILED = (ServiceStatus.PROTECTED, ServiceStatus.FAILING_OVER,
                                           ServiceStatus.FAILED_OVER, ServiceStatus.FAILOVER_FAILED)

@@ -10,7 +10,7 @@ import enum
 
 
 class ServiceStatus(enum.StrEnum):
-    """A protected service (``ftcp:svc:<name>`` ``status``; ftcp/failover.py has the
+    """A protected service (``ftcp:svc:<name>`` ``status``; ftcp/controller/failover.py has the
     failover's state machine)."""
     CONFIGURED = "configured"            # recorded; its flows not confirmed on a switch yet
     PROTECTED = "protected"              # flows confirmed (barrier): mirrored to the backups

@@ -2,11 +2,11 @@
 in, (status, body, content type) out.
 
 ryu_apps/ftcp_rest.py maps HTTP onto ``Api.handle``. A request is judged in full
-(ftcp/api_input.py: query parameters, bodies, ids) before anything changes; then the
+(ftcp/api/validation.py: query parameters, bodies, ids) before anything changes; then the
 app (through the small ``AppAdapter`` the Ryu app implements) and the store are
 asked, and every failure becomes a status code in one place, ``Api.handle``, the way
 ryu's ofctl_rest does it with a decorator. The API is written down in
-docs/openapi.yaml; the Prometheus families are ftcp/metrics.py.
+docs/openapi.yaml; the Prometheus families are ftcp/api/metrics.py.
 """
 from __future__ import annotations
 
@@ -18,15 +18,15 @@ import re
 import time
 from typing import Callable, Optional
 
-from ftcp import metrics
-from ftcp.api_input import ApiError, Request, action_body, client_filter, integer, json_body, query, service_name
-from ftcp.api_input import conn_id as valid_conn_id
-from ftcp.config import Config, ConfigError, Service, parse_service, redact_url, with_service
-from ftcp.records import decode_event
-from ftcp.statuses import ConnStatus, ServiceStatus
-from ftcp.store import StoreError
+from ftcp.api import metrics
+from ftcp.api.validation import ApiError, Request, action_body, client_filter, integer, json_body, query, service_name
+from ftcp.api.validation import conn_id as valid_conn_id
+from ftcp.common.config import Config, ConfigError, Service, parse_service, redact_url, with_service
+from ftcp.common.records import decode_event
+from ftcp.common.statuses import ConnStatus, ServiceStatus
+from ftcp.common.store import StoreError
 
-LOG = logging.getLogger("ftcp.api")
+LOG = logging.getLogger("ftcp.api.routes")
 
 JSON = "application/json"
 PROMETHEUS = metrics.CONTENT_TYPE
@@ -372,7 +372,7 @@ class Api:
         return 200, metrics.render(self._metrics_registry)
 
     def _metric_families(self) -> list:
-        """What /metrics exposes now: the collector in ftcp/metrics.py calls this at each scrape.
+        """What /metrics exposes now: the collector in ftcp/api/metrics.py calls this at each scrape.
         Without Redis the controller's families are still there, with ftcp_redis_up 0."""
         now = self.clock()
         conf = self.controller.config()

@@ -1,10 +1,10 @@
 """Control messages between the controller and the agents, sealed (pure).
 
-The messages travel over Redis pub/sub (ftcp/store.py), where anyone who can reach
+The messages travel over Redis pub/sub (ftcp/common/store.py), where anyone who can reach
 Redis can publish. The controller holds a master key (a file: ``[ftcp]
 control_key_file`` / ``FTCP_CONTROL_KEY_FILE``); each agent holds only its own key,
 derived from the master key and its backup name (``agent_key``; ``python -m
-ftcp.control agent-key --backup b1`` prints it from the master key file), in its
+ftcp.common.control agent-key --backup b1`` prints it from the master key file), in its
 ``--control-key-file``. A message between the controller and agent ``b1`` is sealed
 with b1's key: an envelope ``{"m": <message as JSON>, "t": <time sent>, "a": <the
 sending agent, on answers>, "s": <HMAC-SHA256 of channel, t, a and m>}``. A receiver
@@ -79,7 +79,7 @@ def _mac(key: bytes, channel: str, sent: str, sender: str, body: str) -> str:
 
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")   # a backup's name (ftcp/config.py NAME_RE)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")   # a backup's name (ftcp/common/config.py NAME_RE)
 
 
 def seal(keys: Optional[Keyring], channel: str, message: dict, now: float, peer: Optional[str] = None) -> str:
@@ -142,10 +142,10 @@ def key_from_env(name: str = "FTCP_CONTROL_KEY_FILE") -> Optional[str]:
 
 
 def main(argv=None) -> int:
-    """``python -m ftcp.control agent-key --backup NAME [--master FILE]``: the key file
+    """``python -m ftcp.common.control agent-key --backup NAME [--master FILE]``: the key file
     content for agent NAME (the master key file defaults to FTCP_CONTROL_KEY_FILE)."""
     import argparse
-    ap = argparse.ArgumentParser(prog="python -m ftcp.control", description="ftcp control keys")
+    ap = argparse.ArgumentParser(prog="python -m ftcp.common.control", description="ftcp control keys")
     sub = ap.add_subparsers(dest="command", required=True)
     derive = sub.add_parser("agent-key", help="print an agent's key, derived from the controller's master key")
     derive.add_argument("--backup", required=True, help="the backup's name in the services file")

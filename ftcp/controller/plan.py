@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from ftcp.config import Config, Service
+from ftcp.common.config import Config, Service
 
 
 @dataclass(frozen=True)
