@@ -29,9 +29,9 @@ from ftcp.agent import repair
 from ftcp.agent.acks import AckNumbers, ack_segment
 from ftcp.agent.takeover import Session, prepare as prepare_sessions
 from ftcp.agent.tracker import CLOSED, CLOSING, ESTABLISHED, MASK, PROTECTED
-from ftcp.common.store import StoreError
+from ftcp.common.errors import StoreError
 
-LOG = logging.getLogger("ftcp.agent.coordinator")
+LOG = logging.getLogger(__name__)
 
 
 @dataclass
