@@ -1,5 +1,5 @@
 """The backup agent's side of a failover: one epoch-tagged takeover per service,
-acknowledged and idempotent (DESIGN §7, §13).
+acknowledged and idempotent (docs/failover.md).
 
     takeover(N)  the capture thread drains the mirror and decides, per connection,
                  hot session, cold replay or reset (``plan_takeover``, pure); a worker

@@ -1,5 +1,5 @@
 """The fake flow table (tests/support/fake_oftable.py), checked against the real
-flows of ftcp.controller.of.flows: what a packet hits, where it goes, how deletes and adds
+flows of ftcp.controller.of.messages: what a packet hits, where it goes, how deletes and adds
 behave, and that matches parsed from the wire compare equal to built ones."""
 import struct
 
