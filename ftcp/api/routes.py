@@ -7,6 +7,9 @@ app (through the small ``AppAdapter`` the Ryu app implements) and the store are
 asked, and every failure becomes a status code in one place, ``Api.handle``, the way
 ryu's ofctl_rest does it with a decorator. The API is written down in
 docs/openapi.yaml; the Prometheus families are ftcp/api/metrics.py.
+
+This module is long because every resource's handler sits next to the others, so the
+answers and their status codes read as one API.
 """
 from __future__ import annotations
 

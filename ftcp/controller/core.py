@@ -26,6 +26,9 @@ switches' ports, flows, reconciles and barriers) and ``Liveness``
 (ftcp/controller/liveness.py: probes, held FIN/RST, links down, ARP). What the managers
 cannot decide alone comes back to the core among their effects (a ``prober.Verdict``
 condemns a service) or as their answer (the steps a barrier confirms).
+
+This module is long because it is where every event of the controller meets the
+services' failovers; each kind of state it touches is a manager's or a state machine's.
 """
 from __future__ import annotations
 
