@@ -25,7 +25,7 @@ from ftcp.api import metrics
 from ftcp.api.validation import ApiError, Request, action_body, client_filter, integer, json_body, query, service_name
 from ftcp.api.validation import conn_id as valid_conn_id
 from ftcp.common.config import Config, ConfigError, Service, parse_service, redact_url, with_service
-from ftcp.common.records import decode_event
+from ftcp.common.schema import decode_event
 from ftcp.common.statuses import ConnStatus, ServiceStatus
 from ftcp.common.errors import StoreError
 

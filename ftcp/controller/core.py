@@ -44,7 +44,7 @@ from ftcp.controller.effects import Event, ForgetService, Publish, RecordService
 from ftcp.controller.failover import ServiceFailover
 from ftcp.controller.liveness import Liveness
 from ftcp.controller.of import messages
-from ftcp.controller.plan import ServicePlan
+from ftcp.controller.placement import ServicePlan
 from ftcp.controller.prober import Verdict
 from ftcp.controller.switches import Switches, Xids
 

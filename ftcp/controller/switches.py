@@ -24,7 +24,7 @@ from ftcp.controller.effects import Event, RecordService, Send
 from ftcp.controller.of import messages
 from ftcp.controller.of.cookies import is_ftcp
 from ftcp.controller.of.reconcile import installed, reconcile
-from ftcp.controller.plan import ServicePlan, plan_switch, switch_applies
+from ftcp.controller.placement import ServicePlan, plan_switch, switch_applies
 
 LOG = logging.getLogger(__name__)
 

@@ -75,7 +75,7 @@ def test_no_switch_is_touched_before_the_state_is_read_from_redis():
 
 
 def _plan():
-    from ftcp.controller.plan import plan_switch
+    from ftcp.controller.placement import plan_switch
     return plan_switch(CONF, {name: no for name, (no, _) in PORTS.items()})[0]
 
 

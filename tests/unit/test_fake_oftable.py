@@ -10,7 +10,7 @@ from ryu.ofproto import ofproto_v1_3_parser as parser
 
 from ftcp.common import config
 from ftcp.controller.of import cookies, messages, packets
-from ftcp.controller.plan import plan_switch
+from ftcp.controller.placement import plan_switch
 from tests.support.fake_oftable import FakeOFTable, Flow
 
 CONF = config.parse({"services": [

@@ -9,7 +9,7 @@ from ryu.ofproto import ofproto_v1_3_parser as parser
 
 from ftcp.common import config
 from ftcp.controller.of import cookies, messages
-from ftcp.controller.plan import plan_switch
+from ftcp.controller.placement import plan_switch
 
 CONF = config.parse({
     "services": [{

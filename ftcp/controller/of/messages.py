@@ -21,7 +21,7 @@ from ftcp.controller.of.cookies import (DEFAULT, FENCE, HOLD_FIN, HOLD_RST, MASK
                                         MIRROR_S2C, NOT_A_CLIENT_DROP, PROBE_ARP, PROBE_REPLY, REDIRECT_C2S,
                                         REDIRECT_S2C, SERVICE_ARP, cookie)
 from ftcp.controller.of.packets import TCP_FIN, TCP_RST, TCP_SYN, arp_reply_frame, tcp_frame
-from ftcp.controller.plan import HostPorts, ServicePlan
+from ftcp.controller.placement import HostPorts, ServicePlan
 
 # Priorities: the NORMAL default at the bottom, mirrors above it; drops of anything
 # a backup sends from its mirror iface above all, so it can never inject traffic.
