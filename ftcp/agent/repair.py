@@ -150,8 +150,9 @@ def repaired_socket(p: RepairParams, unacked: bytes = b"") -> socket.socket:
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        # Until go, any close -- an abort, or the agent dying -- must be a RST: a FIN
-        # would be an in-sequence end of the client's stream. ``released`` undoes it.
+        # Any close but the normal end of a session -- an abort, an error, the agent
+        # stopping or dying -- must be a RST: a FIN would be an in-sequence end of the
+        # client's stream. ``released`` undoes it once both ends were passed on.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RST)
         # A relay: what the replica wrote goes out at once. With Nagle, the tail of a
         # response waits for the client's delayed ACK of the segment before (40 ms).
@@ -212,7 +213,8 @@ def window_probe(sock: socket.socket) -> tuple:
 
 
 def released(sock: socket.socket) -> None:
-    """The socket serves its client now (go): it closes normally again."""
+    """Both ends of stream were passed on: the socket may close normally (a RST would
+    drop what it still has to deliver)."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_NORMAL)
 
 

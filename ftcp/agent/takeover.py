@@ -14,6 +14,13 @@ A takeover handles all of a service's connections at once, in two phases:
   the client to us): the replica's output flows to the client, the client's bytes to
   the replica. Nothing reaches the client before ``go``: until then the backup's
   packets would reach the client from the wrong address.
+
+A taken-over connection ends with a FIN only when the server program closed its side:
+the replica's end of stream is held for ``EOF_HOLD`` and passed on only if the server
+still listens then (ftcp/agent/listening.py); a server that died takes its listener
+with it, and its clients get a RST. Every other end -- an error, the agent stopping,
+the agent killed -- is a RST too: the client sockets keep SO_LINGER 0 until a session
+ends normally, so even the kernel's close of a dead agent's sockets resets them.
 """
 from __future__ import annotations
 
@@ -26,7 +33,7 @@ import socket
 import threading
 import time
 
-from ftcp.agent import repair
+from ftcp.agent import listening, repair
 from ftcp.agent.acks import AckNumbers, ack_segment
 from ftcp.agent.divergence import settle
 from ftcp.agent.wakeup import Wakeup
@@ -37,6 +44,9 @@ CHUNK = 65536
 # Bytes a session buffers each way before it stops reading that side (TCP flow
 # control then holds the sender back).
 BUFFER_LIMIT = 1 << 20
+# How long a replica's end of stream waits before the splicer asks whether its server
+# still listens: a dying process closes its listener and its connections within it.
+EOF_HOLD = 0.05
 
 
 class Diverged(ValueError):
@@ -71,6 +81,7 @@ class Session:
         self.client_shut = self.replica_shut = False
         self.ended = False
         self.client = None
+        self.replica_addr = None          # the replica's server (address, port), at go
         self.error = None
         self.to_client_bytes = self.to_replica_bytes = 0
 
@@ -121,7 +132,6 @@ class Session:
         it resends the rest at once instead of on its retransmission timer.
         True when both went out."""
         try:
-            repair.released(self.client)
             snd_nxt, rcv_nxt, rcv_wnd, tsval = repair.window_probe(self.client)
             if acks is None:
                 return False
@@ -216,7 +226,7 @@ def prepare(sessions, timeout: float, clock=time.monotonic, make_socket=repair.r
 class Splicer(threading.Thread):
     """One selector thread that splices every live session: client <-> replica."""
 
-    def __init__(self):
+    def __init__(self, server_alive=listening.server_alive, clock=time.monotonic):
         super().__init__(name="ftcp-splicer", daemon=True)
         self._sel = selectors.DefaultSelector()
         self._new = collections.deque()
@@ -224,6 +234,8 @@ class Splicer(threading.Thread):
         self._sel.register(self._wakeup, selectors.EVENT_READ, None)
         self._events = {}     # socket -> registered events
         self._halt = False
+        self._server_alive, self._clock = server_alive, clock
+        self._held = {}       # session -> when its replica's end of stream is checked
         self.live = 0
 
     def add(self, sessions) -> None:
@@ -238,7 +250,9 @@ class Splicer(threading.Thread):
 
     def run(self) -> None:
         while not self._halt:
-            for key, mask in self._sel.select(timeout=1.0):
+            due = min(self._held.values(), default=None)
+            timeout = 1.0 if due is None else max(0.0, min(1.0, due - self._clock()))
+            for key, mask in self._sel.select(timeout=timeout):
                 if key.data is None:
                     self._wakeup.drain()
                     continue
@@ -247,8 +261,10 @@ class Splicer(threading.Thread):
                     self._io(s, side, mask)
             while self._new:
                 s = self._new.popleft()
+                s.replica_addr = listening.peer(s.replica)
                 self.live += 1
                 self._update(s)
+            self._check_held()
         for key in list(self._sel.get_map().values()):
             if key.data is not None and not key.data[0].ended:
                 self._end(key.data[0], "agent stopping")
@@ -265,10 +281,10 @@ class Splicer(threading.Thread):
                 eof, sent = _pump(s.client, mask, s.to_replica, s.to_client)
                 s.client_eof |= eof
                 s.to_client_bytes += sent
-            # A side's FIN is passed on once everything before it has been.
-            if s.replica_eof and not s.to_client and not s.client_shut:
-                s.client_shut = True
-                s.client.shutdown(socket.SHUT_WR)
+            # A side's FIN is passed on once everything before it has been (the
+            # replica's once its server is known to be alive: _check_held).
+            if s.replica_eof and not s.to_client and not s.client_shut and s not in self._held:
+                self._held[s] = self._clock() + EOF_HOLD
             if s.client_eof and not s.to_replica and not s.replica_shut:
                 s.replica_shut = True
                 s.replica.shutdown(socket.SHUT_WR)
@@ -277,10 +293,33 @@ class Splicer(threading.Thread):
         except OSError as e:
             self._end(s, f"{'replica' if side == 'r' else 'client'}: {e.strerror or e}")
             return
-        if s.replica_eof and s.client_eof and not s.to_client and not s.to_replica:
+        if s.client_shut and s.client_eof and not s.to_client and not s.to_replica:
             self._end(s)
             return
         self._update(s)
+
+    def _check_held(self) -> None:
+        """Pass on the replicas' ends of stream whose hold is over: a FIN to the client if
+        the server still listens (it closed this connection), else a RST (it died)."""
+        now = self._clock()
+        for s in [s for s, due in self._held.items() if due <= now]:
+            del self._held[s]
+            if s.ended:
+                continue
+            if not self._server_alive(s.replica_addr):
+                self._end(s, "the server on this host no longer listens: its connection ended with it "
+                             "(the client is reset, not told it has everything)")
+                continue
+            s.client_shut = True
+            try:
+                s.client.shutdown(socket.SHUT_WR)
+            except OSError as e:
+                self._end(s, f"client: {e.strerror or e}")
+                continue
+            if s.client_eof and not s.to_replica:
+                self._end(s)
+            else:
+                self._update(s)
 
     def _update(self, s: Session) -> None:
         """Read a side while the other side's buffer has room and it has not ended;
@@ -307,13 +346,20 @@ class Splicer(threading.Thread):
             self._events[sock] = events
 
     def _end(self, s: Session, error=None) -> None:
+        """End a session: after both ends of stream were passed on, a normal close (what
+        the client was sent still arrives); else a RST to the client."""
         s.ended = True
+        self._held.pop(s, None)
         if error is not None:
             s.error = error
             LOG.error("%s: %s", s.conn_id, error)
         else:
             LOG.info("%s: closed after takeover (%d bytes to the client, %d to the replica)", s.conn_id,
                      s.to_client_bytes, s.to_replica_bytes)
+            try:
+                repair.released(s.client)
+            except OSError:
+                pass
         for sock in (s.replica, s.client):
             self._interest(sock, 0, None)
         s.close()

@@ -12,6 +12,7 @@ import zlib
 
 import pytest
 
+from ftcp.agent import listening, repair
 from ftcp.agent.takeover import Session, Splicer, prepare
 from tests.support.line_server import LineServer
 from topology.processes import wait_for
@@ -246,3 +247,108 @@ def test_a_primary_segment_the_replica_never_produced_is_not_taken(server, fake,
                  checks=[(7, 7, crc(b"PONG b\n"))])
     prepare([short], timeout=5, make_socket=fake)
     assert "ended at server byte 7" in short.error and "short" not in fake.unacked
+
+
+# --- how a taken-over connection ends: a FIN only when the server program closed ------
+
+class TcpRepair:
+    """``make_socket`` stand-in with real TCP on loopback: our end gets SO_LINGER 0 as a
+    repaired socket does, so a close that is not a session's normal end is a RST the
+    test's end (the client) can see."""
+
+    def __init__(self):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.clients = {}
+
+    def __call__(self, params, unacked):
+        ours = socket.create_connection(self.listener.getsockname())
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, repair.LINGER_RST)
+        self.clients[params], _ = self.listener.accept()
+        ours.sendall(unacked)      # what TCP_REPAIR queues as already sent reaches the client
+        return ours
+
+    def close(self):
+        for s in [self.listener, *self.clients.values()]:
+            s.close()
+
+
+@pytest.fixture
+def tcp():
+    t = TcpRepair()
+    yield t
+    t.close()
+
+
+def taken(sessions, tcp, server, name):
+    s = cold(sessions, name, server.addr, b"PING a\n", client_acked=0, sent=7)
+    prepare([s], timeout=5, make_socket=tcp)
+    assert s.error is None
+    return s, tcp.clients[name]
+
+
+def ends_with_rst(client) -> bool:
+    client.settimeout(5)
+    try:
+        while client.recv(65536):
+            pass
+    except ConnectionResetError:
+        return True
+    return False
+
+
+def test_listeners_are_read_from_the_kernels_table():
+    lines = ["  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode",
+             "   0: 0100007F:1B58 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0",
+             "   1: 0100007F:1B59 0200000A:9C40 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0",
+             "   2: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 0 0 0 0 0 3",
+             "   3: garbage"]
+    assert listening.listeners(lines) == {("127.0.0.1", 7000), ("::", 80)}
+
+
+def test_a_listener_is_seen_while_it_listens_and_not_after():
+    srv = socket.create_server(("127.0.0.1", 0))
+    address, port = srv.getsockname()
+    assert listening.is_listening(address, port)
+    srv.close()
+    assert not listening.is_listening(address, port)
+
+
+def test_a_server_that_closes_one_connection_reaches_the_client_as_a_fin(server, tcp, sessions):
+    s, client = taken(sessions, tcp, server, "q")
+    splicer = Splicer()
+    splicer.start()
+    try:
+        splicer.add([s])
+        assert recv_exactly(client, 7) == b"PONG a\n"
+        client.sendall(b"QUIT\n")                      # the server closes this connection and listens on
+        assert client.recv(1) == b""                    # a FIN: the server program closed its side
+        client.close()
+        wait_for(lambda: splicer.live == 0, 5, "the session to end", interval=0.01)
+        assert s.error is None
+    finally:
+        splicer.stop()
+
+
+def test_a_server_that_died_resets_the_client_instead_of_ending_its_stream(tcp, sessions):
+    server = LineServer()
+    s, client = taken(sessions, tcp, server, "d")
+    splicer = Splicer()
+    splicer.start()
+    try:
+        splicer.add([s])
+        assert recv_exactly(client, 7) == b"PONG a\n"
+        server.close()                                  # listener and connections gone: a crash
+        assert ends_with_rst(client)
+        assert "no longer listens" in s.error
+    finally:
+        splicer.stop()
+
+
+def test_stopping_the_splicer_resets_every_client(server, tcp, sessions):
+    s, client = taken(sessions, tcp, server, "s")
+    splicer = Splicer()
+    splicer.start()
+    splicer.add([s])
+    assert recv_exactly(client, 7) == b"PONG a\n"
+    splicer.stop()                                      # the agent stops: no FIN may reach the client
+    assert ends_with_rst(client) and s.error == "agent stopping"
