@@ -406,10 +406,14 @@ class Lab:
         record_pid(self.run_dir / f"{host}-{what}-{popen.pid}.pid", popen.pid)
         return popen
 
-    def _primary_services(self, sig):
+    def kill_services(self, host: str, sig=signal.SIGKILL):
+        """Signal every service process running on a host (SIGKILL: a crash)."""
         for proc in self.procs:
-            if proc.name.startswith("p1-service-") and proc.proc.poll() is None:
+            if proc.name.startswith(f"{host}-service-") and proc.proc.poll() is None:
                 os.killpg(proc.pid, sig)
+
+    def _primary_services(self, sig):
+        self.kill_services("p1", sig)
 
     def crash_primary(self):
         """The primary host dies: its link goes down and its server processes are

@@ -30,6 +30,7 @@ from ftcp.agent.acks import AckNumbers, ack_segment
 from ftcp.agent.takeover import Session, prepare as prepare_sessions
 from ftcp.agent.tracker import CLOSED, CLOSING, ESTABLISHED, MASK, PROTECTED
 from ftcp.common.errors import StoreError
+from ftcp.common.statuses import Reason
 
 LOG = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Takeover:
     state: str = "preparing"          # preparing, ready, gone, aborted
     sessions: list = field(default_factory=list)
     resets: list = field(default_factory=list)    # RepairParams of connections to reset at go
+    failed: dict = field(default_factory=dict)    # conn id -> why it is not taken
     answer: Optional[dict] = None     # the last answer sent, sent again on a repeat
     abort_asked: bool = False
     fid: str = ""                     # the controller's failover id
@@ -234,7 +236,7 @@ class Coordinator:
             if self.takeovers.get(t.service) is not t:
                 _silence(ready)     # superseded: the newer takeover rebuilds these connections
                 return
-            t.sessions, t.resets, t.state = ready, reset_params, "ready"
+            t.sessions, t.resets, t.failed, t.state = ready, reset_params, failed, "ready"
             self._answer(t, "ready", taken=[s.conn_id for s in ready], failed=failed, seconds=round(elapsed, 6))
 
     def _cold_sessions(self, replica, jobs, failed: dict, resets: dict) -> list:
@@ -288,10 +290,25 @@ class Coordinator:
         # Connections we could not take: a RST now (the switch delivers it from the
         # service's address), so their clients fail fast instead of hanging.
         _reset_all(resets, agent.acks)
+        self._unprotect(service, {s.conn_id for s in sessions}, t.failed)
         LOG.info("go for %s (epoch %d): %d connection(s) released (%d acknowledged to their clients), %d reset",
                  service, epoch, len(sessions), acked, len(resets))
         with self._lock:
             self._answer(t, "gone", released=len(sessions), acknowledged=acked, reset=len(resets))
+
+    def _unprotect(self, service: str, taken: set, failed: dict) -> None:
+        """Nothing mirrors a service's connections to this host once it serves them: the
+        ones it took are unprotected from now on (said in their records, so REST and
+        /metrics never call them protected), the ones it could not take say why."""
+        tracker = self.agent.tracker
+        for conn in list(tracker.conns.values()):
+            if conn.service != service:
+                continue
+            if conn.id in taken:
+                tracker.mark_unprotected(conn, Reason.TAKEN_OVER.because(
+                    f"{self.agent.name} serves it now and no host protects it"))
+            elif conn.id in failed:
+                tracker.mark_unprotected(conn, failed[conn.id])
 
     def abort(self, service: str, epoch: int, fid: str = "") -> None:
         with self._lock:

@@ -48,6 +48,7 @@ class Reason(enum.Enum):
     REDIS_UNAVAILABLE = ("redis unavailable", "redis")
     REDIS_LOST = ("redis lost", "redis")
     DIVERGED = ("diverged", "diverged")                     # the hot replica's output differed
+    TAKEN_OVER = ("taken over", "taken_over")               # served by the backup now, nobody protects it
 
     def __init__(self, text: str, label: str):
         self.text, self.label = text, label

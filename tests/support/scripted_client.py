@@ -25,6 +25,11 @@ plain words, one line per step, flushed at once:
     scripted_client.py pings-then-wait HOST PORT (demo service)
         pings 20 times; prints its local port; at a stdin line waits for the server's
         next word (it sends none) and prints the verdict
+    scripted_client.py pings-until-end HOST PORT   (demo service)
+        pings once and prints the answer ("PONG a"); then pings every 0.05 s, each answer
+        checked ("PONG b"), until the connection ends, and prints how it ended and the
+        seconds since the last good answer: "reset 0.1" (a RST), "eof 0.1" (a FIN: the
+        stream ended), "wrong <answer>" or "timeout" (no answer in 20 s); reads no stdin
     scripted_client.py half-closed HOST PORT BYTES  (demo service)
         asks for a stream of BYTES, sends its FIN at once and reads until the server's
         FIN; prints "half" once past 5 MB, then "eof <bytes read> <True if they are the
@@ -116,6 +121,29 @@ def ping_until_reset(host, port):
             return
 
 
+def pings_until_end(host, port):
+    s = connect(host, port)
+    say(ping(s, "a"))
+    last = time.monotonic()
+    while True:
+        try:
+            answer = ping(s, "b")
+        except (ConnectionResetError, BrokenPipeError):
+            say("reset", round(time.monotonic() - last, 2))
+            return
+        except socket.timeout:
+            say("timeout")
+            return
+        if answer == "":
+            say("eof", round(time.monotonic() - last, 2))
+            return
+        if answer != "PONG b":
+            say("wrong", answer)
+            return
+        last = time.monotonic()
+        time.sleep(0.05)
+
+
 def open_then_wait(host, port):
     s = connect(host, port)
     ping(s, "a")
@@ -156,6 +184,7 @@ def half_closed(host, port, n):
 
 
 SCENARIOS = {"older": older, "two-conns": two_conns, "ping-until-reset": ping_until_reset,
+             "pings-until-end": pings_until_end,
              "open-then-wait": open_then_wait, "pings-then-wait": pings_then_wait, "half-closed": half_closed}
 
 
