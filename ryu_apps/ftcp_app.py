@@ -207,11 +207,11 @@ class FtcpApp(app_manager.RyuApp):
         if wake:
             self._wake.set()
 
-    def _call(self, method, *args):
+    def _call(self, method, *args, **kwargs):
         """Run a core method with the time and dispatch its effects; a bug is logged,
         never allowed to kill the green thread or the handler."""
         try:
-            self.dispatch(method(*args, time.time()))
+            self.dispatch(method(*args, time.time(), **kwargs))
         except Exception:
             LOG.exception("ftcp: %s failed", method.__name__)
 
@@ -225,19 +225,22 @@ class FtcpApp(app_manager.RyuApp):
 
     # --- green threads ---------------------------------------------------------------------
 
-    def _records(self) -> dict:
-        """Every service's record in Redis, retried until Redis answers (meanwhile the
-        switches keep their flows: nothing is reconciled before)."""
+    def _records(self) -> tuple:
+        """Every service's record in Redis and every service's last epoch, retried until
+        Redis answers (meanwhile the switches keep their flows: nothing is reconciled
+        before)."""
         while True:
             try:
-                return {svc.name: self.store.service(svc.name) for svc in self.core.conf.services}
+                return ({svc.name: self.store.service(svc.name) for svc in self.core.conf.services},
+                        self.store.epochs())
             except StoreError as e:
                 LOG.error("ftcp: cannot read the services' state from Redis (%s); switches are left as they "
                           "are until it answers", e)
                 hub.sleep(1.0)
 
     def _restore(self):
-        self._call(self.core.restore, self._records())
+        records, epochs = self._records()
+        self._call(self.core.restore, records, epochs=epochs)
 
     def _lease_loop(self):
         """With two controllers: hold the lease in Redis to act, stand by without it
@@ -254,10 +257,10 @@ class FtcpApp(app_manager.RyuApp):
                 LOG.error("ftcp: cannot renew the controllers' lease: %s", e)
             decision = lease.answered(asked, held, self.core.active, time.time())
             if decision == PROMOTE:
-                records = self._records()
+                records, epochs = self._records()
                 if lease.may_act(time.time()):   # else the lease is asked again first
                     self.recorder.event("controller_master", holder=self.holder, generation=lease.generation)
-                    self._call(self.core.promote, records, lease.generation)
+                    self._call(self.core.promote, records, lease.generation, epochs=epochs)
             elif decision == DEMOTE:
                 self.recorder.drop_services()   # a newer master's records must not be overwritten
                 self._call(self.core.demote)

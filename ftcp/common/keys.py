@@ -10,6 +10,11 @@ PREFIX = "ftcp"
 EVENTS = f"{PREFIX}:events"          # capped stream + pub/sub channel of the same name
 SERVICES = f"{PREFIX}:services"      # set of configured service names
 EVENTS_MAXLEN = 10000
+# The last failover epoch of every service ever defined (a sorted set: the service's
+# name scored by its epoch), never deleted:
+# a service removed and defined again goes on from its last epoch, so no agent that
+# remembers it takes a new failover's messages for stale ones.
+EPOCHS = f"{PREFIX}:epochs"
 
 
 def svc_key(name: str) -> str:

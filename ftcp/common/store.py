@@ -21,7 +21,7 @@ from redis.utils import HIREDIS_AVAILABLE
 from ftcp.common import control
 from ftcp.common.config import SENTINEL_URL_RE, Service, redact_url
 from ftcp.common.errors import StoreError
-from ftcp.common.keys import (AGENT_CHANNEL_PREFIX, ANSWERS_MAXLEN, EVENTS, EVENTS_MAXLEN, GENERATION, LEADER, PREFIX, SERVICES, agent_channel, agent_key, answers_key, conn_key, conn_log_key, svc_conns_key, svc_key)
+from ftcp.common.keys import (AGENT_CHANNEL_PREFIX, ANSWERS_MAXLEN, EPOCHS, EVENTS, EVENTS_MAXLEN, GENERATION, LEADER, PREFIX, SERVICES, agent_channel, agent_key, answers_key, conn_key, conn_log_key, svc_conns_key, svc_key)
 from ftcp.common.schema import decode_agent, decode_conn, decode_service
 
 REPLICA_WAIT_MS = 500   # with Sentinel: how long a write waits for a replica to have it
@@ -190,8 +190,15 @@ class Store:
             pipe.hset(svc_key(service.name), mapping=fields)
             pipe.hsetnx(svc_key(service.name), "epoch", 0)
             pipe.sadd(SERVICES, service.name)
+            if "epoch" in extra:
+                # a sorted set scored by epoch: GT raises a score, never lowers it
+                pipe.zadd(EPOCHS, {service.name: int(extra["epoch"])}, gt=True)
             pipe.execute()
         self._do(write)
+
+    def epochs(self) -> dict:
+        """The last failover epoch of every service ever recorded, removed ones included."""
+        return {name: int(score) for name, score in self._do(lambda r: r.zrange(EPOCHS, 0, -1, withscores=True))}
 
     def service(self, name: str) -> Optional[dict]:
         return self._do(lambda r: r.hgetall(svc_key(name))) or None

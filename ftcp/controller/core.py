@@ -71,6 +71,7 @@ class Controller:
         self.generation = None     # the OpenFlow role generation id, when two controllers share switches
         self.loaded = False
         self.failovers = {}
+        self.epochs = {}           # service -> its last epoch, removed services' too (ftcp:epochs)
         self.heartbeats = {}       # agent name -> its last heartbeat time
         self.boots = {}            # agent name -> when that agent started (its heartbeat's "started")
         self.timelines = {}        # service -> [(step, time)] of the failover under way
@@ -89,8 +90,9 @@ class Controller:
             if svc.name in self.failovers:
                 self.failovers[svc.name].backups = backups
             else:
-                self.failovers[svc.name] = ServiceFailover(svc.name, backups, timeout=self.takeover_timeout,
-                                                           retry=self.retry)
+                # a service defined again goes on from its last epoch: epochs never go back
+                self.failovers[svc.name] = ServiceFailover(svc.name, backups, epoch=self.epochs.get(svc.name, 0),
+                                                           timeout=self.takeover_timeout, retry=self.retry)
         for name in set(self.failovers) - {s.name for s in self.conf.services}:
             del self.failovers[name]
         self.liveness.index()
@@ -99,12 +101,16 @@ class Controller:
         f = self.failovers[name]
         return f.status, f.epoch
 
-    def restore(self, records: dict, now: float) -> list:
-        """The services' records as Redis holds them ({name: hash or None}); then the
-        switches that connected meanwhile are reconciled."""
+    def restore(self, records: dict, now: float, epochs: Optional[dict] = None) -> list:
+        """The services' records as Redis holds them ({name: hash or None}) and the last
+        epoch of every service ever defined (``ftcp:epochs``); then the switches that
+        connected meanwhile are reconciled."""
         out = []
+        self.epochs.update(epochs or {})
         for svc in self.conf.services:
-            record = records.get(svc.name) or {}
+            record = dict(records.get(svc.name) or {})
+            if svc.name in self.epochs:
+                record["epoch"] = max(self.epochs[svc.name], _epoch(record))
             # seen alive before: silence or a RST now condemns it
             self.liveness.restored(svc.name, record.get("status") == ServiceStatus.PROTECTED, now)
             f, actions = ServiceFailover.restored(svc.name, tuple(b.name for b in svc.backups), record, now,
@@ -115,7 +121,7 @@ class Controller:
                             "started: carrying on", svc.name, f.status, f.epoch, f.backup, record.get("step"))
                 self.timelines[svc.name] = [("restored", now)]
                 self.liveness.stop(svc.name)
-            if not record:
+            if not records.get(svc.name):
                 out.append(RecordService(svc, ServiceStatus.CONFIGURED, {"epoch": f.epoch}))
             out += self._run(actions, now)
         self.loaded = True
@@ -124,14 +130,14 @@ class Controller:
 
     # --- two controllers ---------------------------------------------------------------------
 
-    def promote(self, records: dict, generation: int, now: float) -> list:
+    def promote(self, records: dict, generation: int, now: float, epochs: Optional[dict] = None) -> list:
         """This controller now holds the lease: claim the master role on every switch
         (``generation`` makes a deposed master's messages stale there), re-read what
         Redis and the switches hold, and act from then on."""
         LOG.warning("ftcp: this controller is the master now (generation %d)", generation)
         self.active, self.generation = True, generation
         self._forget_pending()
-        return self.switches.reclaim(self.generation) + self.restore(records, now)
+        return self.switches.reclaim(self.generation) + self.restore(records, now, epochs)
 
     def demote(self, now: float) -> list:
         """Another controller acts now (or the lease could not be renewed): send nothing."""
@@ -274,6 +280,7 @@ class Controller:
     def remove_service(self, name: str, now: float) -> list:
         self._master()
         svc = self.conf.service(name)
+        self.epochs[name] = max(self.epochs.get(name, 0), self.failovers[name].epoch)
         self.conf = without_service(self.conf, name)
         self._index()
         self.timelines.pop(name, None)
@@ -396,6 +403,7 @@ class Controller:
                                                               and detail.get("step") == "redirecting"):
             self.failover_counts[action.status] = self.failover_counts.get(action.status, 0) + 1
         LOG.warning("ftcp: service %s is %s (epoch %d): %s", action.service, action.status, action.epoch, detail)
+        self.epochs[action.service] = max(self.epochs.get(action.service, 0), action.epoch)
         fields = {k: v if isinstance(v, str) else json.dumps(v) for k, v in detail.items()}
         return [RecordService(svc, action.status, dict(fields, epoch=action.epoch)),
                 Event(f"service_{action.status}", dict(detail, service=action.service, epoch=action.epoch))]
@@ -416,3 +424,10 @@ class Controller:
         """Probes, held FIN/RST, failovers and their duration."""
         return {"probes": self.liveness.counters(), "failovers": dict(self.failover_counts),
                 "last_takeover_seconds": self.last_takeover_seconds}
+
+
+def _epoch(record: dict) -> int:
+    try:
+        return int(record.get("epoch") or 0)
+    except ValueError:
+        return 0

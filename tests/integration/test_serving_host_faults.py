@@ -7,11 +7,12 @@ the failover: its server process SIGKILLed, its agent SIGKILLed, its agent stopp
 import signal
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ftcp.common.store import Store
 from tests.support.faults import PORT, done
 from tests.support.held_client import ScriptedClient
-from topology.lab import SERVICES, Lab
+from topology.lab import SERVICES, Lab, wait_for
 
 
 @pytest.fixture
@@ -26,6 +27,27 @@ def failed_over_with_a_pinging_client(lab):
     lab.fail_primary("crash")
     done(Store(lab.redis.url))
     return client
+
+
+def listed(lab) -> list:
+    code, page = lab.rest("GET", "/ftcp/connections?service=demo")
+    assert code == 200, page
+    return page["connections"]
+
+
+def test_a_taken_over_connection_is_not_reported_protected(lab):
+    client = failed_over_with_a_pinging_client(lab)
+    try:
+        conn, = wait_for(lambda: [c for c in listed(lab) if c["status"] != "protected"] or None, 5,
+                         "the taken-over connection's record to say it is unprotected")
+        assert conn["status"] == "unprotected"
+        assert conn["reason"] == "taken over: b1 serves it now and no host protects it", conn
+        code, metrics = lab.rest("GET", "/metrics")
+        unprotected = {s.labels["reason"]: s.value for f in text_string_to_metric_families(metrics)
+                       if f.name == "ftcp_unprotected_connections" for s in f.samples if s.labels["service"] == "demo"}
+        assert unprotected == {"taken_over": 1.0}
+    finally:
+        client.kill()
 
 
 FAULTS = {

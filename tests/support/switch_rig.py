@@ -87,8 +87,8 @@ class Rig:
         self.queue[dpid].clear()
         self.run(self.core.switch_gone(dpid, self.now))
 
-    def restore(self, records=None):
-        self.run(self.core.restore(records or {}, self.now))
+    def restore(self, records=None, epochs=None):
+        self.run(self.core.restore(records or {}, self.now, epochs=epochs))
         self.settle()
 
     def call(self, method, *args):

@@ -272,6 +272,30 @@ def test_requests_the_core_will_not_carry_out_are_typed_refusals_and_change_noth
     assert [s.name for s in rig.core.conf.services] == ["web"]
 
 
+def test_a_service_removed_and_defined_again_goes_on_from_its_last_epoch():
+    rig = up()
+    fail_over(rig)
+    assert rig.core.failovers["web"].epoch == 1
+    rig.call("remove_service", "web")
+    rig.call("apply_service", config.parse_service(SERVICE))
+    assert rig.core.failovers["web"].epoch == 1
+    assert rig.last_record("web")[2]["epoch"] == 1                 # recorded (and so in ftcp:epochs) at once
+    rig.call("port_status", 1, 3, "s1-eth3", True, "modify")
+    rig.call("port_status", 1, 3, "s1-eth3", False, "modify")
+    assert rig.core.failovers["web"].epoch == 2 and rig.cmds()[-1] == ("takeover", 2)
+
+
+def test_a_new_controller_takes_the_last_epochs_from_redis_for_a_service_with_no_record():
+    rig = Rig(CONF)
+    rig.restore({}, epochs={"web": 7, "gone": 3})
+    rig.connect(1)
+    rig.beat("b1")
+    assert rig.core.failovers["web"].epoch == 7
+    assert rig.last_record("web")[2]["epoch"] == 7
+    rig.call("port_status", 1, 3, "s1-eth3", False, "modify")
+    assert rig.cmds()[-1] == ("takeover", 8)
+
+
 def test_a_deleted_primary_port_fails_over_and_the_redirect_stays():
     rig = up()
     rig.call("port_status", 1, 3, "s1-eth3", False, "delete")

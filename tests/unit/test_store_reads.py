@@ -115,3 +115,13 @@ def test_an_agents_answers_reach_the_controller_on_its_own_stream():
     for n in range(store_mod.ANSWERS_MAXLEN * 3):
         agent.answer("b1", ready)
     assert agent.fake_redis.xlen(store_mod.answers_key("b1")) < store_mod.ANSWERS_MAXLEN * 2   # capped
+
+
+def test_a_services_epoch_is_kept_past_its_removal_and_never_goes_back(store):
+    svc = parse_service(SERVICE)
+    store.save_service(svc, "protected", epoch=3)
+    store.save_service(svc, "protected", epoch=2)        # a deposed controller's late write
+    store.delete_service(svc.name)
+    assert store.service(svc.name) is None and store.epochs() == {svc.name: 3}
+    store.save_service(svc, "configured", epoch=4)
+    assert store.epochs() == {svc.name: 4}
