@@ -90,7 +90,8 @@ class Lab:
     def __init__(self, service_cmd: str = SERVICES["echo"], service_port: int = 7000,
                  run_dir: str = "/run/ftcp", clients: int = 2, backup_service: bool = True,
                  extra_primary_cmds: tuple = (), agent: bool = True, agent_args: tuple = (), controllers: int = 1,
-                 more_ports: tuple = (), sentinel: bool = False, probe: dict = None, divergence: str = None):
+                 more_ports: tuple = (), sentinel: bool = False, probe: dict = None, divergence: str = None,
+                 relay: bool = True):
         self.service_cmd = service_cmd
         self.service_port = service_port
         self.run_dir = Path(run_dir)
@@ -100,6 +101,9 @@ class Lab:
         self.with_agent = agent
         self.agent_args = agent_args
         self.agent = None
+        self.with_relay = relay               # taken-over connections held by a relay of their own on b1
+        self.relay = None
+        self.relay_socket = self.run_dir / "relay-b1.sock"
         self.controllers = controllers
         self.more_ports = tuple(more_ports)   # more protected services, same command on these ports
         self.sentinel = sentinel              # Redis as a master, a replica and three sentinels
@@ -186,6 +190,8 @@ class Lab:
             self.redis.bridge(self.host("b1"), self._track)
         self._wait_protected()
         if self.with_agent:
+            if self.with_relay:
+                self.start_relay()
             self.start_agent()
         LOG.info("lab: starting the service on the primary and the backup: %s", self.service_cmd)
         for port in (self.service_port, *self.more_ports):
@@ -254,6 +260,17 @@ class Lab:
         wait_for(check, 30, "the controller to install the service flows", interval=0,
                  failed=self.ryu.died)
 
+    def start_relay(self):
+        """The relay in b1's namespace (python -m ftcp.agent.relay), a process of its own
+        that holds the connections the agent takes over; waits for its socket."""
+        LOG.info("lab: starting the relay on b1 (%s)", self.relay_socket)
+        self.relay_socket.unlink(missing_ok=True)
+        argv = [sys.executable, "-m", "ftcp.agent.relay", "--socket", str(self.relay_socket),
+                "--log-file", str(self.run_dir / "relay.log")]
+        self.relay = self.popen("b1", f"cd {shlex.quote(str(ROOT))} && exec {shlex.join(argv)}", "relay")
+        wait_for(self.relay_socket.exists, 10, "the relay's socket", failed=self.relay.died)
+        return self.relay
+
     def start_agent(self):
         """The backup agent in b1's namespace, capturing the mirror iface; waits for
         its first heartbeat in Redis (written once the capture ring is open)."""
@@ -262,6 +279,7 @@ class Lab:
         argv = [sys.executable, "-m", "ftcp.agent", "--iface", "b1-eth1", "--config", str(self.config_path),
                 "--backup", "b1", "--log-file", str(self.run_dir / "agent.log"),
                 "--control-key-file", str(self.run_dir / f"{CONTROL_KEY}-b1"),
+                *(["--relay", str(self.relay_socket)] if self.relay is not None else []),
                 *map(str, self.agent_args)]
         # the Redis URL (with its password) through the environment, not the command line
         self.agent = self.popen("b1", f"cd {shlex.quote(str(ROOT))} && exec {shlex.join(argv)}", "agent",

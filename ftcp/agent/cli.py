@@ -59,6 +59,10 @@ def build_parser():
     ap.add_argument("--prepare-timeout", type=float, default=3.0,
                     help="seconds a takeover waits for the replicas to reach the primary's output "
                          "(keep it below the controller's takeover_timeout)")
+    ap.add_argument("--relay", metavar="PATH",
+                    help="the unix socket of the relay (python -m ftcp.agent.relay) that holds taken-over "
+                         "connections, so they outlive this agent; without one the agent relays them itself "
+                         "and they end (with a RST) when it stops")
     ap.add_argument("--max-hot", type=int, default=256,
                     help="connections kept in hot standby at most; the others are replayed cold (default 256)")
     defaults = Limits()

@@ -286,7 +286,10 @@ class Coordinator:
             t.state, t.sessions, t.resets = "gone", [], []
         agent = self.agent
         acked = sum(session.kick(agent.acks) for session in sessions)
-        agent.splicer.add(sessions)
+        # The relay holds them from now on, so they outlive this agent; what it could
+        # not be given is relayed here.
+        kept = agent.relay.hand_over(sessions) if agent.relay is not None else sessions
+        agent.splicer.add(kept)
         # Connections we could not take: a RST now (the switch delivers it from the
         # service's address), so their clients fail fast instead of hanging.
         _reset_all(resets, agent.acks)

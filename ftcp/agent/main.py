@@ -17,6 +17,7 @@ from ftcp.common import control
 from ftcp.agent.acks import AckSender
 from ftcp.agent.capture import RingCapture
 from ftcp.agent.coordinator import Coordinator
+from ftcp.agent.handoff import RelayClient
 from ftcp.agent.replica import HotStandby, ReplicaPool
 from ftcp.agent.takeover import Splicer
 from ftcp.agent.services import divergence, primary_macs, replicas, tracked_services
@@ -117,6 +118,7 @@ class Agent:
         self.capture.wake_on(self.control.wakeup.fileno())
         self.coordinator = Coordinator(self)
         self.splicer = Splicer()
+        self.relay = RelayClient(args.relay) if args.relay else None
         self.acks = AckSender()
         self.started = clock()
         self.boot = f"{self.started:.6f}"   # this run, as its heartbeat's "started" says
@@ -200,6 +202,10 @@ class Agent:
         self.splicer.start()
         if self.pool:
             self.pool.start()
+        if self.relay is not None:
+            held = self.relay.held()
+            if held is not None:
+                LOG.info("the relay at %s holds %d taken-over connection(s)", self.relay.path, len(held))
         while not self.stopping:
             while not self.control.commands.empty():
                 self.control.wakeup.drain()
@@ -306,6 +312,8 @@ class Agent:
         if self.pool:
             self.pool.stop()
         self.splicer.stop()
+        if self.relay is not None:
+            self.relay.close()
         self.acks.close()
         now = self.clock()
         beat = self.heartbeat(now)

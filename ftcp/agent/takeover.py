@@ -226,7 +226,8 @@ def prepare(sessions, timeout: float, clock=time.monotonic, make_socket=repair.r
 class Splicer(threading.Thread):
     """One selector thread that splices every live session: client <-> replica."""
 
-    def __init__(self, server_alive=listening.server_alive, clock=time.monotonic):
+    def __init__(self, server_alive=listening.server_alive, clock=time.monotonic, on_end=None,
+                 stopping: str = "agent stopping"):
         super().__init__(name="ftcp-splicer", daemon=True)
         self._sel = selectors.DefaultSelector()
         self._new = collections.deque()
@@ -235,6 +236,7 @@ class Splicer(threading.Thread):
         self._events = {}     # socket -> registered events
         self._halt = False
         self._server_alive, self._clock = server_alive, clock
+        self._on_end, self._stopping = on_end, stopping   # told of each ended session; why a stop ends them
         self._held = {}       # session -> when its replica's end of stream is checked
         self.live = 0
 
@@ -267,7 +269,7 @@ class Splicer(threading.Thread):
             self._check_held()
         for key in list(self._sel.get_map().values()):
             if key.data is not None and not key.data[0].ended:
-                self._end(key.data[0], "agent stopping")
+                self._end(key.data[0], self._stopping)
         self._sel.close()
         self._wakeup.close()
 
@@ -364,6 +366,8 @@ class Splicer(threading.Thread):
             self._interest(sock, 0, None)
         s.close()
         self.live -= 1
+        if self._on_end is not None:
+            self._on_end(s)
 
 
 def _pump(sock, mask: int, into: bytearray, out: bytearray):

@@ -30,6 +30,11 @@ plain words, one line per step, flushed at once:
         checked ("PONG b"), until the connection ends, and prints how it ended and the
         seconds since the last good answer: "reset 0.1" (a RST), "eof 0.1" (a FIN: the
         stream ended), "wrong <answer>" or "timeout" (no answer in 20 s); reads no stdin
+    scripted_client.py pings-steadily HOST PORT    (demo service)
+        pings once and prints the answer ("PONG a"); then pings every 0.02 s, each answer
+        checked; at each stdin line waits for 10 more good answers and prints "alive
+        <good answers so far>"; if the connection ends first, prints how, as
+        pings-until-end does ("reset 0.1", "eof 0.1", "wrong <answer>", "timeout")
     scripted_client.py half-closed HOST PORT BYTES  (demo service)
         asks for a stream of BYTES, sends its FIN at once and reads until the server's
         FIN; prints "half" once past 5 MB, then "eof <bytes read> <True if they are the
@@ -43,6 +48,7 @@ import hashlib
 import os
 import socket
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "services"))
@@ -144,6 +150,43 @@ def pings_until_end(host, port):
         time.sleep(0.05)
 
 
+def pings_steadily(host, port):
+    s = connect(host, port)
+    say(ping(s, "a"))
+    state = {"good": 0, "end": None}
+    changed = threading.Condition()
+
+    def report():
+        for _ in sys.stdin:
+            with changed:
+                want = state["good"] + 10
+                changed.wait_for(lambda: state["good"] >= want or state["end"])
+                say(*(state["end"] or ("alive", state["good"])))
+                if state["end"]:
+                    return
+    threading.Thread(target=report).start()    # the process ends once it said how the connection ended
+    last = time.monotonic()
+    while True:
+        try:
+            answer = ping(s, "b")
+            end = None if answer == "PONG b" else ("eof", round(time.monotonic() - last, 2)) if answer == "" \
+                else ("wrong", answer)
+        except (ConnectionResetError, BrokenPipeError):
+            end = ("reset", round(time.monotonic() - last, 2))
+        except socket.timeout:
+            end = ("timeout",)
+        with changed:
+            if end:
+                state["end"] = end
+            else:
+                state["good"] += 1
+            changed.notify_all()
+        if end:
+            return
+        last = time.monotonic()
+        time.sleep(0.02)
+
+
 def open_then_wait(host, port):
     s = connect(host, port)
     ping(s, "a")
@@ -184,7 +227,7 @@ def half_closed(host, port, n):
 
 
 SCENARIOS = {"older": older, "two-conns": two_conns, "ping-until-reset": ping_until_reset,
-             "pings-until-end": pings_until_end,
+             "pings-until-end": pings_until_end, "pings-steadily": pings_steadily,
              "open-then-wait": open_then_wait, "pings-then-wait": pings_then_wait, "half-closed": half_closed}
 
 

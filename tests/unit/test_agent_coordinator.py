@@ -36,7 +36,7 @@ def agent(conns=()):
                            writer=writer, acks=SimpleNamespace(sent=[], send=lambda pkt, dst: None),
                            tracker=SimpleNamespace(conns={c.id: c for c in conns},
                                                    embryonic=lambda c: getattr(c, "embryonic", False)),
-                           hot=None, clock=time.monotonic,
+                           hot=None, relay=None, clock=time.monotonic,
                            args=SimpleNamespace(prepare_timeout=1.0), store=Store())
 
 

@@ -44,7 +44,7 @@ def test_go_unprotects_what_it_took_and_says_why_the_rest_was_not(monkeypatch):
     agent = SimpleNamespace(name="b1", replicas={"web": ("10.0.0.20", 80)}, drain=lambda: None,
                             check_drops=lambda: None, clock=time.monotonic, hot=None, tracker=tracker,
                             writer=SimpleNamespace(collect=lambda now: None, snapshot_all=lambda now: None),
-                            acks=None, splicer=SimpleNamespace(add=spliced.extend),
+                            acks=None, splicer=SimpleNamespace(add=spliced.extend), relay=None,
                             args=SimpleNamespace(prepare_timeout=1.0),
                             store=SimpleNamespace(answer=lambda backup, msg: answers.append(msg)))
     monkeypatch.setattr(co, "cannot_take", lambda conn: None)

@@ -1,0 +1,252 @@
+"""The relay: a small process of its own that holds the connections the agent took over
+and relays between each repaired client socket and its replica connection, so an agent
+restart, upgrade or crash cuts none of them.
+
+    python -m ftcp.agent.relay --socket /run/ftcp/relay-b1.sock [--log-file F]
+
+Run it on the backup host (its network namespace in the lab), as the agent's user,
+before the agent, which is given ``--relay PATH``. At ``go`` the agent hands each
+session over on the unix socket: one line of JSON (the session's id, the bytes still to
+pass each way, which ends of stream were seen) with the client and replica sockets as
+SCM_RIGHTS; the relay answers ``adopted``. A restarted agent asks ``list`` for what
+the relay holds; while an agent is connected the relay tells it each session that
+ended (``ended``, with its error if it was reset).
+
+Relaying is ftcp/agent/takeover.py's ``Splicer``, with its rules for how a session
+ends: a FIN to the client only when its server program closed its side, a RST for
+everything else -- the relay dying included (the client sockets keep SO_LINGER 0).
+Only a peer with the relay's own uid may connect (SO_PEERCRED).
+"""
+from __future__ import annotations
+
+import argparse
+import array
+import base64
+import collections
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import threading
+from typing import Optional
+
+from ftcp.agent.takeover import Session, Splicer
+
+LOG = logging.getLogger(__name__)
+MAX_HEADER = 1 << 24     # a header carries at most the buffers of one session (2 x BUFFER_LIMIT, base64)
+MAX_ENDED = 10000        # ended sessions remembered for an agent that is not connected
+
+
+def send_message(sock: socket.socket, message: dict, fds=()) -> None:
+    """One JSON line, with ``fds`` riding on its first byte (SCM_RIGHTS)."""
+    data = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+    if fds:
+        sock.sendmsg([data[:1]], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        data = data[1:]
+    sock.sendall(data)
+
+
+class Reader:
+    """Reads JSON lines and the descriptors that came with them from a stream socket."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock, self.buf, self.fds = sock, bytearray(), collections.deque()
+
+    def read(self) -> Optional[list]:
+        """Every complete message now readable, as (message, fds); None at EOF."""
+        data, ancillary, _flags, _addr = self.sock.recvmsg(1 << 16, socket.CMSG_SPACE(2 * struct.calcsize("i")))
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds = array.array("i")
+                fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+                self.fds.append(list(fds))
+        if not data:
+            return None
+        self.buf += data
+        if len(self.buf) > MAX_HEADER and b"\n" not in self.buf:
+            raise ValueError("a message longer than the relay takes")
+        out = []
+        while b"\n" in self.buf:
+            line, _, rest = bytes(self.buf).partition(b"\n")
+            self.buf = bytearray(rest)
+            message = json.loads(line)
+            out.append((message, self.fds.popleft() if message.get("fds") else []))
+        return out
+
+
+def session_message(s: Session) -> dict:
+    """What the relay must know of a prepared, kicked session besides its two sockets."""
+    return {"cmd": "adopt", "id": s.conn_id, "fds": 2,
+            "to_client": base64.b64encode(bytes(s.to_client)).decode(),
+            "to_replica": base64.b64encode(bytes(s.to_replica)).decode(),
+            "client_eof": s.client_eof, "replica_eof": s.replica_eof,
+            "client_shut": s.client_shut, "replica_shut": s.replica_shut}
+
+
+def adopted_session(message: dict, fds: list) -> Session:
+    """The session a handed-over message and its two descriptors describe."""
+    if len(fds) != 2:
+        for fd in fds:
+            os.close(fd)
+        raise ValueError(f"adopt of {message.get('id')!r} came with {len(fds)} descriptors, not 2")
+    client, replica = (socket.socket(fileno=fd) for fd in fds)
+    s = Session(str(message["id"]), None, 0, replica, unsent=base64.b64decode(message.get("to_replica", "")))
+    s.client = client
+    s.to_client = bytearray(base64.b64decode(message.get("to_client", "")))
+    s.client_eof, s.replica_eof = bool(message.get("client_eof")), bool(message.get("replica_eof"))
+    s.client_shut, s.replica_shut = bool(message.get("client_shut")), bool(message.get("replica_shut"))
+    for sock in (client, replica):
+        sock.setblocking(False)
+    return s
+
+
+class Relay:
+    """The unix-socket server in front of a Splicer that holds every adopted session."""
+
+    def __init__(self, path: str, splicer: Optional[Splicer] = None):
+        self.path = path
+        self.splicer = splicer or Splicer(on_end=self._ended, stopping="relay stopping")
+        self.sessions = {}        # id -> Session, while it lives
+        self.ended = collections.deque(maxlen=MAX_ENDED)   # (id, error) not yet told to an agent
+        self._agent = None        # the connected agent's socket (the last one to connect)
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()   # the splicer's thread tells of ended sessions too
+        if os.path.exists(path):
+            os.unlink(path)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)     # the socket file is the owner's alone
+        try:
+            self.listener.bind(path)
+        finally:
+            os.umask(old)
+        self.listener.listen(16)
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self.listener, selectors.EVENT_READ, None)
+        self._halt = False
+
+    def _ended(self, s: Session) -> None:
+        """Called by the splicer's thread when a session ends."""
+        with self._lock:
+            self.sessions.pop(s.conn_id, None)
+            self.ended.append((s.conn_id, s.error))
+            agent = self._agent
+        if agent is not None:
+            self._tell_ended(agent)
+
+    def _send(self, conn: socket.socket, message: dict) -> None:
+        with self._send_lock:
+            send_message(conn, message)
+
+    def _tell_ended(self, agent: socket.socket) -> None:
+        with self._lock:
+            items = list(self.ended)
+            self.ended.clear()
+        try:
+            for conn_id, error in items:
+                self._send(agent, {"cmd": "ended", "id": conn_id, "error": error})
+        except OSError:
+            with self._lock:
+                self.ended.extendleft(reversed(items))
+
+    def serve_forever(self) -> None:
+        self.splicer.start()
+        readers = {}
+        while not self._halt:
+            for key, _mask in self._sel.select(timeout=1.0):
+                if key.data is None:
+                    self._accept(readers)
+                    continue
+                conn = key.fileobj
+                try:
+                    messages = readers[conn].read()
+                except (OSError, ValueError) as e:
+                    LOG.warning("relay: agent connection dropped: %s", e)
+                    messages = None
+                if messages is None:
+                    self._close(conn, readers)
+                    continue
+                for message, fds in messages:
+                    try:
+                        self._handle(conn, message, fds)
+                    except OSError as e:
+                        LOG.warning("relay: cannot answer the agent: %s", e)
+        for conn in list(readers):
+            self._close(conn, readers)
+        self.splicer.stop()
+
+    def _accept(self, readers: dict) -> None:
+        conn, _ = self.listener.accept()
+        pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                            struct.calcsize("3i")))
+        if uid != os.getuid():
+            LOG.error("relay: connection from uid %d (pid %d) refused: only uid %d may hand sessions over",
+                      uid, pid, os.getuid())
+            conn.close()
+            return
+        LOG.info("relay: agent connected (pid %d)", pid)
+        readers[conn] = Reader(conn)
+        self._sel.register(conn, selectors.EVENT_READ, "agent")
+        with self._lock:
+            self._agent = conn
+
+    def _close(self, conn, readers: dict) -> None:
+        self._sel.unregister(conn)
+        reader = readers.pop(conn, None)
+        with self._lock:
+            if self._agent is conn:
+                self._agent = None
+        for fds in (reader.fds if reader else ()):
+            for fd in fds:      # descriptors whose message never came whole
+                os.close(fd)
+        conn.close()
+
+    def _handle(self, conn, message: dict, fds: list) -> None:
+        cmd = message.get("cmd")
+        try:
+            if cmd == "adopt":
+                s = adopted_session(message, fds)
+                with self._lock:
+                    self.sessions[s.conn_id] = s
+                self.splicer.add([s])
+                self._send(conn, {"cmd": "adopted", "id": s.conn_id})
+            elif cmd == "list":
+                with self._lock:
+                    live = sorted(self.sessions)
+                self._send(conn, {"cmd": "sessions", "ids": live})
+                self._tell_ended(conn)
+            else:
+                for fd in fds:
+                    os.close(fd)
+                self._send(conn, {"cmd": "error", "error": f"unknown command {cmd!r}"})
+        except (ValueError, KeyError, TypeError) as e:
+            LOG.error("relay: %s refused: %s", cmd, e)
+            self._send(conn, {"cmd": "error", "id": message.get("id"), "error": str(e)})
+
+    def stop(self, *_) -> None:
+        self._halt = True
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ftcp.agent.relay",
+                                 description="Hold the connections the agent took over, across agent restarts.")
+    ap.add_argument("--socket", required=True, help="the unix socket the agent hands sessions over on")
+    ap.add_argument("--log-file", help="default: stderr")
+    args = ap.parse_args(argv)
+    handler = logging.FileHandler(args.log_file) if args.log_file else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    relay = Relay(args.socket)
+    signal.signal(signal.SIGTERM, relay.stop)
+    signal.signal(signal.SIGINT, relay.stop)
+    LOG.info("relay listening on %s", args.socket)
+    relay.serve_forever()
+    LOG.info("relay stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""The relay (ftcp/agent/relay.py) and the agent's side of it (ftcp/agent/handoff.py):
+a session handed over goes on being relayed after the agent's side is gone; a restarted
+agent learns what the relay holds and what ended; the relay dying resets its clients;
+only the relay's own uid may hand sessions over. Real TCP on loopback, a real relay
+(a thread here, a process where it is killed)."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+
+import pytest
+
+from ftcp.agent import repair
+from ftcp.agent.handoff import RelayClient
+from ftcp.agent.relay import Relay
+from ftcp.agent.takeover import Session, prepare
+from tests.support.line_server import LineServer
+from topology.processes import wait_for
+
+
+class TcpRepair:
+    """A client socket on loopback standing in for a repaired one (SO_LINGER 0)."""
+
+    def __init__(self):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.clients = {}
+
+    def __call__(self, params, unacked):
+        ours = socket.create_connection(self.listener.getsockname())
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, repair.LINGER_RST)
+        self.clients[params], _ = self.listener.accept()
+        ours.sendall(unacked)
+        return ours
+
+
+@pytest.fixture
+def server():
+    srv = LineServer()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def path(tmp_path):
+    return str(tmp_path / "relay.sock")
+
+
+@pytest.fixture
+def relay(path):
+    r = Relay(path)
+    thread = threading.Thread(target=r.serve_forever, daemon=True)
+    thread.start()
+    yield r
+    r.stop()
+    thread.join(5)
+    assert not thread.is_alive()
+
+
+def taken(server, tcp, name):
+    s = Session.cold(name, name, 0, server.addr, b"PING a\n", sent=7)
+    prepare([s], timeout=5, make_socket=tcp)
+    assert s.error is None
+    return s, tcp.clients[name]
+
+
+def pong(client, word):
+    client.settimeout(5)
+    client.sendall(b"PING " + word + b"\n")
+    want, got = b"PONG " + word + b"\n", b""
+    while len(got) < len(want):
+        data = client.recv(100)
+        assert data, f"EOF after {got!r}"
+        got += data
+    return got == want
+
+
+def test_a_session_handed_over_outlives_the_agents_side_and_a_new_agent_sees_it(relay, path, server):
+    tcp = TcpRepair()
+    s, client = taken(server, tcp, "a")
+    ended = []
+    agent = RelayClient(path, on_ended=lambda cid, err: ended.append((cid, err)))
+    assert agent.hand_over([s]) == []
+    assert s.client.fileno() == -1 and s.replica.fileno() == -1     # the agent kept nothing
+    assert client.recv(7) == b"PONG a\n"
+    agent.close()                                                    # the agent is gone
+    for i in range(50):
+        assert pong(client, b"%d" % i)
+    again = RelayClient(path, on_ended=lambda cid, err: ended.append((cid, err)))
+    assert again.held() == ["a"]
+    client.sendall(b"QUIT\n")                                         # the server closes: a FIN
+    client.settimeout(5)
+    assert client.recv(1) == b""
+    client.close()
+    wait_for(lambda: ended, 5, "the relay to tell the session ended", interval=0.01)
+    assert ended == [("a", None)] and again.held() == []
+    again.close()
+
+
+def test_without_a_relay_the_sessions_come_back_to_be_relayed_by_the_agent(path, server):
+    tcp = TcpRepair()
+    s, _client = taken(server, tcp, "b")
+    assert RelayClient(path).hand_over([s]) == [s]
+    assert s.client.fileno() >= 0
+    s.close()
+
+
+def test_the_relay_killed_resets_its_clients(path, server):
+    proc = subprocess.Popen([sys.executable, "-m", "ftcp.agent.relay", "--socket", path],
+                            cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    try:
+        wait_for(lambda: os.path.exists(path), 10, "the relay's socket", interval=0.01)
+        tcp = TcpRepair()
+        s, client = taken(server, tcp, "c")
+        agent = RelayClient(path)
+        wait_for(lambda: agent.held() == [], 10, "the relay to answer", interval=0.05)
+        assert agent.hand_over([s]) == []
+        assert client.recv(7) == b"PONG a\n" and pong(client, b"x")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(5)
+        client.settimeout(5)
+        with pytest.raises(ConnectionResetError):
+            while client.recv(100):
+                pass
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_only_the_relays_uid_may_connect():
+    where = tempfile.mkdtemp(prefix="ftcp-relay-")
+    os.chmod(where, 0o755)
+    path = os.path.join(where, "relay.sock")
+    relay = Relay(path)
+    thread = threading.Thread(target=relay.serve_forever, daemon=True)
+    thread.start()
+    os.chmod(path, 0o666)      # past the file's mode: the relay checks the peer itself
+    pid = os.fork()
+    if pid == 0:               # the child: another user tries to hand something over
+        code = 1
+        try:
+            os.setuid(65534)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(path)
+            sock.settimeout(5)
+            try:
+                sock.sendall(b'{"cmd": "list"}\n')
+                code = 0 if sock.recv(100) == b"" else 2  # closed without an answer
+            except (ConnectionResetError, BrokenPipeError):
+                code = 0
+        except BaseException as e:
+            os.write(2, repr(e).encode())
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    relay.stop()
+    thread.join(5)
+    shutil.rmtree(where)
+    assert os.waitstatus_to_exitcode(status) == 0
