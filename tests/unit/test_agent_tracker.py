@@ -10,7 +10,9 @@ import pytest
 from scapy.all import ARP, IP, TCP, Ether
 
 from ftcp.agent.packet import ACK, PSH, Segment, ip_int
-from ftcp.agent.tracker import Conn, Tracker, seq_diff, seq_leq, seq_lt
+from ftcp.agent.conn import Conn
+from ftcp.agent.seqspace import seq_diff, seq_leq, seq_lt
+from ftcp.agent.tracker import Tracker
 from tests.support.wire import C, OPTS, S, S_OPTS, SERVICES, SPORT, STREAM, Link, frame, ts
 
 @pytest.fixture
