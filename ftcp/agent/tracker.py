@@ -1,6 +1,7 @@
 """Per-connection TCP tracking and exact client->server stream reassembly (pure logic, clock passed in).
 
-The connection record is ftcp/agent/conn.py's, sequence arithmetic ftcp/agent/seqspace.py's.
+The connection record is ftcp/agent/conn.py's, sequence arithmetic ftcp/agent/seqspace.py's;
+a client segment is taken only if the primary's kernel would take it (ftcp/agent/segment_checks.py).
 This module is long because it is one state machine: both directions of a connection,
 reassembly and the rebuild after a restart read and write the same fields, and the
 per-packet path must stay in one place to stay fast.
@@ -11,9 +12,9 @@ from bisect import bisect_left
 from dataclasses import dataclass
 
 from ftcp.common.statuses import Reason
-from ftcp.agent.conn import (CLOSED, CLOSING, ESTABLISHED, MAX_WSCALE, PROTECTED, SYN_RECEIVED, SYN_SENT,
-                             UNPROTECTED, Conn)
-from ftcp.agent.packet import ACK, FIN, RST, SYN, checksum_ok, ip_str, is_ipv4_tcp, parse_frame
+from ftcp.agent.conn import CLOSED, CLOSING, ESTABLISHED, PROTECTED, SYN_RECEIVED, SYN_SENT, UNPROTECTED, Conn
+from ftcp.agent.packet import ACK, FIN, RST, SYN, ip_str, is_ipv4_tcp, parse_frame
+from ftcp.agent.segment_checks import BAD_CHECKSUM, OTHER_HOST, check_client_segment
 from ftcp.agent.seqspace import HALF, MASK, seq_diff
 
 DEFAULT_MAX_OOO = 4 << 20
@@ -33,8 +34,6 @@ class Limits:
     ooo_bytes: int = DEFAULT_MAX_OOO   # out-of-order client bytes held per connection
     ooo_segments: int = 4096           # ... and segments
     ooo_total: int = 64 << 20          # ... and bytes over every connection
-# The largest window TCP can advertise (65535 << 14): what a window not seen yet may be.
-MAX_WINDOW = 65535 << MAX_WSCALE
 
 
 class Tracker:
@@ -177,12 +176,11 @@ class Tracker:
 
     def _open(self, key, name, seg, from_client, now):
         flags = seg.flags
-        if from_client and not checksum_ok(seg):
-            self.bad_checksum += 1
-            return None
-        if from_client and not self._to_primary(seg):
-            self.other_host += 1
-            return None
+        if from_client:
+            verdict = check_client_segment(None, seg, flags, self._macs)
+            if verdict:
+                self._refuse(seg, verdict)
+                return None
         if from_client and flags & SYN and not flags & ACK:
             conn = Conn(key, name, now)
             conn.state = SYN_SENT
@@ -250,16 +248,11 @@ class Tracker:
         # Anyone on the clients' side can send any segment with this connection's
         # addresses. Take it only as the primary's kernel would (RFC 793, 5961), or
         # the log and the state would hold what the primary never accepted.
-        if not checksum_ok(seg):
-            self.bad_checksum += 1
-            return
-        if not self._to_primary(seg):
-            self.other_host += 1
+        verdict = check_client_segment(c, seg, flags, self._macs)
+        if verdict:
+            self._refuse(seg, verdict)
             return
         cb = c._cb
-        if cb is not None and not self._acceptable(c, seg, flags, cb):
-            self.out_of_window += 1
-            return
         if flags & RST:
             self._close(c, now, rst=True)
             return
@@ -325,58 +318,15 @@ class Tracker:
                 if c.state is not CLOSING:
                     c.state = CLOSING
 
-    def _to_primary(self, seg) -> bool:
-        """Is the frame addressed to the primary's MAC? Linux's TCP takes only frames
-        for its own host (PACKET_HOST): one sent to another MAC never reaches it."""
-        mac = self._macs.get((seg.dst_ip << 16) | seg.dst_port)
-        if mac is None or seg.eth_dst is None or seg.eth_dst == mac:
-            return True
-        self.other_host_mac = bytes(seg.eth_dst)   # for the agent's warning: a wrong primary.mac shows here
-        return False
-
-    @staticmethod
-    def _acceptable(c, seg, flags, cb) -> bool:
-        """Would the primary take this client segment (Linux's tcp_validate_incoming,
-        tcp_sequence, tcp_ack)? A RST only exactly at the next expected byte (or one
-        past the client's FIN, or, with SACK, at the end of what is held out of order:
-        tcp_reset_check and the SACK rule); any other segment's timestamp not older
-        than the newest one (PAWS), its sequence numbers within the window the server
-        advertised; past the handshake, an ACK bit, acknowledging no more than the
-        server has sent (as the mirror showed it) and no less than a window before
-        what the client acknowledged already."""
-        rcv = c._c_rcv
-        off = rcv + ((seg.seq - cb - rcv + HALF) & MASK) - HALF
-        if flags & RST:
-            # (a RST is taken even if it fails PAWS, as Linux does)
-            if off == rcv or (c.fin_c and off == rcv + 1):
-                return True
-            ooo, offs = c._ooo, c._ooo_offs
-            # held pieces never overlap: the last one ends what is held
-            return c.sack_ok and bool(ooo) and off == offs[-1] + len(ooo[offs[-1]])
-        # PAWS (RFC 7323 5, Linux's tcp_paws_discard, and tcp_check_req for the ACK
-        # that ends the handshake): a timestamp older than the newest in-order one by
-        # more than 1 is an old duplicate, dropped whole
-        tv = seg.ts_val
-        if c.ts_ok and tv is not None and c.c_tsval is not None and 1 < ((c.c_tsval - tv) & MASK) < HALF:
-            return False
-        # the window the server offered: from what it acknowledged (its rcv_nxt as we saw
-        # it last) on, as wide as it said; a segment that ends before it is an old
-        # duplicate, which Linux drops whole (its FIN and ACK included)
-        left = max(c._s_ack_off, 0)
-        window = c.s_win_scaled if c.s_win_scaled is not None else MAX_WINDOW
-        if off > left + window and off > rcv:
-            return False
-        if off + len(seg.payload) + (flags & FIN) < left:
-            return False
-        sb = c._sb
-        if sb is not None and c.state is not SYN_SENT:
-            if not flags & ACK:
-                return False
-            hi = c._c_ack_off
-            acked = hi + ((seg.ack - sb - hi + HALF) & MASK) - HALF
-            if acked > max(c._s_hi, c._s_fin + 1) or acked < hi - max(c._c_max_win, 0xFFFF):
-                return False
-        return True
+    def _refuse(self, seg, verdict) -> None:
+        """Count a client segment the primary's kernel would drop (check_client_segment)."""
+        if verdict == BAD_CHECKSUM:
+            self.bad_checksum += 1
+        elif verdict == OTHER_HOST:
+            self.other_host += 1
+            self.other_host_mac = bytes(seg.eth_dst)   # for the agent's warning: a wrong primary.mac shows here
+        else:
+            self.out_of_window += 1
 
     def _server(self, c, seg, flags, now):
         if flags & SYN:
