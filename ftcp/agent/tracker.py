@@ -1,19 +1,20 @@
-"""Per-connection TCP tracking and exact client->server stream reassembly (pure logic, clock passed in).
+"""Per-connection TCP tracking (pure logic, clock passed in).
 
 The connection record is ftcp/agent/conn.py's, sequence arithmetic ftcp/agent/seqspace.py's;
-a client segment is taken only if the primary's kernel would take it (ftcp/agent/segment_checks.py).
+a client segment is taken only if the primary's kernel would take it (ftcp/agent/segment_checks.py);
+client bytes go to the log in order (the common case inline here, the rest in ftcp/agent/reassembly.py).
 This module is long because it is one state machine: both directions of a connection,
 reassembly and the rebuild after a restart read and write the same fields, and the
 per-packet path must stay in one place to stay fast.
 """
 from __future__ import annotations
 
-from bisect import bisect_left
 from dataclasses import dataclass
 
 from ftcp.common.statuses import Reason
 from ftcp.agent.conn import CLOSED, CLOSING, ESTABLISHED, PROTECTED, SYN_RECEIVED, SYN_SENT, UNPROTECTED, Conn
 from ftcp.agent.packet import ACK, FIN, RST, SYN, ip_str, is_ipv4_tcp, parse_frame
+from ftcp.agent.reassembly import Reassembly
 from ftcp.agent.segment_checks import BAD_CHECKSUM, OTHER_HOST, check_client_segment
 from ftcp.agent.seqspace import HALF, MASK, seq_diff
 
@@ -48,8 +49,6 @@ class Tracker:
         self.half_closed_timeout = half_closed_timeout
         self._next_idle_check = 0.0
         self.log_cap = log_cap
-        # None = no cap; an int compare on the hot path either way
-        self._cap = log_cap if log_cap is not None else 1 << 62
         self.grace = grace
         if max_ooo is not None:
             limits = Limits(**{**limits.__dict__, "ooo_bytes": max_ooo})
@@ -62,7 +61,8 @@ class Tracker:
         self._per_service = {}  # service -> records counted against Limits.conns_per_service
         self._per_client = {}   # (service, client address) -> ... against Limits.conns_per_client
         self._evicted = []     # dropped before their time (bounds): handed out by expire
-        self.ooo_total = 0     # out-of-order bytes held over every connection
+        self._reassembly = Reassembly(log_cap, unprotect=self.mark_unprotected, check_held=self._check_held)
+        self._cap = self._reassembly.cap   # the in-order path in _client checks it too
         self.refused = 0       # new connections not tracked: `conns` records already
         self.evicted = 0       # embryonic records dropped for newer ones
         self.packets = 0
@@ -77,6 +77,11 @@ class Tracker:
         # Called with (conn, server stream offset, payload) for every server segment
         # with data of a protected connection (the hot standby's divergence check).
         self.s2c_hook = None
+
+    @property
+    def ooo_total(self) -> int:
+        """Out-of-order client bytes held over every connection."""
+        return self._reassembly.ooo_total
 
     def set_services(self, services, macs=None) -> None:
         """The services to track from now on (connections already tracked stay);
@@ -238,7 +243,7 @@ class Tracker:
             self._client(conn, seg, flags, now)
         elif seg.payload:
             # TCP Fast Open: data in the SYN starts at offset 0
-            self._c_data(conn, 0, seg.payload, len(seg.payload))
+            self._reassembly.add(conn, 0, seg.payload, len(seg.payload))
         return conn
 
     def _client(self, c, seg, flags, now):
@@ -306,7 +311,7 @@ class Tracker:
                     c._pend.append(bytes(payload))
                     c._c_rcv = c.c2s_logged = end
                 else:
-                    self._c_data(c, off, payload, n)
+                    self._reassembly.add(c, off, payload, n)
             elif n:
                 # unprotected: follow the client's progress, keep no bytes
                 if off + n > rcv and off <= rcv:
@@ -398,112 +403,6 @@ class Tracker:
                 if c.state is not CLOSING:
                     c.state = CLOSING
 
-    # --- client->server reassembly -------------------------------------------------
-    def _c_data(self, c, off, data, n):
-        rcv = c._c_rcv
-        end = off + n
-        if end <= rcv:
-            return  # retransmission of bytes already delivered
-        # The capture hands out views into its ring, reused once the batch is done:
-        # bytes we keep must be copied (bytes() of a bytes object is free).
-        data = bytes(data)
-        if off > rcv:
-            self._hold(c, off, data, n)
-            return
-        if off < rcv:
-            data = data[rcv - off:]  # overlaps what we have: deliver only the new tail
-        self._deliver(c, data, end)
-        if c._ooo and c._ooo_offs[0] <= c._c_rcv:
-            self._drain(c)
-
-    def _deliver(self, c, data, end):
-        cap = self._cap
-        if end > cap:
-            keep = cap - c.c2s_logged
-            if keep > 0:
-                c._pend.append(data[:keep])
-                c.c2s_logged = cap
-            c._c_rcv = end
-            self.mark_unprotected(c, f"{Reason.LOG_CAP.text} of {self.log_cap} bytes reached")
-            return
-        c._pend.append(data)
-        c._c_rcv = c.c2s_logged = end
-
-    def _hold(self, c, off, data, n):
-        """Hold a segment beyond a hole. The held bytes never overlap: what a new copy
-        repeats of them is compared and left out, and the rest held in pieces. That is
-        what Linux delivers whatever its queue's layout, as long as the copies agree
-        (the lowest offset wins when the hole fills). Copies that differ where they
-        overlap leave the outcome to that layout: the connection is unprotected."""
-        ooo, offs = c._ooo, c._ooo_offs
-        if ooo is None:
-            c._ooo, c._ooo_offs = ooo, offs = {}, []
-        end = off + n
-        i = bisect_left(offs, off)
-        at = off        # where the bytes of this copy that nothing held has may start
-        if i:   # the one held piece that may start before this copy and reach into it
-            o = offs[i - 1]
-            d = ooo[o]
-            if o + len(d) > off:
-                if not self._same(c, d, o, data, off, off, min(o + len(d), end)):
-                    return
-                at = o + len(d)
-        pieces = []     # (offset, bytes) of this copy that nothing held has
-        k = i
-        while k < len(offs) and offs[k] < end:
-            o = offs[k]
-            d = ooo[o]
-            if not self._same(c, d, o, data, off, o, min(o + len(d), end)):
-                return
-            if at < o:
-                pieces.append((at, data[at - off:o - off]))
-            at = max(at, o + len(d))
-            k += 1
-        if at < end:
-            pieces.append((at, data[at - off:]))
-        for o, d in pieces:
-            offs.insert(bisect_left(offs, o), o)
-            ooo[o] = d
-            c._ooo_bytes += len(d)
-            self.ooo_total += len(d)
-        limits = self.limits
-        if c._ooo_bytes > self.max_ooo or len(ooo) > limits.ooo_segments:
-            self.mark_unprotected(c, Reason.OOO_OVERFLOW.because(f"{len(ooo)} segments, {c._ooo_bytes} bytes held"))
-        elif self.ooo_total > limits.ooo_total:
-            self.mark_unprotected(c, Reason.OOO_OVERFLOW.because(f"{self.ooo_total} bytes held over all connections"))
-
-    def _same(self, c, held, held_off, data, off, lo, hi) -> bool:
-        """Do the held copy and the new one agree from ``lo`` to ``hi``? If not, the
-        connection is unprotected."""
-        if lo >= hi or held[lo - held_off:hi - held_off] == data[lo - off:hi - off]:
-            return True
-        self.mark_unprotected(c, f"{Reason.CONFLICT.text} at client byte {lo}")
-        return False
-
-    def _drain(self, c):
-        """Deliver what the hole's filling made contiguous, lowest offset first (the
-        offsets are kept in order: nothing is sorted per segment)."""
-        ooo, offs = c._ooo, c._ooo_offs
-        rcv = c._c_rcv
-        taken = 0
-        for off in offs:
-            if off > rcv:
-                break
-            taken += 1
-            data = ooo.pop(off)
-            c._ooo_bytes -= len(data)
-            self.ooo_total -= len(data)
-            end = off + len(data)
-            if end <= rcv:
-                continue
-            if off < rcv:
-                data = data[rcv - off:]
-            self._deliver(c, data, end)
-            if c.status is not PROTECTED:
-                return   # its held bytes are dropped
-            rcv = end
-        del offs[:taken]
-
     # --- state ----------------------------------------------------------------------
     def _check_closed(self, c, now):
         if c.fin_c and c.fin_s and c._s_ack_off > c._c_fin and c._c_ack_off > c._s_fin:
@@ -514,15 +413,10 @@ class Tracker:
         c.closed_at = now
         if rst:
             c.rst = True
-        self._drop_ooo(c)
+        self._reassembly.drop_held(c)
         if self._embryonic.get(c.key) is c:
             del self._embryonic[c.key]
         self._closed[c.key] = c
-
-    def _drop_ooo(self, c):
-        self.ooo_total -= c._ooo_bytes
-        c._ooo = c._ooo_offs = None
-        c._ooo_bytes = 0
 
     def _evict(self, c):
         """Forget an embryonic record now (a bound, or its timeout): it was never
@@ -535,7 +429,7 @@ class Tracker:
         self._closed.pop(key, None)
         if self._dirty.get(key) is c:
             del self._dirty[key]
-        self._drop_ooo(c)
+        self._reassembly.drop_held(c)
         c.state = CLOSED
         self._evicted.append(c)
         self.evicted += 1
@@ -570,6 +464,15 @@ class Tracker:
             else:
                 self._per_client[client] -= 1
 
+    def _check_held(self, c, total: int) -> None:
+        """After ``c`` held more client bytes out of order (``total`` over every
+        connection): past a bound it is unprotected."""
+        limits = self.limits
+        if c._ooo_bytes > limits.ooo_bytes or len(c._ooo) > limits.ooo_segments:
+            self.mark_unprotected(c, Reason.OOO_OVERFLOW.because(f"{len(c._ooo)} segments, {c._ooo_bytes} bytes held"))
+        elif total > limits.ooo_total:
+            self.mark_unprotected(c, Reason.OOO_OVERFLOW.because(f"{total} bytes held over all connections"))
+
     def embryonic(self, conn) -> bool:
         """No handshake seen for it (yet): not written, not replicated."""
         return self._embryonic.get(conn.key) is conn
@@ -581,7 +484,7 @@ class Tracker:
             return
         conn.status = UNPROTECTED
         conn.reason = reason
-        self._drop_ooo(conn)
+        self._reassembly.drop_held(conn)
         if self.conns.get(conn.key) is conn:
             self._dirty[conn.key] = conn
 
