@@ -2,8 +2,8 @@
 
 ``Conn`` holds both what is stored (``to_state``, the ``ftcp:conn:<id>`` hash, and
 ``from_state``, its inverse after a restart) and the tracker's working fields (the
-underscored slots), which ftcp/agent/tracker.py reads and writes on every segment; the
-stored values are derived from those.
+underscored slots), which the tracker's modules (tracker, reassembly, segment_checks,
+admission) read and write on every segment; the stored values are derived from those.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from ftcp.agent.packet import ip_int, ip_str
 from ftcp.agent.seqspace import MASK
 
 # The words themselves are in ftcp/common/statuses.py; short names for the per-packet path,
-# which compares them with `is` (only the tracker assigns them).
+# which compares them with `is` (only the tracker's modules assign them).
 SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSING, CLOSED = (
     ConnState.SYN_SENT, ConnState.SYN_RECEIVED, ConnState.ESTABLISHED, ConnState.CLOSING, ConnState.CLOSED)
 PROTECTED, UNPROTECTED = ConnStatus.PROTECTED, ConnStatus.UNPROTECTED

@@ -1,7 +1,7 @@
 """Exact client->server stream reassembly: each connection's client bytes delivered into
 its log in order, each exactly once, as the primary's kernel delivers them.
 
-Bytes beyond a hole are held (within the tracker's Limits) until it fills; copies
+Bytes beyond a hole are held (bounded: ftcp/agent/admission.py) until it fills; copies
 of the same bytes must agree, or the connection is unprotected (what the primary got
 then depends on its queue's layout). The log stops at ``log_cap``. The in-order segment,
 the common case, is taken on the tracker's own per-packet path; what falls outside it

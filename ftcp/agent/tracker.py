@@ -1,40 +1,24 @@
-"""Per-connection TCP tracking (pure logic, clock passed in).
+"""The per-connection TCP state machine of the mirrored traffic (pure logic, clock passed in).
 
-The connection record is ftcp/agent/conn.py's, sequence arithmetic ftcp/agent/seqspace.py's;
-a client segment is taken only if the primary's kernel would take it (ftcp/agent/segment_checks.py);
-client bytes go to the log in order (the common case inline here, the rest in ftcp/agent/reassembly.py).
-This module is long because it is one state machine: both directions of a connection,
-reassembly and the rebuild after a restart read and write the same fields, and the
-per-packet path must stay in one place to stay fast.
+Over 400 lines: it is one state machine, whose both directions share every field.
+
+``Tracker`` follows both directions of every connection to a tracked service: the
+handshake and its options, sequence and acknowledgement numbers, windows, timestamps,
+FINs and RSTs, what each side has sent and the other acknowledged, and a restarted
+agent's rebuilt records until they are seen to continue. Client bytes go to the log in
+order (the common case inline here, the rest in ftcp/agent/reassembly.py); a client
+segment is taken only if the primary's kernel would take it
+(ftcp/agent/segment_checks.py); the bounds are ftcp/agent/admission.py's.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ftcp.common.statuses import Reason
+from ftcp.agent.admission import Admission, Limits
 from ftcp.agent.conn import CLOSED, CLOSING, ESTABLISHED, PROTECTED, SYN_RECEIVED, SYN_SENT, UNPROTECTED, Conn
-from ftcp.agent.packet import ACK, FIN, RST, SYN, ip_str, is_ipv4_tcp, parse_frame
+from ftcp.agent.packet import ACK, FIN, RST, SYN, is_ipv4_tcp, parse_frame
 from ftcp.agent.reassembly import Reassembly
 from ftcp.agent.segment_checks import BAD_CHECKSUM, OTHER_HOST, check_client_segment
 from ftcp.agent.seqspace import HALF, MASK, seq_diff
-
-DEFAULT_MAX_OOO = 4 << 20
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What the tracker holds at most, whatever the clients send (``ftcp.agent --help``).
-    A connection that passes a bound of its own is unprotected with the reason; a new
-    record past ``conns`` is not made (counted in ``refused``)."""
-    conns: int = 100_000               # connection records in all
-    conns_per_service: int = 50_000    # ... of one service past its handshake; past it a new one is unprotected
-    conns_per_client: int = 5_000      # ... of one service from one client address, likewise
-    embryonic: int = 10_000            # records with no handshake seen (a SYN only, or no SYN at all);
-    #                                    past it the oldest is dropped for the new one
-    embryonic_timeout: float = 10.0    # such a record idle this long is dropped
-    ooo_bytes: int = DEFAULT_MAX_OOO   # out-of-order client bytes held per connection
-    ooo_segments: int = 4096           # ... and segments
-    ooo_total: int = 64 << 20          # ... and bytes over every connection
 
 
 class Tracker:
@@ -57,14 +41,10 @@ class Tracker:
         self.conns = {}
         self._dirty = {}
         self._closed = {}
-        self._embryonic = {}   # key -> Conn with no handshake seen, oldest first
-        self._per_service = {}  # service -> records counted against Limits.conns_per_service
-        self._per_client = {}   # (service, client address) -> ... against Limits.conns_per_client
-        self._evicted = []     # dropped before their time (bounds): handed out by expire
-        self._reassembly = Reassembly(log_cap, unprotect=self.mark_unprotected, check_held=self._check_held)
+        self._admission = Admission(limits, unprotect=self.mark_unprotected, drop=self._unlist)
+        self._reassembly = Reassembly(log_cap, unprotect=self.mark_unprotected,
+                                      check_held=self._admission.check_held)
         self._cap = self._reassembly.cap   # the in-order path in _client checks it too
-        self.refused = 0       # new connections not tracked: `conns` records already
-        self.evicted = 0       # embryonic records dropped for newer ones
         self.packets = 0
         self.ignored = 0
         self.malformed = 0
@@ -82,6 +62,16 @@ class Tracker:
     def ooo_total(self) -> int:
         """Out-of-order client bytes held over every connection."""
         return self._reassembly.ooo_total
+
+    @property
+    def refused(self) -> int:
+        """New connections not tracked: ``Limits.conns`` records already."""
+        return self._admission.refused
+
+    @property
+    def evicted(self) -> int:
+        """Records with no handshake seen dropped (for newer ones, or idle)."""
+        return self._admission.evicted
 
     def set_services(self, services, macs=None) -> None:
         """The services to track from now on (connections already tracked stay);
@@ -148,7 +138,7 @@ class Tracker:
         if conn.service not in self.services.values() or conn.key in self.conns:
             return False
         self.conns[conn.key] = conn
-        self._admit(conn)
+        self._admission.admit(conn)
         if conn._s_ack_off > conn._c_rcv:
             self.mark_unprotected(conn, Reason.CAPTURE_GAP.because(
                 f"the agent restarted; the server had acknowledged {conn._s_ack_off - conn._c_rcv} client bytes "
@@ -215,28 +205,20 @@ class Tracker:
                     conn._cb = seg.ack
         old = self.conns.get(key)
         if old is not None:
-            self._release(old)
+            self._admission.replaced(old)
             self._closed.pop(key, None)
-            self._embryonic.pop(key, None)
             if self._dirty.get(key) is old:
                 del self._dirty[key]
-        elif len(self.conns) >= self.limits.conns:
-            if not self._embryonic:
-                self.refused += 1
-                return None
-            self._evict(next(iter(self._embryonic.values())))
+        elif not self._admission.make_room(len(self.conns)):
+            return None
         self.conns[key] = conn
         self._dirty[key] = conn
         if conn.state is SYN_SENT or (from_client and conn.status is UNPROTECTED):
             # no handshake seen: anyone can make these, so they are bounded, short-lived,
             # and never written to Redis or given a replica (ftcp/agent/writer.py)
-            self._embryonic[key] = conn
-            if old is not None:
-                self._evicted.append(old)   # so the writer closes what it wrote of it
-            if len(self._embryonic) > self.limits.embryonic:
-                self._evict(next(iter(self._embryonic.values())))
+            self._admission.add_embryonic(conn, old)
         else:
-            self._admit(conn)
+            self._admission.admit(conn)
         if not from_client:
             self._server(conn, seg, flags, now)
         elif conn.state is not SYN_SENT:
@@ -288,8 +270,7 @@ class Tracker:
                     if c.state is SYN_RECEIVED:
                         if off >= 0:
                             c.state = ESTABLISHED
-                            if self._embryonic.pop(c.key, None) is not None:
-                                self._admit(c)
+                            self._admission.promote(c)
                     elif c.state is CLOSING:
                         self._check_closed(c, now)
         payload = seg.payload
@@ -351,11 +332,10 @@ class Tracker:
         if flags & RST:
             self._close(c, now, rst=True)
             return
-        if c.isn_c is None and c.key in self._embryonic:
+        if c.isn_c is None:
             # the primary talks on it (its port is the only way in for its segments): a
             # connection that predates the agent, no longer a record anyone could forge
-            del self._embryonic[c.key]
-            self._admit(c)
+            self._admission.promote(c)
         w = seg.window
         c.s_win = w
         c.s_win_scaled = w << c.wscale_s
@@ -414,68 +394,23 @@ class Tracker:
         if rst:
             c.rst = True
         self._reassembly.drop_held(c)
-        if self._embryonic.get(c.key) is c:
-            del self._embryonic[c.key]
+        self._admission.forget(c)
         self._closed[c.key] = c
 
-    def _evict(self, c):
-        """Forget an embryonic record now (a bound, or its timeout): it was never
-        written anywhere, so it just goes (``expire`` hands it out once)."""
+    def _unlist(self, c):
+        """Take a record out of the tables now (an embryonic one the bounds evict:
+        never written anywhere, it just goes)."""
         key = c.key
-        del self._embryonic[key]
-        self._release(c)
         if self.conns.get(key) is c:
             del self.conns[key]
         self._closed.pop(key, None)
         if self._dirty.get(key) is c:
             del self._dirty[key]
         self._reassembly.drop_held(c)
-        c.state = CLOSED
-        self._evicted.append(c)
-        self.evicted += 1
-
-    def _admit(self, c):
-        """Count a record past its handshake (or one the primary talks on) against its
-        service's bound and its client address's. Past a bound it is unprotected and
-        not counted: its record stays (within ``conns``) but holds no log and no
-        replica."""
-        n = self._per_service.get(c.service, 0)
-        bound = self.limits.conns_per_service
-        if n >= bound:
-            self.mark_unprotected(c, Reason.TOO_MANY.because(f"service {c.service} has {bound} connections already"))
-            return
-        client = (c.service, c.client_ip)
-        m = self._per_client.get(client, 0)
-        if m >= self.limits.conns_per_client:
-            self.mark_unprotected(c, Reason.TOO_MANY.because(
-                f"client {ip_str(c.client_ip)} has {self.limits.conns_per_client} connections to {c.service} already"))
-            return
-        self._per_service[c.service] = n + 1
-        self._per_client[client] = m + 1
-        c._counted = True
-
-    def _release(self, c):
-        if c._counted:
-            c._counted = False
-            self._per_service[c.service] -= 1
-            client = (c.service, c.client_ip)
-            if self._per_client[client] == 1:
-                del self._per_client[client]     # a client gone leaves nothing behind
-            else:
-                self._per_client[client] -= 1
-
-    def _check_held(self, c, total: int) -> None:
-        """After ``c`` held more client bytes out of order (``total`` over every
-        connection): past a bound it is unprotected."""
-        limits = self.limits
-        if c._ooo_bytes > limits.ooo_bytes or len(c._ooo) > limits.ooo_segments:
-            self.mark_unprotected(c, Reason.OOO_OVERFLOW.because(f"{len(c._ooo)} segments, {c._ooo_bytes} bytes held"))
-        elif total > limits.ooo_total:
-            self.mark_unprotected(c, Reason.OOO_OVERFLOW.because(f"{total} bytes held over all connections"))
 
     def embryonic(self, conn) -> bool:
         """No handshake seen for it (yet): not written, not replicated."""
-        return self._embryonic.get(conn.key) is conn
+        return self._admission.embryonic(conn)
 
     def mark_unprotected(self, conn, reason: str) -> None:
         """Unprotected for good; the first reason is kept. Held out-of-order bytes are dropped,
@@ -501,9 +436,7 @@ class Tracker:
         embryonic ones dropped (idle ``embryonic_timeout``, or for newer ones)."""
         if now >= self._next_idle_check:
             self._next_idle_check = now + 1.0   # a scan of every connection: once a second
-            quiet = now - self.limits.embryonic_timeout
-            for c in [c for c in self._embryonic.values() if c.last_seen < quiet]:
-                self._evict(c)
+            self._admission.evict_idle(now)
             limit = now - self.half_closed_timeout
             for c in self.conns.values():
                 # closing or opening, or rebuilt after a restart and never seen since:
@@ -516,10 +449,8 @@ class Tracker:
             key = c.key
             del self._closed[key]
             del self.conns[key]
-            self._release(c)
+            self._admission.release(c)
             if self._dirty.get(key) is c:
                 del self._dirty[key]
-        if self._evicted:      # already out of every table
-            gone += self._evicted
-            self._evicted = []
+        gone += self._admission.take_evicted()   # already out of every table
         return gone
