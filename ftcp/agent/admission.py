@@ -49,7 +49,7 @@ class Admission:
         self._per_client = {}   # (service, client address) -> ... against Limits.conns_per_client
         self._evicted = []     # dropped before their time (bounds): handed out by take_evicted
         self.refused = 0       # new connections not tracked: `conns` records already
-        self.evicted = 0       # embryonic records dropped for newer ones
+        self.evicted = 0       # embryonic records dropped (for newer ones, or idle)
 
     # --- records past their handshake --------------------------------------------------
     def admit(self, c):

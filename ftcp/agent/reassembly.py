@@ -16,8 +16,9 @@ from ftcp.agent.conn import PROTECTED
 
 
 class Reassembly:
-    """``unprotect(conn, reason)`` marks a connection whose log can no longer be
-    exact; ``check_held(conn, total)`` applies the bounds on held bytes after a hold."""
+    """Puts each protected connection's client bytes into its log (``Conn.take_c2s``
+    hands them out). ``unprotect(conn, reason)`` marks a connection whose log can no
+    longer be exact; ``check_held(conn, total)`` applies the bounds on held bytes."""
 
     def __init__(self, log_cap, unprotect, check_held):
         self.log_cap = log_cap
