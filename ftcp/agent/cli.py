@@ -20,7 +20,7 @@ from ftcp.common import config as ftcp_config
 from ftcp.common import control
 from ftcp.agent.capture import CaptureError
 from ftcp.agent.main import Agent
-from ftcp.agent.tracker import Limits
+from ftcp.agent.admission import Limits
 
 LOG = logging.getLogger(__name__)
 SIZE_RE = re.compile(r"^(\d+)([KMG]?)(i?B)?$", re.I)

@@ -28,7 +28,8 @@ from typing import Optional
 from ftcp.agent import repair
 from ftcp.agent.acks import AckNumbers, ack_segment
 from ftcp.agent.takeover import Session, prepare as prepare_sessions
-from ftcp.agent.tracker import CLOSED, CLOSING, ESTABLISHED, MASK, PROTECTED
+from ftcp.agent.conn import CLOSED, CLOSING, ESTABLISHED, PROTECTED
+from ftcp.agent.seqspace import MASK
 from ftcp.common.errors import StoreError
 from ftcp.common.statuses import Reason
 

@@ -21,7 +21,9 @@ from ftcp.agent.handoff import RelayClient
 from ftcp.agent.replica import HotStandby, ReplicaPool
 from ftcp.agent.takeover import Splicer
 from ftcp.agent.services import divergence, primary_macs, replicas, tracked_services
-from ftcp.agent.tracker import CLOSED, ESTABLISHED, PROTECTED, Conn, Limits, Tracker
+from ftcp.agent.admission import Limits
+from ftcp.agent.conn import CLOSED, ESTABLISHED, PROTECTED, Conn
+from ftcp.agent.tracker import Tracker
 from ftcp.common.statuses import Reason
 from ftcp.agent.wakeup import Wakeup
 from ftcp.agent.writer import LogWriter, WriterThread

@@ -1,293 +1,24 @@
-"""Per-connection TCP tracking and exact client->server stream reassembly (pure logic, clock passed in).
+"""The per-connection TCP state machine of the mirrored traffic (pure logic, clock passed in).
 
-Offsets: each direction's bytes are numbered 0, 1, 2 ... from the first byte after the ISN
-(the SYN takes the ISN itself), as unbounded ints. A 32-bit seq is turned into an offset by
-its signed distance from a nearby known offset, so streams cross 2^32 without special cases.
+Over 400 lines: it is one state machine, whose both directions share every field.
 
-This module is long because it is one state machine: both directions of a connection,
-reassembly and the rebuild after a restart read and write the same fields, and the
-per-packet path must stay in one place to stay fast.
+``Tracker`` follows both directions of every connection to a tracked service: the
+handshake and its options, sequence and acknowledgement numbers, windows, timestamps,
+FINs and RSTs, what each side has sent and the other acknowledged, and a restarted
+agent's rebuilt records until they are seen to continue. Client bytes go to the log in
+order (the common case inline here, the rest in ftcp/agent/reassembly.py); a client
+segment is taken only if the primary's kernel would take it
+(ftcp/agent/segment_checks.py); the bounds are ftcp/agent/admission.py's.
 """
 from __future__ import annotations
 
-from bisect import bisect_left
-from dataclasses import dataclass
-
-from ftcp.common.statuses import ConnState, ConnStatus, Reason
-from ftcp.agent.packet import ACK, FIN, RST, SYN, checksum_ok, ip_int, ip_str, is_ipv4_tcp, parse_frame
-
-MASK = 0xFFFFFFFF
-HALF = 0x80000000
-
-# The words themselves are in ftcp/common/statuses.py; short names for the per-packet path,
-# which compares them with `is` (only this module assigns them).
-SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSING, CLOSED = (
-    ConnState.SYN_SENT, ConnState.SYN_RECEIVED, ConnState.ESTABLISHED, ConnState.CLOSING, ConnState.CLOSED)
-PROTECTED, UNPROTECTED = ConnStatus.PROTECTED, ConnStatus.UNPROTECTED
-
-# RFC 1122 4.2.2.6 (Linux TCP_MSS_DEFAULT): the MSS a peer gets when its SYN has no MSS option.
-DEFAULT_MSS = 536
-# RFC 7323 2.3: a shift above 14 is used as 14.
-MAX_WSCALE = 14
-DEFAULT_MAX_OOO = 4 << 20
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What the tracker holds at most, whatever the clients send (``ftcp.agent --help``).
-    A connection that passes a bound of its own is unprotected with the reason; a new
-    record past ``conns`` is not made (counted in ``refused``)."""
-    conns: int = 100_000               # connection records in all
-    conns_per_service: int = 50_000    # ... of one service past its handshake; past it a new one is unprotected
-    conns_per_client: int = 5_000      # ... of one service from one client address, likewise
-    embryonic: int = 10_000            # records with no handshake seen (a SYN only, or no SYN at all);
-    #                                    past it the oldest is dropped for the new one
-    embryonic_timeout: float = 10.0    # such a record idle this long is dropped
-    ooo_bytes: int = DEFAULT_MAX_OOO   # out-of-order client bytes held per connection
-    ooo_segments: int = 4096           # ... and segments
-    ooo_total: int = 64 << 20          # ... and bytes over every connection
-# The largest window TCP can advertise (65535 << 14): what a window not seen yet may be.
-MAX_WINDOW = 65535 << MAX_WSCALE
-
-
-def seq_diff(a: int, b: int) -> int:
-    """a - b for 32-bit sequence numbers, as a signed int in [-2^31, 2^31)."""
-    return ((a - b + HALF) & MASK) - HALF
-
-
-def seq_lt(a: int, b: int) -> bool:
-    """a comes before b in sequence space (RFC 793 / RFC 1982 arithmetic)."""
-    return ((a - b + HALF) & MASK) - HALF < 0
-
-
-def seq_leq(a: int, b: int) -> bool:
-    return ((a - b + HALF) & MASK) - HALF <= 0
-
-
-class Conn:
-    """One client<->service connection as seen on the mirror.
-
-    wscale_c is the shift the client applies to the windows it advertises (so c_win_scaled =
-    c_win << wscale_c); wscale_s likewise for the server. Both are 0 unless both SYNs carried
-    the option. mss_c is what the client announced (the largest segment the server may send it).
-    """
-
-    __slots__ = (
-        "key", "id", "service", "client_ip", "client_port", "server_ip", "server_port",
-        "state", "status", "reason", "isn_c", "isn_s", "c_opts", "s_opts",
-        "mss_c", "mss_s", "wscale_c", "wscale_s", "sack_ok", "ts_ok",
-        "c2s_logged", "c_ack", "s_ack",
-        "c_win", "c_win_scaled", "s_win", "s_win_scaled",
-        "c_tsval", "c_tsecr", "s_tsval", "s_tsecr",
-        "fin_c", "fin_c_seq", "fin_s", "fin_s_seq", "rst",
-        "first_seen", "last_seen", "closed_at",
-        # bytes of the primary's output its hot replica produced differently (aligned divergence)
-        "divergent",
-        # the backup's replica for it: "hot", "cold" (a takeover replays the log), "failed: why", "" not yet
-        "replica",
-        # seq of client/server offset 0 (ISN + 1); None until known
-        "_cb", "_sb",
-        # client bytes received contiguously (== c2s_logged while protected and under the cap)
-        "_c_rcv",
-        # highest server offset seen sent
-        "_s_hi",
-        # offset of each FIN, -1 until seen
-        "_c_fin", "_s_fin",
-        # highest offset acked by the client (server stream) / by the server (client stream);
-        # -1 = nothing acked, 0 = the SYN acked
-        "_c_ack_off", "_s_ack_off",
-        # contiguous client bytes not yet taken; held out-of-order segments {offset: bytes}
-        # and their offsets in order
-        "_pend", "_ooo", "_ooo_bytes", "_ooo_offs",
-        # the largest window the client advertised (how old an ACK may be, as Linux's max_window)
-        "_c_max_win",
-        # rebuilt from Redis by a restarted agent, not yet seen to continue where it was
-        "restored",
-        # counted against its service's bound (Limits.conns_per_service)
-        "_counted",
-    )
-
-    def __init__(self, key, service, now, status=PROTECTED, reason=""):
-        cip, cport, sip, sport = key
-        self.key = key
-        self.id = f"{ip_str(cip)}:{cport}-{ip_str(sip)}:{sport}"
-        self.service = service
-        self.client_ip = cip
-        self.client_port = cport
-        self.server_ip = sip
-        self.server_port = sport
-        self.state = ESTABLISHED
-        self.status = status
-        self.reason = reason
-        self.isn_c = self.isn_s = None
-        self.c_opts = self.s_opts = None
-        self.mss_c = self.mss_s = DEFAULT_MSS
-        self.wscale_c = self.wscale_s = 0
-        self.sack_ok = self.ts_ok = False
-        self.c2s_logged = 0
-        self.c_ack = self.s_ack = None
-        self.c_win = self.c_win_scaled = self.s_win = self.s_win_scaled = None
-        self.c_tsval = self.c_tsecr = self.s_tsval = self.s_tsecr = None
-        self.fin_c = self.fin_s = False
-        self.fin_c_seq = self.fin_s_seq = None
-        self.rst = False
-        self.first_seen = self.last_seen = now
-        self.closed_at = None
-        self.divergent = 0
-        self.replica = ""
-        self._cb = self._sb = None
-        self._c_rcv = self._s_hi = 0
-        self._c_fin = self._s_fin = -1
-        self._c_ack_off = self._s_ack_off = -1
-        self._pend = []
-        self._ooo = None
-        self._ooo_bytes = 0
-        self._ooo_offs = None
-        self._c_max_win = 0
-        self.restored = False
-        self._counted = False
-
-    @classmethod
-    def from_state(cls, state: dict, now: float) -> "Conn":
-        """An established connection as a previous run of the agent stored it
-        (decoded ``ftcp:conn:<id>``), its log ``c2s_stored`` bytes long."""
-        key = (ip_int(state["client_ip"]), state["client_port"], ip_int(state["server_ip"]), state["server_port"])
-        c = cls(key, state["service"], now)
-        for name in ("isn_c", "isn_s", "c_opts", "s_opts", "mss_c", "mss_s", "wscale_c", "wscale_s", "sack_ok",
-                     "ts_ok", "c_ack", "s_ack", "c_win", "c_win_scaled", "s_win", "s_win_scaled", "c_tsval",
-                     "c_tsecr", "s_tsval", "s_tsecr", "first_seen"):
-            if state.get(name) is not None:
-                setattr(c, name, state[name])
-        c._cb, c._sb = (c.isn_c + 1) & MASK, (c.isn_s + 1) & MASK
-        c.c2s_logged = c._c_rcv = state["c2s_stored"]
-        c._s_hi = state["s2c_sent"]
-        c.divergent = state.get("divergent_bytes") or 0
-        c._c_ack_off, c._s_ack_off = state["s2c_acked"], state["c2s_acked"]
-        c.restored = True
-        return c
-
-    def __repr__(self) -> str:
-        return f"Conn({self.id} {self.state} {self.status}{' ' + self.reason if self.reason else ''})"
-
-    # --- derived views ----------------------------------------------------------
-    @property
-    def c2s_next(self):
-        """rcv_nxt of the primary: the client seq it expects next (the FIN counts once reached)."""
-        if self._cb is None:
-            return None
-        n = self._c_rcv + (1 if self._c_fin >= 0 and self._c_rcv >= self._c_fin else 0)
-        return (self._cb + n) & MASK
-
-    @property
-    def c2s_acked(self) -> int:
-        """Client bytes the server has acknowledged."""
-        n = self._s_ack_off
-        if self._c_fin >= 0 and n > self._c_fin:
-            n = self._c_fin
-        return max(n, 0)
-
-    @property
-    def s2c_sent(self) -> int:
-        """Server payload bytes seen sent (highest offset)."""
-        return self._s_hi
-
-    @property
-    def s2c_next(self):
-        """snd_nxt of the primary as a 32-bit seq (the FIN counts once seen)."""
-        if self._sb is None:
-            return None
-        n = self._s_hi
-        if self._s_fin >= 0 and self._s_fin + 1 > n:
-            n = self._s_fin + 1
-        return (self._sb + n) & MASK
-
-    @property
-    def s2c_acked(self) -> int:
-        """Server bytes the client has acknowledged (what the client has received)."""
-        n = self._c_ack_off
-        if self._s_fin >= 0 and n > self._s_fin:
-            n = self._s_fin
-        return max(n, 0)
-
-    @property
-    def ooo_bytes(self) -> int:
-        return self._ooo_bytes
-
-    def take_c2s(self) -> bytes:
-        """The contiguous client bytes delivered since the last call, in order, each exactly once."""
-        pend = self._pend
-        if not pend:
-            return b""
-        self._pend = []
-        return b"".join(pend)
-
-    def to_state(self) -> dict:
-        """Everything above as plain JSON-able values (the Redis hash of the connection)."""
-        return {
-            "id": self.id,
-            "service": self.service,
-            "client_ip": ip_str(self.client_ip),
-            "client_port": self.client_port,
-            "server_ip": ip_str(self.server_ip),
-            "server_port": self.server_port,
-            "state": self.state,
-            "status": self.status,
-            "reason": self.reason,
-            "isn_c": self.isn_c,
-            "isn_s": self.isn_s,
-            "c_opts": dict(self.c_opts) if self.c_opts is not None else None,
-            "s_opts": dict(self.s_opts) if self.s_opts is not None else None,
-            "mss_c": self.mss_c,
-            "mss_s": self.mss_s,
-            "wscale_c": self.wscale_c,
-            "wscale_s": self.wscale_s,
-            "sack_ok": self.sack_ok,
-            "ts_ok": self.ts_ok,
-            "c2s_logged": self.c2s_logged,
-            "c2s_next": self.c2s_next,
-            "c2s_acked": self.c2s_acked,
-            "s_ack": self.s_ack,
-            "s2c_sent": self.s2c_sent,
-            "s2c_next": self.s2c_next,
-            "s2c_acked": self.s2c_acked,
-            "c_ack": self.c_ack,
-            "c_win": self.c_win,
-            "c_win_scaled": self.c_win_scaled,
-            "s_win": self.s_win,
-            "s_win_scaled": self.s_win_scaled,
-            "c_tsval": self.c_tsval,
-            "c_tsecr": self.c_tsecr,
-            "s_tsval": self.s_tsval,
-            "s_tsecr": self.s_tsecr,
-            "fin_c": self.fin_c,
-            "fin_c_seq": self.fin_c_seq,
-            "fin_s": self.fin_s,
-            "fin_s_seq": self.fin_s_seq,
-            "rst": self.rst,
-            "ooo_bytes": self._ooo_bytes,
-            "divergent_bytes": self.divergent,
-            "replica": self.replica,
-            "first_seen": self.first_seen,
-            "last_seen": self.last_seen,
-            "closed_at": self.closed_at,
-            "restored": self.restored,
-        }
-
-
-def _negotiate(conn: Conn) -> None:
-    c, s = conn.c_opts, conn.s_opts
-    if c is None or s is None:
-        return
-    conn.mss_c = c["mss"] if c["mss"] is not None else DEFAULT_MSS
-    conn.mss_s = s["mss"] if s["mss"] is not None else DEFAULT_MSS
-    # RFC 7323 2.2: scaling is on only if both SYNs carried the option, else both shifts are 0.
-    if c["wscale"] is not None and s["wscale"] is not None:
-        conn.wscale_c = min(c["wscale"], MAX_WSCALE)
-        conn.wscale_s = min(s["wscale"], MAX_WSCALE)
-    else:
-        conn.wscale_c = conn.wscale_s = 0
-    conn.sack_ok = bool(c["sack_perm"] and s["sack_perm"])
-    conn.ts_ok = bool(c["ts"] and s["ts"])
+from ftcp.common.statuses import Reason
+from ftcp.agent.admission import Admission, Limits
+from ftcp.agent.conn import CLOSED, CLOSING, ESTABLISHED, PROTECTED, SYN_RECEIVED, SYN_SENT, UNPROTECTED, Conn
+from ftcp.agent.packet import ACK, FIN, RST, SYN, is_ipv4_tcp, parse_frame
+from ftcp.agent.reassembly import Reassembly
+from ftcp.agent.segment_checks import BAD_CHECKSUM, OTHER_HOST, check_client_segment
+from ftcp.agent.seqspace import HALF, MASK, seq_diff
 
 
 class Tracker:
@@ -302,8 +33,6 @@ class Tracker:
         self.half_closed_timeout = half_closed_timeout
         self._next_idle_check = 0.0
         self.log_cap = log_cap
-        # None = no cap; an int compare on the hot path either way
-        self._cap = log_cap if log_cap is not None else 1 << 62
         self.grace = grace
         if max_ooo is not None:
             limits = Limits(**{**limits.__dict__, "ooo_bytes": max_ooo})
@@ -312,13 +41,10 @@ class Tracker:
         self.conns = {}
         self._dirty = {}
         self._closed = {}
-        self._embryonic = {}   # key -> Conn with no handshake seen, oldest first
-        self._per_service = {}  # service -> records counted against Limits.conns_per_service
-        self._per_client = {}   # (service, client address) -> ... against Limits.conns_per_client
-        self._evicted = []     # dropped before their time (bounds): handed out by expire
-        self.ooo_total = 0     # out-of-order bytes held over every connection
-        self.refused = 0       # new connections not tracked: `conns` records already
-        self.evicted = 0       # embryonic records dropped for newer ones
+        self._admission = Admission(limits, unprotect=self.mark_unprotected, drop=self._unlist)
+        self._reassembly = Reassembly(log_cap, unprotect=self.mark_unprotected,
+                                      check_held=self._admission.check_held)
+        self._cap = self._reassembly.cap   # the in-order path in _client checks it too
         self.packets = 0
         self.ignored = 0
         self.malformed = 0
@@ -331,6 +57,21 @@ class Tracker:
         # Called with (conn, server stream offset, payload) for every server segment
         # with data of a protected connection (the hot standby's divergence check).
         self.s2c_hook = None
+
+    @property
+    def ooo_total(self) -> int:
+        """Out-of-order client bytes held over every connection."""
+        return self._reassembly.ooo_total
+
+    @property
+    def refused(self) -> int:
+        """New connections not tracked: ``Limits.conns`` records already."""
+        return self._admission.refused
+
+    @property
+    def evicted(self) -> int:
+        """Records with no handshake seen dropped (for newer ones, or idle)."""
+        return self._admission.evicted
 
     def set_services(self, services, macs=None) -> None:
         """The services to track from now on (connections already tracked stay);
@@ -397,7 +138,7 @@ class Tracker:
         if conn.service not in self.services.values() or conn.key in self.conns:
             return False
         self.conns[conn.key] = conn
-        self._admit(conn)
+        self._admission.admit(conn)
         if conn._s_ack_off > conn._c_rcv:
             self.mark_unprotected(conn, Reason.CAPTURE_GAP.because(
                 f"the agent restarted; the server had acknowledged {conn._s_ack_off - conn._c_rcv} client bytes "
@@ -430,12 +171,11 @@ class Tracker:
 
     def _open(self, key, name, seg, from_client, now):
         flags = seg.flags
-        if from_client and not checksum_ok(seg):
-            self.bad_checksum += 1
-            return None
-        if from_client and not self._to_primary(seg):
-            self.other_host += 1
-            return None
+        if from_client:
+            verdict = check_client_segment(None, seg, flags, self._macs)
+            if verdict:
+                self._refuse(seg, verdict)
+                return None
         if from_client and flags & SYN and not flags & ACK:
             conn = Conn(key, name, now)
             conn.state = SYN_SENT
@@ -465,35 +205,27 @@ class Tracker:
                     conn._cb = seg.ack
         old = self.conns.get(key)
         if old is not None:
-            self._release(old)
+            self._admission.replaced(old)
             self._closed.pop(key, None)
-            self._embryonic.pop(key, None)
             if self._dirty.get(key) is old:
                 del self._dirty[key]
-        elif len(self.conns) >= self.limits.conns:
-            if not self._embryonic:
-                self.refused += 1
-                return None
-            self._evict(next(iter(self._embryonic.values())))
+        elif not self._admission.make_room(len(self.conns)):
+            return None
         self.conns[key] = conn
         self._dirty[key] = conn
         if conn.state is SYN_SENT or (from_client and conn.status is UNPROTECTED):
             # no handshake seen: anyone can make these, so they are bounded, short-lived,
             # and never written to Redis or given a replica (ftcp/agent/writer.py)
-            self._embryonic[key] = conn
-            if old is not None:
-                self._evicted.append(old)   # so the writer closes what it wrote of it
-            if len(self._embryonic) > self.limits.embryonic:
-                self._evict(next(iter(self._embryonic.values())))
+            self._admission.add_embryonic(conn, old)
         else:
-            self._admit(conn)
+            self._admission.admit(conn)
         if not from_client:
             self._server(conn, seg, flags, now)
         elif conn.state is not SYN_SENT:
             self._client(conn, seg, flags, now)
         elif seg.payload:
             # TCP Fast Open: data in the SYN starts at offset 0
-            self._c_data(conn, 0, seg.payload, len(seg.payload))
+            self._reassembly.add(conn, 0, seg.payload, len(seg.payload))
         return conn
 
     def _client(self, c, seg, flags, now):
@@ -503,16 +235,11 @@ class Tracker:
         # Anyone on the clients' side can send any segment with this connection's
         # addresses. Take it only as the primary's kernel would (RFC 793, 5961), or
         # the log and the state would hold what the primary never accepted.
-        if not checksum_ok(seg):
-            self.bad_checksum += 1
-            return
-        if not self._to_primary(seg):
-            self.other_host += 1
+        verdict = check_client_segment(c, seg, flags, self._macs)
+        if verdict:
+            self._refuse(seg, verdict)
             return
         cb = c._cb
-        if cb is not None and not self._acceptable(c, seg, flags, cb):
-            self.out_of_window += 1
-            return
         if flags & RST:
             self._close(c, now, rst=True)
             return
@@ -543,8 +270,7 @@ class Tracker:
                     if c.state is SYN_RECEIVED:
                         if off >= 0:
                             c.state = ESTABLISHED
-                            if self._embryonic.pop(c.key, None) is not None:
-                                self._admit(c)
+                            self._admission.promote(c)
                     elif c.state is CLOSING:
                         self._check_closed(c, now)
         payload = seg.payload
@@ -566,7 +292,7 @@ class Tracker:
                     c._pend.append(bytes(payload))
                     c._c_rcv = c.c2s_logged = end
                 else:
-                    self._c_data(c, off, payload, n)
+                    self._reassembly.add(c, off, payload, n)
             elif n:
                 # unprotected: follow the client's progress, keep no bytes
                 if off + n > rcv and off <= rcv:
@@ -578,58 +304,15 @@ class Tracker:
                 if c.state is not CLOSING:
                     c.state = CLOSING
 
-    def _to_primary(self, seg) -> bool:
-        """Is the frame addressed to the primary's MAC? Linux's TCP takes only frames
-        for its own host (PACKET_HOST): one sent to another MAC never reaches it."""
-        mac = self._macs.get((seg.dst_ip << 16) | seg.dst_port)
-        if mac is None or seg.eth_dst is None or seg.eth_dst == mac:
-            return True
-        self.other_host_mac = bytes(seg.eth_dst)   # for the agent's warning: a wrong primary.mac shows here
-        return False
-
-    @staticmethod
-    def _acceptable(c, seg, flags, cb) -> bool:
-        """Would the primary take this client segment (Linux's tcp_validate_incoming,
-        tcp_sequence, tcp_ack)? A RST only exactly at the next expected byte (or one
-        past the client's FIN, or, with SACK, at the end of what is held out of order:
-        tcp_reset_check and the SACK rule); any other segment's timestamp not older
-        than the newest one (PAWS), its sequence numbers within the window the server
-        advertised; past the handshake, an ACK bit, acknowledging no more than the
-        server has sent (as the mirror showed it) and no less than a window before
-        what the client acknowledged already."""
-        rcv = c._c_rcv
-        off = rcv + ((seg.seq - cb - rcv + HALF) & MASK) - HALF
-        if flags & RST:
-            # (a RST is taken even if it fails PAWS, as Linux does)
-            if off == rcv or (c.fin_c and off == rcv + 1):
-                return True
-            ooo, offs = c._ooo, c._ooo_offs
-            # held pieces never overlap: the last one ends what is held
-            return c.sack_ok and bool(ooo) and off == offs[-1] + len(ooo[offs[-1]])
-        # PAWS (RFC 7323 5, Linux's tcp_paws_discard, and tcp_check_req for the ACK
-        # that ends the handshake): a timestamp older than the newest in-order one by
-        # more than 1 is an old duplicate, dropped whole
-        tv = seg.ts_val
-        if c.ts_ok and tv is not None and c.c_tsval is not None and 1 < ((c.c_tsval - tv) & MASK) < HALF:
-            return False
-        # the window the server offered: from what it acknowledged (its rcv_nxt as we saw
-        # it last) on, as wide as it said; a segment that ends before it is an old
-        # duplicate, which Linux drops whole (its FIN and ACK included)
-        left = max(c._s_ack_off, 0)
-        window = c.s_win_scaled if c.s_win_scaled is not None else MAX_WINDOW
-        if off > left + window and off > rcv:
-            return False
-        if off + len(seg.payload) + (flags & FIN) < left:
-            return False
-        sb = c._sb
-        if sb is not None and c.state is not SYN_SENT:
-            if not flags & ACK:
-                return False
-            hi = c._c_ack_off
-            acked = hi + ((seg.ack - sb - hi + HALF) & MASK) - HALF
-            if acked > max(c._s_hi, c._s_fin + 1) or acked < hi - max(c._c_max_win, 0xFFFF):
-                return False
-        return True
+    def _refuse(self, seg, verdict) -> None:
+        """Count a client segment the primary's kernel would drop (check_client_segment)."""
+        if verdict == BAD_CHECKSUM:
+            self.bad_checksum += 1
+        elif verdict == OTHER_HOST:
+            self.other_host += 1
+            self.other_host_mac = bytes(seg.eth_dst)   # for the agent's warning: a wrong primary.mac shows here
+        else:
+            self.out_of_window += 1
 
     def _server(self, c, seg, flags, now):
         if flags & SYN:
@@ -637,7 +320,7 @@ class Tracker:
                 c.isn_s = seg.seq
                 c._sb = (seg.seq + 1) & MASK
                 c.s_opts = seg.syn_options
-                _negotiate(c)
+                c.negotiate()
                 c.s_win = c.s_win_scaled = seg.window  # SYN windows are unscaled
                 c.s_tsval, c.s_tsecr = seg.ts_val, seg.ts_ecr
                 c.state = SYN_RECEIVED
@@ -649,11 +332,10 @@ class Tracker:
         if flags & RST:
             self._close(c, now, rst=True)
             return
-        if c.isn_c is None and c.key in self._embryonic:
+        if c.isn_c is None:
             # the primary talks on it (its port is the only way in for its segments): a
             # connection that predates the agent, no longer a record anyone could forge
-            del self._embryonic[c.key]
-            self._admit(c)
+            self._admission.promote(c)
         w = seg.window
         c.s_win = w
         c.s_win_scaled = w << c.wscale_s
@@ -701,112 +383,6 @@ class Tracker:
                 if c.state is not CLOSING:
                     c.state = CLOSING
 
-    # --- client->server reassembly -------------------------------------------------
-    def _c_data(self, c, off, data, n):
-        rcv = c._c_rcv
-        end = off + n
-        if end <= rcv:
-            return  # retransmission of bytes already delivered
-        # The capture hands out views into its ring, reused once the batch is done:
-        # bytes we keep must be copied (bytes() of a bytes object is free).
-        data = bytes(data)
-        if off > rcv:
-            self._hold(c, off, data, n)
-            return
-        if off < rcv:
-            data = data[rcv - off:]  # overlaps what we have: deliver only the new tail
-        self._deliver(c, data, end)
-        if c._ooo and c._ooo_offs[0] <= c._c_rcv:
-            self._drain(c)
-
-    def _deliver(self, c, data, end):
-        cap = self._cap
-        if end > cap:
-            keep = cap - c.c2s_logged
-            if keep > 0:
-                c._pend.append(data[:keep])
-                c.c2s_logged = cap
-            c._c_rcv = end
-            self.mark_unprotected(c, f"{Reason.LOG_CAP.text} of {self.log_cap} bytes reached")
-            return
-        c._pend.append(data)
-        c._c_rcv = c.c2s_logged = end
-
-    def _hold(self, c, off, data, n):
-        """Hold a segment beyond a hole. The held bytes never overlap: what a new copy
-        repeats of them is compared and left out, and the rest held in pieces. That is
-        what Linux delivers whatever its queue's layout, as long as the copies agree
-        (the lowest offset wins when the hole fills). Copies that differ where they
-        overlap leave the outcome to that layout: the connection is unprotected."""
-        ooo, offs = c._ooo, c._ooo_offs
-        if ooo is None:
-            c._ooo, c._ooo_offs = ooo, offs = {}, []
-        end = off + n
-        i = bisect_left(offs, off)
-        at = off        # where the bytes of this copy that nothing held has may start
-        if i:   # the one held piece that may start before this copy and reach into it
-            o = offs[i - 1]
-            d = ooo[o]
-            if o + len(d) > off:
-                if not self._same(c, d, o, data, off, off, min(o + len(d), end)):
-                    return
-                at = o + len(d)
-        pieces = []     # (offset, bytes) of this copy that nothing held has
-        k = i
-        while k < len(offs) and offs[k] < end:
-            o = offs[k]
-            d = ooo[o]
-            if not self._same(c, d, o, data, off, o, min(o + len(d), end)):
-                return
-            if at < o:
-                pieces.append((at, data[at - off:o - off]))
-            at = max(at, o + len(d))
-            k += 1
-        if at < end:
-            pieces.append((at, data[at - off:]))
-        for o, d in pieces:
-            offs.insert(bisect_left(offs, o), o)
-            ooo[o] = d
-            c._ooo_bytes += len(d)
-            self.ooo_total += len(d)
-        limits = self.limits
-        if c._ooo_bytes > self.max_ooo or len(ooo) > limits.ooo_segments:
-            self.mark_unprotected(c, Reason.OOO_OVERFLOW.because(f"{len(ooo)} segments, {c._ooo_bytes} bytes held"))
-        elif self.ooo_total > limits.ooo_total:
-            self.mark_unprotected(c, Reason.OOO_OVERFLOW.because(f"{self.ooo_total} bytes held over all connections"))
-
-    def _same(self, c, held, held_off, data, off, lo, hi) -> bool:
-        """Do the held copy and the new one agree from ``lo`` to ``hi``? If not, the
-        connection is unprotected."""
-        if lo >= hi or held[lo - held_off:hi - held_off] == data[lo - off:hi - off]:
-            return True
-        self.mark_unprotected(c, f"{Reason.CONFLICT.text} at client byte {lo}")
-        return False
-
-    def _drain(self, c):
-        """Deliver what the hole's filling made contiguous, lowest offset first (the
-        offsets are kept in order: nothing is sorted per segment)."""
-        ooo, offs = c._ooo, c._ooo_offs
-        rcv = c._c_rcv
-        taken = 0
-        for off in offs:
-            if off > rcv:
-                break
-            taken += 1
-            data = ooo.pop(off)
-            c._ooo_bytes -= len(data)
-            self.ooo_total -= len(data)
-            end = off + len(data)
-            if end <= rcv:
-                continue
-            if off < rcv:
-                data = data[rcv - off:]
-            self._deliver(c, data, end)
-            if c.status is not PROTECTED:
-                return   # its held bytes are dropped
-            rcv = end
-        del offs[:taken]
-
     # --- state ----------------------------------------------------------------------
     def _check_closed(self, c, now):
         if c.fin_c and c.fin_s and c._s_ack_off > c._c_fin and c._c_ack_off > c._s_fin:
@@ -817,65 +393,24 @@ class Tracker:
         c.closed_at = now
         if rst:
             c.rst = True
-        self._drop_ooo(c)
-        if self._embryonic.get(c.key) is c:
-            del self._embryonic[c.key]
+        self._reassembly.drop_held(c)
+        self._admission.forget(c)
         self._closed[c.key] = c
 
-    def _drop_ooo(self, c):
-        self.ooo_total -= c._ooo_bytes
-        c._ooo = c._ooo_offs = None
-        c._ooo_bytes = 0
-
-    def _evict(self, c):
-        """Forget an embryonic record now (a bound, or its timeout): it was never
-        written anywhere, so it just goes (``expire`` hands it out once)."""
+    def _unlist(self, c):
+        """Take a record out of the tables now (an embryonic one the bounds evict:
+        never written anywhere, it just goes)."""
         key = c.key
-        del self._embryonic[key]
-        self._release(c)
         if self.conns.get(key) is c:
             del self.conns[key]
         self._closed.pop(key, None)
         if self._dirty.get(key) is c:
             del self._dirty[key]
-        self._drop_ooo(c)
-        c.state = CLOSED
-        self._evicted.append(c)
-        self.evicted += 1
-
-    def _admit(self, c):
-        """Count a record past its handshake (or one the primary talks on) against its
-        service's bound and its client address's. Past a bound it is unprotected and
-        not counted: its record stays (within ``conns``) but holds no log and no
-        replica."""
-        n = self._per_service.get(c.service, 0)
-        bound = self.limits.conns_per_service
-        if n >= bound:
-            self.mark_unprotected(c, Reason.TOO_MANY.because(f"service {c.service} has {bound} connections already"))
-            return
-        client = (c.service, c.client_ip)
-        m = self._per_client.get(client, 0)
-        if m >= self.limits.conns_per_client:
-            self.mark_unprotected(c, Reason.TOO_MANY.because(
-                f"client {ip_str(c.client_ip)} has {self.limits.conns_per_client} connections to {c.service} already"))
-            return
-        self._per_service[c.service] = n + 1
-        self._per_client[client] = m + 1
-        c._counted = True
-
-    def _release(self, c):
-        if c._counted:
-            c._counted = False
-            self._per_service[c.service] -= 1
-            client = (c.service, c.client_ip)
-            if self._per_client[client] == 1:
-                del self._per_client[client]     # a client gone leaves nothing behind
-            else:
-                self._per_client[client] -= 1
+        self._reassembly.drop_held(c)
 
     def embryonic(self, conn) -> bool:
         """No handshake seen for it (yet): not written, not replicated."""
-        return self._embryonic.get(conn.key) is conn
+        return self._admission.embryonic(conn)
 
     def mark_unprotected(self, conn, reason: str) -> None:
         """Unprotected for good; the first reason is kept. Held out-of-order bytes are dropped,
@@ -884,7 +419,7 @@ class Tracker:
             return
         conn.status = UNPROTECTED
         conn.reason = reason
-        self._drop_ooo(conn)
+        self._reassembly.drop_held(conn)
         if self.conns.get(conn.key) is conn:
             self._dirty[conn.key] = conn
 
@@ -901,9 +436,7 @@ class Tracker:
         embryonic ones dropped (idle ``embryonic_timeout``, or for newer ones)."""
         if now >= self._next_idle_check:
             self._next_idle_check = now + 1.0   # a scan of every connection: once a second
-            quiet = now - self.limits.embryonic_timeout
-            for c in [c for c in self._embryonic.values() if c.last_seen < quiet]:
-                self._evict(c)
+            self._admission.evict_idle(now)
             limit = now - self.half_closed_timeout
             for c in self.conns.values():
                 # closing or opening, or rebuilt after a restart and never seen since:
@@ -916,10 +449,8 @@ class Tracker:
             key = c.key
             del self._closed[key]
             del self.conns[key]
-            self._release(c)
+            self._admission.release(c)
             if self._dirty.get(key) is c:
                 del self._dirty[key]
-        if self._evicted:      # already out of every table
-            gone += self._evicted
-            self._evicted = []
+        gone += self._admission.take_evicted()   # already out of every table
         return gone

@@ -5,7 +5,8 @@ API reads what it will read in the lab."""
 from scapy.all import IP, TCP, Ether
 
 from ftcp.agent.packet import ip_int
-from ftcp.agent.tracker import MASK, Tracker
+from ftcp.agent.seqspace import MASK
+from ftcp.agent.tracker import Tracker
 from ftcp.agent.writer import LogWriter
 
 SVC_IP, SVC_PORT = "10.0.0.10", 7000

@@ -2,7 +2,7 @@
 
 
 class FakeConn:
-    """A tracker connection (ftcp.agent.tracker.Conn) as the writer and the hot
+    """A tracker connection (ftcp.agent.conn.Conn) as the writer and the hot
     standby see it; hashed by identity, like the real one. ``pending`` holds the client
     bytes the next ``take_c2s`` hands out."""
 

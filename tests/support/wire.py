@@ -5,7 +5,7 @@ import hashlib
 from scapy.all import IP, TCP, Ether
 
 from ftcp.agent.packet import ip_int
-from ftcp.agent.tracker import MASK
+from ftcp.agent.seqspace import MASK
 
 C, S = "10.0.0.1", "10.0.0.2"
 SPORT = 7000

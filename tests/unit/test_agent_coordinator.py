@@ -63,6 +63,7 @@ def wait_worker():
     for t in threading.enumerate():
         if t.name.startswith("ftcp-takeover-"):
             t.join(5)
+            assert not t.is_alive(), f"{t.name} still running after 5 s"
 
 
 def test_abort_while_preparing_resets_the_prepared_clients(monkeypatch, kernel):
@@ -70,12 +71,13 @@ def test_abort_while_preparing_resets_the_prepared_clients(monkeypatch, kernel):
     monkeypatch.setattr(co, "plan_takeover", lambda conns, d, ip: ([s], [], {}, {}))
     monkeypatch.setattr(co, "prepare_sessions", lambda sessions, timeout: gate.wait(5))
     c = co.Coordinator(a)
+    client = s.client
     c.takeover("web", 1, "1@x")
     c.abort("web", 1, "1@x")
     gate.set()
     wait_worker()
-    client = s.client or kernel["reset"][0]
-    assert kernel["reset"] == [client] and kernel["silent"] == []
+    # the prepared client socket itself got the RST, and the session let go of it
+    assert kernel["reset"] == [client] and kernel["silent"] == [] and s.client is None
     assert a.store.sent == [{"cmd": "aborted", "service": "web", "epoch": 1, "id": "1@x", "backup": "b1",
                              "reset": 1}]
 

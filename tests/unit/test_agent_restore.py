@@ -2,7 +2,8 @@
 (Conn.from_state + Tracker.adopt): protected again only once a segment shows the
 connection continues exactly where it was stored."""
 from ftcp.agent.coordinator import cannot_take
-from ftcp.agent.tracker import Conn, Tracker
+from ftcp.agent.conn import Conn
+from ftcp.agent.tracker import Tracker
 from ftcp.agent.writer import redis_fields
 from ftcp.common.schema import decode_conn
 from tests.support.wire import SERVICES, STREAM, Link

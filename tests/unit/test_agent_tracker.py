@@ -1,7 +1,8 @@
-"""ftcp.agent.tracker: TCP state and exact client->server reassembly, frames built with scapy.
+"""ftcp.agent.tracker and what it is made of (conn, reassembly, segment_checks, admission):
+TCP state and exact client->server reassembly, frames built with scapy.
 
-Long because the tracker is one state machine (its module says why): its cases stay
-together, grouped by what the client or the server sends."""
+Long because it tests one state machine through one entry, the segments fed to it: its
+cases stay together, grouped by what the client or the server sends."""
 import hashlib
 import json
 import random
@@ -10,7 +11,9 @@ import pytest
 from scapy.all import ARP, IP, TCP, Ether
 
 from ftcp.agent.packet import ACK, PSH, Segment, ip_int
-from ftcp.agent.tracker import Conn, Tracker, seq_diff, seq_leq, seq_lt
+from ftcp.agent.conn import Conn
+from ftcp.agent.seqspace import seq_diff, seq_leq, seq_lt
+from ftcp.agent.tracker import Tracker
 from tests.support.wire import C, OPTS, S, S_OPTS, SERVICES, SPORT, STREAM, Link, frame, ts
 
 @pytest.fixture
@@ -921,7 +924,7 @@ def test_a_bad_checksum_copy_is_not_logged_the_good_one_is(t):
 # --- bounds: what anyone can make the tracker hold ------------------------------------------
 
 def test_records_nobody_answered_are_embryonic_bounded_and_short_lived():
-    from ftcp.agent.tracker import Limits
+    from ftcp.agent.admission import Limits
     t = Tracker(SERVICES, log_cap=1000, limits=Limits(embryonic=3, embryonic_timeout=10.0))
     syns = [Link(t, cport=100 + i, now=float(i)) for i in range(4)]
     conns = [L.c("S", L.isn_c, 0) for L in syns]
@@ -937,7 +940,7 @@ def test_records_nobody_answered_are_embryonic_bounded_and_short_lived():
 
 
 def test_no_new_record_past_the_bound_when_none_is_embryonic():
-    from ftcp.agent.tracker import Limits
+    from ftcp.agent.admission import Limits
     t = Tracker(SERVICES, log_cap=1000, limits=Limits(conns=2))
     a, b = Link(t, cport=1).handshake(), Link(t, cport=2).handshake()
     third = Link(t, cport=3)
@@ -945,7 +948,7 @@ def test_no_new_record_past_the_bound_when_none_is_embryonic():
 
 
 def test_out_of_order_segments_are_bounded_per_connection_and_in_all():
-    from ftcp.agent.tracker import Limits
+    from ftcp.agent.admission import Limits
     t = Tracker(SERVICES, log_cap=1 << 20, limits=Limits(ooo_segments=10, ooo_total=300))
     L = Link(t)
     conn = L.handshake()
@@ -999,7 +1002,7 @@ def test_a_client_abort_at_the_end_of_what_is_held_out_of_order_is_taken(t):
 
 
 def test_new_connections_past_the_bound_are_counted():
-    from ftcp.agent.tracker import Limits
+    from ftcp.agent.admission import Limits
     t = Tracker(SERVICES, log_cap=1000, limits=Limits(conns=1))
     Link(t, cport=1).handshake()
     third = Link(t, cport=3)
@@ -1028,7 +1031,7 @@ def test_a_services_records_past_their_handshake_are_bounded():
     """Past --max-conns-per-service a new connection is unprotected, with the reason;
     records with no handshake seen do not count, and a record that is gone frees its
     place."""
-    from ftcp.agent.tracker import Limits
+    from ftcp.agent.admission import Limits
     t = Tracker(SERVICES, log_cap=1000, grace=1.0, limits=Limits(conns_per_service=2))
     syns = [Link(t, cport=100 + i).c("S", 1000, 0) for i in range(5)]   # SYN only: embryonic
     a, b = Link(t, cport=1).handshake(), Link(t, cport=2).handshake()
@@ -1081,7 +1084,7 @@ def test_without_sack_a_rst_at_the_end_of_held_bytes_is_not_taken(t):
 def test_one_client_address_cannot_take_every_place_of_a_service():
     """Past --max-conns-per-client, a client's new connection is unprotected; other
     clients keep theirs, and places free up as connections go."""
-    from ftcp.agent.tracker import Limits
+    from ftcp.agent.admission import Limits
     t = Tracker(SERVICES, log_cap=1000, grace=1.0, limits=Limits(conns_per_service=10, conns_per_client=2))
     a, b = Link(t, cport=1).handshake(), Link(t, cport=2).handshake()
     c = Link(t, cport=3).handshake()
