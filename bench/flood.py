@@ -36,7 +36,7 @@ from pathlib import Path
 import redis
 
 from bench.common import lab_lock, not_root, provenance, results_file, write
-from ftcp.agent.tracker import Limits
+from ftcp.agent.admission import Limits
 from ftcp.common.keys import svc_conns_key
 from ftcp.common.store import Store
 from topology.lab import PRIMARY_IP, ROOT, SERVICES, Lab, LabError, failover_settled, wait_for
