@@ -3,7 +3,6 @@ names, each run and appended, the results rewritten after every trial so --resum
 carry on an interrupted run from its file."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -14,18 +13,16 @@ from bench.chaos import RESULTS, RUN_DIR
 from bench.chaos.draw import SIZES
 from bench.chaos.report import markdown, summarize
 from bench.chaos.trial import run_trial
-from bench.common import git, not_root, provenance, write
+from bench.common import bench_parser, git, not_root, provenance, results_file, write
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=bench.chaos.__doc__.splitlines()[0])
+    ap = bench_parser("chaos", bench.chaos.__doc__, smoke="2 trials (for CI), results in chaos-smoke.json",
+                      run_dir=RUN_DIR)
     ap.add_argument("--trials", type=int, default=200)
     ap.add_argument("--seed", default="1", help="trial i draws from random.Random('<seed>:<i>')")
-    ap.add_argument("--smoke", action="store_true", help="2 trials (for CI), results in chaos-smoke.json")
-    ap.add_argument("--out", help="results file (default bench/results/chaos.json, chaos-smoke.json with --smoke)")
     ap.add_argument("--resume", metavar="FILE", help="carry on the run recorded in FILE (its seed, into it)")
     ap.add_argument("--evidence", default=str(RESULTS / "chaos-evidence"))
-    ap.add_argument("--run-dir", default=RUN_DIR)
     ap.add_argument("--deadline", type=float, default=60.0, help="a client not done this long after its start hung")
     ap.add_argument("--client-timeout", type=float, default=45.0, help="client.py --timeout (socket silence)")
     ap.add_argument("--settle", type=float, default=15.0,
@@ -40,7 +37,7 @@ def main(argv=None) -> int:
         return 2
     if args.smoke:
         args.trials = 2
-    out = Path(args.out or args.resume or RESULTS / ("chaos-smoke.json" if args.smoke else "chaos.json"))
+    out = results_file(args.out or args.resume, "chaos", args.smoke)
     out.parent.mkdir(parents=True, exist_ok=True)
     trials, resumed = [], []
     argv_now = sys.argv if argv is None else ["bench/chaos/__main__.py", *argv]
