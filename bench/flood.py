@@ -36,7 +36,8 @@ import redis
 
 from bench.common import bench_parser, lab_lock, not_root, provenance, results_file, write
 from ftcp.agent.tracker import Limits
-from ftcp.common.store import Store, svc_conns_key
+from ftcp.common.keys import svc_conns_key
+from ftcp.common.store import Store
 from topology.lab import PRIMARY_IP, ROOT, SERVICES, Lab, LabError, failover_settled, wait_for
 
 PORT, SVC, PRIMARY_MAC, INTERVAL = 7000, f"{PRIMARY_IP}:7000", "00:00:00:00:00:10", 0.005

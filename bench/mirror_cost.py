@@ -79,7 +79,7 @@ def build(config: dict):
         sh(f"ip -n {host} link set lo up; ip -n {host} link set {intf} up; ip link set {port} up")
         if not config["tso"]:
             # Without userspace TSO the netdev datapath forwards a frame whose checksum
-            # the kernel left to the NIC unfilled (DESIGN §12).
+            # the kernel left to the NIC unfilled.
             sh(f"ip netns exec {host} ethtool -K {intf} tx off rx off sg off tso off gso off gro off")
         sh(f"ovs-vsctl add-port {BRIDGE} {port} -- set interface {port} ofport_request={i} type={config['type']}")
     sh(f"ip netns exec {HOSTS[1]} iperf3 -s -D")

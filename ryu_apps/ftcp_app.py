@@ -27,16 +27,16 @@ from ftcp.common import config as ftcp_config
 from ftcp.common import control
 from ftcp.api.routes import Api, AppAdapter
 from ftcp.api.validation import ApiError
-from ftcp.controller.core import Controller
+from ftcp.controller.core import Controller, Refusal
+from ftcp.controller.lease import DEMOTE, PROMOTE, UNKNOWN, Lease
 from ftcp.controller.effects import Event, ForgetService, Publish, RecordService, Send
-from ftcp.common.statuses import ServiceStatus
 from ftcp.controller.recorder import Recorder
-from ftcp.common.store import Store, StoreError
+from ftcp.common.errors import StoreError
+from ftcp.common.store import Store
 from ryu_apps import ftcp_rest
 
-LOG = logging.getLogger("ftcp.app")
+LOG = logging.getLogger(__name__)
 HEARTBEAT_POLL = 0.5   # seconds between reads of the agents' heartbeats
-LEASE_SAFE = 0.6       # with ha: act only this fraction of a lease after the last renewal was asked
 
 cfg.CONF.register_opts([
     cfg.StrOpt("config", default="switch_config/services.yaml",
@@ -101,21 +101,25 @@ class _RestAdapter(AppAdapter):
     def config(self):
         return self.app.core.conf
 
-    def _master(self):
-        if not self.app.core.active:
-            raise ApiError(503, "this controller is a standby: ask the master (ftcp:controller:leader in Redis)")
+    def _do(self, method, *args):
+        """Run a core request and dispatch its effects; the core's refusal becomes the API's."""
+        try:
+            effects = method(*args, time.time())
+        except Refusal as refusal:
+            self.app.dispatch(refusal.effects)
+            raise ApiError(refusal.status, refusal.reason, refusal.field) from None
+        self.app.dispatch(effects)
+        return effects
 
     def apply_service(self, service):
-        self._master()
-        self.app.dispatch(self.app.core.apply_service(service, time.time()))
+        self._do(self.app.core.apply_service, service)
 
     def remove_service(self, name):
-        self._master()
-        self.app.dispatch(self.app.core.remove_service(name, time.time()))
+        self._do(self.app.core.remove_service, name)
 
     def switches(self):
         return [{"dpid": f"{dpid:016x}", "address": "%s:%s" % tuple(dp.address[:2]),
-                 "connected_since": sw.since if (sw := self.app.core.switches.get(dpid)) else None}
+                 "connected_since": self.app.core.switch_since(dpid)}
                 for dpid, dp in self.app.datapaths.items()]
 
     def failover(self, name, backup):
@@ -125,15 +129,14 @@ class _RestAdapter(AppAdapter):
         return self._start(name, "planned migration requested over REST", None)
 
     def _start(self, name, reason, backup):
-        self._master()
         self.app.refresh_heartbeats()   # as of now, not of the last poll
-        status = self.app.core.failovers[name].status
-        if status not in (ServiceStatus.PROTECTED, ServiceStatus.FAILOVER_FAILED):
-            raise ApiError(409, f"service {name} is {status}, not protected: nothing to move", "name")
-        effects, state = self.app.core.start_failover(name, reason, backup, time.time())
-        self.app.dispatch(effects)
-        if state["status"] == status:
-            raise ApiError(409, f"service {name} cannot fail over now: no live backup agent", "name")
+        state = {}
+
+        def start(now):
+            effects, after = self.app.core.start_failover(name, reason, backup, now)
+            state.update(after)
+            return effects
+        self._do(start)
         return state
 
     def redis_errors(self):
@@ -152,7 +155,7 @@ class FtcpApp(app_manager.RyuApp):
         conf = _load_config()
         self.ha = cfg.CONF.ftcp.ha or os.environ.get("FTCP_HA") == "1"
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
-        self._renewed = 0.0   # when the last successful lease renewal was asked
+        self.lease = Lease(cfg.CONF.ftcp.lease, ha=self.ha)
         self.core = Controller(conf, takeover_timeout=cfg.CONF.ftcp.takeover_timeout, active=not self.ha)
         self.control_key = _load_control_key()
         # bulk reads (listings, metrics) yield the hub between chunks
@@ -180,9 +183,9 @@ class FtcpApp(app_manager.RyuApp):
 
     def dispatch(self, effects):
         """Carry out what the core decided, in its order. A controller whose lease may
-        be gone sends nothing (``_may_act``): another one may be the master by now."""
+        be gone sends nothing (``Lease.may_act``): another one may be the master by now."""
         wake = False
-        if not self._may_act():
+        if not self.lease.may_act(time.time()):
             effects = [e for e in effects if isinstance(e, Event)]
         for effect in effects:
             if isinstance(effect, Send):
@@ -237,35 +240,28 @@ class FtcpApp(app_manager.RyuApp):
         self._call(self.core.restore, self._records())
 
     def _lease_loop(self):
-        """With two controllers: hold the lease in Redis to act, stand by without it.
-        The lease is asked with a timeout of a third of its length, and this controller
-        acts only while its last renewal was asked less than LEASE_SAFE of a lease ago:
-        it stops before the lease can expire and another one take it (``_may_act``)."""
-        lease = cfg.CONF.ftcp.lease
-        store = Store(self.core.conf.redis_url, timeout=lease / 3, control_key=self.control_key)
+        """With two controllers: hold the lease in Redis to act, stand by without it
+        (when to act is ftcp/controller/lease.py's to say)."""
+        lease = self.lease
+        store = Store(self.core.conf.redis_url, timeout=lease.timeout, control_key=self.control_key)
         LOG.info("ftcp: one of several controllers (%s): standing by until this one holds the lease", self.holder)
         while True:
             asked = time.time()
             try:
-                held = store.lead(self.holder, lease)
+                held = store.lead(self.holder, lease.length)
             except StoreError as e:
-                held = "unknown"
+                held = UNKNOWN
                 LOG.error("ftcp: cannot renew the controllers' lease: %s", e)
-            if held not in ("unknown", None):
-                self._renewed = asked
-                generation, taken = held
-                if taken or not self.core.active:
-                    records = self._records()
-                    if self._may_act():   # else the lease is asked again first
-                        self.recorder.event("controller_master", holder=self.holder, generation=generation)
-                        self._call(self.core.promote, records, generation)
-            elif self.core.active and (held is None or not self._may_act()):
+            decision = lease.answered(asked, held, self.core.active, time.time())
+            if decision == PROMOTE:
+                records = self._records()
+                if lease.may_act(time.time()):   # else the lease is asked again first
+                    self.recorder.event("controller_master", holder=self.holder, generation=lease.generation)
+                    self._call(self.core.promote, records, lease.generation)
+            elif decision == DEMOTE:
                 self.recorder.drop_services()   # a newer master's records must not be overwritten
                 self._call(self.core.demote)
-            hub.sleep(lease / 5)
-
-    def _may_act(self) -> bool:
-        return not self.ha or time.time() - self._renewed < LEASE_SAFE * cfg.CONF.ftcp.lease
+            hub.sleep(lease.interval)
 
     def _recorder_loop(self):
         while True:

@@ -1,8 +1,9 @@
 """Ryu WSGI shim of the ftcp REST API: HTTP in, ftcp.api.routes.Api out (docs/rest.md, docs/openapi.yaml).
 
 The main app declares ``_CONTEXTS = {"wsgi": WSGIApplication}``, builds an
-``ftcp.api.routes.Api`` and calls ``register(kwargs["wsgi"], api)``. Paths map to Api route
-names here; validation, auth and error codes are all in ftcp/api/routes.py. No exception
+``ftcp.api.routes.Api`` and calls ``register(kwargs["wsgi"], api)``. Every path of
+``ftcp.api.routes.ROUTES`` is served here under its route name; validation, auth and
+error codes are all in ftcp/api/routes.py. No exception
 leaves this module for Ryu: it is logged and answered 500 with a JSON body.
 """
 import json
@@ -12,10 +13,10 @@ import os
 from ryu import cfg
 from ryu.app.wsgi import ControllerBase, Response, route
 
-from ftcp.api.routes import JSON, TOKEN_HELP, Api
+from ftcp.api.routes import JSON, ROUTES, TOKEN_HELP, Api
 from ftcp.api.validation import MAX_BODY, Request
 
-LOG = logging.getLogger("ftcp.rest")
+LOG = logging.getLogger(__name__)
 API_KEY = "ftcp_api"
 DEFAULT_HOST = "127.0.0.1"
 
@@ -88,44 +89,18 @@ class _Base(ControllerBase):
             return _response(500, {"error": "internal error; the controller log has the details", "field": None})
 
 
-# Routes take every method (no ``methods=``) so that the Api answers a wrong one with
-# 405 and an Allow header, not Ryu with an HTML 404.
-class FtcpRestController(_Base):
-    @route("ftcp_services", "/ftcp/services")
-    def services(self, req, **params):
-        return self._call("services", req, **params)
+def _resource(route_name: str):
+    def handle(self, req, **params):
+        return self._call(route_name, req, **params)
+    handle.__name__ = route_name
+    return handle
 
-    @route("ftcp_service", "/ftcp/services/{name}")
-    def service(self, req, **params):
-        return self._call("service", req, **params)
 
-    @route("ftcp_failover", "/ftcp/services/{name}/failover")
-    def failover(self, req, **params):
-        return self._call("failover", req, **params)
-
-    @route("ftcp_migrate", "/ftcp/services/{name}/migrate")
-    def migrate(self, req, **params):
-        return self._call("migrate", req, **params)
-
-    @route("ftcp_connections", "/ftcp/connections")
-    def connections(self, req, **params):
-        return self._call("connections", req, **params)
-
-    @route("ftcp_connection", "/ftcp/connections/{id}")
-    def connection(self, req, **params):
-        return self._call("connection", req, **params)
-
-    @route("ftcp_health", "/ftcp/health")
-    def health(self, req, **params):
-        return self._call("health", req, **params)
-
-    @route("ftcp_events", "/ftcp/events")
-    def events(self, req, **params):
-        return self._call("events", req, **params)
-
-    @route("ftcp_metrics", "/metrics")
-    def metrics(self, req, **params):
-        return self._call("metrics", req, **params)
+# One handler per resource of ftcp.api.routes.ROUTES, at its path. Routes take every
+# method (no ``methods=``) so that the Api answers a wrong one with 405 and an Allow
+# header, not Ryu with an HTML 404.
+FtcpRestController = type("FtcpRestController", (_Base,), {
+    name: route(f"ftcp_{name}", path)(_resource(name)) for name, (path, _) in ROUTES.items()})
 
 
 class FtcpNotFoundController(_Base):

@@ -2,7 +2,7 @@
 """Deterministic request/response + streaming demo service (stdlib only).
 
 Line protocol, one request per line; the same requests always give the same bytes,
-so a replica fed the same client bytes produces the same output (DESIGN §9):
+so a replica fed the same client bytes produces the same output:
 
     GET <n> <seed>\\n    -> n bytes of a deterministic stream (SHA-256 counter mode)
     PUT <n>\\n<n bytes>  -> "OK <sha256 hex of the n bytes>\\n"

@@ -22,7 +22,7 @@ from ftcp.agent.capture import CaptureError
 from ftcp.agent.main import Agent
 from ftcp.agent.tracker import Limits
 
-LOG = logging.getLogger("ftcp.agent")
+LOG = logging.getLogger(__name__)
 SIZE_RE = re.compile(r"^(\d+)([KMG]?)(i?B)?$", re.I)
 
 

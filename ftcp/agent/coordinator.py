@@ -1,5 +1,5 @@
 """The backup agent's side of a failover: one epoch-tagged takeover per service,
-acknowledged and idempotent (DESIGN §7, §13).
+acknowledged and idempotent (docs/failover.md).
 
     takeover(N)  the capture thread drains the mirror and decides, per connection,
                  hot session, cold replay or reset (``plan_takeover``, pure); a worker
@@ -29,9 +29,9 @@ from ftcp.agent import repair
 from ftcp.agent.acks import AckNumbers, ack_segment
 from ftcp.agent.takeover import Session, prepare as prepare_sessions
 from ftcp.agent.tracker import CLOSED, CLOSING, ESTABLISHED, MASK, PROTECTED
-from ftcp.common.store import StoreError
+from ftcp.common.errors import StoreError
 
-LOG = logging.getLogger("ftcp.agent.coordinator")
+LOG = logging.getLogger(__name__)
 
 
 @dataclass

@@ -24,9 +24,11 @@ from ftcp.agent.tracker import CLOSED, ESTABLISHED, PROTECTED, Conn, Limits, Tra
 from ftcp.common.statuses import Reason
 from ftcp.agent.wakeup import Wakeup
 from ftcp.agent.writer import LogWriter, WriterThread
-from ftcp.common.store import Store, StoreError, agent_channel
+from ftcp.common.errors import StoreError
+from ftcp.common.keys import agent_channel
+from ftcp.common.store import Store
 
-LOG = logging.getLogger("ftcp.agent")
+LOG = logging.getLogger(__name__)
 
 
 class ControlListener(threading.Thread):

@@ -140,7 +140,7 @@ SO_SNDBUFFORCE = 32
 
 
 def repaired_socket(p: RepairParams, unacked: bytes = b"") -> socket.socket:
-    """An ESTABLISHED socket that continues the primary's connection (DESIGN §8).
+    """An ESTABLISHED socket that continues the primary's connection (docs/failover.md).
 
     ``unacked``: the server bytes the primary had sent but the client had not
     acknowledged (as far as the mirror saw), from ``snd_nxt`` (= the primary's

@@ -36,7 +36,7 @@ from ftcp.agent.divergence import STRICT, expectation, settle
 from ftcp.agent.wakeup import Wakeup
 from ftcp.common.statuses import ConnStatus, Reason
 
-LOG = logging.getLogger("ftcp.agent.replica")
+LOG = logging.getLogger(__name__)
 
 
 class Detached:

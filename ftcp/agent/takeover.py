@@ -32,7 +32,7 @@ from ftcp.agent.divergence import settle
 from ftcp.agent.wakeup import Wakeup
 from ftcp.common.statuses import Reason
 
-LOG = logging.getLogger("ftcp.agent.takeover")
+LOG = logging.getLogger(__name__)
 CHUNK = 65536
 # Bytes a session buffers each way before it stops reading that side (TCP flow
 # control then holds the sender back).

@@ -26,9 +26,9 @@ from collections import deque
 from typing import Optional
 
 from ftcp.common.statuses import ConnStatus, Reason
-from ftcp.common.store import StoreError
+from ftcp.common.errors import StoreError
 
-LOG = logging.getLogger("ftcp.agent.writer")
+LOG = logging.getLogger(__name__)
 
 
 class ConnWrite:

@@ -7,6 +7,9 @@ app (through the small ``AppAdapter`` the Ryu app implements) and the store are
 asked, and every failure becomes a status code in one place, ``Api.handle``, the way
 ryu's ofctl_rest does it with a decorator. The API is written down in
 docs/openapi.yaml; the Prometheus families are ftcp/api/metrics.py.
+
+This module is long because every resource's handler sits next to the others, so the
+answers and their status codes read as one API.
 """
 from __future__ import annotations
 
@@ -22,11 +25,11 @@ from ftcp.api import metrics
 from ftcp.api.validation import ApiError, Request, action_body, client_filter, integer, json_body, query, service_name
 from ftcp.api.validation import conn_id as valid_conn_id
 from ftcp.common.config import Config, ConfigError, Service, parse_service, redact_url, with_service
-from ftcp.common.records import decode_event
+from ftcp.common.schema import decode_event
 from ftcp.common.statuses import ConnStatus, ServiceStatus
-from ftcp.common.store import StoreError
+from ftcp.common.errors import StoreError
 
-LOG = logging.getLogger("ftcp.api.routes")
+LOG = logging.getLogger(__name__)
 
 JSON = "application/json"
 PROMETHEUS = metrics.CONTENT_TYPE
@@ -40,16 +43,18 @@ TOKEN_HELP = "set [ftcp] api_token in ryu.conf or FTCP_API_TOKEN, and restart ry
 SEQUENCE_FIELDS = ("isn_c", "isn_s", "c2s_next", "s2c_next", "c_ack", "s_ack", "c_tsval", "c_tsecr", "s_tsval",
                    "s_tsecr", "fin_c_seq", "fin_s_seq")
 # route name -> {HTTP method: handler}; ryu_apps/ftcp_rest.py maps paths to route names.
+# Every resource once: its path (what the Ryu shim serves, ryu_apps/ftcp_rest.py) and
+# the handler of each method it takes.
 ROUTES = {
-    "services": {"GET": "_list_services"},
-    "service": {"GET": "_get_service", "PUT": "_put_service", "DELETE": "_delete_service"},
-    "failover": {"POST": "_failover"},
-    "migrate": {"POST": "_migrate"},
-    "connections": {"GET": "_list_connections"},
-    "connection": {"GET": "_get_connection"},
-    "health": {"GET": "_health"},
-    "events": {"GET": "_events"},
-    "metrics": {"GET": "_metrics"},
+    "services": ("/ftcp/services", {"GET": "_list_services"}),
+    "service": ("/ftcp/services/{name}", {"GET": "_get_service", "PUT": "_put_service", "DELETE": "_delete_service"}),
+    "failover": ("/ftcp/services/{name}/failover", {"POST": "_failover"}),
+    "migrate": ("/ftcp/services/{name}/migrate", {"POST": "_migrate"}),
+    "connections": ("/ftcp/connections", {"GET": "_list_connections"}),
+    "connection": ("/ftcp/connections/{id}", {"GET": "_get_connection"}),
+    "health": ("/ftcp/health", {"GET": "_health"}),
+    "events": ("/ftcp/events", {"GET": "_events"}),
+    "metrics": ("/metrics", {"GET": "_metrics"}),
 }
 
 CONN_SUMMARY_FIELDS = ("id", "service", "client_ip", "client_port", "server_ip", "server_port", "state", "status",
@@ -115,14 +120,14 @@ class Api:
     @staticmethod
     def methods(route: str) -> list:
         """The HTTP methods a route answers (for an Allow header)."""
-        return sorted(ROUTES.get(route, {}))
+        return sorted(ROUTES[route][1] if route in ROUTES else {})
 
     def handle(self, route: str, req: Request) -> tuple:
         """(status, body, content type): body is a dict for JSON, text for /metrics."""
         try:
-            handlers = ROUTES.get(route)
-            if handlers is None:
+            if route not in ROUTES:
                 raise ApiError(404, "no such resource")
+            handlers = ROUTES[route][1]
             handler = handlers.get(req.method)
             if handler is None:
                 raise ApiError(405, f"{req.method} is not allowed here; allowed: {', '.join(self.methods(route))}")

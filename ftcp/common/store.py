@@ -3,8 +3,9 @@
 Every call is short and bounded by socket timeouts; callers that run inside Ryu's
 event handlers hand work to a green thread so a slow Redis never stalls OpenFlow.
 
-This module is long because it is the only one that talks to Redis (DESIGN §11): every
-key, channel, ACL rule and command of the schema is here, next to the others.
+This module is long because it is the only one that talks to Redis: every command of
+the schema and every ACL rule is here, next to the others (the key names are
+ftcp/common/keys.py).
 """
 from __future__ import annotations
 
@@ -19,51 +20,12 @@ from redis.utils import HIREDIS_AVAILABLE
 
 from ftcp.common import control
 from ftcp.common.config import SENTINEL_URL_RE, Service, redact_url
-from ftcp.common.records import decode_agent, decode_conn, decode_service
+from ftcp.common.errors import StoreError
+from ftcp.common.keys import (AGENT_CHANNEL_PREFIX, ANSWERS_MAXLEN, EVENTS, EVENTS_MAXLEN, GENERATION, LEADER, PREFIX, SERVICES, agent_channel, agent_key, answers_key, conn_key, conn_log_key, svc_conns_key, svc_key)
+from ftcp.common.schema import decode_agent, decode_conn, decode_service
 
-PREFIX = "ftcp"
-EVENTS = f"{PREFIX}:events"          # capped stream + pub/sub channel of the same name
-SERVICES = f"{PREFIX}:services"      # set of configured service names
-EVENTS_MAXLEN = 10000
 REPLICA_WAIT_MS = 500   # with Sentinel: how long a write waits for a replica to have it
 
-
-def svc_key(name: str) -> str:
-    return f"{PREFIX}:svc:{name}"
-
-
-def svc_conns_key(name: str) -> str:
-    return f"{PREFIX}:svc:{name}:conns"
-
-
-def conn_key(conn_id: str) -> str:
-    return f"{PREFIX}:conn:{conn_id}"
-
-
-def conn_log_key(conn_id: str) -> str:
-    return f"{PREFIX}:conn:{conn_id}:c2s"
-
-
-def agent_key(name: str) -> str:
-    return f"{PREFIX}:agent:{name}"
-
-
-# Control: the controller asks an agent on the agent's pub/sub channel; each agent
-# answers on a capped stream of its own, which the controller reads. A stream keeps
-# what it was sent (a controller that was away a moment reads it after), and no agent
-# can make Redis drop the controller's reading of another's answers (as a flood of
-# large messages on a shared pub/sub channel would, past its output buffer limit).
-ANSWERS_MAXLEN = 1000
-
-
-def answers_key(backup: str) -> str:
-    return f"{PREFIX}:ctl:answers:{backup}"
-
-
-# Two controllers: the lease of the one that acts (string: its id, with a TTL) and the
-# OpenFlow generation id each new holder takes (a counter).
-LEADER = f"{PREFIX}:controller:leader"
-GENERATION = f"{PREFIX}:controller:generation"
 # KEYS: leader, generation; ARGV: holder id, ttl ms. -> {generation, 1 if just taken}
 # or nil when another holds the lease.
 _LEAD = """
@@ -76,13 +38,6 @@ if holder then return nil end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return {redis.call('INCR', KEYS[2]), 1}
 """
-
-
-AGENT_CHANNEL_PREFIX = f"{PREFIX}:ctl:agent:"
-
-
-def agent_channel(name: str) -> str:
-    return AGENT_CHANNEL_PREFIX + name
 
 
 # What each component may do in Redis (ACL rules, Redis 7), given to a user of its own.
@@ -158,10 +113,6 @@ def _client(url: str, **kw) -> redis.Redis:
                                                                         "socket_connect_timeout": timeout})
     return sentinel.master_for(match.group(2), db=int(match.group(3) or 0), username=username or None,
                                password=password or None, **kw)
-
-
-class StoreError(RuntimeError):
-    """Redis could not be reached or answered with an error."""
 
 
 # Records per round trip in the bulk reads (listings, metrics): between two, the Store

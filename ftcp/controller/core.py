@@ -1,10 +1,11 @@
-"""The controller's core: services x switches x failovers (pure; DESIGN §11, §13).
+"""The controller's core: services x switches x failovers (pure).
 
 Every method takes an event and ``now`` and returns effects for the Ryu shim
 (ryu_apps/ftcp_app.py) to carry out: OpenFlow messages for a switch (``Send``),
 control messages for an agent (``Publish``), records for Redis (``RecordService``,
 ``Event``). Nothing here does I/O, so every rule is unit-tested with a fake flow table
-and a fake clock.
+and a fake clock. A request the core will not carry out raises ``Refusal``, which says
+why (and carries the effects to dispatch all the same).
 
 State lives in Redis and in the switches; this is a cache of both:
 
@@ -12,16 +13,22 @@ State lives in Redis and in the switches; this is a cache of both:
   carries on with a failover a previous controller left half done (ftcp/controller/failover.py).
   Until it has run, no switch is touched: fail_mode=secure keeps their flows.
 * A switch that connects is asked for its ports and its ftcp flows; the flows are then
-  reconciled by diff (``flows.reconcile``): what is missing is added, what is stale is
-  deleted, nothing is deleted and added again. A service that failed over keeps its
-  fence and redirect through a controller restart or a switch reconnect.
+  reconciled by diff: what is missing is added, what is stale is deleted, nothing is
+  deleted and added again. A service that failed over keeps its fence and redirect
+  through a controller restart or a switch reconnect.
 * A failover step that changes flows is confirmed by a barrier from every switch
   that carries the service; a switch lost before its reply confirms with the barrier
   of its reconcile when it comes back.
 
-This file holds the services, the failovers and the two-controller roles; the switches'
-side is ftcp/controller/switches.py, the liveness of primaries (probes, held FIN/RST, ARP)
-ftcp/controller/liveness.py, both mixed into ``Controller``; the effects are ftcp/controller/effects.py.
+The core owns the services, their failovers and the two-controller role, and composes
+two managers that own their own state: ``Switches`` (ftcp/controller/switches.py: the
+switches' ports, flows, reconciles and barriers) and ``Liveness``
+(ftcp/controller/liveness.py: probes, held FIN/RST, links down, ARP). What the managers
+cannot decide alone comes back to the core among their effects (a ``prober.Verdict``
+condemns a service) or as their answer (the steps a barrier confirms).
+
+This module is long because it is where every event of the controller meets the
+services' failovers; each kind of state it touches is a manager's or a state machine's.
 """
 from __future__ import annotations
 
@@ -29,22 +36,33 @@ import json
 import logging
 from typing import Optional
 
-from ftcp.controller import failover
-from ftcp.controller.of import flows
 from ftcp.common.config import Config, ConfigError, Service, with_service, without_service
-from ftcp.controller.effects import Event, ForgetService, Publish, RecordService, Send
-from ftcp.controller.failover import ServiceFailover
+from ftcp.common.keys import agent_channel
 from ftcp.common.statuses import ServiceStatus
+from ftcp.controller import failover
+from ftcp.controller.effects import Event, ForgetService, Publish, RecordService
+from ftcp.controller.failover import ServiceFailover
 from ftcp.controller.liveness import Liveness
-from ftcp.controller.prober import Prober
-from ftcp.common.store import agent_channel
-from ftcp.controller.switches import Switch, SwitchSync
+from ftcp.controller.of import messages
+from ftcp.controller.placement import ServicePlan
+from ftcp.controller.prober import Verdict
+from ftcp.controller.switches import Switches, Xids
 
-LOG = logging.getLogger("ftcp.controller.core")
+LOG = logging.getLogger(__name__)
 AGENT_TIMEOUT = 3.0   # an agent whose heartbeat is older than this is not taken as alive
 
 
-class Controller(SwitchSync, Liveness):
+class Refusal(Exception):
+    """A request the core will not carry out: an HTTP-like ``status`` (409: not in this
+    state, 503: not this controller's to do), the reason and the field it concerns.
+    ``effects`` are still to be dispatched (the refusal's event)."""
+
+    def __init__(self, status: int, reason: str, field: Optional[str] = None, effects: tuple = ()):
+        super().__init__(reason)
+        self.status, self.reason, self.field, self.effects = status, reason, field, list(effects)
+
+
+class Controller:
     def __init__(self, conf: Config, takeover_timeout: float = 5.0, retry: float = 0.25,
                  agent_timeout: float = AGENT_TIMEOUT, active: bool = True):
         self.conf = conf
@@ -52,18 +70,15 @@ class Controller(SwitchSync, Liveness):
         self.active = active       # False: a standby controller, which sends nothing (promote)
         self.generation = None     # the OpenFlow role generation id, when two controllers share switches
         self.loaded = False
-        self.failovers, self.probers = {}, {}
-        self.switches = {}
+        self.failovers = {}
         self.heartbeats = {}       # agent name -> its last heartbeat time
         self.boots = {}            # agent name -> when that agent started (its heartbeat's "started")
         self.timelines = {}        # service -> [(step, time)] of the failover under way
-        self._barriers = {}        # (dpid, xid) -> True for a reconcile barrier
-        self._awaiting = {}        # SyncFlows -> (xid when asked, {dpid: barrier xid that confirms it})
-        self._port_reads = {}      # (dpid, xid) -> (service, token)
-        self._links_down = {}      # (dpid, port) -> (when it fails over, why): a link down being confirmed
-        self._xid = 0x80000000
         self.failover_counts = {}
         self.last_takeover_seconds = 0.0
+        xids = Xids()
+        self.switches = Switches(lambda: self.conf, self._status, self._wanted, xids)
+        self.liveness = Liveness(lambda: self.conf, self._status, self.switches, xids)
         self._index()
 
     # --- services ------------------------------------------------------------------------
@@ -76,22 +91,13 @@ class Controller(SwitchSync, Liveness):
             else:
                 self.failovers[svc.name] = ServiceFailover(svc.name, backups, timeout=self.takeover_timeout,
                                                            retry=self.retry)
-            if self.conf.probe and svc.name not in self.probers:
-                self.probers[svc.name] = self._prober(svc.name)
-        names = {s.name for s in self.conf.services}
-        for table in (self.failovers, self.probers):
-            for name in set(table) - names:
-                del table[name]
-        self._by_cookie = {s.cookie_id: s.name for s in self.conf.services}
-        self._by_address = {(s.address, s.port): s.name for s in self.conf.services}
+        for name in set(self.failovers) - {s.name for s in self.conf.services}:
+            del self.failovers[name]
+        self.liveness.index()
 
-    def _prober(self, name: str, armed: bool = False, start: float = 0.0) -> Prober:
-        """A fresh prober; ``armed``: the service was seen alive before, so silence
-        (counted from ``start``) or RSTs condemn it without a first SYN-ACK."""
-        probe = self.conf.probe
-        prober = Prober(name, probe.interval, probe.misses, refusals=probe.refusals)
-        prober.armed, prober.next_at, prober.last_answer = armed, start, start
-        return prober
+    def _status(self, name: str) -> tuple:
+        f = self.failovers[name]
+        return f.status, f.epoch
 
     def restore(self, records: dict, now: float) -> list:
         """The services' records as Redis holds them ({name: hash or None}); then the
@@ -99,10 +105,8 @@ class Controller(SwitchSync, Liveness):
         out = []
         for svc in self.conf.services:
             record = records.get(svc.name) or {}
-            if self.conf.probe:
-                # seen alive before: silence or a RST now condemns it
-                armed = record.get("status") == ServiceStatus.PROTECTED
-                self.probers[svc.name] = self._prober(svc.name, armed=armed, start=now)
+            # seen alive before: silence or a RST now condemns it
+            self.liveness.restored(svc.name, record.get("status") == ServiceStatus.PROTECTED, now)
             f, actions = ServiceFailover.restored(svc.name, tuple(b.name for b in svc.backups), record, now,
                                                   timeout=self.takeover_timeout, retry=self.retry)
             self.failovers[svc.name] = f
@@ -110,16 +114,13 @@ class Controller(SwitchSync, Liveness):
                 LOG.warning("ftcp: service %s was %s (epoch %d, backup %s, step %s) when the controller "
                             "started: carrying on", svc.name, f.status, f.epoch, f.backup, record.get("step"))
                 self.timelines[svc.name] = [("restored", now)]
-                if svc.name in self.probers:
-                    self.probers[svc.name].stop()
+                self.liveness.stop(svc.name)
             if not record:
                 out.append(RecordService(svc, ServiceStatus.CONFIGURED, {"epoch": f.epoch}))
             out += self._run(actions, now)
         self.loaded = True
         out.append(Event("controller_started", {"services": [s.name for s in self.conf.services]}))
-        for sw in list(self.switches.values()):
-            out += self._maybe_reconcile(sw, now)
-        return out
+        return out + self.switches.reconcile_all(now)
 
     # --- two controllers ---------------------------------------------------------------------
 
@@ -130,35 +131,128 @@ class Controller(SwitchSync, Liveness):
         LOG.warning("ftcp: this controller is the master now (generation %d)", generation)
         self.active, self.generation = True, generation
         self._forget_pending()
-        out = []
-        for sw in self.switches.values():
-            sw.ports = sw.flows = None
-            sw.synced = False
-            out += self._claim(sw)
-        return out + self.restore(records, now)
+        return self.switches.reclaim(self.generation) + self.restore(records, now)
 
     def demote(self, now: float) -> list:
         """Another controller acts now (or the lease could not be renewed): send nothing."""
         LOG.warning("ftcp: this controller is a standby now")
         self.active, self.loaded = False, False
         self._forget_pending()
-        for prober in self.probers.values():
-            prober.stop()
+        self.liveness.stop()
         return [Event("controller_standby", {})]
 
     def _forget_pending(self):
-        for table in (self._barriers, self._awaiting, self._port_reads, self._links_down, self.timelines):
-            table.clear()
+        self.switches.forget_pending()
+        self.liveness.forget_pending()
+        self.timelines.clear()
 
-    def _claim(self, sw: Switch) -> list:
-        out = [Send(sw.dpid, flows.role_request(None, self.generation))] if self.generation is not None else []
-        return out + [Send(sw.dpid, flows.port_desc_request(None)), self._read_flows(sw)]
+    def _master(self) -> None:
+        if not self.active:
+            raise Refusal(503, "this controller is a standby: ask the master (ftcp:controller:leader in Redis)")
+
+    # --- switches ------------------------------------------------------------------------------
+
+    def switch_connected(self, dpid: int, now: float) -> list:
+        return self.switches.connected(dpid, now, claim=self.active, generation=self.generation)
+
+    def switch_gone(self, dpid: int, now: float) -> list:
+        self.switches.gone(dpid)
+        self.liveness.switch_gone(dpid)
+        return []
+
+    def switch_since(self, dpid: int) -> Optional[float]:
+        sw = self.switches.get(dpid)
+        return sw.since if sw is not None else None
+
+    def port_desc(self, dpid: int, ports: dict, now: float) -> list:
+        """The switch's ports: {name: (number, link up)}."""
+        return self.switches.port_desc(dpid, ports, self.loaded, now)
+
+    def flow_stats(self, dpid: int, xid: int, body: list, more: bool, now: float) -> list:
+        return self.switches.flow_stats(dpid, xid, body, more, self.loaded, now)
+
+    def port_status(self, dpid: int, number: int, name: str, up: bool, change: str, now: float) -> list:
+        """A port went down, came up, was added or deleted (``change``)."""
+        if not self.active:
+            return []
+        sw = self.switches.get(dpid)
+        if sw is None or sw.ports is None:
+            return []
+        out = []
+        if up:
+            out += self.liveness.link_up(dpid, number)
+        elif self.switches.serving_on(dpid, number):
+            out += self._settle(self.liveness.link_down(dpid, number, change == "delete", now), now)
+        return out + self.switches.port_changed(dpid, number, name, up, change, now)
+
+    def barrier_reply(self, dpid: int, xid: int, now: float) -> list:
+        if not self.active:
+            return []
+        answer = self.switches.barrier_reply(dpid, xid)
+        if answer is None:
+            return []
+        out, down = answer
+        for plan in down:
+            self.liveness.found_down(dpid, plan.primary_port, plan.service.name, now)
+        out += self._settle(self.liveness.links_confirmed(now), now)
+        for token in self.switches.confirmed(dpid, xid):
+            f = self.failovers.get(token.service)
+            if f is not None:
+                self._step(token.service, token.step, now)
+                out += self._run(f.confirmed(token.step, token.epoch, now), now)
+        return out
+
+    def error(self, dpid: int, kind: int, code: int, now: float) -> list:
+        LOG.error("ftcp: switch %016x rejected a message: type=%d code=%d", dpid, kind, code)
+        return [Event("switch_error", {"dpid": f"{dpid:016x}", "type": kind, "code": code})]
+
+    def _wanted(self, plan: ServicePlan) -> list:
+        """The flows of one service on one switch in its failover state."""
+        svc, f = plan.service, self.failovers[plan.service.name]
+        probe_ip = self.conf.probe.address if self.conf.probe else None
+        serving, protectors = plan.primary, plan.backups
+        if f.status == ServiceStatus.PROTECTED:
+            return messages.service_flows(plan, serving, protectors, probe_ip=probe_ip)
+        fence = [messages.fence_flow(plan, serving)] if serving.data_port is not None else []
+        if f.backup not in {b.name for b in svc.backups}:
+            # recorded as moved to a backup the definition no longer has (renamed while
+            # the controller was down): keep the primary fenced, redirect nowhere
+            LOG.error("ftcp: service %s is %s to %s, which is not one of its backups now", svc.name, f.status,
+                      f.backup)
+            return fence
+        to = plan.host(f.backup)
+        if f.status == ServiceStatus.FAILING_OVER:
+            mirrors = messages.service_flows(plan, serving, protectors, probe_ip=probe_ip) \
+                if serving.data_port else []
+            return fence + mirrors + [messages.redirect_s2c_flow(plan, to, svc.primary.mac)]
+        return fence + messages.redirect_flows(plan, to, svc.primary.mac) + messages.mirror_port_drops(plan)
+
+    # --- packet-ins and port counters: the liveness of primaries ---------------------------------
+
+    def packet_in(self, dpid: int, in_port: int, cookie: int, data: bytes, now: float) -> list:
+        if not self.active:
+            return []
+        return self._settle(self.liveness.packet_in(dpid, in_port, cookie, data, now), now)
+
+    def port_stats(self, dpid: int, xid: int, rx_packets: int, now: float) -> list:
+        return self._settle(self.liveness.port_stats(dpid, xid, rx_packets, now), now)
+
+    def _settle(self, items: list, now: float) -> list:
+        """The managers' effects, with each verdict on a service turned into its failover."""
+        out = []
+        for item in items:
+            if isinstance(item, Verdict):
+                out += self.fail(item.service, item.reason, now)
+            else:
+                out.append(item)
+        return out
 
     # --- services ----------------------------------------------------------------------------
 
     def apply_service(self, service: Service, now: float) -> list:
         """Create or replace a service (ConfigError: nothing changed); every switch
         is reconciled to the new definition by diff."""
+        self._master()
         old = self.conf.service(service.name)
         f = self.failovers.get(service.name)
         if f is not None and f.status != ServiceStatus.PROTECTED and f.backup not in {b.name for b in service.backups}:
@@ -170,9 +264,7 @@ class Controller(SwitchSync, Liveness):
         status = ServiceStatus.CONFIGURED if f.status == ServiceStatus.PROTECTED else f.status
         out = [RecordService(service, status, {"epoch": f.epoch}),
                Event("service_configured", {"service": service.name})]
-        for sw in self.switches.values():
-            sw.recorded.discard(service.name)   # "protected" again once the new flows are confirmed
-            out += self._reconcile(sw, now)
+        out += self.switches.service_changed(service.name, removed=False, now=now)
         # The backups' agents log the new service from now on (a backup the new
         # definition no longer lists stops: the same message tells it).
         for name in sorted({b.name for b in service.backups} | {b.name for b in (old.backups if old else ())}):
@@ -180,15 +272,13 @@ class Controller(SwitchSync, Liveness):
         return out
 
     def remove_service(self, name: str, now: float) -> list:
+        self._master()
         svc = self.conf.service(name)
         self.conf = without_service(self.conf, name)
         self._index()
         self.timelines.pop(name, None)
         out = [ForgetService(name), Event("service_deleted", {"service": name})]
-        for sw in self.switches.values():
-            sw.plans.pop(name, None)
-            sw.recorded.discard(name)
-            out += self._reconcile(sw, now)
+        out += self.switches.service_changed(name, removed=True, now=now)
         out += [Publish(agent_channel(b.name), {"cmd": "forget", "service": name}) for b in svc.backups]
         return out
 
@@ -217,8 +307,7 @@ class Controller(SwitchSync, Liveness):
         if f.status == ServiceStatus.FAILING_OVER and f.started == now:
             self.timelines[name] = [("detected", now)]
             LOG.warning("ftcp: service %s: %s: failing over to %s (epoch %d)", name, reason, f.backup, f.epoch)
-            if name in self.probers:
-                self.probers[name].stop()  # held FIN/RST are dropped: the client must not see them
+            self.liveness.stop(name)  # held FIN/RST are dropped: the client must not see them
         return self._run(actions, now)
 
     def control(self, msg: dict, now: float) -> list:
@@ -255,9 +344,16 @@ class Controller(SwitchSync, Liveness):
         return self._run(actions, now)
 
     def start_failover(self, name: str, reason: str, backup: Optional[str], now: float):
-        """A failover asked for over REST: (effects, the service's state after it)."""
-        out = self.fail(name, reason, now, backup=backup, retry=True)
+        """A failover (or a planned migration) asked for over REST: (effects, the
+        service's state after it); Refusal if the service cannot move now."""
+        self._master()
         f = self.failovers[name]
+        before = f.status
+        if before not in (ServiceStatus.PROTECTED, ServiceStatus.FAILOVER_FAILED):
+            raise Refusal(409, f"service {name} is {before}, not protected: nothing to move", "name")
+        out = self.fail(name, reason, now, backup=backup, retry=True)
+        if f.status == before:
+            raise Refusal(409, f"service {name} cannot fail over now: no live backup agent", "name", effects=out)
         return out, {"service": name, "status": f.status, "epoch": f.epoch, "backup": f.backup,
                      "reason": reason}
 
@@ -265,8 +361,8 @@ class Controller(SwitchSync, Liveness):
         out = []
         for action in actions:
             if isinstance(action, failover.SyncFlows):
-                out += self._sync(action, now)
-            elif isinstance(action, failover.Send):
+                out += self.switches.sync(action, now)
+            elif isinstance(action, failover.Order):
                 # for the agent running now: a sealed takeover, go or abort replayed to a
                 # restarted agent is not obeyed again (it was not for that run); the
                 # core resends each until answered, so a run it has not seen yet gets it
@@ -278,9 +374,7 @@ class Controller(SwitchSync, Liveness):
             elif isinstance(action, failover.Refused):
                 LOG.error("ftcp: service %s: no failover: %s", action.service, action.reason)
                 out.append(Event("failover_refused", {"service": action.service, "reason": action.reason}))
-                if action.service in self.probers:
-                    # try again in a second: the agent may be back by then
-                    self.probers[action.service] = self._prober(action.service, armed=True, start=now + 1.0)
+                self.liveness.rearm(action.service, now)
         return out
 
     def _step(self, name: str, step: str, now: float) -> None:
@@ -311,25 +405,14 @@ class Controller(SwitchSync, Liveness):
     def tick(self, now: float) -> list:
         if not self.active:
             return []
-        out = self._links_confirmed(now)
+        out = self._settle(self.liveness.links_confirmed(now), now)
         for f in list(self.failovers.values()):
             out += self._run(f.tick(now), now)
-        for name, prober in list(self.probers.items()):
-            # Probe only what is protected on a synced switch.
-            if self.failovers[name].status == ServiceStatus.PROTECTED and any(self._carriers(name)):
-                out += self._probe_actions(prober.tick(now), now)
-        return out
+        return out + self._settle(self.liveness.probe(now), now)
 
     # --- numbers for /metrics ---------------------------------------------------------------
 
     def counters(self) -> dict:
         """Probes, held FIN/RST, failovers and their duration."""
-        probes = {"alive": 0, "rst": 0, "timeout": 0, "held": 0, "released": 0}
-        for prober in self.probers.values():
-            probes["alive"] += prober.stats["alive"]
-            probes["rst"] += prober.stats["dead"]
-            probes["timeout"] += prober.stats["missed"]
-            probes["held"] += prober.stats["held"]
-            probes["released"] += prober.stats["released"]
-        return {"probes": probes, "failovers": dict(self.failover_counts),
+        return {"probes": self.liveness.counters(), "failovers": dict(self.failover_counts),
                 "last_takeover_seconds": self.last_takeover_seconds}

@@ -1,19 +1,23 @@
 """Failover of one service (pure: events and ``now`` in, actions out).
 
-The order is DESIGN §7, sync before promote, and every step that crosses to another
-process is an epoch-tagged message resent until it is acknowledged (DESIGN §13):
+Flows are synced before anything is promoted, and every step that crosses to another
+process is an epoch-tagged message resent until it is acknowledged:
 
-    PROTECTED --fail(N)-->  FENCED       the fence (and the backup->client rewrite) on
-                                         every switch; after their barriers takeover(N)
-                                         to the backup, resent until ready(N) or the
-                                         deadline
-    FENCED --ready(N)-->    FAILED_OVER  the redirect on every switch; after their
-                                         barriers go(N), resent until gone(N)
-    FENCED --deadline-->    FAILED       the redirect as well: the clients' segments reach
-                                         the backup's kernel, which resets them (nobody
-                                         hangs); abort(N) resent until aborted(N): the
-                                         agent drops what it prepared and resets the rest
-    FAILED --fail(N+1)-->   FENCED       a retry (over REST)
+    protected --fail(N)-->           failing-over     the fence (and the backup->client
+                                                      rewrite) on every switch; after
+                                                      their barriers takeover(N) to the
+                                                      backup, resent until ready(N) or
+                                                      the deadline
+    failing-over --ready(N)-->       failed-over      the redirect on every switch; after
+                                                      their barriers go(N), resent until
+                                                      gone(N)
+    failing-over --deadline-->       failover-failed  the redirect as well: the clients'
+                                                      segments reach the backup's kernel,
+                                                      which resets them (nobody hangs);
+                                                      abort(N) resent until aborted(N):
+                                                      the agent drops what it prepared
+                                                      and resets the rest
+    failover-failed --fail(N+1)-->   failing-over     a retry (over REST)
 
 An epoch per service makes every message of one failover distinguishable from a late
 message of an earlier one: a ready(N-1), a second link-down while one failover runs,
@@ -28,10 +32,10 @@ from typing import Callable, Optional
 
 from ftcp.common.statuses import ServiceStatus
 
-# The statuses a failover moves a service through (ftcp/common/statuses.py): the short names
-# the state machine above uses.
-PROTECTED, FENCED, FAILED_OVER, FAILED = (ServiceStatus.PROTECTED, ServiceStatus.FAILING_OVER,
-                                          ServiceStatus.FAILED_OVER, ServiceStatus.FAILOVER_FAILED)
+# The statuses a failover moves a service through (ftcp/common/statuses.py), by the words
+# recorded.
+PROTECTED, FAILING_OVER, FAILED_OVER, FAILOVER_FAILED = (ServiceStatus.PROTECTED, ServiceStatus.FAILING_OVER,
+                                                         ServiceStatus.FAILED_OVER, ServiceStatus.FAILOVER_FAILED)
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ class SyncFlows:
 
 
 @dataclass(frozen=True)
-class Send:
+class Order:
     """A control message to the backup's agent (resent by ``tick`` until acknowledged)."""
     service: str
     backup: str
@@ -92,11 +96,11 @@ class ServiceFailover:
         re-checks its redirect and sends go again; a failed one its abort."""
         f = cls(service, backups, epoch=_int(record.get("epoch")), **kw)
         status, backup = record.get("status"), record.get("backup") or None
-        if status not in (FENCED, FAILED_OVER, FAILED) or backup is None:
+        if status not in (FAILING_OVER, FAILED_OVER, FAILOVER_FAILED) or backup is None:
             return f, []
         f.status, f.backup, f.reason, f.started = status, backup, record.get("reason", ""), now
         f.fid = record.get("failover_id", "")
-        if status == FENCED:
+        if status == FAILING_OVER:
             f.deadline, f.step = now + f.timeout, "fencing"
             return f, [SyncFlows(service, "fenced", f.epoch)]
         done = "done" if status == FAILED_OVER else "aborted"
@@ -110,7 +114,7 @@ class ServiceFailover:
              alive: Callable[[str], bool] = lambda name: True, retry: bool = False) -> list:
         """The primary is gone (or is being retired): start a failover unless one runs.
         A failed one is only tried again when asked (``retry``, over REST)."""
-        if self.status != PROTECTED and not (retry and self.status == FAILED):
+        if self.status != PROTECTED and not (retry and self.status == FAILOVER_FAILED):
             return []
         candidates = [backup] if backup else list(self.backups)
         live = [b for b in candidates if alive(b)]
@@ -119,12 +123,12 @@ class ServiceFailover:
                    else "no backup")
             return [Refused(self.service, f"{reason}; {why}: the primary keeps the service")]
         self.epoch += 1
-        self.status, self.backup, self.started, self.deadline = FENCED, live[0], now, now + self.timeout
+        self.status, self.backup, self.started, self.deadline = FAILING_OVER, live[0], now, now + self.timeout
         self.reason, self.step, self.outstanding = reason, "fencing", None
         # An epoch whose record never reached Redis is used again by the next controller;
         # the id (when it began) tells the agent it is another failover all the same.
         self.fid = f"{self.epoch}@{now:.6f}"
-        return [Record(self.service, FENCED, self.epoch, {"reason": reason, "backup": self.backup,
+        return [Record(self.service, FAILING_OVER, self.epoch, {"reason": reason, "backup": self.backup,
                                                          "step": self.step, "failover_id": self.fid}),
                 SyncFlows(self.service, "fenced", self.epoch)]
 
@@ -132,13 +136,13 @@ class ServiceFailover:
         """The switches hold the flows of ``step``: send the message that follows."""
         if epoch != self.epoch or self.step != {"fenced": "fencing", "redirected": "redirecting"}.get(step):
             return []
-        if self.status == FENCED:
+        if self.status == FAILING_OVER:
             self.step = "takeover"
             return self._send("takeover", now, self.deadline)
         if self.status == FAILED_OVER:
             self.step = "go"
             return self._send("go", now, now + self.timeout)
-        if self.status == FAILED:
+        if self.status == FAILOVER_FAILED:
             self.step = "aborting"
             return self._send("abort", now, now + self.timeout)
         return []
@@ -149,13 +153,13 @@ class ServiceFailover:
         detail = detail or {}
         if epoch != self.epoch or backup != self.backup or detail.get("id", self.fid) != self.fid:
             return []
-        if cmd == "ready" and self.status == FENCED and self.step == "takeover":
+        if cmd == "ready" and self.status == FAILING_OVER and self.step == "takeover":
             self.status, self.step, self.outstanding = FAILED_OVER, "redirecting", None
             record = {"backup": backup, "taken": len(detail.get("taken", ())), "failed": detail.get("failed", {}),
                       "reason": self.reason, "takeover_seconds": round(now - self.started, 6), "step": self.step}
             return [Record(self.service, FAILED_OVER, epoch, record),
                     SyncFlows(self.service, "redirected", epoch)]
-        if (cmd, self.status, self.step) in (("gone", FAILED_OVER, "go"), ("aborted", FAILED, "aborting")):
+        if (cmd, self.status, self.step) in (("gone", FAILED_OVER, "go"), ("aborted", FAILOVER_FAILED, "aborting")):
             self.step, self.outstanding = "done" if cmd == "gone" else "aborted", None
             counts = {k: detail[k] for k in ("released", "acknowledged", "reset") if k in detail}
             return [Record(self.service, self.status, epoch, dict(counts, step=self.step))]
@@ -163,9 +167,9 @@ class ServiceFailover:
 
     def tick(self, now: float) -> list:
         """Give up waiting for ready after the deadline; resend what is unacknowledged."""
-        if self.status == FENCED and now >= self.deadline:
-            self.status, self.step, self.outstanding = FAILED, "redirecting", None
-            return [Record(self.service, FAILED, self.epoch,
+        if self.status == FAILING_OVER and now >= self.deadline:
+            self.status, self.step, self.outstanding = FAILOVER_FAILED, "redirecting", None
+            return [Record(self.service, FAILOVER_FAILED, self.epoch,
                            {"reason": f"{self.reason}; backup {self.backup} did not take over in time",
                             "step": self.step}),
                     SyncFlows(self.service, "redirected", self.epoch)]
@@ -181,7 +185,7 @@ class ServiceFailover:
 
     def _send(self, cmd: str, now: float, until: float) -> list:
         self.outstanding = (cmd, now + self.retry, until)
-        return [Send(self.service, self.backup, {"cmd": cmd, "service": self.service, "epoch": self.epoch,
+        return [Order(self.service, self.backup, {"cmd": cmd, "service": self.service, "epoch": self.epoch,
                                                  "id": self.fid})]
 
 

@@ -38,7 +38,7 @@ from typing import Callable
 ALIVE, DEAD, SILENT = "alive", "dead", "silent"
 # Probe source ports are drawn from [PROBE_PORT_BASE, PROBE_PORT_BASE + PROBE_PORTS) and
 # sequence numbers from all 2^32: a forged answer must guess both (an answer is only
-# taken from the primary's switch port anyway, ftcp/controller/of/flows.py).
+# taken from the primary's switch port anyway, ftcp/controller/of/messages.py).
 PROBE_PORT_BASE, PROBE_PORTS = 20000, 40000
 _SECRET = random.SystemRandom()
 

@@ -10,9 +10,9 @@ import collections
 import logging
 from typing import NamedTuple
 
-from ftcp.common.store import StoreError
+from ftcp.common.errors import StoreError
 
-LOG = logging.getLogger("ftcp.controller.recorder")
+LOG = logging.getLogger(__name__)
 _NOTHING = object()   # no record waiting for a service
 
 

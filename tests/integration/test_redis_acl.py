@@ -11,7 +11,9 @@ import redis
 
 from ftcp.agent.writer import ConnWrite
 from ftcp.common.config import parse
-from ftcp.common.store import Store, StoreError, agent_channel
+from ftcp.common.errors import StoreError
+from ftcp.common.keys import agent_channel
+from ftcp.common.store import Store
 from topology.processes import RedisServer
 
 RUN = Path("/run/ftcp-acl-test")

@@ -3,7 +3,7 @@ on the switch, read a live connection's state, migrate a streaming connection to
 backup with byte-exact continuity, delete the service and see its flows gone."""
 import re
 
-from ftcp.controller.of import flows
+from ftcp.controller.of import cookies, messages
 from ftcp.common.config import service_cookie_id
 from topology.clients import RunningClient
 from topology.lab import PRIMARY_IP, SERVICES, Lab, wait_for
@@ -12,23 +12,23 @@ PORT, NEW_PORT = 7000, 7002
 
 
 # What a protected service with one backup gets when the config has probes
-# (ftcp/controller/of/flows.py service_flows): both mirrors, the mirror port's drop, the drops of the
+# (ftcp/controller/of/messages.py service_flows): both mirrors, the mirror port's drop, the drops of the
 # service's own ports as clients (primary, backup), the FIN/RST hold and the probe
 # answers. The ARP for the probe address is one flow per primary port, shared by its
 # services (service id 0), so not among them.
-PROTECTED_FLOWS = sorted([flows.MIRROR_C2S, flows.MIRROR_S2C, flows.MIRROR_PORT_DROP, flows.NOT_A_CLIENT_DROP,
-                          flows.NOT_A_CLIENT_DROP, flows.HOLD_FIN, flows.HOLD_RST, flows.PROBE_REPLY])
+PROTECTED_FLOWS = sorted([cookies.MIRROR_C2S, cookies.MIRROR_S2C, cookies.MIRROR_PORT_DROP, cookies.NOT_A_CLIENT_DROP,
+                          cookies.NOT_A_CLIENT_DROP, cookies.HOLD_FIN, cookies.HOLD_RST, cookies.PROBE_REPLY])
 
 
 def service_flows(lab, name):
     """The purposes of the flows on s1 whose cookie names service ``name``, sorted."""
     sid = service_cookie_id(name)
-    parts = [flows.cookie_parts(int(m.group(1), 16)) for m in re.finditer(r"cookie=(0x[0-9a-f]+)", lab.flows())]
+    parts = [cookies.cookie_parts(int(m.group(1), 16)) for m in re.finditer(r"cookie=(0x[0-9a-f]+)", lab.flows())]
     return sorted(purpose for service, purpose in filter(None, parts) if service == sid)
 
 
 def service_flow_lines(lab, name, purpose):
-    cookie = f"cookie={flows.cookie(service_cookie_id(name), purpose):#x},"
+    cookie = f"cookie={cookies.cookie(service_cookie_id(name), purpose):#x},"
     return [line for line in lab.flows().splitlines() if cookie in line]
 
 
@@ -47,7 +47,7 @@ def test_rest_in_the_lab(run_dir):
         wait_for(lambda: lab.rest("GET", "/ftcp/services/web")[1]["status"] == "protected", 10,
                  "the new service to be protected")
         assert service_flows(lab, "web") == PROTECTED_FLOWS
-        mirror, = service_flow_lines(lab, "web", flows.MIRROR_C2S)
+        mirror, = service_flow_lines(lab, "web", cookies.MIRROR_C2S)
         assert f"tp_dst={NEW_PORT} actions=output:3,output:5" in mirror, mirror
         status, body = lab.rest("GET", "/ftcp/services/web")
         assert status == 200 and body["port"] == NEW_PORT

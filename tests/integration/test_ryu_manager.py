@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ftcp.controller.of import flows
+from ftcp.controller.of import cookies
 from ftcp.common.store import Store
 from topology.lab import cleanup_stale
 from topology.processes import ROOT, VENV_BIN, RedisServer, RyuManager, free_tcp_port, wait_for
@@ -20,7 +20,7 @@ VETHS = {3: "ftcpv3", 4: "ftcpv4", 5: "ftcpv5"}  # the port numbers switch_confi
 def ftcp_flows():
     out = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", BRIDGE],
                          capture_output=True, text=True, check=True).stdout
-    return [line for line in out.splitlines() if f"cookie={flows.COOKIE_MAGIC:#x}" in line]
+    return [line for line in out.splitlines() if f"cookie={cookies.COOKIE_MAGIC:#x}" in line]
 
 
 def remove_bridge():

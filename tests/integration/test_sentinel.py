@@ -4,7 +4,8 @@ the controller and the agent follow it, nothing protected is lost and the client
 bytes stay exact."""
 import pytest
 
-from ftcp.common.store import Store, StoreError
+from ftcp.common.errors import StoreError
+from ftcp.common.store import Store
 from tests.support.faults import PORT, done, fault_between_fence_and_ready, requests
 from topology.lab import SERVICES, Lab, wait_for
 

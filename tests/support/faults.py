@@ -7,7 +7,8 @@ import subprocess
 import pytest
 from scapy.layers.l2 import Ether
 
-from ftcp.common.store import Store, StoreError
+from ftcp.common.errors import StoreError
+from ftcp.common.store import Store
 from tests.support.pcap import frames
 from topology.lab import BACKUP_IP, PRIMARY_IP, wait_for
 

@@ -4,7 +4,7 @@ connection continues exactly where it was stored."""
 from ftcp.agent.coordinator import cannot_take
 from ftcp.agent.tracker import Conn, Tracker
 from ftcp.agent.writer import redis_fields
-from ftcp.common.records import decode_conn
+from ftcp.common.schema import decode_conn
 from tests.support.wire import SERVICES, STREAM, Link
 
 NOW = 50.0

@@ -5,7 +5,8 @@ reads back after an error (``log_lengths``) is what the real Store answers."""
 import hashlib
 
 from ftcp.agent.writer import LogWriter, redis_fields
-from ftcp.common.store import StoreError, conn_key, svc_conns_key
+from ftcp.common.errors import StoreError
+from ftcp.common.keys import conn_key, svc_conns_key
 from tests.support.fakes import FakeConn
 from tests.support.store import fake_store
 

@@ -6,8 +6,10 @@ import pytest
 from ryu.ofproto import ofproto_v1_3 as ofp
 
 from ftcp.common import config
-from ftcp.controller.of import flows
+from ftcp.controller.of import cookies, messages, packets
 from ftcp.common.statuses import ServiceStatus
+from ftcp.controller.core import Refusal
+from ftcp.controller.effects import Event
 from tests.support.fake_oftable import FakeOFTable
 from tests.support.switch_rig import PORTS, Rig
 
@@ -18,9 +20,9 @@ SERVICE = {"name": "web", "address": "10.0.0.10", "port": 80,
 CONF = config.parse({"services": [SERVICE],
                      "probe": {"address": "10.0.0.254", "interval": 0.05, "misses": 3}})
 CLIENT = dict(in_port=1, eth_type=0x0800, ip_proto=6, ipv4_src="10.0.0.1", ipv4_dst="10.0.0.10",
-              tcp_src=5000, tcp_dst=80, tcp_flags=flows.TCP_ACK)
+              tcp_src=5000, tcp_dst=80, tcp_flags=packets.TCP_ACK)
 PRIMARY = dict(in_port=3, eth_type=0x0800, ip_proto=6, ipv4_src="10.0.0.10", ipv4_dst="10.0.0.1",
-               tcp_src=80, tcp_dst=5000, tcp_flags=flows.TCP_ACK)
+               tcp_src=80, tcp_dst=5000, tcp_flags=packets.TCP_ACK)
 BACKUP = dict(PRIMARY, in_port=4, ipv4_src="10.0.0.20")
 NORMAL, CONTROLLER = ofp.OFPP_NORMAL, ofp.OFPP_CONTROLLER
 
@@ -54,7 +56,7 @@ def test_fresh_switch_gets_the_steady_flows_and_the_service_is_protected_after_t
     table = rig.connect(1)
     assert ports_of(table, **CLIENT) == [3, 5]                  # to the primary and the mirror
     assert ports_of(table, **PRIMARY) == [NORMAL, 5]
-    assert ports_of(table, **dict(PRIMARY, tcp_flags=flows.TCP_FIN)) == [CONTROLLER]   # held
+    assert ports_of(table, **dict(PRIMARY, tcp_flags=packets.TCP_FIN)) == [CONTROLLER]   # held
     assert ports_of(table, **dict(CLIENT, in_port=5)) == []      # the mirror port cannot inject
     assert ports_of(table, **dict(CLIENT, in_port=3)) == []      # nor the service's own hosts,
     assert ports_of(table, **dict(CLIENT, in_port=4)) == []      # as clients of it
@@ -65,15 +67,15 @@ def test_fresh_switch_gets_the_steady_flows_and_the_service_is_protected_after_t
 def test_no_switch_is_touched_before_the_state_is_read_from_redis():
     rig = Rig(CONF)
     old = FakeOFTable()
-    old.apply(flows.fence_flow(None, _plan()))
+    old.apply(messages.fence_flow(_plan(), _plan().primary))
     rig.connect(1, old)
-    assert old.log[1:] == [] and rig.core.switches[1].flows is not None
+    assert old.log[1:] == [] and rig.core.switches.get(1).flows is not None
     rig.restore({"web": {"status": "failed-over", "epoch": "2", "backup": "b1", "step": "done"}})
     assert ports_of(old, **CLIENT) == [4]
 
 
 def _plan():
-    from ftcp.controller.plan import plan_switch
+    from ftcp.controller.placement import plan_switch
     return plan_switch(CONF, {name: no for name, (no, _) in PORTS.items()})[0]
 
 
@@ -175,9 +177,9 @@ def test_switch_lost_between_redirect_and_barrier_gets_go_after_it_reconnects():
 def test_reconnect_reconciles_by_diff_never_delete_all():
     rig = up()
     table = rig.tables[1]
-    stale = flows.service_flows(None, _plan())[0]
-    stale.cookie = flows.cookie(0x123456, flows.MIRROR_C2S)   # a service no longer configured
-    stale.match = flows._tcp_match(ipv4_dst="10.0.0.99", tcp_dst=9)
+    stale = messages.service_flows(_plan(), _plan().primary, _plan().backups)[0]
+    stale.cookie = cookies.cookie(0x123456, cookies.MIRROR_C2S)   # a service no longer configured
+    stale.match = messages.tcp_match(ipv4_dst="10.0.0.99", tcp_dst=9)
     table.apply(stale)
     before = len(table.log)
     rig.disconnect(1)
@@ -244,6 +246,32 @@ def test_no_live_agent_means_no_fence():
     assert not rig.core.alive("b1", rig.now)           # nor is one that stopped
 
 
+def test_requests_the_core_will_not_carry_out_are_typed_refusals_and_change_nothing():
+    rig = up()
+    rig.core.heartbeats.clear()
+    before = (rig.core.failovers["web"].status, rig.core.failovers["web"].epoch, len(rig.published))
+    with pytest.raises(Refusal) as refused:
+        rig.core.start_failover("web", "over REST", None, rig.now)
+    assert (refused.value.status, refused.value.reason, refused.value.field) == \
+        (409, "service web cannot fail over now: no live backup agent", "name")
+    assert [e.kind for e in refused.value.effects if isinstance(e, Event)] == ["failover_refused"]
+    assert (rig.core.failovers["web"].status, rig.core.failovers["web"].epoch, len(rig.published)) == before
+    rig = up()
+    fail_over(rig)
+    with pytest.raises(Refusal) as refused:
+        rig.core.start_failover("web", "over REST", None, rig.now)
+    assert (refused.value.status, refused.value.reason) == (409, "service web is failed-over, not protected: "
+                                                                 "nothing to move")
+    rig.run(rig.core.demote(rig.now))
+    for call in (lambda: rig.core.start_failover("web", "over REST", None, rig.now),
+                 lambda: rig.core.remove_service("web", rig.now),
+                 lambda: rig.core.apply_service(config.parse_service(SERVICE), rig.now)):
+        with pytest.raises(Refusal) as refused:
+            call()
+        assert refused.value.status == 503 and "standby" in refused.value.reason
+    assert [s.name for s in rig.core.conf.services] == ["web"]
+
+
 def test_a_deleted_primary_port_fails_over_and_the_redirect_stays():
     rig = up()
     rig.call("port_status", 1, 3, "s1-eth3", False, "delete")
@@ -274,13 +302,13 @@ def test_a_primary_whose_server_is_dead_at_start_is_condemned_by_the_first_rst()
     conf = config.parse({"services": [SERVICE], "probe": {"address": "10.0.0.254", "refusals": 1}})
     rig = up(conf, records={"web": {"status": "protected", "epoch": "1"}})
     rig.tick(rig.now + 0.05)
-    sport, (seq, _) = next(iter(rig.core.probers["web"].outstanding.items()))
-    rst = _segment("10.0.0.10", "10.0.0.254", 80, sport, ack=seq + 1, flags=flows.TCP_RST | flows.TCP_ACK)
+    sport, (seq, _) = next(iter(rig.core.liveness.probers["web"].outstanding.items()))
+    rst = _segment("10.0.0.10", "10.0.0.254", 80, sport, ack=seq + 1, flags=packets.TCP_RST | packets.TCP_ACK)
     # the same answer by any other flow (a client's port: NORMAL, cookie 0) is not an answer
     rig.call("packet_in", 1, 1, 0, rst)
-    rig.call("packet_in", 1, 1, flows.cookie(0, flows.SERVICE_ARP), rst)
+    rig.call("packet_in", 1, 1, cookies.cookie(0, cookies.SERVICE_ARP), rst)
     assert rig.core.failovers["web"].status == ServiceStatus.PROTECTED
-    rig.call("packet_in", 1, 3, flows.cookie(0, flows.PROBE_REPLY), rst)
+    rig.call("packet_in", 1, 3, cookies.cookie(0, cookies.PROBE_REPLY), rst)
     assert rig.core.failovers["web"].status == ServiceStatus.FAILING_OVER
 
 
@@ -300,9 +328,9 @@ def test_arp_for_the_service_is_answered_only_after_the_failover():
     rig = up()
     req = _arp("10.0.0.1", "10.0.0.10")
     rig.published.clear()
-    assert rig.core.packet_in(1, 1, flows.cookie(0, flows.SERVICE_ARP), req, rig.now) == []
+    assert rig.core.packet_in(1, 1, cookies.cookie(0, cookies.SERVICE_ARP), req, rig.now) == []
     fail_over(rig)
-    sends = rig.core.packet_in(1, 1, flows.cookie(0, flows.SERVICE_ARP), req, rig.now)
+    sends = rig.core.packet_in(1, 1, cookies.cookie(0, cookies.SERVICE_ARP), req, rig.now)
     assert len(sends) == 1 and b"\x00\x00\x00\x00\x00\x10" in bytes(sends[0].msg.data)
 
 
@@ -345,9 +373,9 @@ def test_one_refused_probe_is_confirmed_by_a_second_before_the_verdict():
     rig.tick(rig.now + 0.05)
 
     def refuse_latest():
-        sport, (seq, _) = max(rig.core.probers["web"].outstanding.items(), key=lambda kv: kv[1][1])
-        rst = _segment("10.0.0.10", "10.0.0.254", 80, sport, ack=seq + 1, flags=flows.TCP_RST | flows.TCP_ACK)
-        rig.call("packet_in", 1, 3, flows.cookie(0, flows.PROBE_REPLY), rst)
+        sport, (seq, _) = max(rig.core.liveness.probers["web"].outstanding.items(), key=lambda kv: kv[1][1])
+        rst = _segment("10.0.0.10", "10.0.0.254", 80, sport, ack=seq + 1, flags=packets.TCP_RST | packets.TCP_ACK)
+        rig.call("packet_in", 1, 3, cookies.cookie(0, cookies.PROBE_REPLY), rst)
     refuse_latest()
     assert rig.core.failovers["web"].status == ServiceStatus.PROTECTED
     refuse_latest()
@@ -389,7 +417,7 @@ def test_a_silent_primary_after_a_restart_is_condemned_with_an_honest_silence():
     start = rig.now
     while rig.core.failovers["web"].status == ServiceStatus.PROTECTED and rig.now < start + 1:
         rig.tick(rig.now + 0.01)      # the primary answers nothing; nothing moves on its port:
-        for _, xid in list(rig.core._port_reads):
+        for _, xid in rig.core.liveness.port_reads():
             rig.call("port_stats", 1, xid, 0)
     assert rig.core.failovers["web"].status == ServiceStatus.FAILING_OVER
     reason = rig.stored("web")["reason"]
@@ -439,7 +467,7 @@ def test_a_failed_over_service_cannot_lose_its_backup_and_a_restored_one_without
     again.restore({"web": rig.stored("web")})          # recorded failed over to b1, b1 is gone now
     table = again.connect(1)
     again.call("port_status", 1, 8, "s1-eth8", True, "add")
-    assert again.core.switches[1].synced and ports_of(table, **PRIMARY) == []   # fenced, still reconciling
+    assert again.core.switches.get(1).synced and ports_of(table, **PRIMARY) == []   # fenced, still reconciling
 
 
 def test_messages_carry_the_failover_id_and_an_answer_for_another_one_is_ignored():

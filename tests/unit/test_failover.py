@@ -1,6 +1,6 @@
 """The failover state machine: order of steps, epochs, acknowledgements, retries,
 deadlines and what a restarted controller carries on with."""
-from ftcp.controller.failover import Record, Refused, Send, ServiceFailover, SyncFlows
+from ftcp.controller.failover import Record, Refused, Order, ServiceFailover, SyncFlows
 from ftcp.common.statuses import ServiceStatus
 
 
@@ -9,7 +9,7 @@ def kinds(actions):
 
 
 def sent(actions):
-    return [(a.message["cmd"], a.message["epoch"], a.backup) for a in actions if isinstance(a, Send)]
+    return [(a.message["cmd"], a.message["epoch"], a.backup) for a in actions if isinstance(a, Order)]
 
 
 def test_fence_before_takeover_then_redirect_before_go():

@@ -1,5 +1,5 @@
 """The fake flow table (tests/support/fake_oftable.py), checked against the real
-flows of ftcp.controller.of.flows: what a packet hits, where it goes, how deletes and adds
+flows of ftcp.controller.of.messages: what a packet hits, where it goes, how deletes and adds
 behave, and that matches parsed from the wire compare equal to built ones."""
 import struct
 
@@ -9,8 +9,8 @@ from ryu.ofproto import ofproto_v1_3 as ofp
 from ryu.ofproto import ofproto_v1_3_parser as parser
 
 from ftcp.common import config
-from ftcp.controller.of import flows
-from ftcp.controller.plan import plan_switch
+from ftcp.controller.of import cookies, messages, packets
+from ftcp.controller.placement import plan_switch
 from tests.support.fake_oftable import FakeOFTable, Flow
 
 CONF = config.parse({"services": [
@@ -28,9 +28,9 @@ WEB_ID, DB_ID = WEB.service.cookie_id, DB.service.cookie_id
 SERVICE_MAC = "00:00:00:00:00:10"
 
 CLIENT = dict(in_port=1, eth_type=0x0800, ip_proto=6, eth_src="00:00:00:00:00:01", eth_dst=SERVICE_MAC,
-              ipv4_src="10.0.0.1", ipv4_dst="10.0.0.10", tcp_src=5000, tcp_dst=80, tcp_flags=flows.TCP_ACK)
+              ipv4_src="10.0.0.1", ipv4_dst="10.0.0.10", tcp_src=5000, tcp_dst=80, tcp_flags=packets.TCP_ACK)
 PRIMARY = dict(in_port=3, eth_type=0x0800, ip_proto=6, eth_src=SERVICE_MAC, eth_dst="00:00:00:00:00:01",
-               ipv4_src="10.0.0.10", ipv4_dst="10.0.0.1", tcp_src=80, tcp_dst=5000, tcp_flags=flows.TCP_ACK)
+               ipv4_src="10.0.0.10", ipv4_dst="10.0.0.1", tcp_src=80, tcp_dst=5000, tcp_flags=packets.TCP_ACK)
 
 
 class FakeDatapath:
@@ -44,6 +44,7 @@ DP = FakeDatapath()
 
 def wire(msg):
     """The message as the switch receives it: serialized, and parsed back."""
+    msg.datapath = DP   # as the shim gives each message its switch
     msg.set_xid(7)
     msg.serialize()
     return ofproto_parser.msg(DP, *ofproto_parser.header(bytes(msg.buf)), bytes(msg.buf))
@@ -68,7 +69,7 @@ def flow_stats_reply(stats, xid=9):
 
 
 def steady_mods():
-    return [flows.default_flow(DP)] + flows.service_flows(DP, WEB, probe_ip=PROBE_IP) + flows.service_flows(DP, DB)
+    return [messages.default_flow()] + messages.service_flows(WEB, WEB.primary, WEB.backups, probe_ip=PROBE_IP) + messages.service_flows(DB, DB.primary, DB.backups)
 
 
 def table_of(mods):
@@ -84,11 +85,11 @@ def table():
 
 
 def purpose(flow):
-    return flows.cookie_parts(flow.cookie)
+    return cookies.cookie_parts(flow.cookie)
 
 
 def test_client_packet_goes_to_primary_and_mirror(table):
-    assert purpose(table.lookup(**CLIENT)) == (WEB_ID, flows.MIRROR_C2S)
+    assert purpose(table.lookup(**CLIENT)) == (WEB_ID, cookies.MIRROR_C2S)
     assert table.forward(**CLIENT) == [(3, CLIENT), (5, CLIENT)]
 
 
@@ -99,8 +100,8 @@ def test_primary_reply_is_forwarded_normally_and_mirrored(table):
 
 
 def test_probe_answers_reach_the_controller_only_from_the_primary_s_port(table):
-    answer = {**PRIMARY, "ipv4_dst": PROBE_IP, "tcp_dst": 41234, "tcp_flags": flows.TCP_RST | flows.TCP_ACK}
-    assert purpose(table.lookup(**answer)) == (WEB_ID, flows.PROBE_REPLY)
+    answer = {**PRIMARY, "ipv4_dst": PROBE_IP, "tcp_dst": 41234, "tcp_flags": packets.TCP_RST | packets.TCP_ACK}
+    assert purpose(table.lookup(**answer)) == (WEB_ID, cookies.PROBE_REPLY)
     assert table.forward(**answer) == [(ofp.OFPP_CONTROLLER, answer)]
     forged = {**answer, "in_port": 2}            # the same segment from a client's port
     assert table.forward(**forged) == [(ofp.OFPP_NORMAL, forged)]
@@ -110,11 +111,11 @@ def test_probe_answers_reach_the_controller_only_from_the_primary_s_port(table):
 
 
 def test_fin_and_rst_from_the_primary_are_held(table):
-    fin = {**PRIMARY, "tcp_flags": flows.TCP_FIN | flows.TCP_ACK}
-    rst = {**PRIMARY, "tcp_flags": flows.TCP_RST}
-    assert purpose(table.lookup(**fin)) == (WEB_ID, flows.HOLD_FIN)
+    fin = {**PRIMARY, "tcp_flags": packets.TCP_FIN | packets.TCP_ACK}
+    rst = {**PRIMARY, "tcp_flags": packets.TCP_RST}
+    assert purpose(table.lookup(**fin)) == (WEB_ID, cookies.HOLD_FIN)
     assert table.forward(**fin) == [(ofp.OFPP_CONTROLLER, fin)]
-    assert purpose(table.lookup(**rst)) == (WEB_ID, flows.HOLD_RST)
+    assert purpose(table.lookup(**rst)) == (WEB_ID, cookies.HOLD_RST)
     # db has no hold: its FIN goes on.
     db_fin = {**fin, "in_port": 6, "ipv4_src": "10.0.0.30", "tcp_src": 5432}
     assert table.forward(**db_fin) == [(ofp.OFPP_NORMAL, db_fin), (8, db_fin)]
@@ -122,28 +123,28 @@ def test_fin_and_rst_from_the_primary_are_held(table):
 
 def test_mirror_port_traffic_is_dropped_not_missed(table):
     from_backup = {**CLIENT, "in_port": 5}
-    assert purpose(table.lookup(**from_backup)) == (WEB_ID, flows.MIRROR_PORT_DROP)
+    assert purpose(table.lookup(**from_backup)) == (WEB_ID, cookies.MIRROR_PORT_DROP)
     assert table.forward(**from_backup) == []
 
 
 def test_other_traffic_hits_the_normal_default_and_an_empty_table_misses(table):
     arp = dict(in_port=2, eth_type=0x0806, arp_tpa="10.0.0.77")
     assert table.forward(**arp) == [(ofp.OFPP_NORMAL, arp)]
-    assert purpose(table.lookup(eth_type=0x0806, arp_tpa=PROBE_IP, in_port=3)) == (0, flows.PROBE_ARP)
+    assert purpose(table.lookup(eth_type=0x0806, arp_tpa=PROBE_IP, in_port=3)) == (0, cookies.PROBE_ARP)
     assert FakeOFTable().lookup(**CLIENT) is None and FakeOFTable().forward(**CLIENT) == []
 
 
 def test_fence_drops_the_primarys_segments(table):
-    table.apply(flows.fence_flow(DP, WEB))
-    for flags in (flows.TCP_ACK, flows.TCP_FIN, flows.TCP_RST):
-        assert purpose(table.lookup(**{**PRIMARY, "tcp_flags": flags})) == (WEB_ID, flows.FENCE)
+    table.apply(messages.fence_flow(WEB, WEB.primary))
+    for flags in (packets.TCP_ACK, packets.TCP_FIN, packets.TCP_RST):
+        assert purpose(table.lookup(**{**PRIMARY, "tcp_flags": flags})) == (WEB_ID, cookies.FENCE)
         assert table.forward(**{**PRIMARY, "tcp_flags": flags}) == []
     assert table.forward(**CLIENT) == [(3, CLIENT), (5, CLIENT)]
 
 
 def test_redirect_rewrites_to_the_backup(table):
-    table.apply(flows.fence_flow(DP, WEB))
-    for m in flows.redirect_flows(DP, WEB, "b1", SERVICE_MAC):
+    table.apply(messages.fence_flow(WEB, WEB.primary))
+    for m in messages.redirect_flows(WEB, WEB.host("b1"), SERVICE_MAC):
         table.apply(m)
     (port, out), = table.forward(**CLIENT)
     assert port == 4 and out == {**CLIENT, "eth_dst": "00:00:00:00:00:20", "ipv4_dst": "10.0.0.20"}
@@ -155,65 +156,65 @@ def test_redirect_rewrites_to_the_backup(table):
 
 def test_delete_service_removes_only_that_services_flows(table):
     before = table.flows()
-    table.apply(flows.delete_service(DP, WEB_ID))
+    table.apply(messages.delete_by_cookie(cookies.cookie(WEB_ID, 0), cookies.MASK_SERVICE))
     after = table.flows()
     assert after == [f for f in before if purpose(f)[0] != WEB_ID]
     assert {purpose(f)[0] for f in before} == {0, WEB_ID, DB_ID}
     assert table.forward(**CLIENT) == [(ofp.OFPP_NORMAL, CLIENT)]
-    table.apply(flows.delete_all_ftcp(DP))
+    table.apply(messages.delete_by_cookie(cookies.cookie(0, 0), cookies.MASK_ALL_FTCP))
     assert table.flows() == []
 
 
 def test_delete_strict_removes_exactly_one(table):
-    c2s = flows.service_flows(DP, WEB)[0]
-    table.apply(flows.fence_flow(DP, WEB))
-    table.apply(flows.redirect_flows(DP, WEB, "b1", SERVICE_MAC)[0])  # same match as c2s, higher priority
+    c2s = messages.service_flows(WEB, WEB.primary, WEB.backups)[0]
+    table.apply(messages.fence_flow(WEB, WEB.primary))
+    table.apply(messages.redirect_flows(WEB, WEB.host("b1"), SERVICE_MAC)[0])  # same match as c2s, higher priority
     count = len(table.flows())
 
     def strict(priority):
         return parser.OFPFlowMod(DP, command=ofp.OFPFC_DELETE_STRICT, priority=priority, match=c2s.match,
                                  table_id=ofp.OFPTT_ALL, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY)
 
-    table.apply(strict(flows.PRIO_MIRROR + 1))
+    table.apply(strict(messages.PRIO_MIRROR + 1))
     assert len(table.flows()) == count
-    table.apply(strict(flows.PRIO_MIRROR))
+    table.apply(strict(messages.PRIO_MIRROR))
     assert len(table.flows()) == count - 1
-    assert purpose(table.lookup(**CLIENT)) == (WEB_ID, flows.REDIRECT_C2S)
-    assert not [f for f in table.flows() if purpose(f) == (WEB_ID, flows.MIRROR_C2S)]
+    assert purpose(table.lookup(**CLIENT)) == (WEB_ID, cookies.REDIRECT_C2S)
+    assert not [f for f in table.flows() if purpose(f) == (WEB_ID, cookies.MIRROR_C2S)]
 
 
 def test_non_strict_delete_takes_every_more_specific_flow(table):
-    table.apply(flows.fence_flow(DP, WEB))
+    table.apply(messages.fence_flow(WEB, WEB.primary))
     table.apply(parser.OFPFlowMod(DP, command=ofp.OFPFC_DELETE, match=parser.OFPMatch(in_port=3),
                                   table_id=ofp.OFPTT_ALL, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY))
     assert not [f for f in table.flows() if f.match.get("in_port") == 3]
-    assert purpose(table.lookup(**CLIENT)) == (WEB_ID, flows.MIRROR_C2S)  # no in_port in its match: kept
-    assert purpose(table.lookup(**PRIMARY)) == (0, flows.DEFAULT)
+    assert purpose(table.lookup(**CLIENT)) == (WEB_ID, cookies.MIRROR_C2S)  # no in_port in its match: kept
+    assert purpose(table.lookup(**PRIMARY)) == (0, cookies.DEFAULT)
 
 
 def test_add_with_same_priority_and_match_replaces(table):
     count = len(table.flows())
-    new = flows._add(DP, flows.cookie(DB_ID, 0x77), flows.PRIO_MIRROR,
+    new = messages.add(cookies.cookie(DB_ID, 0x77), messages.PRIO_MIRROR,
                      parser.OFPMatch(eth_type=0x0800, ip_proto=6, ipv4_dst="10.0.0.10", tcp_dst=80),
                      [parser.OFPActionOutput(9)])
     table.apply(new)
     assert len(table.flows()) == count
-    assert table.lookup(**CLIENT).cookie == flows.cookie(DB_ID, 0x77)
+    assert table.lookup(**CLIENT).cookie == cookies.cookie(DB_ID, 0x77)
     assert table.forward(**CLIENT) == [(9, CLIENT)]
     # Same match at another priority is another flow.
-    table.apply(flows._add(DP, 1, flows.PRIO_MIRROR - 1, new.match, []))
+    table.apply(messages.add(1, messages.PRIO_MIRROR - 1, new.match, []))
     assert len(table.flows()) == count + 1
 
 
 def test_modify_changes_actions_of_the_cookies_flows_only(table):
-    drop_all = parser.OFPFlowMod(DP, command=ofp.OFPFC_MODIFY, cookie=flows.cookie(DB_ID, 0),
-                                 cookie_mask=flows.MASK_SERVICE, match=parser.OFPMatch(), instructions=[])
+    drop_all = parser.OFPFlowMod(DP, command=ofp.OFPFC_MODIFY, cookie=cookies.cookie(DB_ID, 0),
+                                 cookie_mask=cookies.MASK_SERVICE, match=parser.OFPMatch(), instructions=[])
     table.apply(drop_all)
     db_client = {**CLIENT, "ipv4_dst": "10.0.0.30", "tcp_dst": 5432}
     assert table.forward(**db_client) == [] and table.lookup(**db_client) is not None
     assert table.forward(**CLIENT) == [(3, CLIENT), (5, CLIENT)]
-    strict = parser.OFPFlowMod(DP, command=ofp.OFPFC_MODIFY_STRICT, priority=flows.PRIO_MIRROR,
-                               match=flows.service_flows(DP, WEB)[0].match,
+    strict = parser.OFPFlowMod(DP, command=ofp.OFPFC_MODIFY_STRICT, priority=messages.PRIO_MIRROR,
+                               match=messages.service_flows(WEB, WEB.primary, WEB.backups)[0].match,
                                instructions=[parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS,
                                                                           [parser.OFPActionOutput(4)])])
     table.apply(strict)
@@ -221,22 +222,22 @@ def test_modify_changes_actions_of_the_cookies_flows_only(table):
 
 
 def test_a_tie_at_the_top_priority_is_an_error():
-    table = table_of([flows._add(DP, 1, 10, parser.OFPMatch(in_port=1), []),
-                      flows._add(DP, 2, 10, parser.OFPMatch(eth_type=0x0800), [])])
+    table = table_of([messages.add(1, 10, parser.OFPMatch(in_port=1), []),
+                      messages.add(2, 10, parser.OFPMatch(eth_type=0x0800), [])])
     assert table.lookup(in_port=2, eth_type=0x0800).cookie == 2
     with pytest.raises(AssertionError, match="ambiguous"):
         table.lookup(**CLIENT)
 
 
 def test_masked_fields_compare_under_their_mask():
-    table = table_of([flows._add(DP, 1, 10, parser.OFPMatch(eth_type=0x0800, ipv4_dst=("10.0.0.0", "255.255.255.0")),
+    table = table_of([messages.add(1, 10, parser.OFPMatch(eth_type=0x0800, ipv4_dst=("10.0.0.0", "255.255.255.0")),
                                  [parser.OFPActionOutput(1)])])
     assert table.lookup(eth_type=0x0800, ipv4_dst="10.0.0.200").cookie == 1
     assert table.lookup(eth_type=0x0800, ipv4_dst="10.0.1.1") is None
 
 
 def test_set_fields_apply_only_to_the_outputs_after_them():
-    table = table_of([flows._add(DP, 1, 10, parser.OFPMatch(in_port=1), [
+    table = table_of([messages.add(1, 10, parser.OFPMatch(in_port=1), [
         parser.OFPActionOutput(2), parser.OFPActionSetField(ipv4_dst="10.0.0.20"),
         parser.OFPActionSetField(eth_dst="00:00:00:00:00:20"), parser.OFPActionOutput(3)])])
     assert table.forward(**CLIENT) == [
@@ -248,8 +249,8 @@ def test_other_messages_are_ignored_and_flowmods_logged_in_order(table):
     mods = steady_mods()
     assert [(m.cookie, m.priority) for m in table.log] == [(m.cookie, m.priority) for m in mods]
     before = table.flows()
-    for msg in (flows.barrier(DP), flows.port_desc_request(DP), flows.port_stats_request(DP, 3),
-                flows.release(DP, WEB, b"\0" * 60), parser.OFPFlowStatsRequest(DP)):
+    for msg in (messages.barrier(), messages.port_desc_request(), messages.port_stats_request(3),
+                messages.release(b"\0" * 60, WEB.backups), parser.OFPFlowStatsRequest(DP)):
         table.apply(msg)
     assert table.flows() == before and len(table.log) == len(mods)
 
@@ -262,8 +263,8 @@ def test_flows_are_sorted_by_priority():
 def test_flow_stats_filter_by_cookie_and_keep_the_match_object():
     applied = steady_mods()
     table = table_of(applied)
-    stats = table.flow_stats(flows.cookie(DB_ID, 0), flows.MASK_SERVICE)
-    assert sorted(s.cookie for s in stats) == sorted(m.cookie for m in applied if flows.cookie_parts(m.cookie)[0] == DB_ID)
+    stats = table.flow_stats(cookies.cookie(DB_ID, 0), cookies.MASK_SERVICE)
+    assert sorted(s.cookie for s in stats) == sorted(m.cookie for m in applied if cookies.cookie_parts(m.cookie)[0] == DB_ID)
     for s in stats:
         mod, = [m for m in applied if m.cookie == s.cookie and m.match is s.match]
         assert s.priority == mod.priority and s.table_id == 0
@@ -274,7 +275,7 @@ def test_wire_parsed_flows_behave_and_compare_like_built_ones():
     built, parsed = table_of(steady_mods()), table_of(wire(m) for m in steady_mods())
     assert [(f.cookie, f.priority, f.match) for f in parsed.flows()] == \
            [(f.cookie, f.priority, f.match) for f in built.flows()]
-    fin = {**PRIMARY, "tcp_flags": flows.TCP_FIN}
+    fin = {**PRIMARY, "tcp_flags": packets.TCP_FIN}
     for pkt in (CLIENT, PRIMARY, fin, {**CLIENT, "in_port": 5}):
         assert parsed.forward(**pkt) == built.forward(**pkt)
     # A built ADD replaces its wire-parsed twin (same priority, equal match).
@@ -284,8 +285,8 @@ def test_wire_parsed_flows_behave_and_compare_like_built_ones():
 
 
 def test_flow_stats_round_trip_through_a_reply_from_the_wire(table):
-    table.apply(flows.fence_flow(DP, WEB))
-    for m in flows.redirect_flows(DP, WEB, "b1", SERVICE_MAC):
+    table.apply(messages.fence_flow(WEB, WEB.primary))
+    for m in messages.redirect_flows(WEB, WEB.host("b1"), SERVICE_MAC):
         table.apply(m)
     reply = flow_stats_reply(table.flow_stats())
     assert isinstance(reply, parser.OFPFlowStatsReply) and len(reply.body) == len(table.flows())

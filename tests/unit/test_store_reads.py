@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from ftcp.common import records
+from ftcp.common import schema
 from ftcp.common import store as store_mod
 from ftcp.agent.writer import redis_fields
 from ftcp.common.config import parse_service
@@ -26,15 +26,15 @@ def test_every_connection_field_decodes_back_to_what_the_tracker_had(store):
     (conn,) = agent.tracker.conns.values()
     state = conn.to_state()
     # A field the tracker adds must be typed here too, or the API would serve it as text.
-    assert set(state) - TEXT_FIELDS == {f for f in state if records.CONN_KINDS(f) is not None}
-    assert records.decode_conn({k: str(v) for k, v in redis_fields(state).items()}) == state
+    assert set(state) - TEXT_FIELDS == {f for f in state if schema.CONN_KINDS(f) is not None}
+    assert schema.decode_conn({k: str(v) for k, v in redis_fields(state).items()}) == state
     agent.flush(1.0)
     stored = store.conn_state(conn.id)
     assert stored == dict(state, c2s_stored=5)
 
 
 def test_values_that_do_not_parse_are_returned_as_stored():
-    assert records.decode_conn({"isn_c": "n/a", "sack_ok": "maybe", "c_opts": "{", "closed_at": ""}) == \
+    assert schema.decode_conn({"isn_c": "n/a", "sack_ok": "maybe", "c_opts": "{", "closed_at": ""}) == \
         {"isn_c": "n/a", "sack_ok": "maybe", "c_opts": "{", "closed_at": None}
 
 
@@ -66,7 +66,7 @@ def test_service_state_is_typed_and_delete_forgets_it(store):
 
 
 def test_agent_heartbeat_is_typed():
-    beat = records.decode_agent({"heartbeat": "12.5", "stopped": "", "iface": "b1-eth1", "services": "web",
+    beat = schema.decode_agent({"heartbeat": "12.5", "stopped": "", "iface": "b1-eth1", "services": "web",
                                    "kernel_drops": "3", "pid": "42"})
     assert beat == {"heartbeat": 12.5, "stopped": None, "iface": "b1-eth1", "services": "web", "kernel_drops": 3,
                     "pid": 42}

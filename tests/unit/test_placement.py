@@ -1,6 +1,6 @@
 """Resolving a service's attachment points against a switch's port list."""
 from ftcp.common import config
-from ftcp.controller.plan import plan_switch, switch_applies
+from ftcp.controller.placement import plan_switch, switch_applies
 
 
 def conf(primary="s1-eth3", mirror=5, dpid=None):

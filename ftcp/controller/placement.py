@@ -13,16 +13,50 @@ from ftcp.common.config import Config, Service
 
 
 @dataclass(frozen=True)
+class HostPorts:
+    """One host of a service as attached to this switch: where it serves from (its
+    data port) and, for a host that can protect, where its agent captures the mirror."""
+    name: Optional[str]                # None: the primary (the services file does not name it)
+    address: str
+    mac: Optional[str]
+    data_port: Optional[int]           # None: not a port of this switch (now)
+    mirror_port: Optional[int] = None
+
+
+@dataclass(frozen=True)
 class ServicePlan:
+    """A service on one switch: its hosts in order (the primary first, then its
+    backups), each with its resolved ports, or the problem that leaves it unprotected."""
     service: Service
-    primary_port: Optional[int] = None   # None: the primary's port is not on the switch (now)
-    mirror_ports: tuple = ()
-    data_ports: tuple = ()
+    hosts: tuple = ()
     problem: Optional[str] = None  # set when the backups' ports are not all here
 
     @property
     def ok(self) -> bool:
         return self.problem is None
+
+    @property
+    def primary(self) -> HostPorts:
+        return self.hosts[0]
+
+    @property
+    def backups(self) -> tuple:
+        return self.hosts[1:]
+
+    def host(self, name: str) -> HostPorts:
+        return next(h for h in self.hosts if h.name == name)
+
+    @property
+    def primary_port(self) -> Optional[int]:
+        return self.hosts[0].data_port if self.hosts else None
+
+    @property
+    def mirror_ports(self) -> tuple:
+        return tuple(h.mirror_port for h in self.backups)
+
+    @property
+    def data_ports(self) -> tuple:
+        return tuple(h.data_port for h in self.backups)
 
     @property
     def primary_problem(self) -> str:
@@ -32,7 +66,6 @@ class ServicePlan:
 def switch_applies(config: Config, dpid: int) -> bool:
     """Whether services are installed on this switch (no dpid = every switch)."""
     return config.dpid is None or config.dpid == dpid
-
 
 
 def plan_service(service: Service, ports_by_name: dict, port_numbers: set) -> ServicePlan:
@@ -49,12 +82,10 @@ def plan_service(service: Service, ports_by_name: dict, port_numbers: set) -> Se
             return ServicePlan(service, problem=f"{what} {ref} is not a port of this switch")
         resolved[what] = number
     primary = service.primary.port.resolve(ports_by_name)
-    return ServicePlan(
-        service,
-        primary_port=primary if primary in port_numbers else None,
-        mirror_ports=tuple(resolved[f"backups[{b.name}].mirror_port"] for b in service.backups),
-        data_ports=tuple(resolved[f"backups[{b.name}].data_port"] for b in service.backups),
-    )
+    hosts = [HostPorts(None, service.address, service.primary.mac, primary if primary in port_numbers else None)]
+    hosts += [HostPorts(b.name, b.address, b.mac, resolved[f"backups[{b.name}].data_port"],
+                        resolved[f"backups[{b.name}].mirror_port"]) for b in service.backups]
+    return ServicePlan(service, hosts=tuple(hosts))
 
 
 def plan_switch(config: Config, ports_by_name: dict) -> list:
