@@ -20,7 +20,6 @@ and no service failed over under the load.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -30,7 +29,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench.common import RESULTS, lab_lock, not_root, percentile, provenance, tail, write
+from bench.common import bench_parser, lab_lock, not_root, percentile, provenance, tail, write
 from ftcp.common.store import Store
 from topology.lab import PRIMARY_IP, ROOT, Lab, LabError, wait_for
 
@@ -288,20 +287,17 @@ def verdict(data: dict) -> list:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = bench_parser("agent_bench", __doc__, out="dir", run_dir="/run/ftcp-bench",
+                      smoke="one 1 s trial per mode and direction, 1 x 200 round trips, 20 idle connections (for CI)")
     ap.add_argument("--trials", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--latency-rounds", type=int, default=3)
     ap.add_argument("--latency-count", type=int, default=3000)
     ap.add_argument("--idle", type=int, default=1000)
-    ap.add_argument("--run-dir", default="/run/ftcp-bench")
-    ap.add_argument("--out", default=str(RESULTS), help="directory of the results")
     ap.add_argument("--standby", choices=["cold", "hot"], default="cold",
                     help="cold (default): the cost of logging alone; hot adds the replica per connection "
                          "and the divergence check (iperf3 is not deterministic: its connections diverge)")
     ap.add_argument("--name", help="file name of the results (default agent_bench, agent_bench-smoke with --smoke)")
-    ap.add_argument("--smoke", action="store_true",
-                    help="one 1 s trial per mode and direction, 1 x 200 round trips, 20 idle connections (for CI)")
     args = ap.parse_args(argv)
     if not_root("agent_bench"):
         return 2

@@ -1,6 +1,8 @@
-"""What every lab benchmark shares: the machine's lab lock and how results are written."""
+"""What every benchmark shares: its command line's common options, the machine's lab lock,
+and how results are named and written."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -12,6 +14,28 @@ from topology.lock import lab_lock  # noqa: F401 (the benchmarks take it from he
 from topology.processes import ROOT
 
 RESULTS = ROOT / "bench" / "results"
+
+
+def bench_parser(name: str, doc: str, *, smoke: str, out: str = "file", run_dir: str = None,
+                 plot: str = None) -> argparse.ArgumentParser:
+    """The command line every benchmark starts from, for it to add its own options to.
+
+    ``--smoke`` (``smoke`` says what the smoke run is); ``--out``: the results file
+    (default: ``results_file``) or, with ``out="dir"``, the directory its results go to
+    (default bench/results); where the benchmark has them, ``--run-dir`` (its labs' run
+    directory, default ``run_dir``) and ``--plot`` (``plot``: what it draws)."""
+    ap = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=doc.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help=smoke)
+    if out == "dir":
+        ap.add_argument("--out", default=str(RESULTS), help="directory of the results (default bench/results)")
+    else:
+        ap.add_argument("--out", help=f"results file (default bench/results/{name}.json, {name}-smoke.json "
+                                      "with --smoke)")
+    if run_dir is not None:
+        ap.add_argument("--run-dir", default=run_dir, help=f"the labs' run directory (default {run_dir})")
+    if plot is not None:
+        ap.add_argument("--plot", action="store_true", help=plot)
+    return ap
 
 
 def results_file(out, name: str, smoke: bool) -> Path:

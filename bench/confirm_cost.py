@@ -32,7 +32,6 @@ Exit status 0 only if every trial passed.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import statistics
@@ -44,7 +43,7 @@ from pathlib import Path
 import yaml
 
 from bench import failover_bench
-from bench.common import git, not_root, provenance, results_file, write
+from bench.common import bench_parser, git, not_root, provenance, results_file, write
 from bench.failover_bench import stall_trial
 from ftcp.common.store import Store
 from topology.lab import Lab, wait_for
@@ -221,11 +220,8 @@ def table(summary: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = bench_parser("confirm_cost", __doc__, smoke="one trial per setting (for CI)", run_dir=RUN_DIR)
     ap.add_argument("--trials", type=int, default=15, help="trials per setting (4 settings, interleaved)")
-    ap.add_argument("--run-dir", default=RUN_DIR)
-    ap.add_argument("--out", help="default bench/results/confirm_cost.json (confirm_cost-smoke.json with --smoke)")
-    ap.add_argument("--smoke", action="store_true", help="one trial per setting (for CI)")
     args = ap.parse_args(argv)
     if not_root("confirm_cost"):
         return 2

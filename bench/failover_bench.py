@@ -21,7 +21,6 @@ masked and every connection of the many-connections trial resumed.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -30,7 +29,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench.common import RESULTS, lab_lock, not_root, percentile, provenance, tail, write
+from bench.common import bench_parser, lab_lock, not_root, percentile, provenance, tail, write
 from ftcp.common.store import Store
 from topology.clients import RunningClient
 from topology.lab import PRIMARY_IP, ROOT, SERVICES, Lab, LabError, failover_settled, wait_for
@@ -247,15 +246,14 @@ def verdict(trials: list, seq_trial, many) -> list:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = bench_parser("failover_bench", __doc__, out="dir", run_dir="/run/ftcp-bench",
+                      smoke="one link-down stall trial, the time-sequence trial, 20 connections for 6 s (for CI)")
     ap.add_argument("--trials", type=int, default=30)
     ap.add_argument("--conns", type=int, default=1000)
     ap.add_argument("--pause-ms", type=int, default=200,
                     help="each of the --conns connections pings, waits for the answer, pauses this long")
     ap.add_argument("--many-seconds", type=float, default=12.0,
                     help="how long the --conns connections run after they are all open")
-    ap.add_argument("--run-dir", default="/run/ftcp-bench")
-    ap.add_argument("--out", default=str(RESULTS), help="directory of the results")
     ap.add_argument("--only-many", action="store_true", help="only the many-connections trial")
     ap.add_argument("--trials-from", nargs="+",
                     help="take the stall trials from earlier runs' output (JSON lines), e.g. of --trials-only")
@@ -264,8 +262,6 @@ def main(argv=None) -> int:
                     help="the failures to run stall trials of (default: all)")
     ap.add_argument("--traffic", nargs="+", choices=("stream", "upload"), default=["stream"],
                     help="what the client does in the stall trials: stream (download) and/or upload")
-    ap.add_argument("--smoke", action="store_true",
-                    help="one link-down stall trial, the time-sequence trial, 20 connections for 6 s (for CI)")
     args = ap.parse_args(argv)
     if not_root("failover_bench"):
         return 2

@@ -18,7 +18,6 @@ Results: bench/results/flood.json (flood-smoke.json with --smoke), with --plot f
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
 import json
@@ -35,7 +34,7 @@ from pathlib import Path
 
 import redis
 
-from bench.common import lab_lock, not_root, provenance, results_file, write
+from bench.common import bench_parser, lab_lock, not_root, provenance, results_file, write
 from ftcp.agent.admission import Limits
 from ftcp.common.keys import svc_conns_key
 from ftcp.common.store import Store
@@ -233,7 +232,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["ooo-send"]:
         return ooo_send(*argv[1:])
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = bench_parser("flood", __doc__, smoke="tiny floods (for CI)", run_dir="/run/ftcp-flood",
+                      plot="also draw the .png next to the JSON")
     ap.add_argument("--syns", type=int, default=100_000)
     ap.add_argument("--acks", type=int, default=100_000)
     ap.add_argument("--ooo", type=int, default=1_000_000)
@@ -241,10 +241,6 @@ def main(argv=None) -> int:
     ap.add_argument("--requests", type=int, default=35_000, help="c1's requests, one per 5 ms: outlasting the floods")
     ap.add_argument("--baseline", type=float, default=3.0)
     ap.add_argument("--settle", type=float, default=12.0, help="seconds from the last flood to the failure")
-    ap.add_argument("--smoke", action="store_true", help="tiny floods (for CI)")
-    ap.add_argument("--out", help="default bench/results/flood.json (flood-smoke.json with --smoke)")
-    ap.add_argument("--plot", action="store_true", help="also draw the .png next to the JSON")
-    ap.add_argument("--run-dir", default="/run/ftcp-flood")
     args = ap.parse_args(argv)
     if not_root("flood"):
         return 2

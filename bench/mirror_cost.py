@@ -24,7 +24,6 @@ error and counted; exit status 0 only if every one gave a number.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -32,7 +31,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.common import RESULTS, lab_lock, provenance, write
+from bench.common import bench_parser, lab_lock, provenance, write
 from topology.processes import OVS_CTL, LabError, Ovs, wait_for
 
 BRIDGE, HOSTS = "br-mcost", ("mc1", "mc2", "mc3")  # client, server, mirror sink
@@ -165,12 +164,10 @@ def plot(summary: dict, path: Path):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = bench_parser("mirror_cost", __doc__, out="dir", smoke="afpacket only, one 1 s trial (for CI)")
     ap.add_argument("--trials", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
-    ap.add_argument("--out", default=str(RESULTS), help="directory of the results")
-    ap.add_argument("--smoke", action="store_true", help="afpacket only, one 1 s trial (for CI)")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("mirror_cost: needs root (namespaces, Open vSwitch)", file=sys.stderr)

@@ -8,7 +8,6 @@ ACK does, a little reordering) and prints JSON on stdout.
 """
 from __future__ import annotations
 
-import argparse
 import cProfile
 import gc
 import hashlib
@@ -22,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import provenance, results_file, write  # noqa: E402
+from bench.common import bench_parser, provenance, results_file, write  # noqa: E402
 from ftcp.agent.packet import (ACK, PSH, SYN, internet_checksum, ip_int, parse_frame,  # noqa: E402
                                tcp_pseudo_header)
 from ftcp.agent.tracker import Tracker  # noqa: E402
@@ -142,15 +141,12 @@ def time_parse(frames):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = bench_parser("tracker_microbench", __doc__, smoke="5,000 frames, one repeat (for CI)")
     ap.add_argument("--frames", type=int, default=200_000)
     ap.add_argument("--conns", type=int, default=4)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-gc", action="store_true", help="time with the cyclic GC off")
     ap.add_argument("--profile", action="store_true", help="cProfile one run, stats on stderr")
-    ap.add_argument("--smoke", action="store_true", help="5,000 frames, one repeat (for CI)")
-    ap.add_argument("--out", help="default bench/results/tracker_microbench.json "
-                                  "(tracker_microbench-smoke.json with --smoke)")
     args = ap.parse_args(argv)
     if args.smoke:
         args.frames, args.repeat = 5000, 1

@@ -23,7 +23,6 @@ arguments, mode) and, with --plot, bench/results/web_failover.png.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import statistics
@@ -31,7 +30,7 @@ import sys
 import time
 import traceback
 
-from bench.common import lab_lock, not_root, provenance, results_file, write
+from bench.common import bench_parser, lab_lock, not_root, provenance, results_file, write
 from ftcp.common.store import Store
 from topology.lab import PRIMARY_IP, SERVICES, Lab, LabError, failover_settled, wait_for
 
@@ -162,15 +161,12 @@ def plot(data: dict, path) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = bench_parser("web_failover", __doc__, smoke="one aligned crash trial (for CI)", run_dir="/run/ftcp-webbench",
+                      plot="also draw the .png next to the JSON (bench/results/web_failover.png)")
     ap.add_argument("--trials", type=int, default=20, help="aligned trials per failure type")
     ap.add_argument("--strict-trials", type=int, default=5, help="strict trials per failure type")
     ap.add_argument("--failures", default=",".join(FAILURES))
     ap.add_argument("--seed", default="1")
-    ap.add_argument("--smoke", action="store_true", help="one aligned crash trial (for CI)")
-    ap.add_argument("--out", help="default bench/results/web_failover.json (web_failover-smoke.json with --smoke)")
-    ap.add_argument("--plot", action="store_true", help="also draw bench/results/web_failover.png")
-    ap.add_argument("--run-dir", default="/run/ftcp-webbench")
     args = ap.parse_args(argv)
     if not_root("web_failover"):
         return 2
