@@ -81,14 +81,14 @@ def check_and_clear_conns(store: Store) -> dict:
     """Every connection the agent saw in the trial is recorded, closed and protected;
     then forget them so Redis memory does not grow trial after trial."""
     def settled():
-        ids = store.service_conns("demo")
-        states = {i: store.conn(i) for i in ids}
+        ids = store.service_conns("demo", "b1")
+        states = {i: store.conn("b1", i) for i in ids}
         return states if states and all(s and s["state"] == "closed" for s in states.values()) else None
     states = wait_for(settled, 30, "the agent to record the trial's connections", interval=0.1)
     unprotected = {i: s["reason"] for i, s in states.items() if s["status"] != "protected"}
     logged = sum(int(s["c2s_logged"]) for s in states.values())
     for cid in states:
-        store.delete_conn(cid, "demo")
+        store.delete_conn("b1", cid, "demo")
     return {"conns": len(states), "unprotected": unprotected, "c2s_logged": logged}
 
 
@@ -110,8 +110,8 @@ def bulk(lab, store, trials: int, seconds: float, with_agent: bool) -> list:
                     row["outcome"] = "ok"
                 except (LabError, ValueError, KeyError) as e:
                     row.update(outcome="failed", error=repr(e))
-                    for cid in store.service_conns("demo"):   # the next trial's check starts afresh
-                        store.delete_conn(cid, "demo")
+                    for cid in store.service_conns("demo", "b1"):   # the next trial's check starts afresh
+                        store.delete_conn("b1", cid, "demo")
                 rows.append(row)
                 result = row
                 print(json.dumps(result), flush=True)
@@ -147,9 +147,9 @@ def idle(lab, store: Store, count: int) -> dict:
         ids = [f"10.0.0.1:{p}-{PRIMARY_IP}:{PROTECTED}" for p in opened["ports"]]
 
         def all_recorded():
-            if not set(ids) <= store.service_conns("demo"):
+            if not set(ids) <= store.service_conns("demo", "b1"):
                 return None
-            states = [store.conn(i) for i in ids]
+            states = [store.conn("b1", i) for i in ids]
             # Connection n sent "hello n\n": the agent has it all once the lengths match.
             return states if all(int(s["c2s_stored"]) == len(f"hello {n}\n") for n, s in enumerate(states)) \
                 else None

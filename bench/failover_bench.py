@@ -118,7 +118,7 @@ def _many_trial(run_dir: str, count: int, pause_ms: int, seconds: float) -> dict
                                      str(count), str(seconds), "--pause", str(pause_ms)],
                                     stdout=subprocess.PIPE, text=True)
         opened = json.loads(proc.stdout.readline())
-        ids_ready = wait_for(lambda: len(store.service_conns("demo")) >= count or None, 60,
+        ids_ready = wait_for(lambda: len(store.service_conns("demo", "b1")) >= count or None, 60,
                              f"{count} connections recorded")
         time.sleep(2.0)  # a warm-up, not a synchronisation: every connection pings the primary a while
         failed_at = time.time()

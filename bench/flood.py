@@ -100,7 +100,7 @@ def sample(lab, pid: int, client, t0: float, samples: list, stop: threading.Even
         samples.append({"t": round(now - t0, 2), "agent_rss_kb": int(re.search(r"VmRSS:\s+(\d+)", status)[1]),
                         "agent_cpu": round((ticks - last[1]) / hz / (now - last[0]), 2) if last else None,
                         "redis_used": int(mem["used_memory"]), "redis_peak": int(mem["used_memory_peak"]),
-                        "redis_records": r.scard(svc_conns_key("demo")), "redis_keys": r.dbsize(),
+                        "redis_records": r.scard(svc_conns_key("demo", "b1")), "redis_keys": r.dbsize(),
                         "c1_received": client.received, **{k: beat.get(k) for k in BEAT}})
         last = (now, ticks)
 
@@ -113,7 +113,7 @@ def gap_max(result: dict, lo: float, hi: float):
 
 def find_conn(store, client_ip: str):
     fields = ("client_ip", "client_port", "status", "reason", "c2s_next", "s2c_next", "c2s_logged", "s_win_scaled")
-    return next((dict(r, id=cid) for cid, r in store.conn_fields(store.service_conns("demo"), fields).items()
+    return next((dict(r, id=cid) for cid, r in store.conn_fields("b1", store.service_conns("demo", "b1"), fields).items()
                  if r.get("client_ip") == client_ip), None)
 
 

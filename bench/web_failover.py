@@ -40,7 +40,7 @@ FAILURES = ("link", "crash", "silent")
 
 
 def _conn(store) -> dict:
-    rows = store.conn_fields(store.service_conns("demo"), ("status", "reason", "divergent_bytes"))
+    rows = store.conn_fields("b1", store.service_conns("demo", "b1"), ("status", "reason", "divergent_bytes"))
     return next(iter(rows.values())) if len(rows) == 1 else {}
 
 

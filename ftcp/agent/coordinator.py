@@ -247,7 +247,7 @@ class Coordinator:
         try:
             if not agent.writer.flush():
                 raise StoreError("Redis unreachable: the client logs are not all stored")
-            logs = agent.store.conn_logs([job.conn_id for job in jobs])
+            logs = agent.store.conn_logs(agent.name, [job.conn_id for job in jobs])
         except StoreError as e:
             for job in jobs:
                 failed[job.conn_id], resets[job.conn_id] = f"takeover failed: {e}", job.state

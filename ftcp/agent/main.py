@@ -135,7 +135,7 @@ class Agent:
         protected if its next segment shows it did not move meanwhile (Tracker.adopt);
         until then a takeover resets it rather than replay a stale log."""
         try:
-            states = self.store.live_conns(set(self.services.values()))
+            states = self.store.live_conns(set(self.services.values()), self.name)
         except StoreError as e:
             LOG.warning("connections of an earlier run not read from Redis (%s): they will be unprotected", e)
             return

@@ -308,7 +308,7 @@ class LogWriter:
         """After a failed write: what did Redis really store? Trim what it has."""
         with self._lock:
             known = [e for e in self._entries.values() if not e.new]
-        lengths = self.store.log_lengths([e.conn_id for e in known])
+        lengths = self.store.log_lengths(self.agent_name, [e.conn_id for e in known])
         with self._lock:
             for e in known:
                 # What Redis holds is unknown after an error (it may even have restarted

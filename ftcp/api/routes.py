@@ -26,7 +26,7 @@ from ftcp.api.validation import ApiError, Request, action_body, client_filter, i
 from ftcp.api.validation import conn_id as valid_conn_id
 from ftcp.common.config import Config, ConfigError, Service, parse_service, redact_url, with_service
 from ftcp.common.schema import decode_event
-from ftcp.common.statuses import ConnStatus, ServiceStatus
+from ftcp.common.statuses import ConnStatus, Reason, ServiceStatus
 from ftcp.common.errors import StoreError
 
 LOG = logging.getLogger(__name__)
@@ -261,7 +261,14 @@ class Api:
         return view
 
     def _live_conns(self, name: str, fields: tuple) -> dict:
-        return self.store.conn_fields(self.store.service_conns(name), fields)
+        """{(host, id): row} of the service's live connections, over every host that
+        keeps records of it (its backups), each row with its roles (``_roles``)."""
+        service = self.controller.config().service(name)
+        out = {}
+        for host in ([b.name for b in service.backups] if service else []):
+            rows = self.store.conn_fields(host, self.store.service_conns(name, host), tuple(fields) + ROLE_FIELDS)
+            out.update({(host, cid): dict(row, **_roles(host, row)) for cid, row in rows.items()})
+        return out
 
     def _conn_counts(self, name: str) -> dict:
         counts = dict.fromkeys(CONN_STATUSES, 0)
@@ -283,23 +290,29 @@ class Api:
         if status is not None and status not in CONN_STATUSES:
             raise ApiError(400, f"must be one of {', '.join(CONN_STATUSES)}, got {status!r}", "status")
         want_client = client_filter(client) if client is not None else None
-        rows = self.store.conn_fields(self.store.conn_ids(), CONN_SUMMARY_FIELDS)
-        chosen = [dict(row, id=cid) for cid, row in rows.items()
+        by_host = collections.defaultdict(list)
+        for host, cid in self.store.conn_ids():
+            by_host[host].append(cid)
+        rows = {(host, cid): row for host, ids in by_host.items()
+                for cid, row in self.store.conn_fields(host, ids, CONN_SUMMARY_FIELDS).items()}
+        chosen = [dict(row, id=cid, **_roles(host, row)) for (host, cid), row in rows.items()
                   if (service is None or row.get("service") == service)
                   and (status is None or row.get("status") == status)
                   and (want_client is None or want_client(row))]
-        chosen.sort(key=lambda row: (str(row.get("service")), row["id"]))
+        chosen.sort(key=lambda row: (str(row.get("service")), row["id"], row["recorded_by"]))
         return 200, {"connections": chosen[offset:offset + limit], "total": len(chosen), "limit": limit,
                      "offset": offset}
 
     def _get_connection(self, req):
         query(req, ())
         conn_id = valid_conn_id(req.params["id"])
-        state = self.store.conn_state(conn_id)
+        # the record of the first host, in the service's order, that keeps one
+        host, state = next(((h, st) for h in self._hosts_of(conn_id)
+                            if (st := self.store.conn_state(h, conn_id)) is not None), (None, None))
         if state is None:
             raise ApiError(404, f"no connection {conn_id} (closed connections are kept a few minutes)", "id")
-        state["id"] = conn_id
-        state["log_bytes"] = self.store.log_lengths([conn_id]).get(conn_id, 0)
+        state.update(id=conn_id, **_roles(host, state))
+        state["log_bytes"] = self.store.log_lengths(host, [conn_id]).get(conn_id, 0)
         if not self._authorized(req.authorization):
             # with these anyone could forge a segment the primary would take
             for name in SEQUENCE_FIELDS:
@@ -405,6 +418,31 @@ class Api:
         families += metrics.connection_families(rows, CONN_STATUSES)
         families += metrics.agent_families(agents, AGENT_STALE_AFTER)
         return families, agents
+
+
+    def _hosts_of(self, conn_id: str) -> list:
+        """The hosts that may keep a record of this connection: the backups of the
+        service at its server address (every backup if none is)."""
+        server = conn_id.rsplit("-", 1)[1]
+        conf = self.controller.config()
+        for service in conf.services:
+            if service.key == server:
+                return [b.name for b in service.backups]
+        return _backup_names(conf)
+
+
+# What a record's roles are read from (the API adds them; they are not stored).
+ROLE_FIELDS = ("status", "reason")
+PRIMARY = "primary"   # the services file does not name the primary host
+
+
+def _roles(host: str, row: dict) -> dict:
+    """Who keeps, serves and protects a connection, from the record ``host``'s agent
+    keeps: the connections it took over it serves and nobody protects; the others the
+    primary serves and ``host`` protects while the record says protected."""
+    taken = str(row.get("reason") or "").startswith(Reason.TAKEN_OVER.text)
+    return {"recorded_by": host, "serving": host if taken else PRIMARY,
+            "protector": host if row.get("status") == ConnStatus.PROTECTED else None}
 
 
 def _backup_names(conf: Config) -> list:

@@ -292,10 +292,12 @@ def _service(value: Any, path: str) -> Service:
     if not isinstance(backups_raw, list) or not backups_raw:
         raise ConfigError(path + ".backups", "must be a non-empty list of backups")
     if len(backups_raw) > 1:
-        # Connection records are keyed by connection, not by backup: two backups' agents
-        # would append the same client bytes to the same logs.
-        raise ConfigError(path + ".backups", f"one backup per service (got {len(backups_raw)}): each backup's "
-                                             "agent would write the same connection records")
+        # Each backup's agent keeps its own records (namespaced by its name), but the one
+        # that does not take a failover over would go on calling its records of the
+        # moved connections protected.
+        raise ConfigError(path + ".backups", f"one backup per service (got {len(backups_raw)}): a backup that "
+                                             "does not take a failover over would report its connections "
+                                             "protected")
     service = Service(
         name=_name(value["name"], path + ".name"),
         address=_ipv4(value["address"], path + ".address"),

@@ -21,16 +21,30 @@ def svc_key(name: str) -> str:
     return f"{PREFIX}:svc:{name}"
 
 
-def svc_conns_key(name: str) -> str:
-    return f"{PREFIX}:svc:{name}:conns"
+# A connection's record and log are namespaced by the host whose agent keeps them (the
+# backup that protects it): two hosts protecting one service never write each other's.
+# Host names never hold a ':' (config.NAME_RE), so a key splits back into its parts.
+CONN_PREFIX = f"{PREFIX}:conn:"
 
 
-def conn_key(conn_id: str) -> str:
-    return f"{PREFIX}:conn:{conn_id}"
+def svc_conns_key(name: str, host: str) -> str:
+    return f"{PREFIX}:svc:{name}:conns:{host}"
 
 
-def conn_log_key(conn_id: str) -> str:
-    return f"{PREFIX}:conn:{conn_id}:c2s"
+def conn_key(host: str, conn_id: str) -> str:
+    return f"{CONN_PREFIX}{host}:{conn_id}"
+
+
+def conn_log_key(host: str, conn_id: str) -> str:
+    return f"{CONN_PREFIX}{host}:{conn_id}:c2s"
+
+
+def conn_of_key(key: str):
+    """(host, conn id) of a connection record's key; None for any other key."""
+    if not key.startswith(CONN_PREFIX) or key.endswith(":c2s"):
+        return None
+    host, sep, conn_id = key[len(CONN_PREFIX):].partition(":")
+    return (host, conn_id) if sep and host and conn_id else None
 
 
 def agent_key(name: str) -> str:

@@ -21,7 +21,7 @@ from redis.utils import HIREDIS_AVAILABLE
 from ftcp.common import control
 from ftcp.common.config import SENTINEL_URL_RE, Service, redact_url
 from ftcp.common.errors import StoreError
-from ftcp.common.keys import (AGENT_CHANNEL_PREFIX, ANSWERS_MAXLEN, EPOCHS, EVENTS, EVENTS_MAXLEN, GENERATION, LEADER, PREFIX, SERVICES, agent_channel, agent_key, answers_key, conn_key, conn_log_key, svc_conns_key, svc_key)
+from ftcp.common.keys import (AGENT_CHANNEL_PREFIX, ANSWERS_MAXLEN, CONN_PREFIX, EPOCHS, EVENTS, EVENTS_MAXLEN, GENERATION, LEADER, PREFIX, SERVICES, agent_channel, agent_key, answers_key, conn_key, conn_log_key, conn_of_key, svc_conns_key, svc_key)
 from ftcp.common.schema import decode_agent, decode_conn, decode_service
 
 REPLICA_WAIT_MS = 500   # with Sentinel: how long a write waits for a replica to have it
@@ -74,7 +74,8 @@ def acl_rules(component: str) -> str:
         "resetkeys", "resetchannels", "-@all", _AGENT_CONNECTION,
         f"&{agent_channel(backup)}", f"&{EVENTS}", "+publish +subscribe +unsubscribe",
         f"%R~{PREFIX}:*", _AGENT_READS,
-        f"%RW~{conn_key('*')}", f"%RW~{svc_conns_key('*')}", _AGENT_CONN_WRITES,
+        # connection records and logs in its own namespace only
+        f"%RW~{conn_key(backup, '*')}", f"%RW~{svc_conns_key('*', backup)}", _AGENT_CONN_WRITES,
         f"(%W~{agent_key(backup)} +hset)", f"(%W~{EVENTS} +xadd)", f"(%W~{answers_key(backup)} +xadd)"])
 
 
@@ -322,15 +323,19 @@ class Store:
 
     def write_conns(self, writes, agent: Optional[dict] = None, agent_name: str = "",
                     events=(), closed_ttl: int = 300) -> None:
-        """Apply a batch of ConnWrite atomically (MULTI/EXEC): all of it or none.
+        """Apply a batch of ConnWrite of the agent ``agent_name`` (the records are in its
+        namespace) atomically (MULTI/EXEC): all of it or none.
 
         Atomicity is what makes a retry after an error exact: ``log_lengths`` then
         tells how much of each log is really stored.
         """
+        if not agent_name:
+            raise ValueError("connection records are written in an agent's namespace: agent_name is needed")
+
         def write(r):
             pipe = r.pipeline(transaction=True)
             for w in writes:
-                key, log_key = conn_key(w.conn_id), conn_log_key(w.conn_id)
+                key, log_key = conn_key(agent_name, w.conn_id), conn_log_key(agent_name, w.conn_id)
                 if w.reset:
                     pipe.delete(key, log_key)
                 if w.data:
@@ -339,11 +344,11 @@ class Store:
                     pipe.rpush(log_key, w.data)
                 pipe.hset(key, mapping=w.state)
                 if w.closed:
-                    pipe.srem(svc_conns_key(w.service), w.conn_id)
+                    pipe.srem(svc_conns_key(w.service, agent_name), w.conn_id)
                     pipe.expire(key, closed_ttl)
                     pipe.expire(log_key, closed_ttl)
                 elif w.listed:
-                    pipe.sadd(svc_conns_key(w.service), w.conn_id)
+                    pipe.sadd(svc_conns_key(w.service, agent_name), w.conn_id)
             if agent is not None:
                 pipe.hset(agent_key(agent_name), mapping=agent)
             for record in events:
@@ -357,56 +362,59 @@ class Store:
                     raise redis.RedisError(f"no replica acknowledged the write within {REPLICA_WAIT_MS} ms")
         self._do(write, raw=True)
 
-    def log_lengths(self, conn_ids) -> dict:
-        """Bytes stored in each connection's client->server log (``c2s_stored`` is
-        written in the same transaction as the chunks, so it is exact)."""
+    def log_lengths(self, host: str, conn_ids) -> dict:
+        """Bytes stored in each of ``host``'s connection logs (``c2s_stored`` is written
+        in the same transaction as the chunks, so it is exact)."""
         ids = list(conn_ids)
 
         def read(r, chunk):
             pipe = r.pipeline(transaction=False)
             for cid in chunk:
-                pipe.hget(conn_key(cid), "c2s_stored")
+                pipe.hget(conn_key(host, cid), "c2s_stored")
             return pipe.execute()
         return {cid: int(v or 0) for cid, v in zip(ids, self._chunked(ids, read))}
 
-    def conn(self, conn_id: str) -> Optional[dict]:
-        return self._do(lambda r: r.hgetall(conn_key(conn_id))) or None
+    def conn(self, host: str, conn_id: str) -> Optional[dict]:
+        """The record ``host``'s agent keeps of a connection."""
+        return self._do(lambda r: r.hgetall(conn_key(host, conn_id))) or None
 
-    def conn_log(self, conn_id: str) -> bytes:
-        """The whole client->server log of a connection."""
-        return b"".join(self._do(lambda r: r.lrange(conn_log_key(conn_id), 0, -1), raw=True))
+    def conn_log(self, host: str, conn_id: str) -> bytes:
+        """The whole client->server log ``host``'s agent kept of a connection."""
+        return b"".join(self._do(lambda r: r.lrange(conn_log_key(host, conn_id), 0, -1), raw=True))
 
-    def conn_logs(self, conn_ids) -> dict:
-        """The logs of many connections in one round trip: {conn id: bytes}."""
+    def conn_logs(self, host: str, conn_ids) -> dict:
+        """Many of ``host``'s logs in one round trip: {conn id: bytes}."""
         ids = list(conn_ids)
 
         def read(r):
             pipe = r.pipeline(transaction=False)
             for conn_id in ids:
-                pipe.lrange(conn_log_key(conn_id), 0, -1)
+                pipe.lrange(conn_log_key(host, conn_id), 0, -1)
             return pipe.execute()
         return {conn_id: b"".join(chunks) for conn_id, chunks in zip(ids, self._do(read, raw=True))}
 
-    def service_conns(self, name: str) -> set:
-        return self._do(lambda r: r.smembers(svc_conns_key(name)))
+    def service_conns(self, name: str, host: str) -> set:
+        """The ids of the service's live connections ``host``'s agent keeps."""
+        return self._do(lambda r: r.smembers(svc_conns_key(name, host)))
 
-    def live_conns(self, names) -> list:
-        """The stored state (decoded) of every listed connection of these services."""
-        ids = [cid for name in names for cid in self.service_conns(name)]
+    def live_conns(self, names, host: str) -> list:
+        """The stored state (decoded) of every live connection of these services that
+        ``host``'s agent keeps."""
+        ids = [cid for name in names for cid in self.service_conns(name, host)]
 
         def read(r, chunk):
             pipe = r.pipeline(transaction=False)
             for cid in chunk:
-                pipe.hgetall(conn_key(cid))
+                pipe.hgetall(conn_key(host, cid))
             return [decode_conn(raw) for raw in pipe.execute() if raw]
         return self._chunked(ids, read)
 
-    def delete_conn(self, conn_id: str, service: str) -> None:
-        """Forget a connection (benchmarks free memory between trials with it)."""
+    def delete_conn(self, host: str, conn_id: str, service: str) -> None:
+        """Forget a connection's record (benchmarks free memory between trials with it)."""
         def delete(r):
             pipe = r.pipeline(transaction=True)
-            pipe.delete(conn_key(conn_id), conn_log_key(conn_id))
-            pipe.srem(svc_conns_key(service), conn_id)
+            pipe.delete(conn_key(host, conn_id), conn_log_key(host, conn_id))
+            pipe.srem(svc_conns_key(service, host), conn_id)
             pipe.execute()
         self._do(delete)
 
@@ -437,35 +445,32 @@ class Store:
         raw = self.agent(name)
         return decode_agent(raw) if raw else None
 
-    def conn_state(self, conn_id: str) -> Optional[dict]:
-        """``ftcp:conn:<id>`` with typed values (decode_conn)."""
-        raw = self.conn(conn_id)
+    def conn_state(self, host: str, conn_id: str) -> Optional[dict]:
+        """``ftcp:conn:<host>:<id>`` with typed values (decode_conn)."""
+        raw = self.conn(host, conn_id)
         return decode_conn(raw) if raw else None
 
     def conn_ids(self) -> list:
-        """Ids of every connection record, live or recently closed (closed ones
+        """(host, id) of every connection record, live or recently closed (closed ones
         expire after the agent's grace TTL). SCAN, so Redis is never blocked."""
-        prefix = f"{PREFIX}:conn:"
-        # An id ends with a port number, so ":c2s" only ever ends a log key.
-
         def scan(r):
             keys = []
-            for k in r.scan_iter(match=prefix + "*", count=READ_CHUNK):
+            for k in r.scan_iter(match=CONN_PREFIX + "*", count=READ_CHUNK):
                 keys.append(k)
                 if len(keys) % READ_CHUNK == 0:
                     self.pause()
             return keys
-        return [k[len(prefix):] for k in self._do(scan) if not k.endswith(":c2s")]
+        return [pair for pair in map(conn_of_key, self._do(scan)) if pair is not None]
 
-    def conn_fields(self, conn_ids, fields) -> dict:
-        """{id: {field: typed value}} for the given ids; ids whose record is gone
-        (expired since they were listed) are left out."""
+    def conn_fields(self, host: str, conn_ids, fields) -> dict:
+        """{id: {field: typed value}} of these records of ``host``'s agent; records that
+        are gone (expired since they were listed) are left out."""
         ids, fields = list(conn_ids), list(fields)
 
         def read(r, chunk):
             pipe = r.pipeline(transaction=False)
             for cid in chunk:
-                pipe.hmget(conn_key(cid), fields)
+                pipe.hmget(conn_key(host, cid), fields)
             return [decode_conn({f: v for f, v in zip(fields, values) if v is not None})
                     if any(v is not None for v in values) else None for values in pipe.execute()]
         return {cid: row for cid, row in zip(ids, self._chunked(ids, read)) if row is not None}

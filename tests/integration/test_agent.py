@@ -33,19 +33,19 @@ def kernel_view(lab):
 def caught_up(store, conns):
     """Wait until Redis has every client byte and every client ACK of each connection."""
     def check():
-        states = {name: store.conn(conn_id(c["local_port"])) for name, c in conns.items()}
+        states = {name: store.conn("b1", conn_id(c["local_port"])) for name, c in conns.items()}
         return states if all(s and int(s["c2s_logged"]) == conns[n]["sent"] and int(s["c2s_stored"]) ==
                              conns[n]["sent"] and int(s["s2c_acked"]) == conns[n]["received"]
                              for n, s in states.items()) else None
     try:
         return wait_for(check, 20, "the agent to log every byte into Redis", interval=0.05)
     except Exception:
-        pytest.fail(f"Redis never caught up: {[(n, store.conn(conn_id(c['local_port']))) for n, c in conns.items()]}")
+        pytest.fail(f"Redis never caught up: {[(n, store.conn('b1', conn_id(c['local_port']))) for n, c in conns.items()]}")
 
 
 def assert_logs_exact(store, conns):
     for name, c in conns.items():
-        log = store.conn_log(conn_id(c["local_port"]))
+        log = store.conn_log("b1", conn_id(c["local_port"]))
         assert hashlib.sha256(log).hexdigest() == c["sent_sha256"], f"{name}: Redis log differs from what was sent"
 
 
@@ -77,14 +77,14 @@ def test_agent_records_concurrent_connections_exactly(run_dir):
                 assert json.loads(st["c_opts"])["mss"] == 1460 and json.loads(st["s_opts"])["mss"] == 1460
                 assert int(st["isn_c"]) != int(st["isn_s"])
             ids = {conn_id(c["local_port"]) for c in conns.values()}
-            assert ids <= store.service_conns("demo")
+            assert ids <= store.service_conns("demo", "b1")
 
             conns = client.say("resume")  # the idle connection wakes up
             caught_up(store, conns)
             assert_logs_exact(store, conns)
 
             conns = client.say("close")
-            wait_for(lambda: all(store.conn(i)["state"] == "closed" for i in ids), 20, "closed connections")
+            wait_for(lambda: all(store.conn("b1", i)["state"] == "closed" for i in ids), 20, "closed connections")
             assert_logs_exact(store, conns)
         finally:
             client.proc.kill()
@@ -104,11 +104,11 @@ def test_connection_older_than_the_agent_is_unprotected(run_dir):
             fresh = lab.client("c2", "echo", PRIMARY_IP, PORT, "--bytes", 5000)
             assert fresh["ok"]
             cid = conn_id(port)
-            state = wait_for(lambda: store.conn(cid), 10, "the old connection's record")
+            state = wait_for(lambda: store.conn("b1", cid), 10, "the old connection's record")
             assert state["status"] == "unprotected"
             assert state["reason"] == "no SYN seen (connection predates capture)"
-            assert store.conn_log(cid) == b""
-            new = wait_for(lambda: store.conn(f"10.0.0.2:{fresh['local_port']}-{PRIMARY_IP}:{PORT}"), 10, "new conn")
+            assert store.conn_log("b1", cid) == b""
+            new = wait_for(lambda: store.conn("b1", f"10.0.0.2:{fresh['local_port']}-{PRIMARY_IP}:{PORT}"), 10, "new conn")
             assert new["status"] == "protected"
         finally:
             old.kill()
@@ -131,7 +131,7 @@ def test_redis_outage_loses_only_what_did_not_fit(run_dir):
             lab.redis.proc.send_signal(signal.SIGCONT)
         try:
             def settled():
-                states = {n: store.conn(conn_id(c["local_port"])) for n, c in conns.items()}
+                states = {n: store.conn("b1", conn_id(c["local_port"])) for n, c in conns.items()}
                 return states if all(states.values()) and int(states["reqresp"]["c2s_stored"]) == \
                     conns["reqresp"]["sent"] else None
             states = wait_for(settled, 30, "the agent to write after Redis returned")
@@ -140,7 +140,7 @@ def test_redis_outage_loses_only_what_did_not_fit(run_dir):
             for name in ("download", "reqresp", "idle"):
                 st = states[name]
                 assert st["status"] == "protected", (name, st)
-                log = store.conn_log(conn_id(conns[name]["local_port"]))
+                log = store.conn_log("b1", conn_id(conns[name]["local_port"]))
                 assert hashlib.sha256(log).hexdigest() == conns[name]["sent_sha256"], name
             wait_for(lambda: int(store.agent("b1")["redis_errors"]) > 0, 5, "the heartbeat to count the errors")
             assert "Redis is back" in (lab.run_dir / "agent.log").read_text()

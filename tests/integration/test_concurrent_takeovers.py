@@ -45,7 +45,7 @@ def test_a_slow_cold_replay_does_not_stop_capture_for_another_service(run_dir):
         log = (lab.run_dir / "agent.log").read_text()
         assert "takeover of demo (epoch 1): 1 connection(s) ready (0 hot)" in log
         assert up.result()["ok"]
-        conn, = [c for c in (store.conn(i) for i in store.service_conns(f"demo-{SECOND}")) if c]
+        conn, = [c for c in (store.conn("b1", i) for i in store.service_conns(f"demo-{SECOND}", "b1")) if c]
         assert conn["status"] == "protected", conn["reason"]
         beat = store.agent("b1")
         assert beat["kernel_drops"] == "0"

@@ -135,16 +135,16 @@ def test_agent_killed_and_restarted_rebuilds_its_connections_from_redis(lab):
         ids = [conn_id(port) for port in first[4:6]]
         # the state hash is refreshed at most every --state-ms: wait until it says where
         # each connection is (8 bytes each way), as it does for any connection idle that long
-        wait_for(lambda: all([(store.conn(i) or {}).get(f) for f in ("c2s_stored", "s2c_sent", "s2c_acked")]
+        wait_for(lambda: all([(store.conn("b1", i) or {}).get(f) for f in ("c2s_stored", "s2c_sent", "s2c_acked")]
                              == ["8", "8", "8"] for i in ids), 10, "both connections logged")
         lab.kill(lab.agent)
         assert client.go().split() == ["PONG", "b1"]  # B talks while nobody logs it
         lab.start_agent()
         assert "rebuilt 2 connection(s) from Redis" in (lab.run_dir / "agent.log").read_text()
         assert client.go().split() == ["PONG", "a2", "PONG", "b2"]
-        a = wait_for(lambda: (lambda st: st if st and st["restored"] == "0" else None)(store.conn(ids[0])), 10,
+        a = wait_for(lambda: (lambda st: st if st and st["restored"] == "0" else None)(store.conn("b1", ids[0])), 10,
                      "A to be seen continuing")
-        b = wait_for(lambda: (lambda st: st if st and st["status"] == "unprotected" else None)(store.conn(ids[1])),
+        b = wait_for(lambda: (lambda st: st if st and st["status"] == "unprotected" else None)(store.conn("b1", ids[1])),
                      10, "B to be found unprotected")
         assert a["status"] == "protected", a["reason"]
         assert "moved while the agent was down" in b["reason"], b

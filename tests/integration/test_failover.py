@@ -126,7 +126,7 @@ def test_fenced_primary_cannot_reach_the_client(lab):
         link_down(lab)
         failed_over(store, timeout=10)
         lab.net.configLinkStatus("p1", "s1", "up")
-        state = store.conn(conn_id(conns["idle"]["local_port"]))
+        state = store.conn("b1", conn_id(conns["idle"]["local_port"]))
         seq = (int(state["isn_s"]) + 1 + int(state["s2c_acked"])) & 0xFFFFFFFF
         rst = (f"from scapy.all import IP, TCP, Ether, sendp; "
                f"sendp(Ether(src='00:00:00:00:00:10', dst='00:00:00:00:00:01')/IP(src='{PRIMARY_IP}', "
@@ -192,7 +192,7 @@ def test_nondeterministic_service_is_detected_as_diverged_and_reset(run_dir):
         try:
             cid = conn_id(int(held.line()))
             state = wait_for(lambda: (lambda st: st if st and st["status"] == "unprotected" else None)(
-                store.conn(cid)), 10, "the divergence to be recorded")
+                store.conn("b1", cid)), 10, "the divergence to be recorded")
             assert state["reason"].startswith("diverged: the replica's output differs from the primary's"), state
             lab.fail_primary("link")
             svc = failed_over(store, timeout=10)

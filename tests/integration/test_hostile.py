@@ -35,7 +35,7 @@ def c1_conn(store) -> dict:
     """c1's live connection record (with its sequence numbers: the test knows them, the
     attacker would have to guess)."""
     def find():
-        rows = store.conn_fields(store.service_conns("demo"), ("client_ip", "client_port", "status", "c2s_next",
+        rows = store.conn_fields("b1", store.service_conns("demo", "b1"), ("client_ip", "client_port", "status", "c2s_next",
                                                                 "s2c_next", "c2s_logged"))
         return next((dict(r, id=cid) for cid, r in rows.items() if r["client_ip"] == "10.0.0.1"
                      and r["c2s_next"] is not None), None)

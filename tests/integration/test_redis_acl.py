@@ -49,7 +49,7 @@ def test_the_agent_does_its_work_and_no_more(server):
     agent.write_conns([ConnWrite(conn, "web", {"status": "protected", "c2s_logged": 3}, b"abc", True, False)],
                       agent={"heartbeat": "1.0"}, agent_name="b1",
                       events=[{"kind": "conn_unprotected", "conn": conn}])
-    assert agent.conn_log(conn) == b"abc" and agent.service("web")["status"] == "protected"
+    assert agent.conn_log("b1", conn) == b"abc" and agent.service("web")["status"] == "protected"
     assert agent.agent("b1")["heartbeat"] == "1.0"
     agent.answer("b1", {"cmd": "gone", "backup": "b1"})
     assert [m["cmd"] for _, m in controller.read_answers({"b1": "0-0"}, block_ms=None)] == ["gone"]
@@ -58,12 +58,18 @@ def test_the_agent_does_its_work_and_no_more(server):
                  lambda: agent.publish(agent_channel("b2"), {"cmd": "takeover"}),
                  lambda: agent.answer("b2", {"cmd": "gone", "backup": "b2"}),   # another agent's answers
                  lambda: agent.publish("ftcp:ctl:controller", {"cmd": "gone"}),
-                 lambda: agent.write_conns([], agent={"heartbeat": "2"}, agent_name="b2")):
+                 lambda: agent.write_conns([], agent={"heartbeat": "2"}, agent_name="b2"),
+                 # another agent's namespace: its connection records, logs and sets
+                 lambda: agent.write_conns([ConnWrite(conn, "web", {"status": "protected"}, b"x", True, False)],
+                                           agent_name="b2"),
+                 lambda: agent.delete_conn("b2", conn, "web")):
         assert "no permissions" in refused(call)
     assert controller.service("web")["status"] == "protected" and controller.leader() is None
     as_agent = redis.Redis.from_url(server.url_for("agent:b1"))
     for command in (("FLUSHALL",), ("CONFIG", "GET", "requirepass"), ("KEYS", "*"), ("SET", "other:key", "1"),
-                    ("SETRANGE", f"ftcp:conn:{conn}", 1 << 20, "x"),      # an unbounded string
+                    ("SETRANGE", f"ftcp:conn:b1:{conn}", 1 << 20, "x"),   # an unbounded string
+                    ("HSET", f"ftcp:conn:b2:{conn}", "status", "x"), ("RPUSH", f"ftcp:conn:b2:{conn}:c2s", "x"),
+                    ("SADD", "ftcp:svc:web:conns:b2", conn),
                     ("DEL", "ftcp:events"), ("XTRIM", "ftcp:events", "MAXLEN", 0), ("HSET", "ftcp:events", "a", 1),
                     ("DEL", "ftcp:agent:b1"), ("HSET", "ftcp:svc:web", "status", "x"), ("SCAN", 0),
                     ("EVAL", "return 1", 0), ("CLIENT", "KILL", "TYPE", "pubsub"), ("INFO",), ("ROLE",)):

@@ -17,7 +17,7 @@ def test_a_large_listing_leaves_the_event_loop_to_others(rest):
     ids = [f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}:40000-10.0.0.10:7000" for i in range(RECORDS)]
     pipe = r.pipeline(transaction=False)
     for cid in ids:
-        pipe.hset(conn_key(cid), mapping={"service": "web", "status": "protected", "state": "established",
+        pipe.hset(conn_key("b1", cid), mapping={"service": "web", "status": "protected", "state": "established",
                                           "c2s_logged": 10, "first_seen": 1.0, "last_seen": 2.0})
     pipe.execute()
     try:
@@ -51,5 +51,5 @@ def test_a_large_listing_leaves_the_event_loop_to_others(rest):
     finally:
         pipe = r.pipeline(transaction=False)
         for cid in ids:
-            pipe.delete(conn_key(cid))
+            pipe.delete(conn_key("b1", cid))
         pipe.execute()

@@ -21,7 +21,7 @@ def only_conn(store):
     agreeing on the new master for a moment after the switch)."""
     def read():
         try:
-            conns = [c for c in (store.conn(i) for i in store.service_conns("demo")) if c]
+            conns = [c for c in (store.conn("b1", i) for i in store.service_conns("demo", "b1")) if c]
         except StoreError:
             return None
         assert len(conns) == 1, conns

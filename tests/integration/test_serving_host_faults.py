@@ -48,6 +48,7 @@ def test_a_taken_over_connection_is_not_reported_protected(run_dir):
                              "the taken-over connection's record to say it is unprotected")
             assert conn["status"] == "unprotected"
             assert conn["reason"] == "taken over: b1 serves it now and no host protects it", conn
+            assert (conn["recorded_by"], conn["serving"], conn["protector"]) == ("b1", "b1", None), conn
             code, metrics = lab.rest("GET", "/metrics")
             unprotected = {s.labels["reason"]: s.value for f in text_string_to_metric_families(metrics)
                            if f.name == "ftcp_unprotected_connections" for s in f.samples

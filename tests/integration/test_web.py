@@ -29,7 +29,7 @@ def http_client(lab, count):
 
 def the_conn(store, *fields):
     """The one live connection's fields, once the agent has stored it."""
-    rows = store.conn_fields(store.service_conns("demo"), fields)
+    rows = store.conn_fields("b1", store.service_conns("demo", "b1"), fields)
     return next(iter(rows.values())) if len(rows) == 1 else None
 
 

@@ -25,6 +25,7 @@ class FakeAgent:
     """A backup agent without capture: makes connections and writes them to Redis."""
 
     def __init__(self, store, name: str = "b1"):
+        self.name = name   # the backup it plays: its records are in this namespace
         self.tracker = Tracker({(ip_int(SVC_IP), SVC_PORT): "web"}, log_cap=None)
         self.writer = LogWriter(store, self.tracker, agent_name=name)
 

@@ -32,6 +32,9 @@ class FakeTracker:
             conn.status, conn.reason = "unprotected", reason
 
 
+AGENT = "agent"   # the writer's agent: its records are in this namespace
+
+
 class Redis:
     """The real Store, and the faults a test injects: ``fail`` None, "before" (Redis
     away: nothing applied) or "after" (the transaction applied, its reply lost).
@@ -57,24 +60,24 @@ class Redis:
         if self.fail == "after":
             raise StoreError("reply lost")
 
-    def log_lengths(self, ids):
-        return self.store.log_lengths(ids)
+    def log_lengths(self, host, ids):
+        return self.store.log_lengths(host, ids)
 
-    # what Redis holds
+    # what Redis holds (in the agent's namespace)
     def log(self, cid):
-        return self.store.conn_log(cid)
+        return self.store.conn_log(AGENT, cid)
 
     def conn(self, cid):
-        return self.store.conn_state(cid) or {}
+        return self.store.conn_state(AGENT, cid) or {}
 
     def live(self, service="svc"):
-        return self.store.service_conns(service)
+        return self.store.service_conns(service, AGENT)
 
     def events(self):
         return [record for _, record in self.store.events()]
 
     def agent(self):
-        return self.store.agent_state("agent")
+        return self.store.agent_state(AGENT)
 
     def restarted_empty(self):
         self.store.fake_redis.flushall()
@@ -82,7 +85,7 @@ class Redis:
 
 def setup(**kw):
     redis, tracker = Redis(), FakeTracker()
-    return redis, tracker, LogWriter(redis, tracker, **kw)
+    return redis, tracker, LogWriter(redis, tracker, **dict({"agent_name": AGENT}, **kw))
 
 
 def feed(tracker, conn, data):
@@ -295,9 +298,9 @@ def test_after_an_error_the_whole_state_is_written_again():
     assert not w.flush()
     store.fail = None
     redis = store.store.fake_redis
-    redis.delete(conn_key("a"))
-    redis.hset(conn_key("a"), "c2s_stored", 1)
-    redis.srem(svc_conns_key("svc"), "a")
+    redis.delete(conn_key(AGENT, "a"))
+    redis.hset(conn_key(AGENT, "a"), "c2s_stored", 1)
+    redis.srem(svc_conns_key("svc", AGENT), "a")
     assert w.flush()
     last, = store.writes[-1]
     assert last.listed and {"id", "state", "status", "reason", "c2s_stored"} <= set(last.state)

@@ -382,6 +382,19 @@ def test_get_connection_full_typed_state_and_log_length(api, conns):
     assert state["status"] == "protected" and state["reason"] == ""
 
 
+def test_every_record_says_who_keeps_serves_and_protects_it(api, store, conns):
+    page = ok(call(api, "connections"))["connections"]
+    assert {(c["recorded_by"], c["serving"], c["protector"], c["status"]) for c in page} == \
+        {("b1", "primary", "b1", "protected"), ("b1", "primary", None, "unprotected")}
+    cid = conns[0]       # as b1's agent writes it at go, once it took the connection over
+    store.fake_redis.hset(f"ftcp:conn:b1:{cid}", mapping={
+        "status": "unprotected", "reason": "taken over: b1 serves it now and no host protects it"})
+    got = ok(call(api, "connection", params={"id": cid}))
+    assert (got["recorded_by"], got["serving"], got["protector"]) == ("b1", "b1", None)
+    listed = next(c for c in ok(call(api, "connections"))["connections"] if c["id"] == cid)
+    assert (listed["serving"], listed["protector"]) == ("b1", None)
+
+
 @pytest.mark.parametrize("bad", ["x", "10.0.0.1:40000", "10.0.0.1:40000-10.0.0.10", "999.0.0.1:1-10.0.0.10:7000",
                                  "10.0.0.1:40000-10.0.0.10:7000\n"])
 def test_malformed_connection_id_is_400(api, bad):

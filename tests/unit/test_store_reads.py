@@ -29,7 +29,7 @@ def test_every_connection_field_decodes_back_to_what_the_tracker_had(store):
     assert set(state) - TEXT_FIELDS == {f for f in state if schema.CONN_KINDS(f) is not None}
     assert schema.decode_conn({k: str(v) for k, v in redis_fields(state).items()}) == state
     agent.flush(1.0)
-    stored = store.conn_state(conn.id)
+    stored = store.conn_state(agent.name, conn.id)
     assert stored == dict(state, c2s_stored=5)
 
 
@@ -42,11 +42,12 @@ def test_conn_ids_skip_the_logs_and_conn_fields_skip_vanished_records(store):
     agent = FakeAgent(store)
     ids = [agent.connect("10.0.0.1", 40000 + i, b"data") for i in range(3)]
     agent.flush(1.0)
-    assert sorted(store.conn_ids()) == sorted(ids)
-    assert store.fake_redis.exists(store_mod.conn_log_key(ids[0]))   # the logs are there, and skipped
-    rows = store.conn_fields(ids + [conn_id("10.0.0.9", 1)], ("status", "client_port"))
+    pairs = [(agent.name, cid) for cid in ids]
+    assert sorted(store.conn_ids()) == sorted(pairs)
+    assert store.fake_redis.exists(store_mod.conn_log_key(agent.name, ids[0]))   # the logs are there, and skipped
+    rows = store.conn_fields(agent.name, ids + [conn_id("10.0.0.9", 1)], ("status", "client_port"))
     assert rows == {cid: {"status": "protected", "client_port": 40000 + i} for i, cid in enumerate(ids)}
-    assert store.conn_fields([], ("status",)) == {}
+    assert store.conn_fields(agent.name, [], ("status",)) == {} and store.conn_fields("b2", ids, ("status",)) == {}
 
 
 def test_recent_events_oldest_first(store):
@@ -83,13 +84,13 @@ def test_records_that_do_not_decode_are_a_store_error_not_a_crash():
     never an exception that kills a thread or a request."""
     store = fake_store()
     raw = store._raw
-    raw.sadd(store_mod.svc_conns_key("web"), b"\xff\xfe")
-    raw.hset(store_mod.conn_key("10.0.0.1:1-10.0.0.10:7000"), "c_opts", b"[" * 100000)
-    raw.sadd(store_mod.svc_conns_key("db"), "10.0.0.1:1-10.0.0.10:7000")
+    raw.sadd(store_mod.svc_conns_key("web", "b1"), b"\xff\xfe")
+    raw.hset(store_mod.conn_key("b1", "10.0.0.1:1-10.0.0.10:7000"), "c_opts", b"[" * 100000)
+    raw.sadd(store_mod.svc_conns_key("db", "b1"), "10.0.0.1:1-10.0.0.10:7000")
     with pytest.raises(store_mod.StoreError, match="does not decode: UnicodeDecodeError"):
-        store.service_conns("web")
+        store.service_conns("web", "b1")
     with pytest.raises(store_mod.StoreError, match="does not decode: RecursionError"):
-        store.live_conns(["db"])
+        store.live_conns(["db"], "b1")
 
 
 def test_an_agents_answers_reach_the_controller_on_its_own_stream():
@@ -125,3 +126,18 @@ def test_a_services_epoch_is_kept_past_its_removal_and_never_goes_back(store):
     assert store.service(svc.name) is None and store.epochs() == {svc.name: 3}
     store.save_service(svc, "configured", epoch=4)
     assert store.epochs() == {svc.name: 4}
+
+
+def test_two_agents_records_of_one_connection_never_meet(store):
+    """Each agent's records and logs are in its own namespace: two hosts protecting one
+    service keep two records of one connection, each with its own log."""
+    b1, b2 = FakeAgent(store, name="b1"), FakeAgent(store, name="b2")
+    cid = b1.connect("10.0.0.1", 40000, b"from b1")
+    assert b2.connect("10.0.0.1", 40000, b"b2 saw") == cid
+    b1.flush(1.0)
+    b2.flush(1.0)
+    assert sorted(store.conn_ids()) == [("b1", cid), ("b2", cid)]
+    assert (store.conn_log("b1", cid), store.conn_log("b2", cid)) == (b"from b1", b"b2 saw")
+    assert store.service_conns("web", "b1") == store.service_conns("web", "b2") == {cid}
+    store.delete_conn("b1", cid, "web")
+    assert store.conn("b1", cid) is None and store.conn_log("b2", cid) == b"b2 saw"
