@@ -3,7 +3,9 @@
 # checks first and does nothing when it is already done.
 #   1. Debian packages (Open vSwitch, Mininet, Redis, test tools)
 #   2. .venv from Debian's python3 (--system-site-packages, so Mininet is visible)
-#   3. the pinned Python packages (ryu 4.34 built the way that works on 3.11)
+#   3. the pinned Python packages: requirements-build.txt, then requirements.txt (run
+#      time), requirements-test.txt and requirements-bench.txt (ryu 4.34 built the way
+#      that works on 3.11)
 #   4. ftcp.pth in the venv: puts the repo on sys.path and installs the eventlet
 #      shim (ryu_apps/eventlet_compat.py) so the stock .venv/bin/ryu-manager runs.
 set -euo pipefail
@@ -41,13 +43,14 @@ if ! .venv/bin/python -c 'import sys; sys.exit(0 if sys.base_prefix == "/usr" el
 fi
 
 stamp=.venv/.ftcp-requirements.sha256
-want="$(cat requirements-build.txt requirements.txt | sha256sum | cut -d' ' -f1)"
+want="$(cat requirements-build.txt requirements.txt requirements-test.txt requirements-bench.txt | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     say "installing pinned Python packages"
     export PIP_DISABLE_PIP_VERSION_CHECK=1
     .venv/bin/python -m pip install -q -r requirements-build.txt
     # ryu 4.34's setup.py needs the old setuptools above: build against it.
-    .venv/bin/python -m pip install -q --no-build-isolation -r requirements.txt
+    .venv/bin/python -m pip install -q --no-build-isolation \
+        -r requirements.txt -r requirements-test.txt -r requirements-bench.txt
     echo "$want" > "$stamp"
 else
     say "Python packages up to date"
