@@ -8,9 +8,8 @@
 #      that works on 3.11)
 #   4. ftcp itself, `pip install -e .` (pyproject.toml): the ftcp and ryu_apps packages
 #      importable from anywhere, and the `ftcp` and `ftcp-agent` commands in .venv/bin
-#   5. ftcp-eventlet-compat.pth in the venv: installs the eventlet shim
-#      (ryu_apps/eventlet_compat.py) at interpreter start, so the stock
-#      .venv/bin/ryu-manager runs
+#   5. ftcp.pth in the venv: installs the eventlet shim (ryu_apps/eventlet_compat.py)
+#      at interpreter start, so the stock .venv/bin/ryu-manager runs
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -59,14 +58,6 @@ else
     say "Python packages up to date"
 fi
 
-site="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-# ftcp.pth is what set-ups before pyproject.toml wrote: the repository on sys.path (and
-# the shim, now below). The editable install replaces it.
-if [ -e "$site/ftcp.pth" ]; then
-    say "removing $site/ftcp.pth (the editable install replaces it)"
-    rm -f "$site/ftcp.pth"
-fi
-
 # ftcp, editable: the venv imports ftcp and ryu_apps from this checkout (and only those:
 # topology, tests, bench and services import from the checkout's root, the directory
 # ./run.sh and the docs run them from). Built against the venv's setuptools too, and
@@ -86,11 +77,14 @@ fi
 
 # The eventlet shim must be in place before ryu-manager imports ryu.app.wsgi, which
 # ryu/cmd/manager.py does at its top, before any app is loaded: only a .pth runs that
-# early. It sorts after pip's __editable__.ftcp-*.pth, which makes ryu_apps importable.
+# early. ftcp.pth sorts after pip's __editable__.ftcp-*.pth, which makes ryu_apps
+# importable. (Set-ups before pyproject.toml wrote the repository's path in it too,
+# on a line of its own: rewritten here, the editable install does that now.)
+site="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 pth='import ryu_apps.eventlet_compat; ryu_apps.eventlet_compat.install()'
-if [ "$(cat "$site/ftcp-eventlet-compat.pth" 2>/dev/null)" != "$pth" ]; then
-    say "writing $site/ftcp-eventlet-compat.pth"
-    printf '%s\n' "$pth" > "$site/ftcp-eventlet-compat.pth"
+if [ "$(cat "$site/ftcp.pth" 2>/dev/null)" != "$pth" ]; then
+    say "writing $site/ftcp.pth"
+    printf '%s\n' "$pth" > "$site/ftcp.pth"
 fi
 
 ryu="$(.venv/bin/ryu-manager --version 2>&1)" || { echo "setup: .venv/bin/ryu-manager does not start" >&2; echo "$ryu" >&2; exit 1; }
