@@ -11,8 +11,8 @@ cd "$ROOT"
 cmd="${1:-}"
 [ $# -gt 0 ] && shift
 lint() {
-    # A finding fails the run before any test starts; `.venv/bin/ruff check --fix` fixes
-    # what ruff can fix by itself.
+    # A finding fails the run before any test starts. `./run.sh lint --fix` fixes what
+    # ruff can fix by itself; other arguments go to `ruff check` too.
     echo "run.sh: lint (ruff check)"
     .venv/bin/ruff check --no-cache "$@" . || { echo "run.sh: the lint failed" >&2; return 1; }
 }
