@@ -15,7 +15,7 @@ from ftcp.common.config import DIVERGENCE_MODES
 from topology.processes import ROOT
 from topology.reaper import kill_group
 
-from topology.lab import (BACKUP_IP, DIVERGENCE, PRIMARY_IP, SERVICES, Lab, LabError, cleanup_stale,
+from topology.lab import (BACKUP_IP, BACKUPS, DIVERGENCE, PRIMARY_IP, SERVICES, Lab, LabError, cleanup_stale,
                           failover_settled, wait_for)
 
 # the client `lab run` starts when none is given, for the shipped services that have one
@@ -78,8 +78,9 @@ def run(args) -> int:
     if args.fail and not client:
         raise LabError("--fail needs a client to watch: give --client")
     with Lab(service_cmd=_service_cmd(args.service), service_port=args.port, run_dir=args.run_dir,
-             clients=args.clients, divergence=divergence) as lab:
-        print(f"lab up: service {args.service!r} on p1 {PRIMARY_IP}:{args.port} and b1 {BACKUP_IP}:{args.port} "
+             clients=args.clients, divergence=divergence, backups=args.backups) as lab:
+        print(f"lab up: service {args.service!r} on p1 {PRIMARY_IP}:{args.port} and "
+              f"{', '.join(b + ' ' + BACKUPS[b]['address'] for b in lab.backups)}:{args.port} "
               f"(divergence: {divergence or 'strict'}); ryu-manager REST on 127.0.0.1:{lab.wsapi_port}; "
               f"logs in {lab.run_dir}")
         if not client:
@@ -133,6 +134,8 @@ def main(argv=None) -> int:
     p.add_argument("--divergence", choices=DIVERGENCE_MODES,
                    help="how far the backup's replica may differ (default: strict; aligned for 'web')")
     p.add_argument("--clients", type=int, default=2)
+    p.add_argument("--backups", type=int, choices=(1, 2), default=1,
+                   help="backup hosts: b1, and with 2 also b2 (each with its agent and relay; both protect)")
     p.add_argument("--client", help="command to run on --client-host, e.g. 'curl http://10.0.0.10:7000/' "
                                     "({address} and {port} are the service's)")
     p.add_argument("--client-host", default="c1")

@@ -9,11 +9,15 @@ Mininet. Port numbers on s1 are fixed (switch_config/services-lab.yaml relies on
     s1-eth1  c1   10.0.0.1          s1-eth3  p1  10.0.0.10  (primary)
     s1-eth2  c2   10.0.0.2          s1-eth4  b1  10.0.0.20  (backup data iface b1-eth0)
     (more clients: s1-eth6.., c3..)  s1-eth5  b1  no IP      (backup mirror iface b1-eth1)
+                                    s1-eth30 b2  10.0.0.30  (with backups=2: b2-eth0)
+                                    s1-eth31 b2  no IP      (b2-eth1)
 """
 from mininet.node import Host
 from mininet.topo import Topo
 
 PRIMARY_PORT, BACKUP_DATA_PORT, MIRROR_PORT = 3, 4, 5
+# backup host bN: its address, MAC and (data port, mirror port) on s1
+BACKUPS = {"b1": ("10.0.0.20", "00:00:00:00:00:20", (4, 5)), "b2": ("10.0.0.30", "00:00:00:00:00:30", (30, 31))}
 
 
 class LabHost(Host):
@@ -53,9 +57,9 @@ class LabHost(Host):
 
 
 class FtcpTopo(Topo):
-    """c1..cN clients, p1 primary, b1 backup with a data and a mirror iface."""
+    """c1..cN clients, p1 primary, b1 (and b2) backups with a data and a mirror iface each."""
 
-    def build(self, clients=2):
+    def build(self, clients=2, backups=1):
         s1 = self.addSwitch("s1", dpid="0000000000000001", protocols="OpenFlow13")
         client_ports = [1, 2] + list(range(6, 6 + max(0, clients - 2)))
         for i in range(1, clients + 1):
@@ -63,10 +67,12 @@ class FtcpTopo(Topo):
             self.addLink(host, s1, port2=client_ports[i - 1])
         p1 = self.addHost("p1", cls=LabHost, ip="10.0.0.10/24", mac="00:00:00:00:00:10")
         self.addLink(p1, s1, port2=PRIMARY_PORT)
-        b1 = self.addHost("b1", cls=LabHost, ip="10.0.0.20/24", mac="00:00:00:00:00:20", mirror_intf="b1-eth1",
-                          takeover_intf="b1-eth0")
-        self.addLink(b1, s1, port1=0, port2=BACKUP_DATA_PORT)
-        self.addLink(b1, s1, port1=1, port2=MIRROR_PORT)
+        for name in list(BACKUPS)[:backups]:
+            address, mac, (data, mirror) = BACKUPS[name]
+            host = self.addHost(name, cls=LabHost, ip=f"{address}/24", mac=mac, mirror_intf=f"{name}-eth1",
+                                takeover_intf=f"{name}-eth0")
+            self.addLink(host, s1, port1=0, port2=data)
+            self.addLink(host, s1, port1=1, port2=mirror)
 
 
 topos = {"ftcp": FtcpTopo}

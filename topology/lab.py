@@ -57,17 +57,23 @@ SERVICES = {
 DIVERGENCE = {"web": "aligned"}
 PRIMARY_IP, BACKUP_IP = "10.0.0.10", "10.0.0.20"
 MIRROR_IFACE = "s1-eth5"   # the switch's end of b1's mirror iface
+BACKUPS = {   # the lab's backup hosts: address, MAC, switch ports (topology/ftcp_topo.py)
+    "b1": {"address": "10.0.0.20", "mac": "00:00:00:00:00:20", "data_port": "s1-eth4", "mirror_port": "s1-eth5"},
+    "b2": {"address": "10.0.0.30", "mac": "00:00:00:00:00:30", "data_port": "s1-eth30", "mirror_port": "s1-eth31"},
+}
 
 
 def lab_config(service_port: int, redis_url: str, more_ports: tuple = (), probe: dict = None,
-               divergence: str = None) -> dict:
+               divergence: str = None, backups: int = 1) -> dict:
     """The lab's services file: switch_config/services-lab.yaml with the chosen port
     (and ``divergence`` when given); each of ``more_ports`` adds a service like it on
-    that port, named demo-<port>; ``probe`` overrides settings of its probe section."""
+    that port, named demo-<port>; ``probe`` overrides settings of its probe section;
+    with ``backups`` 2, b2 backs every service up too, after b1."""
     data = yaml.safe_load((ROOT / "switch_config/services-lab.yaml").read_text())
     data["probe"].update(probe or {})
     first = data["services"][0]
     first["port"] = service_port
+    first["backups"] += [dict(BACKUPS[name], name=name) for name in list(BACKUPS)[1:backups]]
     if divergence is not None:
         first["divergence"] = divergence
     data["services"] += [dict(first, name=f"{first['name']}-{port}", port=port) for port in more_ports]
@@ -91,7 +97,7 @@ class Lab:
                  run_dir: str = "/run/ftcp", clients: int = 2, backup_service: bool = True,
                  extra_primary_cmds: tuple = (), agent: bool = True, agent_args: tuple = (), controllers: int = 1,
                  more_ports: tuple = (), sentinel: bool = False, probe: dict = None, divergence: str = None,
-                 relay: bool = True):
+                 relay: bool = True, backups: int = 1):
         self.service_cmd = service_cmd
         self.service_port = service_port
         self.run_dir = Path(run_dir)
@@ -100,10 +106,12 @@ class Lab:
         self.extra_primary_cmds = extra_primary_cmds
         self.with_agent = agent
         self.agent_args = agent_args
-        self.agent = None
-        self.with_relay = relay               # taken-over connections held by a relay of their own on b1
-        self.relay = None
-        self.relay_socket = self.run_dir / "relay-b1.sock"
+        if not 1 <= backups <= len(BACKUPS) or (sentinel and backups > 1):
+            raise ValueError(f"the lab has 1 to {len(BACKUPS)} backups (1 with Sentinel), not {backups}")
+        self.backups = list(BACKUPS)[:backups]   # their hosts, in the services file's order
+        self.agents = {}                      # backup -> its agent's Process
+        self.with_relay = relay               # taken-over connections held by a relay of their own on each backup
+        self.relays = {}                      # backup -> its relay's Process
         self.controllers = controllers
         self.more_ports = tuple(more_ports)   # more protected services, same command on these ports
         self.sentinel = sentinel              # Redis as a master, a replica and three sentinels
@@ -152,12 +160,14 @@ class Lab:
             self.redis = SentinelSet(self.run_dir, self._track)
         else:
             LOG.info("lab: starting redis-server on %s", self.run_dir / "redis.sock")
-            self.redis = self._track(RedisServer(self.run_dir))
+            self.redis = self._track(RedisServer(self.run_dir,
+                                                 components=("controller", *(f"agent:{b}" for b in self.backups))))
             self.redis.wait_ready()
         self.config_path.unlink(missing_ok=True)
         self.config_path.touch(mode=0o600)   # it holds the Redis URL, password included
         self.config_path.write_text(yaml.safe_dump(lab_config(self.service_port, self.redis.url_for("controller"), self.more_ports,
-                                                                    self.probe, self.divergence), sort_keys=False))
+                                                                    self.probe, self.divergence, len(self.backups)),
+                                                         sort_keys=False))
         ofp_port = free_tcp_port()
         self.wsapi_port = free_tcp_port()
         LOG.info("lab: starting ryu-manager (OpenFlow port %d, REST port %d)%s", ofp_port, self.wsapi_port,
@@ -170,7 +180,8 @@ class Lab:
         token_file.write_text(self.api_token)
         # and the control keys: the controller's master key, and b1's own derived from it
         master = secrets.token_hex(32).encode()
-        for name, key in ((CONTROL_KEY, master), (f"{CONTROL_KEY}-b1", control.agent_key(master, "b1"))):
+        keys = [(CONTROL_KEY, master)] + [(f"{CONTROL_KEY}-{b}", control.agent_key(master, b)) for b in self.backups]
+        for name, key in keys:
             key_file = self.run_dir / name
             key_file.unlink(missing_ok=True)
             key_file.touch(mode=0o600)
@@ -190,14 +201,16 @@ class Lab:
             self.redis.bridge(self.host("b1"), self._track)
         self._wait_protected()
         if self.with_agent:
-            if self.with_relay:
-                self.start_relay()
-            self.start_agent()
+            for backup in self.backups:
+                if self.with_relay:
+                    self.start_relay(backup)
+                self.start_agent(backup)
         LOG.info("lab: starting the service on the primary and the backup: %s", self.service_cmd)
         for port in (self.service_port, *self.more_ports):
             self.start_service("p1", self.service_cmd, port)
             if self.backup_service:
-                self.start_service("b1", self.service_cmd, port)
+                for backup in self.backups:
+                    self.start_service(backup, self.service_cmd, port)
         for cmd, port in self.extra_primary_cmds:
             self.start_service("p1", cmd, port)
 
@@ -206,7 +219,7 @@ class Lab:
 
         from topology.ftcp_topo import FtcpTopo
         self.net = recording_mininet(self.run_dir)(
-            topo=FtcpTopo(clients=self.clients),
+            topo=FtcpTopo(clients=self.clients, backups=len(self.backups)),
             switch=partial(OVSSwitch, datapath="user", protocols="OpenFlow13", failMode="secure"),
             controller=partial(_lenient(RemoteController), ip="127.0.0.1", port=ofp_port),
             autoSetMacs=False, autoStaticArp=False, waitConnected=False,
@@ -214,7 +227,9 @@ class Lab:
         self.net.start()
         # the mirror port gets the mirror flows' copies only, not NORMAL's flooding
         # (OpenFlow 1.3 has no no-flood flag; switch_config/setup_bridge.sh --mirror)
-        subprocess.run(["ovs-vsctl", "--timeout=5", "set", "port", MIRROR_IFACE, "tag=4094"], check=True)
+        for backup in self.backups:
+            subprocess.run(["ovs-vsctl", "--timeout=5", "set", "port", BACKUPS[backup]["mirror_port"], "tag=4094"],
+                           check=True)
         if len(self.ryus) > 1:
             subprocess.run(["ovs-vsctl", "--timeout=5", "set-controller", "s1",
                             *(f"tcp:127.0.0.1:{ryu.ofp_port}" for ryu in self.ryus)], check=True)
@@ -260,40 +275,55 @@ class Lab:
         wait_for(check, 30, "the controller to install the service flows", interval=0,
                  failed=self.ryu.died)
 
-    def start_relay(self):
-        """The relay in b1's namespace (python -m ftcp.agent.relay), a process of its own
-        that holds the connections the agent takes over; waits for its socket."""
-        LOG.info("lab: starting the relay on b1 (%s)", self.relay_socket)
-        self.relay_socket.unlink(missing_ok=True)
-        argv = [sys.executable, "-m", "ftcp.agent.relay", "--socket", str(self.relay_socket),
-                "--log-file", str(self.run_dir / "relay.log")]
-        self.relay = self.popen("b1", f"cd {shlex.quote(str(ROOT))} && exec {shlex.join(argv)}", "relay")
-        wait_for(self.relay_socket.exists, 10, "the relay's socket", failed=self.relay.died)
-        return self.relay
+    @property
+    def agent(self):
+        """b1's agent (the first backup's)."""
+        return self.agents.get(self.backups[0])
 
-    def start_agent(self):
-        """The backup agent in b1's namespace, capturing the mirror iface; waits for
-        its first heartbeat in Redis (written once the capture ring is open)."""
+    def relay_socket(self, backup: str = "b1") -> Path:
+        return self.run_dir / f"relay-{backup}.sock"
+
+    def agent_log(self, backup: str = "b1") -> Path:
+        return self.run_dir / ("agent.log" if backup == self.backups[0] else f"agent-{backup}.log")
+
+    def start_relay(self, backup: str = "b1"):
+        """The relay in a backup's namespace (python -m ftcp.agent.relay), a process of
+        its own that holds the connections its agent takes over; waits for its socket."""
+        path = self.relay_socket(backup)
+        LOG.info("lab: starting the relay on %s (%s)", backup, path)
+        path.unlink(missing_ok=True)
+        log = "relay.log" if backup == self.backups[0] else f"relay-{backup}.log"
+        argv = [sys.executable, "-m", "ftcp.agent.relay", "--socket", str(path), "--log-file", str(self.run_dir / log)]
+        relay = self.relays[backup] = self.popen(backup, f"cd {shlex.quote(str(ROOT))} && exec {shlex.join(argv)}",
+                                                 "relay")
+        wait_for(path.exists, 10, f"{backup}'s relay socket", failed=relay.died)
+        return relay
+
+    def start_agent(self, backup: str = "b1"):
+        """A backup's agent in its namespace, capturing its mirror iface; waits for its
+        first heartbeat in Redis (written once the capture ring is open)."""
         from ftcp.common.store import Store
-        LOG.info("lab: starting the backup agent on b1 (mirror iface b1-eth1)")
-        argv = [sys.executable, "-m", "ftcp.agent", "--iface", "b1-eth1", "--config", str(self.config_path),
-                "--backup", "b1", "--log-file", str(self.run_dir / "agent.log"),
-                "--control-key-file", str(self.run_dir / f"{CONTROL_KEY}-b1"),
-                *(["--relay", str(self.relay_socket)] if self.relay is not None else []),
+        LOG.info("lab: starting the backup agent on %s (mirror iface %s-eth1)", backup, backup)
+        log = self.agent_log(backup)
+        argv = [sys.executable, "-m", "ftcp.agent", "--iface", f"{backup}-eth1", "--config", str(self.config_path),
+                "--backup", backup, "--log-file", str(log),
+                "--control-key-file", str(self.run_dir / f"{CONTROL_KEY}-{backup}"),
+                *(["--relay", str(self.relay_socket(backup))] if backup in self.relays else []),
                 *map(str, self.agent_args)]
         # the Redis URL (with its password) through the environment, not the command line
-        self.agent = self.popen("b1", f"cd {shlex.quote(str(ROOT))} && exec {shlex.join(argv)}", "agent",
-                                env=dict(os.environ, FTCP_REDIS_URL=self.redis.url_for("agent:b1")))
+        agent = self.agents[backup] = self.popen(
+            backup, f"cd {shlex.quote(str(ROOT))} && exec {shlex.join(argv)}", "agent",
+            env=dict(os.environ, FTCP_REDIS_URL=self.redis.url_for(f"agent:{backup}")))
         store = Store(self.redis.url)
         started = time.time()
 
         def beating():
             # this run's heartbeat, not the last one of an agent stopped a moment ago
-            beat = store.agent("b1")
+            beat = store.agent(backup)
             return beat and float(beat.get("started") or 0) >= started and beat.get("control") == "1"
-        wait_for(beating, 20, "the backup agent's first heartbeat",
-                 failed=lambda: self.agent.died() and f"{self.agent.died()}\n{tail(self.run_dir / 'agent.log')}")
-        return self.agent
+        wait_for(beating, 20, f"{backup}'s agent's first heartbeat",
+                 failed=lambda: agent.died() and f"{agent.died()}\n{tail(log)}")
+        return agent
 
     def _replace(self, old: Process, new: Process) -> Process:
         self.procs[self.procs.index(old)] = new
@@ -338,10 +368,11 @@ class Lab:
         self.redis = self._replace(old, RedisServer(self.run_dir, fresh=False, password=old.password, users=old.users))
         self.redis.wait_ready()
 
-    def stop_agent(self, timeout: float = 10.0) -> int:
-        """SIGTERM the agent (it drains and flushes) and return its exit status."""
-        self.agent.proc.send_signal(signal.SIGTERM)
-        return self.agent.proc.wait(timeout)
+    def stop_agent(self, timeout: float = 10.0, backup: str = "b1") -> int:
+        """SIGTERM a backup's agent (it drains and flushes) and return its exit status."""
+        agent = self.agents[backup]
+        agent.proc.send_signal(signal.SIGTERM)
+        return agent.proc.wait(timeout)
 
     def stop(self):
         for proc in reversed(self.procs):
@@ -440,18 +471,22 @@ class Lab:
         self._primary_services(signal.SIGKILL)
 
     def fail_primary(self, how: str):
-        """One of the failures ftcp masks:
-        link    the primary's link goes down (the switch sees its port go down);
-        crash   the server process is killed (its kernel closes every connection);
-        silent  the host stops answering: every frame it sends is dropped (tc
-                blackhole) and its server is stopped, but its link stays up."""
+        """One of the failures ftcp masks, of the primary (``fail_host``)."""
+        self.fail_host("p1", how)
+
+    def fail_host(self, host: str, how: str):
+        """A host fails:
+        link    its link(s) go down (the switch sees its port(s) go down);
+        crash   its server processes are killed (its kernel closes every connection);
+        silent  it stops answering: every frame it sends is dropped (tc blackhole) and
+                its servers are stopped, but its links stay up."""
         if how == "link":
-            self.net.configLinkStatus("p1", "s1", "down")
+            self.net.configLinkStatus(host, "s1", "down")
         elif how == "crash":
-            self._primary_services(signal.SIGKILL)
+            self.kill_services(host, signal.SIGKILL)
         elif how == "silent":
-            self.host("p1").cmd("tc qdisc add dev p1-eth0 root blackhole")
-            self._primary_services(signal.SIGSTOP)
+            self.host(host).cmd(f"tc qdisc add dev {host}-eth0 root blackhole")
+            self.kill_services(host, signal.SIGSTOP)
         else:
             raise ValueError(f"unknown failure {how!r}")
 

@@ -131,7 +131,7 @@ class Process:
         self._logf.close()
 
 
-LAB_COMPONENTS = ("controller", "agent:b1")   # who talks to the lab's Redis
+LAB_COMPONENTS = ("controller", "agent:b1")   # who talks to the lab's Redis (with one backup)
 
 
 class RedisServer(Process):
@@ -140,7 +140,8 @@ class RedisServer(Process):
     agent were told was written. ``fresh`` (the default) starts from nothing: an
     earlier lab's file would bring its services' state back; a restart is not fresh."""
 
-    def __init__(self, run_dir: Path, fresh: bool = True, password: str = None, users: dict = None):
+    def __init__(self, run_dir: Path, fresh: bool = True, password: str = None, users: dict = None,
+                 components: tuple = LAB_COMPONENTS):
         from ftcp.common.store import acl_rules, acl_user
         if fresh:
             shutil.rmtree(run_dir / "appendonlydir", ignore_errors=True)
@@ -151,7 +152,7 @@ class RedisServer(Process):
         # with only the rights it needs (ftcp/common/store.py acl_rules); the default user
         # (``url``) is the lab's own, for its tools and the tests.
         self.password = password or secrets.token_hex(16)
-        self.users = users or {component: secrets.token_hex(16) for component in LAB_COMPONENTS}
+        self.users = users or {component: secrets.token_hex(16) for component in components}
         conf = run_dir / "redis.conf"
         conf.unlink(missing_ok=True)
         conf.touch(mode=0o600)

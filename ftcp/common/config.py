@@ -291,13 +291,6 @@ def _service(value: Any, path: str) -> Service:
     backups_raw = value["backups"]
     if not isinstance(backups_raw, list) or not backups_raw:
         raise ConfigError(path + ".backups", "must be a non-empty list of backups")
-    if len(backups_raw) > 1:
-        # Each backup's agent keeps its own records (namespaced by its name), but the one
-        # that does not take a failover over would go on calling its records of the
-        # moved connections protected.
-        raise ConfigError(path + ".backups", f"one backup per service (got {len(backups_raw)}): a backup that "
-                                             "does not take a failover over would report its connections "
-                                             "protected")
     service = Service(
         name=_name(value["name"], path + ".name"),
         address=_ipv4(value["address"], path + ".address"),
@@ -321,6 +314,12 @@ def _check_service_ports(service: Service, path: str) -> None:
             seen[ref] = here
         if backup.address == service.address:
             raise ConfigError(f"{path}.backups[{i}].address", "must differ from the service address")
+        for k, other in enumerate(service.backups[:i]):
+            if other.name == backup.name:
+                raise ConfigError(f"{path}.backups[{i}].name", f"duplicate backup name {backup.name!r} "
+                                                              f"(also backups[{k}])")
+            if other.address == backup.address:
+                raise ConfigError(f"{path}.backups[{i}].address", f"{backup.address} is already backups[{k}]'s")
 
 
 def _float_in(value: Any, path: str, low: float, high: float, what: str) -> float:

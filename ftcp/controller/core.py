@@ -376,6 +376,8 @@ class Controller:
                 boot = self.boots.get(action.backup)
                 message = dict(action.message, boot=boot) if boot else action.message
                 out.append(Publish(agent_channel(action.backup), message))
+                if message.get("cmd") == "go":
+                    out += self._moved(action.service, action.backup, message["epoch"])
             elif isinstance(action, failover.Record):
                 out += self._record(action, now)
             elif isinstance(action, failover.Refused):
@@ -383,6 +385,14 @@ class Controller:
                 out.append(Event("failover_refused", {"service": action.service, "reason": action.reason}))
                 self.liveness.rearm(action.service, now)
         return out
+
+    def _moved(self, name: str, to: str, epoch: int) -> list:
+        """The service's other backups no longer see its connections (nothing is
+        mirrored once it is redirected): they say so in their records. Sent with every
+        go; a backup's agent that missed it reads the service's record when it starts."""
+        svc = self.conf.service(name)
+        return [Publish(agent_channel(b.name), {"cmd": "moved", "service": name, "to": to, "epoch": epoch})
+                for b in (svc.backups if svc else ()) if b.name != to]
 
     def _step(self, name: str, step: str, now: float) -> None:
         if name in self.timelines:

@@ -296,6 +296,26 @@ def test_a_new_controller_takes_the_last_epochs_from_redis_for_a_service_with_no
     assert rig.cmds()[-1] == ("takeover", 8)
 
 
+TWO_BACKUPS = config.parse({"services": [dict(SERVICE, backups=SERVICE["backups"] + [
+    {"name": "b2", "address": "10.0.0.30", "data_port": "s1-eth6", "mirror_port": "s1-eth7",
+     "mac": "00:00:00:00:00:30"}])], "probe": {"address": "10.0.0.254", "interval": 0.05, "misses": 3}})
+
+
+def test_with_two_backups_both_get_the_mirror_and_a_dead_first_one_is_passed_over():
+    rig = up(TWO_BACKUPS)
+    rig.beat("b2")
+    assert ports_of(rig.tables[1], **CLIENT) == [3, 5, 7] and ports_of(rig.tables[1], **PRIMARY) == [NORMAL, 5, 7]
+    rig.core.heartbeats.pop("b1")                      # b1's agent is gone: b2 protects alone
+    rig.call("port_status", 1, 3, "s1-eth3", False, "modify")
+    f = rig.core.failovers["web"]
+    assert (f.status, f.backup) == ("failing-over", "b2") and rig.published[-1]["cmd"] == "takeover"
+    rig.call("control", {"cmd": "ready", "service": "web", "epoch": 1, "backup": "b2", "taken": ["x"], "failed": {}})
+    assert ports_of(rig.tables[1], **CLIENT) == [6]    # redirected to b2's data port
+    go, moved = rig.published[-2:]
+    assert go["cmd"] == "go" and moved == {"cmd": "moved", "service": "web", "to": "b2", "epoch": 1}
+    assert [p for p in rig.published if p["cmd"] == "moved"] == [moved]   # to b1 only, once per go
+
+
 def test_a_deleted_primary_port_fails_over_and_the_redirect_stays():
     rig = up()
     rig.call("port_status", 1, 3, "s1-eth3", False, "delete")
