@@ -264,10 +264,21 @@ class Api:
         """{(host, id): row} of the service's live connections, over every host that
         keeps records of it (its backups), each row with its roles (``_roles``)."""
         service = self.controller.config().service(name)
+        moved = self._moved_to({name})
         out = {}
         for host in ([b.name for b in service.backups] if service else []):
             rows = self.store.conn_fields(host, self.store.service_conns(name, host), tuple(fields) + ROLE_FIELDS)
-            out.update({(host, cid): dict(row, **_roles(host, row)) for cid, row in rows.items()})
+            out.update({(host, cid): _roles(host, row, moved) for cid, row in rows.items()})
+        return out
+
+    def _moved_to(self, names) -> dict:
+        """{service: the backup serving it} for the services a failover moved."""
+        out = {}
+        configured = {s.name for s in self.controller.config().services}
+        for name in set(names) & configured:
+            record = self.store.service_state(name) or {}
+            if record.get("status") in MOVED and record.get("backup"):
+                out[name] = record["backup"]
         return out
 
     def _conn_counts(self, name: str) -> dict:
@@ -295,7 +306,9 @@ class Api:
             by_host[host].append(cid)
         rows = {(host, cid): row for host, ids in by_host.items()
                 for cid, row in self.store.conn_fields(host, ids, CONN_SUMMARY_FIELDS).items()}
-        chosen = [dict(row, id=cid, **_roles(host, row)) for (host, cid), row in rows.items()
+        moved = self._moved_to({row.get("service") for row in rows.values()})
+        views = [dict(_roles(host, row, moved), id=cid) for (host, cid), row in rows.items()]
+        chosen = [row for row in views
                   if (service is None or row.get("service") == service)
                   and (status is None or row.get("status") == status)
                   and (want_client is None or want_client(row))]
@@ -311,7 +324,7 @@ class Api:
                             if (st := self.store.conn_state(h, conn_id)) is not None), (None, None))
         if state is None:
             raise ApiError(404, f"no connection {conn_id} (closed connections are kept a few minutes)", "id")
-        state.update(id=conn_id, **_roles(host, state))
+        state = dict(_roles(host, state, self._moved_to({state.get("service")})), id=conn_id)
         state["log_bytes"] = self.store.log_lengths(host, [conn_id]).get(conn_id, 0)
         if not self._authorized(req.authorization):
             # with these anyone could forge a segment the primary would take
@@ -432,17 +445,30 @@ class Api:
 
 
 # What a record's roles are read from (the API adds them; they are not stored).
-ROLE_FIELDS = ("status", "reason")
+ROLE_FIELDS = ("service", "status", "reason")
 PRIMARY = "primary"   # the services file does not name the primary host
+MOVED = (ServiceStatus.FAILING_OVER, ServiceStatus.FAILED_OVER, ServiceStatus.FAILOVER_FAILED)
 
 
-def _roles(host: str, row: dict) -> dict:
-    """Who keeps, serves and protects a connection, from the record ``host``'s agent
-    keeps: the connections it took over it serves and nobody protects; the others the
-    primary serves and ``host`` protects while the record says protected."""
+def _roles(host: str, row: dict, moved: dict) -> dict:
+    """The record ``host``'s agent keeps, with who keeps, serves and protects the
+    connection. A connection it took over it serves, and nobody protects. Once a
+    failover moved the service to another backup (``moved``), nothing reaches ``host``
+    of it any more: its record is reported unprotected even if its agent could not say
+    so (it is down). Else the primary serves it and ``host`` protects it while the
+    record says protected."""
     taken = str(row.get("reason") or "").startswith(Reason.TAKEN_OVER.text)
-    return {"recorded_by": host, "serving": host if taken else PRIMARY,
-            "protector": host if row.get("status") == ConnStatus.PROTECTED else None}
+    to = moved.get(row.get("service"))
+    out = dict(row, recorded_by=host)
+    if taken:
+        return dict(out, serving=host, protector=None)
+    if to is not None and to != host:
+        out.update(serving=to, protector=None)
+        if out.get("status") == ConnStatus.PROTECTED:
+            out.update(status=ConnStatus.UNPROTECTED,
+                       reason=Reason.TAKEN_OVER.because(f"{to} serves it now and no host protects it"))
+        return out
+    return dict(out, serving=PRIMARY, protector=host if row.get("status") == ConnStatus.PROTECTED else None)
 
 
 def _backup_names(conf: Config) -> list:

@@ -395,6 +395,22 @@ def test_every_record_says_who_keeps_serves_and_protects_it(api, store, conns):
     assert (listed["serving"], listed["protector"]) == ("b1", None)
 
 
+def test_records_of_a_backup_the_service_moved_away_from_are_not_reported_protected(api, store, conns):
+    """b1's agent may be down and never say so: once the service is served by another
+    backup, nothing of it reaches b1, and its records are reported unprotected."""
+    store.fake_redis.hset("ftcp:svc:web", mapping={"status": "failed-over", "backup": "b2"})
+    page = ok(call(api, "connections"))["connections"]
+    assert {(c["recorded_by"], c["serving"], c["protector"], c["status"]) for c in page} == \
+        {("b1", "b2", None, "unprotected")}
+    assert {c["reason"] for c in page} == {"taken over: b2 serves it now and no host protects it",
+                                           "no SYN seen (connection predates capture)"}
+    assert ok(call(api, "connections", query={"status": "protected"}))["total"] == 0
+    got = ok(call(api, "connection", params={"id": conns[0]}))
+    assert (got["status"], got["serving"]) == ("unprotected", "b2")
+    view = ok(call(api, "service", params={"name": "web"}))
+    assert view["connections"]["protected"] == 0
+
+
 @pytest.mark.parametrize("bad", ["x", "10.0.0.1:40000", "10.0.0.1:40000-10.0.0.10", "999.0.0.1:1-10.0.0.10:7000",
                                  "10.0.0.1:40000-10.0.0.10:7000\n"])
 def test_malformed_connection_id_is_400(api, bad):

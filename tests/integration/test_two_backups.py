@@ -1,0 +1,64 @@
+"""A service with two backups (Lab(backups=2): b1, then b2): both agents keep a record
+of every connection, each in its own namespace; a failover goes to the first live one,
+and the other's records say they are no longer protected. A dead first backup (its
+agent SIGKILLed) is passed over: the failover goes to b2, masked byte-exact."""
+from ftcp.common.store import Store
+from tests.support.faults import PORT, done
+from topology.clients import RunningClient
+from topology.lab import PRIMARY_IP, SERVICES, Lab, wait_for
+
+REQUESTS = 3000
+
+
+def lab_with_two_backups(run_dir):
+    return Lab(service_cmd=SERVICES["demo"], service_port=PORT, run_dir=run_dir, backups=2)
+
+
+def listed(lab) -> list:
+    code, page = lab.rest("GET", "/ftcp/connections?service=demo")
+    assert code == 200, page
+    return page["connections"]
+
+
+def roles(lab) -> set:
+    return {(c["recorded_by"], c["serving"], c["protector"], c["status"]) for c in listed(lab)}
+
+
+def client_logged_by_both(lab) -> RunningClient:
+    client = RunningClient(lab.host("c1"), "reqresp", PRIMARY_IP, PORT, "--count", REQUESTS, "--interval", 0.005,
+                           "--progress", 0.02)
+    client.wait_progress(sent=1)
+    wait_for(lambda: roles(lab) == {("b1", "primary", "b1", "protected"), ("b2", "primary", "b2", "protected")},
+             10, "both backups to keep a protected record of the connection")
+    return client
+
+
+def test_the_backup_that_did_not_take_over_says_its_records_are_unprotected(run_dir):
+    with lab_with_two_backups(run_dir) as lab:
+        store = Store(lab.redis.url)
+        client = client_logged_by_both(lab)
+        lab.fail_primary("crash")
+        assert done(store)["backup"] == "b1"
+        res = client.result()
+        assert res["ok"] and res["requests"] == REQUESTS, (res, lab.logs())
+        cid = f"10.0.0.1:{res['local_port']}-{PRIMARY_IP}:{PORT}"
+        # b2's agent wrote it itself (the controller's "moved"), not only the API's view
+        b2 = wait_for(lambda: (lambda st: st if st and st["status"] == "unprotected" else None)(
+            store.conn("b2", cid)), 10, "b2's record of the moved connection to be unprotected")
+        assert b2["reason"] == "taken over: b1 serves it now and no host protects it", b2
+
+
+def test_a_dead_first_backup_is_passed_over_and_the_failover_masked(run_dir):
+    with lab_with_two_backups(run_dir) as lab:
+        store = Store(lab.redis.url)
+        client = client_logged_by_both(lab)
+        lab.kill(lab.agents["b1"])                      # the first protector dies
+        wait_for(lambda: {a["name"]: a["status"] for a in lab.rest("GET", "/ftcp/health")[1]["agents"]}["b1"]
+                 != "up", 10, "the controller to see b1's agent gone")
+        lab.fail_primary("crash")
+        svc = done(store)
+        assert svc["backup"] == "b2", svc
+        res = client.result()
+        assert res["ok"] and res["requests"] == REQUESTS, (res, lab.logs())
+        # b1's agent is dead and wrote nothing: its record is still not reported protected
+        assert roles(lab) == {("b1", "b2", None, "unprotected"), ("b2", "b2", None, "unprotected")}, listed(lab)
