@@ -113,7 +113,8 @@ def gap_max(result: dict, lo: float, hi: float):
 
 def find_conn(store, client_ip: str):
     fields = ("client_ip", "client_port", "status", "reason", "c2s_next", "s2c_next", "c2s_logged", "s_win_scaled")
-    return next((dict(r, id=cid) for cid, r in store.conn_fields("b1", store.service_conns("demo", "b1"), fields).items()
+    rows = store.conn_fields("b1", store.service_conns("demo", "b1"), fields)
+    return next((dict(r, id=cid) for cid, r in rows.items()
                  if r.get("client_ip") == client_ip), None)
 
 

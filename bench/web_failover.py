@@ -143,7 +143,8 @@ def plot(data: dict, path) -> None:
                   and t["outcome"] == "masked" and t.get("stall_ms") is not None]
         base = [t["baseline_ms"] for t in data["trials"] if t["failure"] == failure and t["divergence"] == "aligned"
                 and t["outcome"] == "masked"]
-        right.scatter([i - 0.1] * len(stalls), stalls, color="tab:red", s=14, label="stall at failover" if i == 0 else None)
+        right.scatter([i - 0.1] * len(stalls), stalls, color="tab:red", s=14,
+                      label="stall at failover" if i == 0 else None)
         right.scatter([i + 0.1] * len(base), base, color="tab:blue", s=14,
                       label="longest silence before it" if i == 0 else None)
     left.set_xticks(range(len(names)), names)

@@ -165,7 +165,8 @@ class Lab:
             self.redis.wait_ready()
         self.config_path.unlink(missing_ok=True)
         self.config_path.touch(mode=0o600)   # it holds the Redis URL, password included
-        self.config_path.write_text(yaml.safe_dump(lab_config(self.service_port, self.redis.url_for("controller"), self.more_ports,
+        self.config_path.write_text(yaml.safe_dump(lab_config(self.service_port, self.redis.url_for("controller"),
+                                                              self.more_ports,
                                                                     self.probe, self.divergence, len(self.backups)),
                                                          sort_keys=False))
         ofp_port = free_tcp_port()
@@ -189,7 +190,8 @@ class Lab:
         ha = self.controllers > 1
         for i in range(self.controllers):
             ports = (ofp_port, self.wsapi_port) if i == 0 else (free_tcp_port(), free_tcp_port())
-            self.ryus.append(self._track(RyuManager(self.run_dir, self.config_path, self.redis.url_for("controller"), *ports,
+            self.ryus.append(self._track(RyuManager(self.run_dir, self.config_path, self.redis.url_for("controller"),
+                                                    *ports,
                                                     api_token=self.api_token, ha=ha,
                                                     log="ryu" if i == 0 else f"ryu-{i + 1}")))
         self.ryu = self.ryus[0]
@@ -342,7 +344,8 @@ class Lab:
         old = which or self.ryu
         self.kill(old) if kill else old.stop()
         old.stop()
-        new = self._replace(old, RyuManager(self.run_dir, self.config_path, self.redis.url_for("controller"), old.ofp_port,
+        new = self._replace(old, RyuManager(self.run_dir, self.config_path, self.redis.url_for("controller"),
+                                            old.ofp_port,
                                             old.wsapi_port, api_token=self.api_token, ha=old.ha, log=old.log_name))
         self.ryus[self.ryus.index(old)] = new
         if self.ryu is old:

@@ -34,7 +34,8 @@ def parse_size(text: str) -> int:
 
 
 def build_parser():
-    ap = argparse.ArgumentParser(prog="python -m ftcp.agent", description="The backup agent: capture the mirror, track connections, log to Redis.")
+    ap = argparse.ArgumentParser(prog="python -m ftcp.agent",
+                                 description="The backup agent: capture the mirror, track connections, log to Redis.")
     ap.add_argument("--iface", required=True, help="the mirror iface (no IP address)")
     ap.add_argument("--config", default="switch_config/services.yaml", help="the services file")
     ap.add_argument("--backup", help="this backup's name in the services file (default: every service)")

@@ -12,6 +12,8 @@ segment is taken only if the primary's kernel would take it
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from ftcp.common.statuses import Reason
 from ftcp.agent.admission import Admission, Limits
 from ftcp.agent.conn import CLOSED, CLOSING, ESTABLISHED, PROTECTED, SYN_RECEIVED, SYN_SENT, UNPROTECTED, Conn
@@ -25,7 +27,8 @@ class Tracker:
     """Feeds segments into connections. ``services``: {(server_ip_int, server_port): name}."""
 
     def __init__(self, services, log_cap, grace: float = 30.0, max_ooo: int = None,
-                 half_closed_timeout: float = 120.0, limits: Limits = Limits()):
+                 half_closed_timeout: float = 120.0, limits: Optional[Limits] = None):
+        limits = limits if limits is not None else Limits()
         self.set_services(services)
         # A connection half-way through its handshake or its close that goes quiet this
         # long is taken as closed (its last ACK or RST was never seen); an established

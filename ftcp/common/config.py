@@ -269,7 +269,8 @@ def _primary(value: Any, path: str) -> Primary:
     # the MAC is required: the backup's answers leave with it after a failover, and a
     # failover is no time to find out it is missing
     _mapping(value, path, {"port", "mac"}, set())
-    return Primary(port=_switch_port(value["port"], path + ".port"), mac=_mac(value["mac"], path + ".mac", required=True))
+    return Primary(port=_switch_port(value["port"], path + ".port"),
+                   mac=_mac(value["mac"], path + ".mac", required=True))
 
 
 def _backup(value: Any, path: str) -> Backup:
@@ -388,7 +389,8 @@ def _check_unique(services: tuple) -> None:
     names, keys, cookies = {}, {}, {}
     for i, svc in enumerate(services):
         if svc.name in names:
-            raise ConfigError(f"services[{i}].name", f"duplicate service name {svc.name!r} (also services[{names[svc.name]}])")
+            raise ConfigError(f"services[{i}].name",
+                              f"duplicate service name {svc.name!r} (also services[{names[svc.name]}])")
         if svc.key in keys:
             raise ConfigError(f"services[{i}].port", f"{svc.key} is already protected by services[{keys[svc.key]}]")
         if svc.cookie_id in cookies:

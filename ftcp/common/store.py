@@ -21,7 +21,9 @@ from redis.utils import HIREDIS_AVAILABLE
 from ftcp.common import control
 from ftcp.common.config import SENTINEL_URL_RE, Service, redact_url
 from ftcp.common.errors import StoreError
-from ftcp.common.keys import (AGENT_CHANNEL_PREFIX, ANSWERS_MAXLEN, CONN_PREFIX, EPOCHS, EVENTS, EVENTS_MAXLEN, GENERATION, LEADER, PREFIX, SERVICES, agent_channel, agent_key, answers_key, conn_key, conn_log_key, conn_of_key, svc_conns_key, svc_key)
+from ftcp.common.keys import (AGENT_CHANNEL_PREFIX, ANSWERS_MAXLEN, CONN_PREFIX, EPOCHS, EVENTS, EVENTS_MAXLEN,
+                              GENERATION, LEADER, PREFIX, SERVICES, agent_channel, agent_key, answers_key, conn_key,
+                              conn_log_key, conn_of_key, svc_conns_key, svc_key)
 from ftcp.common.schema import decode_agent, decode_conn, decode_service
 
 REPLICA_WAIT_MS = 500   # with Sentinel: how long a write waits for a replica to have it
