@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from tests.integration.rest_server import rest  # noqa: F401 -- the REST tests' server, a fixture
 from topology.lock import lab_lock
 from topology.processes import Ovs
 

@@ -144,7 +144,8 @@ def test_agent_killed_and_restarted_rebuilds_its_connections_from_redis(lab):
         assert client.go().split() == ["PONG", "a2", "PONG", "b2"]
         a = wait_for(lambda: (lambda st: st if st and st["restored"] == "0" else None)(store.conn("b1", ids[0])), 10,
                      "A to be seen continuing")
-        b = wait_for(lambda: (lambda st: st if st and st["status"] == "unprotected" else None)(store.conn("b1", ids[1])),
+        b = wait_for(lambda: (lambda st: st if st and st["status"] == "unprotected" else None)(
+            store.conn("b1", ids[1])),
                      10, "B to be found unprotected")
         assert a["status"] == "protected", a["reason"]
         assert "moved while the agent was down" in b["reason"], b

@@ -8,7 +8,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ftcp.common.store import Store
-from tests.integration.rest_server import TOKEN, RestServer, no_ovs, rest  # noqa: F401 (fixtures)
+from tests.integration.rest_server import TOKEN, RestServer, no_ovs  # noqa: F401 (fixture)
 from tests.support.fake_agent import SERVICE, FakeAgent, conn_id, heartbeat
 from topology.lab import wait_for
 

@@ -7,7 +7,7 @@ import time
 import yaml
 
 from ftcp.common.store import Store
-from tests.integration.rest_server import TOKEN, no_ovs, rest  # noqa: F401 (fixtures)
+from tests.integration.rest_server import TOKEN, no_ovs  # noqa: F401 (fixture)
 from tests.support.fake_agent import SERVICE, FakeAgent, conn_id, heartbeat
 from topology.lab import ROOT, free_tcp_port
 

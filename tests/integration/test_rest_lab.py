@@ -3,7 +3,7 @@ on the switch, read a live connection's state, migrate a streaming connection to
 backup with byte-exact continuity, delete the service and see its flows gone."""
 import re
 
-from ftcp.controller.of import cookies, messages
+from ftcp.controller.of import cookies
 from ftcp.common.config import service_cookie_id
 from topology.clients import RunningClient
 from topology.lab import PRIMARY_IP, SERVICES, Lab, wait_for
@@ -74,7 +74,8 @@ def test_rest_in_the_lab(run_dir):
         client = RunningClient(lab.host("c1"), "stream", PRIMARY_IP, PORT, "--bytes", 60_000_000, "--progress", 0.02)
         client.wait_progress(received=2_000_000)
         cid = f"10.0.0.1:{_local_port(lab)}-{PRIMARY_IP}:{PORT}"
-        status, conn = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(lab.rest("GET", f"/ftcp/connections/{cid}")),
+        status, conn = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(
+            lab.rest("GET", f"/ftcp/connections/{cid}")),
                                 10, "the connection over REST")
         assert conn["status"] == "protected" and conn["state"] == "established", conn
         assert conn["isn_c"] is not None and conn["s2c_acked"] > 0

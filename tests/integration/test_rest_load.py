@@ -7,7 +7,6 @@ import time
 import redis
 
 from ftcp.common.keys import conn_key
-from tests.integration.rest_server import rest  # noqa: F401 (fixture)
 
 RECORDS = 20000
 

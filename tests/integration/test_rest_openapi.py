@@ -12,7 +12,7 @@ import subprocess
 import time
 
 from ftcp.common.store import Store
-from tests.integration.rest_server import TOKEN, no_ovs, rest  # noqa: F401 (fixtures)
+from tests.integration.rest_server import TOKEN, no_ovs  # noqa: F401 (fixture)
 from tests.support.fake_agent import FakeAgent, heartbeat
 from topology.processes import ROOT, VENV_BIN
 

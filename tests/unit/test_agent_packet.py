@@ -164,7 +164,8 @@ def test_ethernet_padding_beyond_ip_total_length_ignored():
 
 
 def test_ip_options_honoured():
-    f = tcp_frame(flags="PA", payload=b"after ip options", ip=IP(src=C, dst=S, options=[IPOption_RR(routers=["1.2.3.4"])]))
+    f = tcp_frame(flags="PA", payload=b"after ip options",
+                  ip=IP(src=C, dst=S, options=[IPOption_RR(routers=["1.2.3.4"])]))
     assert f[IP0] & 0x0F == 7
     seg = parse_frame(f)
     assert seg.payload == b"after ip options"

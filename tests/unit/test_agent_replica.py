@@ -192,7 +192,8 @@ def test_pool_feeds_replica_checks_its_output_and_detaches_it(replicas):
     replicas.expect("c1", [(0, 7, zlib.crc32(OUTPUT[:7])), (7, 7, zlib.crc32(OUTPUT[7:]))])
     replicas.feed("c1", b"PING a\nPING b\n")
     replicas.acked("c1", 7)        # the client has "PONG a\n" from the primary
-    wait_for(lambda: produced(replicas, "c1") == len(OUTPUT), 5, "the replica to produce its whole output", interval=0.005)
+    wait_for(lambda: produced(replicas, "c1") == len(OUTPUT), 5, "the replica to produce its whole output",
+             interval=0.005)
     det = replicas.detach_many(["c1", "unknown"])["c1"]
     assert isinstance(det, Detached)
     try:
@@ -282,7 +283,8 @@ def test_aligned_tolerates_same_shape_output_and_keeps_the_primary_s_bytes(clock
     primary = b"PONG a 3\nPONG b 4\n"       # the replica says 7 and 8
     rp.expect("c1", [(0, 9, primary[:9]), (9, 9, primary[9:])])
     rp.feed("c1", b"PING a\nPING b\n")
-    wait_for(lambda: produced(rp, "c1") == 18 and not rp._replicas["c1"].checks, 5, "both answers compared", interval=0.005)
+    wait_for(lambda: produced(rp, "c1") == 18 and not rp._replicas["c1"].checks, 5, "both answers compared",
+             interval=0.005)
     assert rp.differed["c1"] == 2 and "c1" not in rp.diverged
     det = rp.detach_many(["c1"])["c1"]
     try:

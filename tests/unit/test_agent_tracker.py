@@ -771,7 +771,8 @@ def test_newest_timestamp_kept_across_reordering_and_wrap(t):
     L = Link(t)
     top = [("Timestamp", (2 ** 32 - 5, 0))]
     conn = L.handshake(c_opts=top, s_opts=[("Timestamp", (400, 2 ** 32 - 5))])
-    assert (conn.c_tsval, conn.c_tsecr, conn.s_tsval, conn.s_tsecr, conn.ts_ok) == (2 ** 32 - 5, 0, 400, 2 ** 32 - 5, True)
+    assert (conn.c_tsval, conn.c_tsecr, conn.s_tsval, conn.s_tsecr, conn.ts_ok) == \
+        (2 ** 32 - 5, 0, 400, 2 ** 32 - 5, True)
     L.data(0, 1, opts=ts(2 ** 32 - 2, 500))
     L.data(1, 1, opts=ts(3, 501))        # TSval wrapped: newer
     L.data(0, 1, opts=ts(2 ** 32 - 2, 500))  # reordered older copy
@@ -1015,8 +1016,9 @@ def test_a_segment_the_primary_s_ip_or_tcp_would_not_take_is_not_taken():
     t = Tracker(SERVICES, log_cap=1 << 20)
     t.set_services(SERVICES, {(ip_int(S), SPORT): mac})
     L = Link(t)
-    good = lambda payload: bytes(Ether(dst="00:00:00:00:00:10") / IP(src=C, dst=S) / TCP(
-        sport=40000, dport=SPORT, flags="S", seq=L.isn_c, options=OPTS) / payload)
+    def good(payload):
+        return bytes(Ether(dst="00:00:00:00:00:10") / IP(src=C, dst=S) / TCP(
+            sport=40000, dport=SPORT, flags="S", seq=L.isn_c, options=OPTS) / payload)
     assert t.feed_frame(bytes(Ether(dst="00:00:00:00:00:99") / IP(src=C, dst=S) / TCP(
         sport=40000, dport=SPORT, flags="S", seq=L.isn_c)), 1.0) is None          # for another host
     bad_ip = bytearray(good(b""))

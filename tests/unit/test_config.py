@@ -15,7 +15,8 @@ GOOD = {
     "services": [{
         "name": "web", "address": "10.0.0.10", "port": 80,
         "primary": {"port": "s1-eth3", "mac": "00:00:00:00:00:10"},
-        "backups": [{"name": "b1", "address": "10.0.0.20", "data_port": 4, "mirror_port": "5", "mac": "00:00:00:00:00:20"}],
+        "backups": [{"name": "b1", "address": "10.0.0.20", "data_port": 4, "mirror_port": "5",
+                     "mac": "00:00:00:00:00:20"}],
     }],
     "redis": {"url": "unix:///run/ftcp/redis.sock"},
 }

@@ -74,7 +74,8 @@ def test_a_message_sealed_for_one_channel_is_nothing_on_another():
         unseal(B1, "ftcp:ctl:agent:b2", raw, 100.0)
 
 
-@pytest.mark.parametrize("raw", ['{"m": "x", "t": "1", "s": "\u00e9"}', "[" * 200000, '{"m": "[1]", "t": "x", "s": "' + "0" * 64 + '"}'])
+@pytest.mark.parametrize("raw", ['{"m": "x", "t": "1", "s": "\u00e9"}', "[" * 200000,
+                                 '{"m": "[1]", "t": "x", "s": "' + "0" * 64 + '"}'])
 def test_hostile_envelopes_are_refused_never_raised(raw):
     with pytest.raises(ControlError):
         unseal(B1, CH, raw, 1.0)

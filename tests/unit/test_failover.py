@@ -16,7 +16,8 @@ def test_fence_before_takeover_then_redirect_before_go():
     f = ServiceFailover("web", ("b1",), epoch=4)
     acts = f.fail("link down", now=10.0)
     assert kinds(acts) == ["Record", "SyncFlows"] and acts[1] == SyncFlows("web", "fenced", 5)
-    assert f.status == ServiceStatus.FAILING_OVER and acts[0].status == ServiceStatus.FAILING_OVER and acts[0].epoch == 5
+    assert f.status == ServiceStatus.FAILING_OVER
+    assert acts[0].status == ServiceStatus.FAILING_OVER and acts[0].epoch == 5
     # nothing goes to the agent before the switches confirm the fence
     assert sent(f.confirmed("fenced", 5, now=10.001)) == [("takeover", 5, "b1")]
     acts = f.reply("ready", 5, "b1", now=10.02, detail={"taken": ["c1"], "failed": {}})

@@ -69,7 +69,8 @@ def flow_stats_reply(stats, xid=9):
 
 
 def steady_mods():
-    return [messages.default_flow()] + messages.service_flows(WEB, WEB.primary, WEB.backups, probe_ip=PROBE_IP) + messages.service_flows(DB, DB.primary, DB.backups)
+    return ([messages.default_flow()] + messages.service_flows(WEB, WEB.primary, WEB.backups, probe_ip=PROBE_IP)
+            + messages.service_flows(DB, DB.primary, DB.backups))
 
 
 def table_of(mods):
@@ -264,7 +265,8 @@ def test_flow_stats_filter_by_cookie_and_keep_the_match_object():
     applied = steady_mods()
     table = table_of(applied)
     stats = table.flow_stats(cookies.cookie(DB_ID, 0), cookies.MASK_SERVICE)
-    assert sorted(s.cookie for s in stats) == sorted(m.cookie for m in applied if cookies.cookie_parts(m.cookie)[0] == DB_ID)
+    assert sorted(s.cookie for s in stats) == sorted(m.cookie for m in applied
+                                                     if cookies.cookie_parts(m.cookie)[0] == DB_ID)
     for s in stats:
         mod, = [m for m in applied if m.cookie == s.cookie and m.match is s.match]
         assert s.priority == mod.priority and s.table_id == 0

@@ -15,7 +15,8 @@ CONF = config.parse({
     "services": [{
         "name": "web", "address": "10.0.0.10", "port": 80,
         "primary": {"port": "s1-eth3", "mac": "00:00:00:00:00:10"},
-        "backups": [{"name": "b1", "address": "10.0.0.20", "data_port": "s1-eth4", "mirror_port": "s1-eth5", "mac": "00:00:00:00:00:20"}],
+        "backups": [{"name": "b1", "address": "10.0.0.20", "data_port": "s1-eth4", "mirror_port": "s1-eth5",
+                     "mac": "00:00:00:00:00:20"}],
     }],
 })
 PORTS = {"s1-eth1": 1, "s1-eth2": 2, "s1-eth3": 3, "s1-eth4": 4, "s1-eth5": 5}

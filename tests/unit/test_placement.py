@@ -6,7 +6,8 @@ from ftcp.controller.placement import plan_switch, switch_applies
 def conf(primary="s1-eth3", mirror=5, dpid=None):
     return config.parse({
         "switch": {"dpid": dpid},
-        "services": [{"name": "web", "address": "10.0.0.10", "port": 80, "primary": {"port": primary, "mac": "00:00:00:00:00:10"},
+        "services": [{"name": "web", "address": "10.0.0.10", "port": 80,
+                      "primary": {"port": primary, "mac": "00:00:00:00:00:10"},
                       "backups": [{"name": "b1", "address": "10.0.0.20", "data_port": "s1-eth4",
                                    "mirror_port": mirror, "mac": "00:00:00:00:00:20"}]}]})
 

@@ -4,7 +4,8 @@ from ftcp.common import config
 from ftcp.controller.recorder import Recorder
 from tests.support.store import fake_store
 
-SVC = config.parse({"services": [{"name": "web", "address": "10.0.0.10", "port": 80, "primary": {"port": 3, "mac": "00:00:00:00:00:10"},
+SVC = config.parse({"services": [{"name": "web", "address": "10.0.0.10", "port": 80,
+                                  "primary": {"port": 3, "mac": "00:00:00:00:00:10"},
                                   "backups": [{"name": "b1", "address": "10.0.0.20", "data_port": 4,
                                                "mirror_port": 5, "mac": "00:00:00:00:00:20"}]}]}).services[0]
 # What Store.save_service writes of every record, whatever the status and fields.
