@@ -129,7 +129,8 @@ class _RestAdapter(AppAdapter):
         return self._start(name, "planned migration requested over REST", None)
 
     def _start(self, name, reason, backup):
-        self.app.refresh_heartbeats()   # as of now, not of the last poll
+        if self.app.core.active:        # a standby is refused by the core at once, with no Redis read
+            self.app.refresh_heartbeats()   # as of now, not of the last poll
         state = {}
 
         def start(now):
