@@ -10,7 +10,7 @@ import pytest
 
 from ftcp.common.store import Store
 from tests.support.held_client import HeldClient, ScriptedClient, conn_id
-from topology.lab import PRIMARY_IP, SERVICES, Lab, wait_for
+from topology.lab import PRIMARY_IP, SERVICES, Lab, LabError, wait_for
 
 PORT = 7000
 
@@ -39,7 +39,7 @@ def caught_up(store, conns):
                              for n, s in states.items()) else None
     try:
         return wait_for(check, 20, "the agent to log every byte into Redis", interval=0.05)
-    except Exception:
+    except LabError:   # wait_for's timeout alone: an error while checking is a failure of its own
         pytest.fail(f"Redis never caught up: {[(n, store.conn(conn_id(c['local_port']))) for n, c in conns.items()]}")
 
 
