@@ -10,7 +10,7 @@ import pytest
 
 from ftcp.common.store import Store
 from tests.support.held_client import HeldClient, ScriptedClient, conn_id
-from topology.lab import PRIMARY_IP, SERVICES, Lab, wait_for
+from topology.lab import PRIMARY_IP, SERVICES, Lab, LabError, wait_for
 
 PORT = 7000
 
@@ -39,8 +39,9 @@ def caught_up(store, conns):
                              for n, s in states.items()) else None
     try:
         return wait_for(check, 20, "the agent to log every byte into Redis", interval=0.05)
-    except Exception:
-        pytest.fail(f"Redis never caught up: {[(n, store.conn('b1', conn_id(c['local_port']))) for n, c in conns.items()]}")
+    except LabError:   # wait_for's timeout alone: an error while checking is a failure of its own
+        states = [(n, store.conn("b1", conn_id(c["local_port"]))) for n, c in conns.items()]
+        pytest.fail(f"Redis never caught up: {states}")
 
 
 def assert_logs_exact(store, conns):
@@ -108,7 +109,8 @@ def test_connection_older_than_the_agent_is_unprotected(run_dir):
             assert state["status"] == "unprotected"
             assert state["reason"] == "no SYN seen (connection predates capture)"
             assert store.conn_log("b1", cid) == b""
-            new = wait_for(lambda: store.conn("b1", f"10.0.0.2:{fresh['local_port']}-{PRIMARY_IP}:{PORT}"), 10, "new conn")
+            new = wait_for(lambda: store.conn("b1", f"10.0.0.2:{fresh['local_port']}-{PRIMARY_IP}:{PORT}"), 10,
+                           "new conn")
             assert new["status"] == "protected"
         finally:
             old.kill()

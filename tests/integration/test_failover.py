@@ -36,11 +36,17 @@ def takeover_modes(lab):
 FAILURES = ["link", "crash", "silent"]
 
 
-# The longest the client may go without progress across a failover: a correctness
-# bound, not a benchmark (docs/benchmarks.md has the numbers: tens of ms, ~200 ms for a
-# silent primary). A takeover that waited for a retransmission timeout (1 s at least)
-# crosses it.
-STALL_BOUND_MS = 1000
+# The longest silence the client may see across a failover (its own measure,
+# topology/clients.py): a correctness bound, not a benchmark (docs/benchmarks.md has
+# the numbers). It is a rebuilt socket's initial retransmission timeout (1 s: a socket
+# rebuilt with TCP_REPAIR has no RTT sample), so a takeover that leaves the rebuilt
+# socket to its own timer crosses it. A takeover that waits for the client's timer does
+# not: Linux's minimum RTO is 200 ms, and today's tails already hold such waits next to
+# a silent primary's detection (3 runs of the download, upload and request tests here:
+# 15-65 ms for link and crash, 117-129 ms cold, 186-238 ms for a silent host and for an
+# upload whose client waited for its own timer). A bound that catches those waits is
+# for when the tails are down.
+REBUILT_SOCKET_RTO_MS = 1000
 
 
 def link_down(lab):
@@ -48,7 +54,7 @@ def link_down(lab):
 
 
 def running(lab, *args):
-    """services/client.py on c1 in the background, with progress lines (topology.lab.RunningClient)."""
+    """services/client.py on c1 in the background, with progress lines (topology.clients.RunningClient)."""
     return lab.start_client("c1", *args, "--progress", 0.02)
 
 
@@ -63,7 +69,7 @@ def test_failure_mid_download(mode, failure, request):
     res = client.result()
     assert res["ok"], res
     assert res["received"] == 60_000_000
-    assert res["stall_ms"] < STALL_BOUND_MS, res["stall_ms"]
+    assert res["stall_ms"] < REBUILT_SOCKET_RTO_MS, res["stall_ms"]
     assert svc["taken"] == "1" and json.loads(svc["failed"]) == {}
     assert f"1 connection(s) ready ({1 if mode == 'hot' else 0} hot)" in takeover_modes(lab)[0]
 
@@ -78,7 +84,7 @@ def test_failure_mid_upload(lab, failure):
     res = client.result()
     assert res["ok"], res  # the server (now the backup's replica) saw every byte: its SHA-256 matches
     assert res["sent"] == 30_000_000 + len("PUT 30000000\n")
-    assert res["stall_ms"] < STALL_BOUND_MS, res["stall_ms"]
+    assert res["stall_ms"] < REBUILT_SOCKET_RTO_MS, res["stall_ms"]
     # The rebuilt socket told the client at go what it has of the upload (ftcp/agent/acks.py).
     assert "1 connection(s) released (1 acknowledged to their clients)" in (lab.run_dir / "agent.log").read_text()
 
@@ -92,7 +98,7 @@ def test_failure_during_request_response_loop(lab, failure):
     failed_over(store, timeout=10)
     res = client.result()
     assert res["ok"] and res["requests"] == 3000, res
-    assert res["stall_ms"] < STALL_BOUND_MS, res["stall_ms"]
+    assert res["stall_ms"] < REBUILT_SOCKET_RTO_MS, res["stall_ms"]
 
 
 @pytest.mark.parametrize("failure", FAILURES)

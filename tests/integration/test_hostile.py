@@ -3,13 +3,17 @@ other hosts' addresses (tests/support/forge.py, raw IPv4 through c2's own port) 
 c1 runs requests against the primary. No forged segment fails over a healthy primary,
 closes or feeds c1's record, or reaches the log; when the primary then really fails,
 c1's connection is taken over and every answer it gets is right."""
+import contextlib
+import re
 import shlex
+import signal
+import subprocess
 import sys
 
 import pytest
 
 from ftcp.common.store import Store
-from tests.support.faults import PORT, done, events, flows_with, packets, requests
+from tests.support.faults import PORT, done, events, requests
 from topology.lab import PRIMARY_IP, ROOT, SERVICES, Lab, wait_for
 
 PROBE_IP = "10.0.0.254"
@@ -35,16 +39,52 @@ def c1_conn(store) -> dict:
     """c1's live connection record (with its sequence numbers: the test knows them, the
     attacker would have to guess)."""
     def find():
-        rows = store.conn_fields("b1", store.service_conns("demo", "b1"), ("client_ip", "client_port", "status", "c2s_next",
-                                                                "s2c_next", "c2s_logged"))
+        rows = store.conn_fields("b1", store.service_conns("demo", "b1"),
+                                 ("client_ip", "client_port", "status", "c2s_next", "s2c_next", "c2s_logged"))
         return next((dict(r, id=cid) for cid, r in rows.items() if r["client_ip"] == "10.0.0.1"
                      and r["c2s_next"] is not None), None)
     return wait_for(find, 10, "c1's connection in Redis")
 
 
-def probe_answers(lab) -> int:
-    """Packets the switch sent the controller as answers to probes."""
-    return sum(packets(line) for line in flows_with(lab, f"nw_dst={PROBE_IP}", "CONTROLLER"))
+def ofport(name: str) -> str:
+    """The switch's OpenFlow port number for one of its interfaces, as snoop prints it."""
+    return subprocess.run(["ovs-vsctl", "get", "Interface", name, "ofport"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def received_on(name: str) -> int:
+    """Packets the switch has received on one of its ports."""
+    out = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-ports", "s1", name], capture_output=True,
+                         text=True, check=True).stdout
+    return int(out.split("rx pkts=")[1].split(",")[0])
+
+
+@contextlib.contextmanager
+def packet_ins(lab):
+    """What the switch sends the controller while the block runs, as ovs-ofctl snoop
+    decodes it: yields a function that returns the packet-ins so far, each as (the
+    port it came in on, the packet's summary)."""
+    path = lab.run_dir / "s1-snoop.txt"
+    with open(path, "w") as out:
+        proc = subprocess.Popen(["stdbuf", "-oL", "ovs-ofctl", "-O", "OpenFlow13", "snoop", "s1"], stdout=out,
+                                stderr=subprocess.STDOUT)
+
+    def seen() -> list:
+        lines = path.read_text().splitlines()
+        return [(re.search(r" in_port=(\S+)", head)[1], packet) for head, packet in zip(lines, lines[1:])
+                if head.startswith("OFPT_PACKET_IN ")]
+    try:
+        wait_for(seen, 10, "the snoop's first packet-in")
+        yield seen
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+
+
+def probe_answers(ins: list) -> list:
+    """The packet-ins that look like answers to probes: from the service to the probe address."""
+    return [i for i in ins if f"nw_src={PRIMARY_IP}," in i[1] and f"nw_dst={PROBE_IP}," in i[1]
+            and f"tp_src={PORT}," in i[1]]
 
 
 def agent_stat(store, name) -> int:
@@ -54,17 +94,25 @@ def agent_stat(store, name) -> int:
 def test_forged_probe_answers_from_a_client_port_condemn_nothing(lab):
     store = Store(lab.redis.url)
     client = requests(lab, count=3000)
-    before = probe_answers(lab)
-    # a RST "from the service" to the probe address for every probe source port, with a
-    # random acknowledgement; and SYN-ACKs that would acquit a dying server
-    sent = forge(lab, "--src", f"{PRIMARY_IP}:{PORT}", "--dst", f"{PROBE_IP}:0", "--flags", "RA",
-                 "--sports", "20000-23999", "--random-ack")
-    sent += forge(lab, "--src", f"{PRIMARY_IP}:{PORT}", "--dst", f"{PROBE_IP}:0", "--flags", "SA",
-                  "--sports", "20000-20999", "--random-ack", "--random-seq")
-    assert sent == 5000
+    with packet_ins(lab) as seen:
+        from_c2 = received_on("s1-eth2")
+        # a RST "from the service" to the probe address for 4000 probe source ports,
+        # with a random acknowledgement; and SYN-ACKs that would acquit a dying server
+        sent = forge(lab, "--src", f"{PRIMARY_IP}:{PORT}", "--dst", f"{PROBE_IP}:0", "--flags", "RA",
+                     "--dports", "20000-23999", "--random-ack")
+        sent += forge(lab, "--src", f"{PRIMARY_IP}:{PORT}", "--dst", f"{PROBE_IP}:0", "--flags", "SA",
+                      "--dports", "20000-20999", "--random-ack", "--random-seq")
+        assert sent == 5000
+        wait_for(lambda: received_on("s1-eth2") - from_c2 >= sent, 10, "the switch to take in every forged segment")
+        # the second of two more answers came in after the last forged segment, and
+        # reaches the controller after anything a forged segment made the switch send
+        later = len(probe_answers(seen())) + 2
+        wait_for(lambda: len(probe_answers(seen())) >= later, 10, "answers to two more probes")
+    ins = seen()
     # none of them reached the controller: the probe-answer flow takes only the
-    # primary's port (its counter moved by the real answers alone, ~20 a second)
-    assert probe_answers(lab) - before < 1000
+    # primary's port, and nothing else sends it what comes in on a client's
+    assert [i for i in ins if i[0] != ofport("s1-eth3")] == [], ins[:5]
+    assert probe_answers(ins), ins[:5]     # and the real answers did, as the snoop saw them
     res = client.result()
     assert res["ok"] and res["requests"] == 3000, res
     assert store.service("demo")["status"] == "protected", store.service("demo")

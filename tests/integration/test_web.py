@@ -15,6 +15,11 @@ from tests.support.faults import PORT, backup_frames_seen_by_client, done
 from topology.lab import PRIMARY_IP, SERVICES, Lab, wait_for
 
 FAILURES = ["link", "crash", "silent"]
+# A correctness bound on the client's longest silence, not a benchmark: a rebuilt
+# socket's initial retransmission timeout, which a takeover that left the socket to its
+# own timer would wait out. A wait for the client's timer (>= 200 ms) stays below it:
+# a silent host's failovers here take 176-213 ms already (test_failover.py says more).
+REBUILT_SOCKET_RTO_MS = 1000
 
 
 def web_lab(run_dir, divergence):
@@ -71,9 +76,7 @@ def test_keepalive_web_client_is_masked_across_date_changes(run_dir, failure):
         assert res["ok"] and res["requests"] == 2500, res
         assert res["last_date"] > res["first_date"]
         assert svc["taken"] == "1"
-        # a correctness bound, not a benchmark: a takeover that waited for the
-        # client's retransmission timer (1 s) would show here
-        assert res["stall_ms"] < 1000, res["stall_ms"]
+        assert res["stall_ms"] < REBUILT_SOCKET_RTO_MS, res["stall_ms"]
         assert seen == []
 
 

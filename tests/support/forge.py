@@ -2,13 +2,15 @@
 the attacker's namespace):
 
     python -m tests.support.forge --src IP:PORT --dst IP:PORT --flags R --count 1000 \\
-        [--seq N | --random-seq] [--ack N | --random-ack] [--sports LO-HI] [--payload TEXT] [--bad-checksum]
+        [--seq N | --random-seq] [--ack N | --random-ack] [--sports LO-HI] [--dports LO-HI] [--payload TEXT] \\
+        [--bad-checksum]
 
 Each segment is a whole IPv4 packet in an Ethernet frame sent on ``--iface`` (an
 AF_PACKET socket: no routing, no ARP), so its source address is whatever ``--src``
 says; the frame goes to ``--dst-mac`` (default: broadcast, which the switch floods
 unless a flow takes it). ``--sports LO-HI`` sends one segment per
-source port in the range (``--count`` times over). Prints how many it sent.
+source port in the range, ``--dports LO-HI`` one per destination port (with both, one
+per pair; ``--count`` times over). Prints how many it sent.
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ack", type=int, default=0)
     ap.add_argument("--random-ack", action="store_true")
     ap.add_argument("--sports", help="LO-HI: one segment from each of these source ports")
+    ap.add_argument("--dports", help="LO-HI: one segment to each of these destination ports")
     ap.add_argument("--payload", default="")
     ap.add_argument("--bad-checksum", action="store_true")
     ap.add_argument("--seed", type=int, default=1)
@@ -58,7 +61,9 @@ def main(argv=None) -> int:
     rng = random.Random(args.seed)
     flags = sum(FLAGS[c] for c in args.flags.upper())
     (src, sport), (dst, dport) = args.src, args.dst
-    ports = range(*(lambda lo, hi: (int(lo), int(hi) + 1))(*args.sports.split("-"))) if args.sports else [sport]
+    def ports(given, default):
+        return range(*(lambda lo, hi: (int(lo), int(hi) + 1))(*given.split("-"))) if given else [default]
+    sports, dports = ports(args.sports, sport), ports(args.dports, dport)
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     sock.bind((args.iface, 0))
     with open(f"/sys/class/net/{args.iface}/address") as f:
@@ -66,11 +71,13 @@ def main(argv=None) -> int:
     eth = bytes.fromhex(args.dst_mac.replace(":", "")) + own_mac + b"\x08\x00"
     sent = 0
     for _ in range(args.count):
-        for port in ports:
-            seq = rng.getrandbits(32) if args.random_seq else args.seq
-            ack = rng.getrandbits(32) if args.random_ack else args.ack
-            sock.send(eth + segment(src, dst, port, dport, seq, ack, flags, args.payload.encode(), args.bad_checksum))
-            sent += 1
+        for one_sport in sports:
+            for one_dport in dports:
+                seq = rng.getrandbits(32) if args.random_seq else args.seq
+                ack = rng.getrandbits(32) if args.random_ack else args.ack
+                sock.send(eth + segment(src, dst, one_sport, one_dport, seq, ack, flags, args.payload.encode(),
+                                        args.bad_checksum))
+                sent += 1
     print(sent)
     return 0
 

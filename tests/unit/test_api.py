@@ -4,6 +4,7 @@ The Store is the real one over fakeredis; connection records are written by the 
 tracker and LogWriter (tests/support/fake_agent.py); the app's adapter is a fake.
 Long because every resource's refusals are here, each naming its field.
 """
+import contextlib
 import json
 
 import pytest
@@ -121,10 +122,27 @@ def other_service(**changes):
     return svc
 
 
+REDIS_READS = {"string": lambda r, k: r.get(k), "hash": lambda r, k: r.hgetall(k),
+               "set": lambda r, k: sorted(r.smembers(k)), "zset": lambda r, k: r.zrange(k, 0, -1, withscores=True),
+               "list": lambda r, k: r.lrange(k, 0, -1), "stream": lambda r, k: r.xrange(k)}
+
+
 def redis_snapshot(store):
+    """Every key in Redis with its type and whole value."""
     r = store.fake_redis
-    return {k: (r.type(k), r.hgetall(k) if r.type(k) == "hash" else sorted(r.smembers(k)) if r.type(k) == "set"
-                else None) for k in r.keys("*") if r.type(k) in ("hash", "set")}
+    return {k: (r.type(k), REDIS_READS[r.type(k)](r, k)) for k in r.keys("*")}
+
+
+@contextlib.contextmanager
+def changes_nothing(controller, store):
+    """The block's call was refused and nothing of it was applied: the controller was
+    asked nothing, its configuration is the same object, and Redis holds what it held."""
+    calls, conf, redis = list(controller.calls), controller.conf, redis_snapshot(store)
+    assert redis, "an empty Redis would make the comparison vacuous"
+    yield
+    assert controller.calls == calls
+    assert controller.conf is conf
+    assert redis_snapshot(store) == redis
 
 
 # --- services ----------------------------------------------------------------------------
@@ -142,7 +160,8 @@ def test_list_and_get_service_with_status_from_redis_and_live_counts(api, store,
     assert view == services[0]
     assert view["address"] == "10.0.0.10" and view["port"] == 7000
     assert view["primary"] == {"port": 3, "mac": "00:00:00:00:00:10"}
-    assert view["backups"] == [{"name": "b1", "address": "10.0.0.20", "data_port": 4, "mirror_port": 5, "mac": "00:00:00:00:00:20"}]
+    assert view["backups"] == [{"name": "b1", "address": "10.0.0.20", "data_port": 4, "mirror_port": 5,
+                                "mac": "00:00:00:00:00:20"}]
     assert (view["status"], view["reason"], view["epoch"], view["dpid"], view["flows"]) == \
         ("protected", "", 0, "0000000000000001", 3)
     assert view["updated"] == NOW
@@ -194,21 +213,20 @@ def test_put_name_may_be_omitted_from_the_body(api, controller):
     (other_service(port=7000), "service.port", "already protected by service 'web'"),
 ])
 def test_put_bad_service_is_400_naming_the_field_and_changes_nothing(api, controller, store, body, field, words):
-    before_conf, before_redis = controller.conf, redis_snapshot(store)
-    error = refused(call(api, "service", "PUT", {"name": "db"}, body=body, auth=AUTH), 400, field)
+    with changes_nothing(controller, store):
+        error = refused(call(api, "service", "PUT", {"name": "db"}, body=body, auth=AUTH), 400, field)
     assert words in error
     assert "services[" not in error   # an index into the controller's list means nothing to the caller
-    assert controller.calls == [] and controller.conf is before_conf
-    assert redis_snapshot(store) == before_redis
 
 
-def test_put_bad_name_in_path(api, controller):
-    refused(call(api, "service", "PUT", {"name": "bad name"}, body=other_service(), auth=AUTH), 400, "name")
-    assert controller.calls == []
+def test_put_bad_name_in_path(api, controller, store):
+    with changes_nothing(controller, store):
+        refused(call(api, "service", "PUT", {"name": "bad name"}, body=other_service(), auth=AUTH), 400, "name")
 
 
-def test_put_over_size_limit(api):
-    refused(call(api, "service", "PUT", {"name": "db"}, body=b" " * (MAX_BODY + 1), auth=AUTH), 413, "body")
+def test_put_over_size_limit(api, controller, store):
+    with changes_nothing(controller, store):
+        refused(call(api, "service", "PUT", {"name": "db"}, body=b" " * (MAX_BODY + 1), auth=AUTH), 413, "body")
 
 
 def test_put_when_redis_fails_after_applying_says_so_in_the_view(api, controller, store):
@@ -229,9 +247,9 @@ def test_delete(api, controller, store):
     assert "web" not in store.service_names()
 
 
-def test_delete_unknown_is_404(api, controller):
-    refused(call(api, "service", "DELETE", {"name": "nope"}, auth=AUTH), 404, "name")
-    assert controller.calls == []
+def test_delete_unknown_is_404(api, controller, store):
+    with changes_nothing(controller, store):
+        refused(call(api, "service", "DELETE", {"name": "nope"}, auth=AUTH), 404, "name")
 
 
 # --- auth ------------------------------------------------------------------------------------
@@ -243,25 +261,26 @@ def test_delete_unknown_is_404(api, controller):
 ])
 @pytest.mark.parametrize("auth", [None, "", "Bearer", "Bearer wrong", f"Basic {TOKEN}", f"Bearer {TOKEN}x",
                                   TOKEN])
-def test_mutating_calls_need_the_bearer_token(api, controller, route, method, params, auth):
-    error = refused(call(api, route, method, params, body=other_service(), auth=auth), 401, "Authorization")
+def test_mutating_calls_need_the_bearer_token(api, controller, store, route, method, params, auth):
+    with changes_nothing(controller, store):
+        error = refused(call(api, route, method, params, body=other_service(), auth=auth), 401, "Authorization")
     assert TOKEN not in error
-    assert controller.calls == []
 
 
-def test_auth_is_checked_before_the_body(api):
-    refused(call(api, "service", "PUT", {"name": "db"}, body=b"{bad", auth=None), 401, "Authorization")
+def test_auth_is_checked_before_the_body(api, controller, store):
+    with changes_nothing(controller, store):
+        refused(call(api, "service", "PUT", {"name": "db"}, body=b"{bad", auth=None), 401, "Authorization")
 
 
 def test_without_a_configured_token_mutating_calls_are_refused_with_how_to_set_one(store, controller, clock):
     for token in (None, ""):
         api = Api(store, controller, token, clock)
         assert not api.mutations_enabled
-        error = refused(call(api, "service", "PUT", {"name": "db"}, body=other_service(), auth="Bearer "),
-                        403, "Authorization")
+        with changes_nothing(controller, store):
+            error = refused(call(api, "service", "PUT", {"name": "db"}, body=other_service(), auth="Bearer "),
+                            403, "Authorization")
         assert "api_token" in error and "FTCP_API_TOKEN" in error
         assert call(api, "services")[0] == 200   # reads stay open
-    assert controller.calls == []
 
 
 def test_token_may_be_padded_and_scheme_any_case(api):
@@ -274,7 +293,8 @@ def test_token_may_be_padded_and_scheme_any_case(api):
 def test_actions_are_the_controller_s(api, controller):
     assert ok(call(api, "failover", "POST", {"name": "web"}, body={"backup": "b1"}, auth=AUTH)) == \
         {"service": "web", "backup": "b1", "epoch": 1}
-    assert ok(call(api, "migrate", "POST", {"name": "web"}, auth=AUTH)) == {"service": "web", "backup": "b1", "epoch": 1}
+    assert ok(call(api, "migrate", "POST", {"name": "web"}, auth=AUTH)) == \
+        {"service": "web", "backup": "b1", "epoch": 1}
     assert ok(call(api, "migrate", "POST", {"name": "web"}, body={}, auth=AUTH))["epoch"] == 1
     assert controller.calls == [("failover", "web", "b1"), ("migrate", "web"), ("migrate", "web")]
 
@@ -283,23 +303,27 @@ def test_actions_are_the_controller_s(api, controller):
     (b"", "body"), (b"[]", "body"), ({}, "backup"), ({"backup": 1}, "backup"), ({"backup": "b9"}, "backup"),
     ({"backup": "b1", "force": "yes"}, "force"),
 ])
-def test_failover_bad_body(api, body, field):
-    refused(call(api, "failover", "POST", {"name": "web"}, body=body, auth=AUTH), 400, field)
+def test_failover_bad_body(api, controller, store, body, field):
+    with changes_nothing(controller, store):
+        refused(call(api, "failover", "POST", {"name": "web"}, body=body, auth=AUTH), 400, field)
 
 
-def test_failover_unknown_service(api):
-    refused(call(api, "failover", "POST", {"name": "nope"}, body={"backup": "b1"}, auth=AUTH), 404, "name")
+def test_failover_unknown_service(api, controller, store):
+    with changes_nothing(controller, store):
+        refused(call(api, "failover", "POST", {"name": "nope"}, body={"backup": "b1"}, auth=AUTH), 404, "name")
 
 
-def test_migrate_takes_no_fields(api):
-    refused(call(api, "migrate", "POST", {"name": "web"}, body={"backup": "b1"}, auth=AUTH), 400, "backup")
+def test_migrate_takes_no_fields(api, controller, store):
+    with changes_nothing(controller, store):
+        refused(call(api, "migrate", "POST", {"name": "web"}, body={"backup": "b1"}, auth=AUTH), 400, "backup")
 
 
 # --- routing and errors ------------------------------------------------------------------------
 
 
-def test_wrong_method_is_405_and_unknown_route_404(api):
-    assert "GET" in refused(call(api, "services", "POST", auth=AUTH), 405, None)
+def test_wrong_method_is_405_and_unknown_route_404(api, controller, store):
+    with changes_nothing(controller, store):
+        assert "GET" in refused(call(api, "services", "POST", auth=AUTH), 405, None)
     assert Api.methods("service") == ["DELETE", "GET", "PUT"]
     refused(call(api, "", "GET"), 404, None)
 
@@ -526,7 +550,8 @@ def test_metrics_with_redis_down_still_answer(api, store):
 
 
 @pytest.mark.parametrize("reason, label", [
-    ("no SYN seen (connection predates capture)", "no_syn"), ("capture gap: server acked 5 bytes not seen", "capture_gap"),
+    ("no SYN seen (connection predates capture)", "no_syn"),
+    ("capture gap: server acked 5 bytes not seen", "capture_gap"),
     ("reassembly buffer overflow: 4097 segments, 4097 bytes held", "reassembly_overflow"),
     ("conflicting copies of client data at client byte 25", "conflicting_copies"),
     ("diverged: the replica's output differs from the primary's at byte 7", "diverged"),
