@@ -9,6 +9,11 @@ from __future__ import annotations
 import enum
 
 
+# The name the roles give the primary host (the services file names none); a service's
+# record says which host serves it (``serving``): this one until a failover moves it.
+PRIMARY = "primary"
+
+
 class ServiceStatus(enum.StrEnum):
     """A protected service (``ftcp:svc:<name>`` ``status``; ftcp/controller/failover.py has the
     failover's state machine)."""

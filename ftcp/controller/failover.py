@@ -40,7 +40,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from ftcp.common.statuses import ServiceStatus
+from ftcp.common.statuses import PRIMARY, ServiceStatus
 
 # The statuses a failover moves a service through (ftcp/common/statuses.py), by the words
 # recorded.
@@ -80,7 +80,6 @@ class Refused:
     reason: str
 
 
-PRIMARY = "primary"   # the services file does not name the primary host
 
 
 @dataclass
@@ -166,8 +165,12 @@ class ServiceFailover:
 
     def confirmed(self, step: str, epoch: int, now: float) -> list:
         """The switches hold the flows of ``step``: send the message that follows."""
-        if epoch != self.epoch or self.step != {"fenced": "fencing", "redirected": "redirecting"}.get(step):
+        if epoch != self.epoch or self.step != {"fenced": "fencing", "redirected": "redirecting",
+                                                "reprotected": "reprotecting"}.get(step):
             return []
+        if self.status == PROTECTED:   # re-protected: recorded once the switches hold its flows
+            self.step = "reprotected"
+            return [Record(self.service, PROTECTED, self.epoch, {"step": self.step, "backup": "", **self.roles()})]
         if self.status == FAILING_OVER:
             self.step = "takeover"
             return self._send("takeover", now, self.deadline)
@@ -209,9 +212,8 @@ class ServiceFailover:
         if not rest:
             return []
         self.fenced = self.fenced + (moved_from,)
-        self.serving, self.backup, self.status, self.step = to, None, PROTECTED, "reprotected"
-        return [Record(self.service, PROTECTED, self.epoch, {"step": self.step, "backup": "", **self.roles()}),
-                SyncFlows(self.service, "reprotected", self.epoch)]
+        self.serving, self.backup, self.status, self.step = to, None, PROTECTED, "reprotecting"
+        return [SyncFlows(self.service, "reprotected", self.epoch)]
 
     def tick(self, now: float) -> list:
         """Give up waiting for ready after the deadline; resend what is unacknowledged."""

@@ -396,9 +396,11 @@ def test_every_record_says_who_keeps_serves_and_protects_it(api, store, conns):
 
 
 def test_records_of_a_backup_the_service_moved_away_from_are_not_reported_protected(api, store, conns):
-    """b1's agent may be down and never say so: once the service is served by another
-    backup, nothing of it reaches b1, and its records are reported unprotected."""
-    store.fake_redis.hset("ftcp:svc:web", mapping={"status": "failed-over", "backup": "b2"})
+    """b1's agent may be down and never say so: once b1 is fenced (it served, and failed
+    over to b2), nothing of the service reaches it, and its records are reported
+    unprotected."""
+    store.fake_redis.hset("ftcp:svc:web", mapping={"status": "protected", "serving": "b2",
+                                                   "fenced": '["primary", "b1"]'})
     page = ok(call(api, "connections"))["connections"]
     assert {(c["recorded_by"], c["serving"], c["protector"], c["status"]) for c in page} == \
         {("b1", "b2", None, "unprotected")}
