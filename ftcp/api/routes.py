@@ -276,15 +276,19 @@ class Api:
 
     def _service_roles(self, names) -> dict:
         """{service: (the host serving it now, the hosts no longer serving or
-        protecting it)} from the services' records."""
+        protecting it, {backup: its agent's status} for the agents not up)} from the
+        services' records and the agents' heartbeats."""
         out = {}
-        configured = {s.name for s in self.controller.config().services}
+        conf = self.controller.config()
+        configured = {s.name for s in conf.services}
+        down = {a["name"]: a["status"] for a in self._agents(conf, self.clock()) if a["status"] != "up"} \
+            if set(names) & configured else {}
         for name in set(names) & configured:
             record = self.store.service_state(name) or {}
             serving, fenced = record.get("serving") or PRIMARY, list(_fenced(record.get("fenced")))
             if record.get("status") in MOVED and record.get("backup"):
                 serving, fenced = record["backup"], fenced + [record.get("serving") or PRIMARY]
-            out[name] = (serving, fenced)
+            out[name] = (serving, fenced, down)
         return out
 
     def _conn_counts(self, name: str) -> dict:
@@ -458,18 +462,22 @@ MOVED = (ServiceStatus.FAILING_OVER, ServiceStatus.FAILED_OVER, ServiceStatus.FA
 def _roles(host: str, row: dict, roles: dict) -> dict:
     """The record ``host``'s agent keeps, with who keeps, serves and protects the
     connection. A connection it took over it serves, and nobody protects. A host the
-    service moved away from (fenced, or serving it now) gets nothing of it any more: its
-    record is reported unprotected even if its agent could not say so (it is down).
-    Else the record is a protector's: it protects while it says protected."""
-    serving, fenced = roles.get(row.get("service"), (PRIMARY, []))
+    service moved away from (fenced, or serving it now) gets nothing of it any more, and
+    a host whose agent is not up logs nothing: such a record is reported unprotected
+    though its agent could not say so. Else the record is a protector's: it protects
+    while it says protected."""
+    serving, fenced, down = roles.get(row.get("service"), (PRIMARY, [], {}))
     out = dict(row, recorded_by=host)
     if str(row.get("reason") or "").startswith(Reason.TAKEN_OVER.text):
         return dict(out, serving=host, protector=None)
     out["serving"] = serving
-    if host == serving or host in fenced:
+    why = (f"{serving} serves it now and no host protects it" if host == serving or host in fenced
+           else Reason.AGENT_DOWN.because(f"the agent on {host} is {down[host]}: nothing logs it")
+           if host in down else None)
+    if why is not None:
         if out.get("status") == ConnStatus.PROTECTED:
-            out.update(status=ConnStatus.UNPROTECTED,
-                       reason=Reason.TAKEN_OVER.because(f"{serving} serves it now and no host protects it"))
+            out.update(status=ConnStatus.UNPROTECTED, reason=Reason.TAKEN_OVER.because(why)
+                       if host == serving or host in fenced else why)
         return dict(out, protector=None)
     return dict(out, protector=host if row.get("status") == ConnStatus.PROTECTED else None)
 

@@ -54,6 +54,7 @@ class Reason(enum.Enum):
     REDIS_LOST = ("redis lost", "redis")
     DIVERGED = ("diverged", "diverged")                     # the hot replica's output differed
     TAKEN_OVER = ("taken over", "taken_over")               # served by the backup now, nobody protects it
+    AGENT_DOWN = ("agent down", "agent_down")               # the agent keeping the record is not up (REST)
 
     def __init__(self, text: str, label: str):
         self.text, self.label = text, label

@@ -354,7 +354,7 @@ class Controller:
             LOG.error("ftcp: control message of the wrong shape, dropped: %.300r", msg)
             return []
         f = self.failovers[name]
-        actions = f.reply(cmd, epoch, msg.get("backup"), now, msg)
+        actions = f.reply(cmd, epoch, msg.get("backup"), now, msg, alive=lambda agent: self.alive(agent, now))
         if not actions:
             LOG.info("ftcp: %s of %s epoch %s from %s ignored (now epoch %d, %s, step %s)", cmd, name, epoch,
                      msg.get("backup"), f.epoch, f.status, f.step)

@@ -182,7 +182,8 @@ class ServiceFailover:
             return self._send("abort", now, now + self.timeout)
         return []
 
-    def reply(self, cmd: str, epoch: int, backup: str, now: float, detail: Optional[dict] = None) -> list:
+    def reply(self, cmd: str, epoch: int, backup: str, now: float, detail: Optional[dict] = None,
+              alive: Callable[[str], bool] = lambda name: True) -> list:
         """An agent's answer: ready, gone or aborted. Anything not for the current
         epoch and backup, or not awaited now, is ignored (it is late or a duplicate)."""
         detail = detail or {}
@@ -199,16 +200,16 @@ class ServiceFailover:
             counts = {k: detail[k] for k in ("released", "acknowledged", "reset") if k in detail}
             out = [Record(self.service, self.status, epoch, dict(counts, step=self.step))]
             if cmd == "gone":
-                out += self._reprotect()
+                out += self._reprotect(alive)
             return out
         return []
 
-    def _reprotect(self) -> list:
+    def _reprotect(self, alive: Callable[[str], bool]) -> list:
         """The failover is done: the backup that took over serves, the host it took over
-        from stays fenced; with another backup left to protect it the service is
+        from stays fenced; with another live backup left to protect it the service is
         protected again (its flows say so once the switches confirm)."""
         moved_from, to = self.serving, self.backup
-        rest = [b for b in self.backups if b not in (moved_from, to) and b not in self.fenced]
+        rest = [b for b in self.backups if b not in (moved_from, to) and b not in self.fenced and alive(b)]
         if not rest:
             return []
         self.fenced = self.fenced + (moved_from,)
