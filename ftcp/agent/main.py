@@ -24,7 +24,7 @@ from ftcp.agent.services import divergence, primary_macs, replicas, tracked_serv
 from ftcp.agent.admission import Limits
 from ftcp.agent.conn import CLOSED, ESTABLISHED, PROTECTED, Conn
 from ftcp.agent.tracker import Tracker
-from ftcp.common.statuses import Reason, ServiceStatus
+from ftcp.common.statuses import Reason
 from ftcp.agent.wakeup import Wakeup
 from ftcp.agent.writer import LogWriter, WriterThread
 from ftcp.common.errors import StoreError
@@ -32,8 +32,6 @@ from ftcp.common.keys import agent_channel
 from ftcp.common.store import Store
 
 LOG = logging.getLogger(__name__)
-# a service in these states is served by its record's backup, not by the primary
-MOVED = (ServiceStatus.FAILING_OVER, ServiceStatus.FAILED_OVER, ServiceStatus.FAILOVER_FAILED)
 
 
 class ControlListener(threading.Thread):
@@ -156,14 +154,6 @@ class Agent:
         if adopted:
             LOG.info("rebuilt %d connection(s) from Redis; each is protected again once it is seen to continue "
                      "where it was stored", adopted)
-        # a service another backup took over while this agent was away (it missed "moved")
-        for name in sorted(set(self.services.values())):
-            try:
-                record = self.store.service(name) or {}
-            except StoreError:
-                continue
-            if record.get("status") in MOVED and record.get("backup") and record["backup"] != self.name:
-                self.moved(name, record["backup"])
 
     def check_drops(self) -> None:
         """Packets the kernel dropped (ring full) may belong to any open connection, and
@@ -246,8 +236,6 @@ class Agent:
                             cmd, msg.get("epoch"), msg.get("service"), msg.get("boot"))
             elif cmd in ("takeover", "go", "abort"):
                 getattr(self.coordinator, cmd)(str(msg["service"]), int(msg["epoch"]), str(msg.get("id", "")))
-            elif cmd == "moved":
-                self.moved(str(msg["service"]), str(msg["to"]))
             elif cmd == "service":
                 service = ftcp_config.parse_service(msg["service"])
                 self.defined[service.name] = service
@@ -263,20 +251,6 @@ class Agent:
             LOG.error("control: malformed message %r: %s", msg, e, exc_info=True)
         except Exception:   # a bug in a takeover must not stop capture for everyone else
             LOG.exception("control: %s failed", cmd)
-
-    def moved(self, service: str, to: str) -> None:
-        """Another backup serves the service now: nothing of its connections reaches this
-        host any more, and its records here say so."""
-        if to == self.name:
-            return
-        count = 0
-        for conn in list(self.tracker.conns.values()):
-            if conn.service == service and conn.status == PROTECTED:
-                self.tracker.mark_unprotected(conn, Reason.TAKEN_OVER.because(
-                    f"{to} serves it now and no host protects it"))
-                count += 1
-        if count:
-            LOG.warning("%s moved to %s: %d connection(s) recorded here are no longer protected", service, to, count)
 
     def _recorded_services(self) -> dict:
         """Services the controller recorded in Redis (those created over REST too)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import abc
 import collections
 import hmac
+import json
 import logging
 import re
 import time
@@ -26,7 +27,7 @@ from ftcp.api.validation import ApiError, Request, action_body, client_filter, i
 from ftcp.api.validation import conn_id as valid_conn_id
 from ftcp.common.config import Config, ConfigError, Service, parse_service, redact_url, with_service
 from ftcp.common.schema import decode_event
-from ftcp.common.statuses import ConnStatus, Reason, ServiceStatus
+from ftcp.common.statuses import ConnStatus, PRIMARY, Reason, ServiceStatus
 from ftcp.common.errors import StoreError
 
 LOG = logging.getLogger(__name__)
@@ -257,6 +258,8 @@ class Api:
             flows=record.get("flows"),
             updated=record.get("updated"),
             connections=self._conn_counts(service.name) if redis else None,
+            serving=record.get("serving") or PRIMARY,
+            fenced=_fenced(record.get("fenced")),
         )
         return view
 
@@ -264,21 +267,28 @@ class Api:
         """{(host, id): row} of the service's live connections, over every host that
         keeps records of it (its backups), each row with its roles (``_roles``)."""
         service = self.controller.config().service(name)
-        moved = self._moved_to({name})
+        roles = self._service_roles({name})
         out = {}
         for host in ([b.name for b in service.backups] if service else []):
             rows = self.store.conn_fields(host, self.store.service_conns(name, host), tuple(fields) + ROLE_FIELDS)
-            out.update({(host, cid): _roles(host, row, moved) for cid, row in rows.items()})
+            out.update({(host, cid): _roles(host, row, roles) for cid, row in rows.items()})
         return out
 
-    def _moved_to(self, names) -> dict:
-        """{service: the backup serving it} for the services a failover moved."""
+    def _service_roles(self, names) -> dict:
+        """{service: (the host serving it now, the hosts no longer serving or
+        protecting it, {backup: its agent's status} for the agents not up)} from the
+        services' records and the agents' heartbeats."""
         out = {}
-        configured = {s.name for s in self.controller.config().services}
+        conf = self.controller.config()
+        configured = {s.name for s in conf.services}
+        down = {a["name"]: a["status"] for a in self._agents(conf, self.clock()) if a["status"] != "up"} \
+            if set(names) & configured else {}
         for name in set(names) & configured:
             record = self.store.service_state(name) or {}
+            serving, fenced = record.get("serving") or PRIMARY, list(_fenced(record.get("fenced")))
             if record.get("status") in MOVED and record.get("backup"):
-                out[name] = record["backup"]
+                serving, fenced = record["backup"], fenced + [record.get("serving") or PRIMARY]
+            out[name] = (serving, fenced, down)
         return out
 
     def _conn_counts(self, name: str) -> dict:
@@ -306,8 +316,8 @@ class Api:
             by_host[host].append(cid)
         rows = {(host, cid): row for host, ids in by_host.items()
                 for cid, row in self.store.conn_fields(host, ids, CONN_SUMMARY_FIELDS).items()}
-        moved = self._moved_to({row.get("service") for row in rows.values()})
-        views = [dict(_roles(host, row, moved), id=cid) for (host, cid), row in rows.items()]
+        roles = self._service_roles({row.get("service") for row in rows.values()})
+        views = [dict(_roles(host, row, roles), id=cid) for (host, cid), row in rows.items()]
         chosen = [row for row in views
                   if (service is None or row.get("service") == service)
                   and (status is None or row.get("status") == status)
@@ -324,7 +334,7 @@ class Api:
                             if (st := self.store.conn_state(h, conn_id)) is not None), (None, None))
         if state is None:
             raise ApiError(404, f"no connection {conn_id} (closed connections are kept a few minutes)", "id")
-        state = dict(_roles(host, state, self._moved_to({state.get("service")})), id=conn_id)
+        state = dict(_roles(host, state, self._service_roles({state.get("service")})), id=conn_id)
         state["log_bytes"] = self.store.log_lengths(host, [conn_id]).get(conn_id, 0)
         if not self._authorized(req.authorization):
             # with these anyone could forge a segment the primary would take
@@ -446,29 +456,39 @@ class Api:
 
 # What a record's roles are read from (the API adds them; they are not stored).
 ROLE_FIELDS = ("service", "status", "reason")
-PRIMARY = "primary"   # the services file does not name the primary host
 MOVED = (ServiceStatus.FAILING_OVER, ServiceStatus.FAILED_OVER, ServiceStatus.FAILOVER_FAILED)
 
 
-def _roles(host: str, row: dict, moved: dict) -> dict:
+def _roles(host: str, row: dict, roles: dict) -> dict:
     """The record ``host``'s agent keeps, with who keeps, serves and protects the
-    connection. A connection it took over it serves, and nobody protects. Once a
-    failover moved the service to another backup (``moved``), nothing reaches ``host``
-    of it any more: its record is reported unprotected even if its agent could not say
-    so (it is down). Else the primary serves it and ``host`` protects it while the
-    record says protected."""
-    taken = str(row.get("reason") or "").startswith(Reason.TAKEN_OVER.text)
-    to = moved.get(row.get("service"))
+    connection. A connection it took over it serves, and nobody protects. A host the
+    service moved away from (fenced, or serving it now) gets nothing of it any more, and
+    a host whose agent is not up logs nothing: such a record is reported unprotected
+    though its agent could not say so. Else the record is a protector's: it protects
+    while it says protected."""
+    serving, fenced, down = roles.get(row.get("service"), (PRIMARY, [], {}))
     out = dict(row, recorded_by=host)
-    if taken:
+    if str(row.get("reason") or "").startswith(Reason.TAKEN_OVER.text):
         return dict(out, serving=host, protector=None)
-    if to is not None and to != host:
-        out.update(serving=to, protector=None)
+    out["serving"] = serving
+    why = (f"{serving} serves it now and no host protects it" if host == serving or host in fenced
+           else Reason.AGENT_DOWN.because(f"the agent on {host} is {down[host]}: nothing logs it")
+           if host in down else None)
+    if why is not None:
         if out.get("status") == ConnStatus.PROTECTED:
-            out.update(status=ConnStatus.UNPROTECTED,
-                       reason=Reason.TAKEN_OVER.because(f"{to} serves it now and no host protects it"))
-        return out
-    return dict(out, serving=PRIMARY, protector=host if row.get("status") == ConnStatus.PROTECTED else None)
+            out.update(status=ConnStatus.UNPROTECTED, reason=Reason.TAKEN_OVER.because(why)
+                       if host == serving or host in fenced else why)
+        return dict(out, protector=None)
+    return dict(out, protector=host if row.get("status") == ConnStatus.PROTECTED else None)
+
+
+def _fenced(value) -> list:
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str)]
+    try:
+        return _fenced(json.loads(value)) if isinstance(value, str) and value else []
+    except ValueError:
+        return []
 
 
 def _backup_names(conf: Config) -> list:

@@ -9,6 +9,11 @@ from __future__ import annotations
 import enum
 
 
+# The name the roles give the primary host (the services file names none); a service's
+# record says which host serves it (``serving``): this one until a failover moves it.
+PRIMARY = "primary"
+
+
 class ServiceStatus(enum.StrEnum):
     """A protected service (``ftcp:svc:<name>`` ``status``; ftcp/controller/failover.py has the
     failover's state machine)."""
@@ -49,6 +54,7 @@ class Reason(enum.Enum):
     REDIS_LOST = ("redis lost", "redis")
     DIVERGED = ("diverged", "diverged")                     # the hot replica's output differed
     TAKEN_OVER = ("taken over", "taken_over")               # served by the backup now, nobody protects it
+    AGENT_DOWN = ("agent down", "agent_down")               # the agent keeping the record is not up (REST)
 
     def __init__(self, text: str, label: str):
         self.text, self.label = text, label

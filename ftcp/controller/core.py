@@ -38,7 +38,7 @@ from typing import Optional
 
 from ftcp.common.config import Config, ConfigError, Service, with_service, without_service
 from ftcp.common.keys import agent_channel
-from ftcp.common.statuses import ServiceStatus
+from ftcp.common.statuses import PRIMARY, ServiceStatus
 from ftcp.controller import failover
 from ftcp.controller.effects import Event, ForgetService, Publish, RecordService
 from ftcp.controller.failover import ServiceFailover
@@ -78,8 +78,8 @@ class Controller:
         self.failover_counts = {}
         self.last_takeover_seconds = 0.0
         xids = Xids()
-        self.switches = Switches(lambda: self.conf, self._status, self._wanted, xids)
-        self.liveness = Liveness(lambda: self.conf, self._status, self.switches, xids)
+        self.switches = Switches(lambda: self.conf, self._status, self._wanted, xids, self._serving)
+        self.liveness = Liveness(lambda: self.conf, self._status, self.switches, xids, self._serving)
         self._index()
 
     # --- services ------------------------------------------------------------------------
@@ -198,8 +198,8 @@ class Controller:
         if answer is None:
             return []
         out, down = answer
-        for plan in down:
-            self.liveness.found_down(dpid, plan.primary_port, plan.service.name, now)
+        for plan, host in down:
+            self.liveness.found_down(dpid, host.data_port, plan.service.name, now)
         out += self._settle(self.liveness.links_confirmed(now), now)
         for token in self.switches.confirmed(dpid, xid):
             f = self.failovers.get(token.service)
@@ -212,26 +212,39 @@ class Controller:
         LOG.error("ftcp: switch %016x rejected a message: type=%d code=%d", dpid, kind, code)
         return [Event("switch_error", {"dpid": f"{dpid:016x}", "type": kind, "code": code})]
 
+    def _serving(self, name: str) -> str:
+        return self.failovers[name].serving
+
     def _wanted(self, plan: ServicePlan) -> list:
-        """The flows of one service on one switch in its failover state."""
+        """The flows of one service on one switch in its failover state: the hosts
+        earlier failovers took it from stay fenced; the host serving gets its clients,
+        every protector a copy of both directions (the client's side of any rewrite)."""
         svc, f = plan.service, self.failovers[plan.service.name]
         probe_ip = self.conf.probe.address if self.conf.probe else None
-        serving, protectors = plan.primary, plan.backups
+        names = {b.name for b in svc.backups}
+        gone = [n for n in (f.serving, *f.fenced, f.backup) if n not in names | {PRIMARY} and n]
+        if gone:
+            # recorded with a backup the definition no longer has (renamed while the
+            # controller was down): keep the known hosts fenced, redirect nowhere
+            LOG.error("ftcp: service %s is %s with %s, not among its backups now", svc.name, f.status,
+                      ", ".join(gone))
+            return [messages.fence_flow(plan, h) for h in plan.hosts if h.data_port is not None]
+        fences = [messages.fence_flow(plan, plan.host(n)) for n in f.fenced if plan.host(n).data_port is not None]
+        serving = plan.host(f.serving)
+        protectors = tuple(plan.host(n) for n in f.protectors())
         if f.status == ServiceStatus.PROTECTED:
-            return messages.service_flows(plan, serving, protectors, probe_ip=probe_ip)
-        fence = [messages.fence_flow(plan, serving)] if serving.data_port is not None else []
-        if f.backup not in {b.name for b in svc.backups}:
-            # recorded as moved to a backup the definition no longer has (renamed while
-            # the controller was down): keep the primary fenced, redirect nowhere
-            LOG.error("ftcp: service %s is %s to %s, which is not one of its backups now", svc.name, f.status,
-                      f.backup)
-            return fence
+            return fences + messages.service_flows(plan, serving, protectors, probe_ip=probe_ip)
+        fences += [messages.fence_flow(plan, serving)] if serving.data_port is not None else []
         to = plan.host(f.backup)
+        others = tuple(p for p in protectors if p.name != to.name)
         if f.status == ServiceStatus.FAILING_OVER:
-            mirrors = messages.service_flows(plan, serving, protectors, probe_ip=probe_ip) \
+            served = messages.service_flows(plan, serving, protectors, probe_ip=probe_ip) \
                 if serving.data_port else []
-            return fence + mirrors + [messages.redirect_s2c_flow(plan, to, svc.primary.mac)]
-        return fence + messages.redirect_flows(plan, to, svc.primary.mac) + messages.mirror_port_drops(plan)
+            return fences + served + [messages.redirect_s2c_flow(plan, to, svc.primary.mac, others)]
+        if f.status == ServiceStatus.FAILED_OVER:
+            return fences + messages.redirect_flows(plan, to, svc.primary.mac, others) + \
+                messages.mirror_port_drops(plan)
+        return fences + messages.redirect_flows(plan, to, svc.primary.mac) + messages.mirror_port_drops(plan)
 
     # --- packet-ins and port counters: the liveness of primaries ---------------------------------
 
@@ -341,7 +354,7 @@ class Controller:
             LOG.error("ftcp: control message of the wrong shape, dropped: %.300r", msg)
             return []
         f = self.failovers[name]
-        actions = f.reply(cmd, epoch, msg.get("backup"), now, msg)
+        actions = f.reply(cmd, epoch, msg.get("backup"), now, msg, alive=lambda agent: self.alive(agent, now))
         if not actions:
             LOG.info("ftcp: %s of %s epoch %s from %s ignored (now epoch %d, %s, step %s)", cmd, name, epoch,
                      msg.get("backup"), f.epoch, f.status, f.step)
@@ -376,8 +389,6 @@ class Controller:
                 boot = self.boots.get(action.backup)
                 message = dict(action.message, boot=boot) if boot else action.message
                 out.append(Publish(agent_channel(action.backup), message))
-                if message.get("cmd") == "go":
-                    out += self._moved(action.service, action.backup, message["epoch"])
             elif isinstance(action, failover.Record):
                 out += self._record(action, now)
             elif isinstance(action, failover.Refused):
@@ -385,14 +396,6 @@ class Controller:
                 out.append(Event("failover_refused", {"service": action.service, "reason": action.reason}))
                 self.liveness.rearm(action.service, now)
         return out
-
-    def _moved(self, name: str, to: str, epoch: int) -> list:
-        """The service's other backups no longer see its connections (nothing is
-        mirrored once it is redirected): they say so in their records. Sent with every
-        go; a backup's agent that missed it reads the service's record when it starts."""
-        svc = self.conf.service(name)
-        return [Publish(agent_channel(b.name), {"cmd": "moved", "service": name, "to": to, "epoch": epoch})
-                for b in (svc.backups if svc else ()) if b.name != to]
 
     def _step(self, name: str, step: str, now: float) -> None:
         if name in self.timelines:
@@ -414,6 +417,11 @@ class Controller:
             self.failover_counts[action.status] = self.failover_counts.get(action.status, 0) + 1
         LOG.warning("ftcp: service %s is %s (epoch %d): %s", action.service, action.status, action.epoch, detail)
         self.epochs[action.service] = max(self.epochs.get(action.service, 0), action.epoch)
+        if action.status == ServiceStatus.PROTECTED and detail.get("step") == "reprotected":
+            # the host now serving is probed from here on (condemned once it answered one)
+            self.liveness.restored(action.service, False, now)
+            LOG.warning("ftcp: service %s is protected again: %s serves it, %s protect it", action.service,
+                        detail.get("serving"), ", ".join(self.failovers[action.service].protectors()) or "nobody")
         fields = {k: v if isinstance(v, str) else json.dumps(v) for k, v in detail.items()}
         return [RecordService(svc, action.status, dict(fields, epoch=action.epoch)),
                 Event(f"service_{action.status}", dict(detail, service=action.service, epoch=action.epoch))]

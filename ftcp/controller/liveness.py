@@ -16,7 +16,7 @@ import logging
 from typing import Callable, Optional
 
 from ftcp.common.config import Config
-from ftcp.common.statuses import ServiceStatus
+from ftcp.common.statuses import PRIMARY, ServiceStatus
 from ftcp.controller.effects import Event, Send
 from ftcp.controller.of import messages
 from ftcp.controller.of.cookies import HOLD_FIN, HOLD_RST, PROBE_REPLY, cookie_parts
@@ -35,8 +35,9 @@ class Liveness:
     status and epoch."""
 
     def __init__(self, config: Callable[[], Config], status: Callable[[str], tuple], switches: Switches,
-                 xids: Xids):
+                 xids: Xids, serving: Callable[[str], str] = lambda name: PRIMARY):
         self._config, self._status, self._switches, self._xids = config, status, switches, xids
+        self._serving = serving   # the name of the host serving a service now: the one probed
         self.probers = {}
         self._port_reads = {}      # (dpid, xid) -> (service, token)
         self._links_down = {}      # (dpid, port) -> (when it fails over, why): a link down being confirmed
@@ -54,7 +55,10 @@ class Liveness:
         for name in set(self.probers) - {s.name for s in conf.services}:
             del self.probers[name]
         self._by_cookie = {s.cookie_id: s.name for s in conf.services}
+        # probe answers come from the serving host's own address: the primary's is the
+        # service's, a backup's its own
         self._by_address = {(s.address, s.port): s.name for s in conf.services}
+        self._by_address.update({(b.address, s.port): s.name for s in conf.services for b in s.backups})
 
     def _prober(self, name: str, armed: bool = False, start: float = 0.0) -> Prober:
         """A fresh prober; ``armed``: the service was seen alive before, so silence
@@ -148,20 +152,20 @@ class Liveness:
         probe = self._config().probe
         for action in actions:
             if isinstance(action, SendProbe):
-                out += [Send(sw.dpid, messages.probe_syn(plan, plan.primary, probe, action.sport, action.seq))
-                        for sw, plan in self._switches.carriers(action.service)]
+                out += [Send(sw.dpid, messages.probe_syn(plan, host, probe, action.sport, action.seq))
+                        for sw, plan, host in self._switches.carriers(action.service)]
             elif isinstance(action, ReadPort):
-                for sw, plan in self._switches.carriers(action.service):
+                for sw, plan, host in self._switches.carriers(action.service):
                     xid = self._xids.next()
                     self._port_reads[(sw.dpid, xid)] = (action.service, action.token)
-                    out.append(Send(sw.dpid, messages.port_stats_request(plan.primary_port, xid)))
+                    out.append(Send(sw.dpid, messages.port_stats_request(host.data_port, xid)))
             elif isinstance(action, Release):
                 LOG.info("ftcp: %s: a probe sent after the hold was answered: releasing %d held FIN/RST",
                          action.service, len(action.held))
                 for dpid, data in action.held:
                     plan = self._switches.plan(dpid, action.service)
                     if plan is not None:
-                        out.append(Send(dpid, messages.release(data, plan.backups)))
+                        out.append(Send(dpid, self._release(plan, data)))
             elif isinstance(action, Verdict):
                 out.append(action)
         return out
@@ -195,9 +199,17 @@ class Liveness:
         rst = bool(frame.flags & TCP_RST)
         out = self._probe_actions(self.probers[name].answer(frame.dport, frame.ack, syn_ack, rst, now))
         if syn_ack:
-            out += [Send(sw.dpid, messages.probe_rst(plan, plan.primary, probe, frame.dport, frame.ack))
-                    for sw, plan in self._switches.carriers(name)]
+            out += [Send(sw.dpid, messages.probe_rst(plan, host, probe, frame.dport, frame.ack))
+                    for sw, plan, host in self._switches.carriers(name)]
         return out
+
+    def _release(self, plan, data: bytes):
+        """A held FIN/RST of the serving host, sent on as it would have gone: to the
+        client and the protectors' mirrors (from a backup, rewritten as its redirect is)."""
+        serving = self._switches.serving_host(plan)
+        protectors = tuple(h for h in plan.backups if h.name != serving.name)
+        rewrite = None if serving.name is None else (plan.service.address, plan.primary.mac)
+        return messages.release(data, protectors, rewrite)
 
     def _held(self, dpid: int, data: bytes, service_id: int, purpose: int, now: float) -> list:
         """A FIN/RST from a primary, held by the switch. Only the first of a hold is
@@ -221,7 +233,7 @@ class Liveness:
             return conf.probe.mac
         moved = (ServiceStatus.FAILED_OVER, ServiceStatus.FAILOVER_FAILED)
         for svc in conf.services:
-            if svc.address == ip and self._status(svc.name)[0] in moved:
+            if svc.address == ip and (self._status(svc.name)[0] in moved or self._serving(svc.name) != PRIMARY):
                 return svc.primary.mac
         return None
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ftcp.common.config import Config, Service
+from ftcp.common.statuses import PRIMARY
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ class ServicePlan:
         return self.hosts[1:]
 
     def host(self, name: str) -> HostPorts:
+        """A host by its name (the primary's is ``failover.PRIMARY``)."""
+        if name == PRIMARY:
+            return self.hosts[0]
         return next(h for h in self.hosts if h.name == name)
 
     @property

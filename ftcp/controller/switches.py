@@ -18,7 +18,7 @@ import logging
 from typing import Callable, Iterator, Optional
 
 from ftcp.common.config import Config
-from ftcp.common.statuses import ServiceStatus
+from ftcp.common.statuses import PRIMARY, ServiceStatus
 from ftcp.controller import failover
 from ftcp.controller.effects import Event, RecordService, Send
 from ftcp.controller.of import messages
@@ -70,8 +70,10 @@ class Switches:
     is not served there)."""
 
     def __init__(self, config: Callable[[], Config], status: Callable[[str], tuple],
-                 wanted: Callable[[ServicePlan], list], xids: Xids):
+                 wanted: Callable[[ServicePlan], list], xids: Xids,
+                 serving: Callable[[str], str] = lambda name: PRIMARY):
         self._config, self._status, self._wanted, self.xids = config, status, wanted, xids
+        self._serving = serving   # the name of the host serving a service now
         self._switches = {}
         self._barriers = {}        # (dpid, xid) -> True for a reconcile barrier
         self._awaiting = {}        # SyncFlows -> (xid when asked, {dpid: barrier xid that confirms it})
@@ -88,17 +90,23 @@ class Switches:
         sw = self._switches.get(dpid)
         return sw.plans.get(service) if sw is not None else None
 
+    def serving_host(self, plan: ServicePlan):
+        """The host serving the service of ``plan`` now, as attached to its switch."""
+        return plan.host(self._serving(plan.service.name))
+
     def carriers(self, name: str) -> Iterator:
-        """(switch, plan) of every synced switch where the service's primary is attached."""
+        """(switch, plan, host) of every synced switch where the host serving the service is attached."""
         for sw in self._switches.values():
             plan = sw.plans.get(name)
-            if plan is not None and sw.synced and plan.primary_port is not None:
-                yield sw, plan
+            if plan is not None and sw.synced:
+                host = self.serving_host(plan)
+                if host.data_port is not None:
+                    yield sw, plan, host
 
     def serving_on(self, dpid: int, number: int) -> list:
-        """The services whose primary is attached to this port of this switch."""
+        """The services whose serving host is attached to this port of this switch."""
         sw = self._switches.get(dpid)
-        return [name for name, plan in (sw.plans.items() if sw else ()) if plan.primary_port == number]
+        return [name for name, plan in (sw.plans.items() if sw else ()) if self.serving_host(plan).data_port == number]
 
     def forget_pending(self) -> None:
         self._barriers.clear()
@@ -196,7 +204,8 @@ class Switches:
         for plan in plan_switch(self._config(), numbers):
             svc = plan.service
             status, _ = self._status(svc.name)
-            primary_gone = plan.primary_port is None and status == ServiceStatus.PROTECTED
+            primary_gone = (plan.primary_port is None and status == ServiceStatus.PROTECTED
+                            and self._serving(svc.name) == PRIMARY)
             problem = plan.problem or (plan.primary_problem if primary_gone else None)
             if problem:
                 keep.add(svc.cookie_id)   # its flows wait for the port to come back
@@ -223,7 +232,7 @@ class Switches:
 
     def barrier_reply(self, dpid: int, xid: int) -> Optional[tuple]:
         """A reconcile's barrier came back: (the records of the services now protected
-        on it, the plans whose primary's link it found down); None: not one of ours."""
+        on it, the (plan, serving host) whose link it found down); None: not one of ours."""
         sw = self._switches.get(dpid)
         reconciled = self._barriers.pop((dpid, xid), None)
         if sw is None or reconciled is None:
@@ -245,8 +254,9 @@ class Switches:
                 out += [RecordService(svc, ServiceStatus.PROTECTED,
                                       {"dpid": f"{dpid:016x}", "flows": count, "reason": "", "epoch": epoch}),
                         Event("flows_installed", {"service": name, "dpid": f"{dpid:016x}", "flows": count})]
-            if not sw.link_up(plan.primary_port):
-                down.append(plan)
+            host = self.serving_host(plan)
+            if host.data_port is not None and not sw.link_up(host.data_port):
+                down.append((plan, host))
         return out, down
 
     def confirmed(self, dpid: int, xid: int) -> list:

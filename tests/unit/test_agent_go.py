@@ -62,21 +62,3 @@ def test_go_unprotects_what_it_took_and_says_why_the_rest_was_not(monkeypatch):
     assert tracker.marked == {"a": Reason.TAKEN_OVER.because("b1 serves it now and no host protects it"),
                               "b": "takeover failed: x"}
 
-
-def test_a_backup_that_did_not_take_the_service_says_its_records_are_unprotected():
-    """The controller tells the service's other backups it moved ("moved"): nothing of
-    its connections reaches them any more."""
-    from ftcp.agent.main import Agent
-    from ftcp.agent.tracker import Tracker
-    from tests.support.wire import SERVICES, Link
-    tracker = Tracker(SERVICES, log_cap=1 << 20)
-    conn = Link(tracker).handshake()
-    other = Link(tracker, cport=40001).handshake()
-    tracker.mark_unprotected(other, "capture gap: x")
-    here = SimpleNamespace(name="b2", tracker=tracker)
-    Agent.moved(here, "echo", "b2")                     # to this host: nothing to say
-    assert conn.status == "protected"
-    Agent.moved(here, "echo", "b1")
-    assert (conn.status, conn.reason) == ("unprotected", Reason.TAKEN_OVER.because(
-        "b1 serves it now and no host protects it"))
-    assert other.reason == "capture gap: x"              # the first reason is kept

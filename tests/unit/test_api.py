@@ -153,7 +153,7 @@ def test_list_and_get_service_with_status_from_redis_and_live_counts(api, store,
     agent.connect("10.0.0.1", 40000, b"hello")
     agent.connect("10.0.0.2", 40001, b"x")
     agent.connect("10.0.0.3", 40002, b"late", with_syn=False)
-    agent.flush(NOW)
+    agent.flush(NOW, heartbeat(NOW))   # and its agent is up
     services = ok(call(api, "services"))["services"]
     assert [s["name"] for s in services] == ["web"]
     view = ok(call(api, "service", params={"name": "web"}))
@@ -354,7 +354,7 @@ def conns(store):
     agent = FakeAgent(store)
     ids = [agent.connect("10.0.0.1", 40000 + i, b"x" * (i + 1), now=NOW) for i in range(5)]
     ids.append(agent.connect("10.0.0.2", 41000, b"late", now=NOW, with_syn=False))
-    agent.flush(NOW)
+    agent.flush(NOW, heartbeat(NOW))   # and its agent is up
     return ids
 
 
@@ -419,10 +419,23 @@ def test_every_record_says_who_keeps_serves_and_protects_it(api, store, conns):
     assert (listed["serving"], listed["protector"]) == ("b1", None)
 
 
+def test_records_of_an_agent_that_is_not_up_are_not_reported_protected(api, store, clock, conns):
+    """Nothing logs a connection while the agent keeping its record is down: its record
+    says protected (it was, when written), and REST says it is not."""
+    clock.now += 10                                    # b1's heartbeat is 10 s old: stale
+    page = ok(call(api, "connections"))["connections"]
+    assert {(c["protector"], c["status"]) for c in page} == {(None, "unprotected")}
+    assert {c["reason"] for c in page} == {"agent down: the agent on b1 is stale: nothing logs it",
+                                           "no SYN seen (connection predates capture)"}
+    assert ok(call(api, "service", params={"name": "web"}))["connections"]["protected"] == 0
+
+
 def test_records_of_a_backup_the_service_moved_away_from_are_not_reported_protected(api, store, conns):
-    """b1's agent may be down and never say so: once the service is served by another
-    backup, nothing of it reaches b1, and its records are reported unprotected."""
-    store.fake_redis.hset("ftcp:svc:web", mapping={"status": "failed-over", "backup": "b2"})
+    """b1's agent may be down and never say so: once b1 is fenced (it served, and failed
+    over to b2), nothing of the service reaches it, and its records are reported
+    unprotected."""
+    store.fake_redis.hset("ftcp:svc:web", mapping={"status": "protected", "serving": "b2",
+                                                   "fenced": '["primary", "b1"]'})
     page = ok(call(api, "connections"))["connections"]
     assert {(c["recorded_by"], c["serving"], c["protector"], c["status"]) for c in page} == \
         {("b1", "b2", None, "unprotected")}
@@ -566,7 +579,7 @@ def test_reason_classes(reason, label):
 def test_sequence_numbers_are_served_only_with_the_token(api, store):
     agent = FakeAgent(store)
     cid = agent.connect("10.0.0.1", 40000, b"hello")
-    agent.flush(NOW)
+    agent.flush(NOW, heartbeat(NOW))   # and its agent is up
     open_read = call(api, "connection", "GET", {"id": cid})[1]
     assert open_read["status"] == "protected" and open_read["c2s_logged"] == 5
     assert not set(open_read) & {"isn_c", "isn_s", "c2s_next", "s2c_next", "c_ack", "s_ack", "c_tsval"}

@@ -4,12 +4,13 @@ acknowledgements (tests/support/switch_rig.py). Long because the core is one
 state machine over every switch and service: its scenarios stay together."""
 import pytest
 from ryu.ofproto import ofproto_v1_3 as ofp
+from ryu.ofproto import ofproto_v1_3_parser as parser
 
 from ftcp.common import config
 from ftcp.controller.of import cookies, messages, packets
 from ftcp.common.statuses import ServiceStatus
 from ftcp.controller.core import Refusal
-from ftcp.controller.effects import Event
+from ftcp.controller.effects import Event, Send
 from tests.support.fake_oftable import FakeOFTable
 from tests.support.switch_rig import PORTS, Rig
 
@@ -310,10 +311,57 @@ def test_with_two_backups_both_get_the_mirror_and_a_dead_first_one_is_passed_ove
     f = rig.core.failovers["web"]
     assert (f.status, f.backup) == ("failing-over", "b2") and rig.published[-1]["cmd"] == "takeover"
     rig.call("control", {"cmd": "ready", "service": "web", "epoch": 1, "backup": "b2", "taken": ["x"], "failed": {}})
-    assert ports_of(rig.tables[1], **CLIENT) == [6]    # redirected to b2's data port
-    go, moved = rig.published[-2:]
-    assert go["cmd"] == "go" and moved == {"cmd": "moved", "service": "web", "to": "b2", "epoch": 1}
-    assert [p for p in rig.published if p["cmd"] == "moved"] == [moved]   # to b1 only, once per go
+    assert ports_of(rig.tables[1], **CLIENT) == [5, 6]  # redirected to b2, b1 (not fenced) keeps its copy
+    assert [p["cmd"] for p in rig.published] == ["takeover", "go"]
+
+
+B1 = dict(in_port=4, eth_type=0x0800, ip_proto=6, ipv4_src="10.0.0.20", ipv4_dst="10.0.0.1", tcp_src=80, tcp_dst=5000,
+          tcp_flags=packets.TCP_ACK)
+
+
+def test_after_a_failover_the_next_backup_protects_and_the_next_failure_fails_over_again():
+    """Roles, not hosts: p1 fails, b1 serves and b2 protects it (a copy of both
+    directions as the client sees them); then b1 fails, and b2 takes over."""
+    rig = up(TWO_BACKUPS)
+    rig.beat("b2")
+    epoch = fail_over(rig)
+    f = rig.core.failovers["web"]
+    assert (f.status, f.serving, f.fenced, f.backup) == ("protected", "b1", ("primary",), None)
+    assert rig.last_record("web")[1:] == ("protected", {"step": "reprotected", "backup": "", "serving": "b1",
+                                                         "fenced": '["primary"]', "epoch": epoch})
+    table = rig.tables[1]
+    assert ports_of(table, **CLIENT) == [7, 4]          # b2's copy (not rewritten), then to b1
+    assert ports_of(table, **PRIMARY) == []             # p1 stays fenced
+    assert ports_of(table, **B1) == [NORMAL, 7]         # b1's answers: rewritten, and b2's copy
+    hold = dict(B1, tcp_flags=packets.TCP_ACK | packets.TCP_FIN)
+    assert ports_of(table, **hold) == [CONTROLLER]      # b1's FIN is held until a probe says
+    # the probes go to b1's own address out of b1's port; its answers count
+    rig.now += 0.06
+    out = rig.run(rig.core.tick(rig.now))
+    syns = [e for e in out if isinstance(e, Send) and isinstance(e.msg, parser.OFPPacketOut)]
+    assert syns and all(a.port == 4 for e in syns for a in e.msg.actions)
+    assert {packets.parse_frame(e.msg.data).dst for e in syns} == {"10.0.0.20"}
+    # b1 fails: b2 takes over (epoch 2), b1 fenced too
+    rig.call("port_status", 1, 4, "s1-eth4", False, "modify")
+    assert (f.status, f.backup, f.serving) == ("failing-over", "b2", "b1") and rig.cmds()[-1] == ("takeover", 2)
+    assert ports_of(table, **B1) == []
+    rig.call("control", {"cmd": "ready", "service": "web", "epoch": 2, "backup": "b2", "taken": ["x"], "failed": {}})
+    assert ports_of(table, **CLIENT) == [6]
+    rig.call("control", {"cmd": "gone", "service": "web", "epoch": 2, "backup": "b2"})
+    assert (f.status, f.step) == ("failed-over", "done")   # nobody is left to protect it
+    assert ports_of(table, **PRIMARY) == [] and ports_of(table, **B1) == []
+
+
+def test_roles_are_restored_from_redis_by_a_new_controller():
+    rig = up(TWO_BACKUPS)
+    rig.beat("b2")
+    fail_over(rig)
+    again = Rig(TWO_BACKUPS)
+    again.restore({"web": rig.stored("web")})
+    again.connect(1, rig.tables[1])
+    f = again.core.failovers["web"]
+    assert (f.status, f.serving, f.fenced) == ("protected", "b1", ("primary",))
+    assert rig.tables[1].log[-1:] != [] and ports_of(rig.tables[1], **CLIENT) == [7, 4]
 
 
 def test_a_deleted_primary_port_fails_over_and_the_redirect_stays():

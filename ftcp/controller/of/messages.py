@@ -38,6 +38,8 @@ PRIO_FENCE = 3000
 # the fence).
 PRIO_HOLD = 1100
 PRIO_PROBE = 2500
+# A backup serving: its FIN/RST are held above its redirect (whose rewrite they would take).
+PRIO_HOLD_REDIRECTED = 1600
 
 
 def add(cookie_value: int, priority: int, match, actions):
@@ -79,15 +81,20 @@ def service_flows(plan: ServicePlan, serving: HostPorts, protectors: tuple, prob
     svc = plan.service
     sid = svc.cookie_id
     mirrors = [parser.OFPActionOutput(h.mirror_port) for h in protectors]
-    flows = [
-        # client -> service: to the serving host and a copy to every protector's mirror iface
-        add(cookie(sid, MIRROR_C2S), PRIO_MIRROR, tcp_match(ipv4_dst=svc.address, tcp_dst=svc.port),
-            [parser.OFPActionOutput(serving.data_port)] + mirrors),
-        # service -> client, only as sent from the serving host's port: normal forwarding plus the copy
-        add(cookie(sid, MIRROR_S2C), PRIO_MIRROR,
-            tcp_match(in_port=serving.data_port, ipv4_src=svc.address, tcp_src=svc.port),
-            [parser.OFPActionOutput(ofp.OFPP_NORMAL)] + mirrors),
-    ]
+    if serving.name is not None:
+        # a backup serves: the clients are redirected to it, and the copies are taken on
+        # the clients' side of the rewrite (the service's own addresses, as the primary had)
+        flows = redirect_flows(plan, serving, plan.primary.mac, protectors)
+    else:
+        flows = [
+            # client -> service: to the serving host and a copy to every protector's mirror iface
+            add(cookie(sid, MIRROR_C2S), PRIO_MIRROR, tcp_match(ipv4_dst=svc.address, tcp_dst=svc.port),
+                [parser.OFPActionOutput(serving.data_port)] + mirrors),
+            # service -> client, only as sent from the serving host's port: normal forwarding plus the copy
+            add(cookie(sid, MIRROR_S2C), PRIO_MIRROR,
+                tcp_match(in_port=serving.data_port, ipv4_src=svc.address, tcp_src=svc.port),
+                [parser.OFPActionOutput(ofp.OFPP_NORMAL)] + mirrors),
+        ]
     flows += mirror_port_drops(plan) + not_a_client_drops(plan)
     if probe_ip is not None:
         flows += hold_flows(plan, serving) + probe_flows(plan, serving, probe_ip)
@@ -98,30 +105,34 @@ def fence_flow(plan: ServicePlan, host: HostPorts):
     """Nothing ``host`` sends for the service reaches anyone any more."""
     svc = plan.service
     return add(cookie(svc.cookie_id, FENCE), PRIO_FENCE,
-               tcp_match(in_port=host.data_port, ipv4_src=svc.address, tcp_src=svc.port), [])
+               tcp_match(in_port=host.data_port, ipv4_src=host.address, tcp_src=svc.port), [])
 
 
-def redirect_s2c_flow(plan: ServicePlan, to: HostPorts, service_mac: str):
+def redirect_s2c_flow(plan: ServicePlan, to: HostPorts, service_mac: str, mirrors: tuple = ()):
     """What ``to`` sends from the service port leaves with the service's address and
-    MAC. Installed from the fence on: a rebuilt socket that retransmits before the
-    client is redirected reaches it from the service's address, never its own."""
+    MAC (and, rewritten, a copy to each of ``mirrors``' mirror ports). Installed from
+    the fence on: a rebuilt socket that retransmits before the client is redirected
+    reaches it from the service's address, never its own."""
     svc = plan.service
     return add(cookie(svc.cookie_id, REDIRECT_S2C), PRIO_REDIRECT,
                tcp_match(in_port=to.data_port, ipv4_src=to.address, tcp_src=svc.port),
                [parser.OFPActionSetField(ipv4_src=svc.address), parser.OFPActionSetField(eth_src=service_mac),
-                parser.OFPActionOutput(ofp.OFPP_NORMAL)])
+                parser.OFPActionOutput(ofp.OFPP_NORMAL)] + [parser.OFPActionOutput(h.mirror_port) for h in mirrors])
 
 
-def redirect_flows(plan: ServicePlan, to: HostPorts, service_mac: str) -> list:
+def redirect_flows(plan: ServicePlan, to: HostPorts, service_mac: str, mirrors: tuple = ()) -> list:
     """Client->service goes to ``to`` (addresses rewritten; OVS fixes the checksums);
-    its answers leave with the service's address and MAC."""
+    its answers leave with the service's address and MAC. Each of ``mirrors`` (the
+    hosts protecting ``to``) gets a copy of both directions as the client sees them:
+    the client's segment before the rewrite, the answer after it."""
     svc = plan.service
     sid = svc.cookie_id
     return [
         add(cookie(sid, REDIRECT_C2S), PRIO_REDIRECT, tcp_match(ipv4_dst=svc.address, tcp_dst=svc.port),
-            [parser.OFPActionSetField(eth_dst=to.mac), parser.OFPActionSetField(ipv4_dst=to.address),
-             parser.OFPActionOutput(to.data_port)]),
-        redirect_s2c_flow(plan, to, service_mac),
+            [parser.OFPActionOutput(h.mirror_port) for h in mirrors]
+            + [parser.OFPActionSetField(eth_dst=to.mac), parser.OFPActionSetField(ipv4_dst=to.address),
+               parser.OFPActionOutput(to.data_port)]),
+        redirect_s2c_flow(plan, to, service_mac, mirrors),
         # The fenced host no longer answers ARP for the service address: the controller
         # does, so clients whose ARP cache expired can still open new connections.
         add(cookie(sid, SERVICE_ARP), PRIO_REDIRECT,
@@ -156,8 +167,9 @@ def hold_flows(plan: ServicePlan, serving: HostPorts) -> list:
     """Segments with FIN or RST from the serving host go to the controller (tcp_flags
     is an OpenFlow 1.3 ONF extension field; OVS supports it)."""
     svc = plan.service
-    return [add(cookie(svc.cookie_id, purpose), PRIO_HOLD,
-                tcp_match(in_port=serving.data_port, ipv4_src=svc.address, tcp_src=svc.port,
+    priority = PRIO_HOLD if serving.name is None else PRIO_HOLD_REDIRECTED
+    return [add(cookie(svc.cookie_id, purpose), priority,
+                tcp_match(in_port=serving.data_port, ipv4_src=serving.address, tcp_src=svc.port,
                           tcp_flags=(flag, flag)), _to_controller())
             for purpose, flag in ((HOLD_FIN, TCP_FIN), (HOLD_RST, TCP_RST))]
 
@@ -169,7 +181,7 @@ def probe_flows(plan: ServicePlan, serving: HostPorts, probe_ip: str) -> list:
     svc = plan.service
     return [
         add(cookie(svc.cookie_id, PROBE_REPLY), PRIO_PROBE,
-            tcp_match(in_port=serving.data_port, ipv4_src=svc.address, tcp_src=svc.port, ipv4_dst=probe_ip),
+            tcp_match(in_port=serving.data_port, ipv4_src=serving.address, tcp_src=svc.port, ipv4_dst=probe_ip),
             _to_controller()),
         # one per serving port, whichever service it is for (the same flow for each)
         add(cookie(0, PROBE_ARP), PRIO_PROBE,
@@ -220,14 +232,14 @@ def _packet_out(data: bytes, actions):
 
 def probe_syn(plan: ServicePlan, host: HostPorts, probe, sport: int, seq: int):
     """A SYN from the probe address to the service, straight out of ``host``'s port."""
-    frame = tcp_frame(probe.mac, host.mac or "ff:ff:ff:ff:ff:ff", probe.address, plan.service.address,
+    frame = tcp_frame(probe.mac, host.mac or "ff:ff:ff:ff:ff:ff", probe.address, host.address,
                       sport, plan.service.port, seq, 0, TCP_SYN)
     return _packet_out(frame, [parser.OFPActionOutput(host.data_port)])
 
 
 def probe_rst(plan: ServicePlan, host: HostPorts, probe, sport: int, seq: int):
     """Close the half-open connection a SYN-ACK answer left on ``host``."""
-    frame = tcp_frame(probe.mac, host.mac or "ff:ff:ff:ff:ff:ff", probe.address, plan.service.address,
+    frame = tcp_frame(probe.mac, host.mac or "ff:ff:ff:ff:ff:ff", probe.address, host.address,
                       sport, plan.service.port, seq, 0, TCP_RST)
     return _packet_out(frame, [parser.OFPActionOutput(host.data_port)])
 
@@ -237,9 +249,13 @@ def arp_reply(in_port: int, request, mac: str):
     return _packet_out(arp_reply_frame(request, mac), [parser.OFPActionOutput(in_port)])
 
 
-def release(data: bytes, protectors: tuple):
-    """A held FIN/RST goes on: normal forwarding and the protectors' mirrors, as it would have."""
-    return _packet_out(data, [parser.OFPActionOutput(ofp.OFPP_NORMAL)] +
+def release(data: bytes, protectors: tuple, rewrite: Optional[tuple] = None):
+    """A held FIN/RST goes on: normal forwarding and the protectors' mirrors, as it would
+    have; from a backup serving, with the service's (address, MAC) ``rewrite`` first, as
+    its redirect does."""
+    actions = [parser.OFPActionSetField(ipv4_src=rewrite[0]), parser.OFPActionSetField(eth_src=rewrite[1])] \
+        if rewrite else []
+    return _packet_out(data, actions + [parser.OFPActionOutput(ofp.OFPP_NORMAL)] +
                        [parser.OFPActionOutput(h.mirror_port) for h in protectors])
 
 
