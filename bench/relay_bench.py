@@ -1,6 +1,6 @@
 """Benchmark of the taken-over path against a direct connection, in the same lab, one run.
 
-    .venv/bin/python -m bench.relay_bench [--trials 5] [--bytes 200000000] [--rtt-count 2000]
+    .venv/bin/python -m bench.relay_bench [--trials 10] [--bytes 200000000] [--rtt-count 2000]
     .venv/bin/python -m bench.relay_bench --smoke --out DIR    # 1 trial per path, tiny sizes (CI)
 
 Three paths from c1 to the demo server (services/demo_server.py) on b1:
@@ -21,7 +21,8 @@ client socket on b1 belongs to the process that should relay it (ss); then measu
 those same connections, trial by trial, direct and taken over alternating which goes
 first: a bulk download (GET) and upload (PUT) of ``--bytes`` each, and ``--rtt-count``
 PING/PONG round trips; around each, the CPU time (utime+stime) of the relaying process,
-the agent, the relay, both servers, ovs-vswitchd and the client. At the end each
+the agent, the relay, both servers, ovs-vswitchd and the client, and the cores the whole
+machine kept busy (/proc/stat). At the end each
 connection is closed (the client's FIN) and must end with the server's FIN.
 
 Writes bench/results/relay_bench.json and relay_bench.png (relay_bench-smoke.* with
@@ -37,6 +38,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
 import select
 import statistics
@@ -154,20 +156,29 @@ def own_port_after_failover(lab) -> str:
     return "connected" if rc == 0 and "connected" in out else f"no connection: {err.strip().splitlines()[-1:]}"
 
 
+def machine_busy() -> float:
+    """CPU seconds the whole machine spent busy (every core; /proc/stat less idle and iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:8]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
 class Meter:
-    """CPU seconds of named processes over one phase."""
+    """CPU seconds of named processes over one phase, and how many cores the whole
+    machine kept busy meanwhile (``busy_cores``, out of os.cpu_count())."""
 
     def __init__(self, pids: dict):
         self.pids = {k: v for k, v in pids.items() if v}
 
     def __enter__(self):
         self.c0 = {k: cpu_seconds(p) for k, p in self.pids.items()}
+        self.b0 = machine_busy()
         self.t0 = time.monotonic()
         return self
 
     def __exit__(self, *exc):
         self.seconds = time.monotonic() - self.t0
         self.cpu = {k: round(cpu_seconds(p) - self.c0[k], 4) for k, p in self.pids.items()}
+        self.busy_cores = round((machine_busy() - self.b0) / self.seconds, 3)
         return False
 
 
@@ -188,7 +199,7 @@ def measure(client: Client, args, pids: dict, want_sha: str) -> dict:
             res = client.ask(command, budget)
         if not res.get("ok"):
             raise LabError(f"{phase}: {res.get('error')}")
-        rec = {"cpu_s": m.cpu, "wall_s": round(m.seconds, 4)}
+        rec = {"cpu_s": m.cpu, "wall_s": round(m.seconds, 4), "busy_cores": m.busy_cores}
         if phase == "rtt":
             samples = res["rtt_us"]
             rec.update(count=len(samples), median_us=statistics.median(samples), max_us=max(samples),
@@ -303,10 +314,12 @@ def path_summary(trials: list) -> dict:
     for phase in ("download", "upload"):
         rows = [t["phases"][phase] for t in ok]
         out[phase] = {"gbps": _stats([r["gbps"] for r in rows]), "bytes": rows[0]["bytes"],
+                      "busy_cores_median": statistics.median(r["busy_cores"] for r in rows),
                       "cpu_s_per_gb_median": {k: statistics.median(r["cpu_s_per_gb"][k] for r in rows)
                                               for k in rows[0]["cpu_s_per_gb"]}}
     rows = [t["phases"]["rtt"] for t in ok]
     out["rtt"] = {"samples": len(samples), "median_us": statistics.median(samples), "max_us": max(samples),
+                  "busy_cores_median": statistics.median(r["busy_cores"] for r in rows),
                   **tail(samples, "us"), "trial_median_us": _stats([r["median_us"] for r in rows]),
                   "cpu_us_per_exchange_median": {k: statistics.median(r["cpu_us_per_exchange"][k] for r in rows)
                                                  for k in rows[0]["cpu_us_per_exchange"]}}
@@ -417,7 +430,7 @@ def verdict(labs: list) -> list:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trials", type=int, default=5, help="connections measured per path (and lab)")
+    ap.add_argument("--trials", type=int, default=10, help="connections measured per path (and lab)")
     ap.add_argument("--bytes", type=int, default=200_000_000, help="size of each bulk download and upload")
     ap.add_argument("--rtt-count", type=int, default=2000, help="PING/PONG round trips per trial")
     ap.add_argument("--failure", choices=("link", "migrate"), default="link",

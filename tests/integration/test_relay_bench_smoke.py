@@ -47,7 +47,7 @@ def test_relay_bench_smoke(tmp_path, run_dir):
                 assert all(v >= 0 for v in p["cpu_s"].values())
                 assert ("relayer" in p["cpu_s"]) == (t["path"] != "direct")
             r = t["phases"]["rtt"]
-            assert r["count"] == len(r["rtt_us"]) == rtts
+            assert r["count"] == len(r["rtt_us"]) == rtts and r["busy_cores"] >= 0
             assert 0 < r["median_us"] <= r["max_us"] < 1e6
         summary = data["summary"][kind]
         for path in ("direct", kind):
