@@ -22,16 +22,19 @@ those same connections, trial by trial, direct and taken over alternating which 
 first: a bulk download (GET) and upload (PUT) of ``--bytes`` each, and ``--rtt-count``
 PING/PONG round trips; around each, the CPU time (utime+stime) of the relaying process,
 the agent, the relay, both servers, ovs-vswitchd and the client, and the cores the whole
-machine kept busy (/proc/stat). At the end each
-connection is closed (the client's FIN) and must end with the server's FIN.
+machine kept busy (/proc/stat). After the relay lab's trials, the relay's system calls
+per round trip and per MB (strace -c, on one connection; ``--no-syscalls`` skips it). At
+the end each connection is closed (the client's FIN) and must end with the server's FIN.
+Last, without a lab, what relaying costs by itself (``copy_cost``): 1 GB over loopback
+through ftcp's Splicer, a plain recv/send loop and splice(2), interleaved.
 
 Writes bench/results/relay_bench.json and relay_bench.png (relay_bench-smoke.* with
 --smoke; ``--out`` a directory or a .json path), starting with the commit, dirty flag,
 arguments and mode. Medians over trials; ratios taken-over / direct within each lab;
-per path the RTT median and maximum over all its round trips. Each lab lives under the
-machine's lab lock. A trial that fails (a wrong byte, an error, a hang, a RST at close,
-a lab or a failover that did not happen) is kept with its error and counted. Exit
-status 0 only if every trial passed.
+per path the RTT median and maximum over all its round trips. The whole run holds the
+machine's lab lock once. A trial that fails (a wrong byte, an error, a hang, a RST at
+close, a lab or a failover that did not happen) is kept with its error and counted.
+Exit status 0 only if every trial passed.
 """
 from __future__ import annotations
 
@@ -215,15 +218,152 @@ def measure(client: Client, args, pids: dict, want_sha: str) -> dict:
     return phases
 
 
+WRITER = """
+import socket, sys
+n, block = int(sys.argv[2]), bytes(1 << 20)
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+for i in range(0, n, len(block)):
+    s.sendall(block[:min(len(block), n - i)])
+s.shutdown(socket.SHUT_WR)
+s.recv(1)
+"""
+READER = """
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+buf, got = bytearray(1 << 18), 0
+while True:
+    k = s.recv_into(buf)
+    if not k:
+        break
+    got += k
+print(got)
+"""
+COPIERS = ("splicer", "recv_send", "splice")
+
+
+def copy_cost(nbytes: int, how: str) -> dict:
+    """What relaying one byte costs by itself, without the lab: a writer process sends
+    ``nbytes`` over loopback TCP to this process, which passes them on over a second
+    connection to a reader process, either with ftcp's Splicer (the relay's own code:
+    recv into a buffer, send at the next selector round), a blocking recv_into/sendall
+    loop (the same two copies, no selector), or splice(2) through a pipe (no copy into
+    userspace). The CPU time is this process's (every thread) while the bytes pass."""
+    import fcntl
+    import socket
+
+    from ftcp.agent.takeover import Session, Splicer
+    listeners = [socket.create_server(("127.0.0.1", 0)) for _ in range(2)]
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(listeners[0].getsockname()[1]), str(nbytes)])
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(listeners[1].getsockname()[1])],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        src, dst = (lst.accept()[0] for lst in listeners)
+        for lst in listeners:
+            lst.close()
+        c0, t0 = time.process_time(), time.monotonic()
+        if how == "splicer":
+            session = Session("copy-cost", None, 0, dst)
+            session.client = src
+            src.setblocking(False)
+            dst.setblocking(False)
+            splicer = Splicer(server_alive=lambda _addr: True)
+            splicer.start()
+            splicer.add([session])
+            got = int(reader.communicate(timeout=600)[0])
+            c1, t1 = time.process_time(), time.monotonic()
+            splicer.stop()
+        else:
+            if how == "splice":
+                r, w = os.pipe()
+                fcntl.fcntl(w, 1031, 1 << 20)     # F_SETPIPE_SZ: a 1 MiB pipe
+                while True:
+                    n = os.splice(src.fileno(), w, 1 << 20)
+                    if not n:
+                        break
+                    while n:
+                        n -= os.splice(r, dst.fileno(), n)
+                os.close(r)
+                os.close(w)
+            else:
+                buf = bytearray(1 << 16)
+                view = memoryview(buf)
+                while True:
+                    n = src.recv_into(buf)
+                    if not n:
+                        break
+                    dst.sendall(view[:n])
+            dst.shutdown(socket.SHUT_WR)
+            got = int(reader.communicate(timeout=600)[0])
+            c1, t1 = time.process_time(), time.monotonic()
+        src.close()
+        dst.close()
+        writer.wait(60)
+    finally:
+        for proc in (writer, reader):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    if got != nbytes:
+        raise ValueError(f"{how}: the reader got {got} of {nbytes} bytes")
+    gb = nbytes / 1e9
+    return {"how": how, "bytes": nbytes, "seconds": t1 - t0, "gbps": nbytes * 8 / (t1 - t0) / 1e9,
+            "cpu_s": round(c1 - c0, 4), "cpu_s_per_gb": round((c1 - c0) / gb, 4)}
+
+
+def copy_costs(args) -> dict:
+    """copy_cost for each way of relaying, trials interleaved. Failed trials are kept."""
+    trials = []
+    for i in range(args.copy_trials):
+        for how in (COPIERS if i % 2 == 0 else COPIERS[::-1]):
+            try:
+                trials.append(dict(copy_cost(args.copy_bytes, how), trial=i, outcome="ok"))
+            except (OSError, ValueError, subprocess.SubprocessError) as e:
+                trials.append({"how": how, "trial": i, "outcome": "failed", "error": repr(e)})
+            print(json.dumps(trials[-1]), flush=True)
+    summary = {}
+    for how in COPIERS:
+        ok = [t for t in trials if t["how"] == how and t["outcome"] == "ok"]
+        summary[how] = {"trials": len([t for t in trials if t["how"] == how]), "ok": len(ok),
+                        "cpu_s_per_gb": _stats([t["cpu_s_per_gb"] for t in ok]),
+                        "gbps": _stats([t["gbps"] for t in ok])}
+    return {"bytes": args.copy_bytes, "trials": trials, "summary": summary}
+
+
+def syscalls(lab, client: Client, pid: int, command: str, timeout: float) -> dict:
+    """The system calls of process ``pid`` (every thread) while ``client`` runs one
+    command (strace -c -f): how many of each, and the command's own result."""
+    out = Path(lab.run_dir) / f"strace-{pid}.txt"
+    tracer = subprocess.Popen(["strace", "-c", "-f", "-p", str(pid), "-o", str(out)],
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        line = tracer.stderr.readline()     # "strace: Process N attached"
+        if "attached" not in line:
+            raise LabError(f"strace did not attach to {pid}: {line}")
+        time.sleep(0.2)                     # its other threads
+        res = client.ask(command, timeout)
+    finally:
+        tracer.send_signal(2)
+        tracer.wait(30)
+    counts = {}
+    for row in out.read_text().splitlines():
+        words = row.split()
+        if len(words) >= 5 and words[0][0].isdigit() and words[-1] != "total":
+            counts[words[-1]] = int(words[3])
+    out.unlink(missing_ok=True)
+    if not res.get("ok"):
+        raise LabError(f"{command} under strace: {res.get('error')}")
+    return {"command": command, "calls": counts, "total": sum(counts.values())}
+
+
 def run_lab(kind: str, relay: bool, args, want_sha: str) -> dict:
-    """One lab: both paths' trials. Never raises: a failure is in the record, and every
+    """One lab (under the caller's lab lock): both paths' trials. Never raises: a failure is in the record, and every
     trial it did not run is a failed trial."""
     rec = {"lab": kind, "relay_process": relay, "trials": []}
     done = set()
     try:
-        with lab_lock() as waited:
-            rec["lock_wait_s"] = waited
-            _run_lab(rec, kind, relay, args, want_sha, done)
+        # how fast this machine makes the demo server's stream on one core (no lab yet)
+        rec["stream_generation_gbps"] = round(expected_stream(min(args.bytes, 20_000_000), SEED)[1], 3)
+        _run_lab(rec, kind, relay, args, want_sha, done)
     except (LabError, OSError, ValueError, KeyError):
         rec["error"] = traceback.format_exc(limit=-8)
         print(rec["error"], file=sys.stderr)
@@ -279,6 +419,19 @@ def _run_lab(rec: dict, kind: str, relay: bool, args, want_sha: str, done: set):
                     done.add((path, i))
                     print(json.dumps({k: v for k, v in trial.items() if k != "phases"}
                                      | _brief(trial.get("phases"))), flush=True)
+            if relay and args.syscalls and rec["trials"] and rec["trials"][-1]["outcome"] == "ok":
+                # the relay alone (its splicer and an idle unix-socket server): its system
+                # calls per round trip and per MB, on the first taken-over connection
+                n, size = args.rtt_count // 4, min(args.bytes, 20_000_000)
+                try:
+                    rec["relay_syscalls"] = {
+                        "rtt": dict(syscalls(lab, taken[0], relayer, f"rtt {n}", 120), per=n, unit="round trip"),
+                        "upload": dict(syscalls(lab, taken[0], relayer, f"upload {size} {SEED}", 300),
+                                       per=size / 1e6, unit="MB"),
+                        "download": dict(syscalls(lab, taken[0], relayer, f"download {size} {SEED}", 300),
+                                         per=size / 1e6, unit="MB")}
+                except (LabError, OSError, ValueError) as e:
+                    rec["relay_syscalls"] = {"error": repr(e)}
             # the end: the client's FIN, and the server's FIN back (a RST is a failure)
             for trial in rec["trials"]:
                 client = (direct if trial["path"] == "direct" else taken)[trial["trial"]]
@@ -437,6 +590,11 @@ def main(argv=None) -> int:
                     help="how the primary fails over: its link goes down, or a REST migration")
     ap.add_argument("--labs", nargs="+", choices=[k for k, _ in LABS], default=[k for k, _ in LABS],
                     help="which taken-over paths (one lab each)")
+    ap.add_argument("--copy-bytes", type=int, default=1_000_000_000,
+                    help="bytes per trial of the copy-cost part (no lab: Splicer vs recv/send vs splice(2))")
+    ap.add_argument("--copy-trials", type=int, default=3)
+    ap.add_argument("--no-syscalls", dest="syscalls", action="store_false",
+                    help="skip counting the relay's system calls (strace -c) after the relay lab's trials")
     ap.add_argument("--run-dir", default="/run/ftcp-bench")
     ap.add_argument("--out", help="a directory, or the results' .json path (default bench/results/relay_bench.json)")
     ap.add_argument("--smoke", action="store_true", help="1 trial per path, 5 MB each way, 200 round trips (for CI)")
@@ -444,23 +602,36 @@ def main(argv=None) -> int:
     if not_root(NAME):
         return 2
     if args.smoke:
-        args.trials, args.bytes, args.rtt_count = 1, 5_000_000, 200
+        args.trials, args.bytes, args.rtt_count, args.copy_bytes, args.copy_trials = 1, 5_000_000, 200, 50_000_000, 1
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix != ".json":
         out = out / f"{NAME}{'-smoke' if args.smoke else ''}.json"
     path = results_file(out, NAME, args.smoke)
     data = provenance(args, ["bench/relay_bench.py", *argv], "smoke" if args.smoke else "full")
     data["agent_args"] = "the lab's defaults"
-    want_sha, gen_gbps = expected_stream(args.bytes, SEED)
-    data["demo_server_stream_generation_gbps"] = round(gen_gbps, 3)   # one core, in this process
+    want_sha = expected_stream(args.bytes, SEED)[0]
     labs = []
-    for kind, relay in LABS:
-        if kind in args.labs:
-            labs.append(run_lab(kind, relay, args, want_sha))
+    # One hold of the machine's lab lock for the whole run: no other lab between the two
+    # labs, or during the copy-cost part.
+    with lab_lock() as waited:
+        data["lock_wait_s"] = waited
+        for kind, relay in LABS:
+            if kind in args.labs:
+                labs.append(run_lab(kind, relay, args, want_sha))
+        data["copy_cost"] = copy_costs(args)
     for lab in labs:
         lab["bytes"] = args.bytes
     data["summary"] = summarize(labs)
-    data["problems"] = verdict(labs)
+    data["summary"]["copy_cost"] = data["copy_cost"]["summary"]
+    rs = next((lab.get("relay_syscalls") for lab in labs if lab.get("relay_syscalls")), None)
+    if rs and "error" not in rs:
+        data["summary"]["relay_syscalls"] = {
+            phase: {"per": v["unit"], **{k: round(c / v["per"], 2) for k, c in v["calls"].items()},
+                    "total": round(v["total"] / v["per"], 2)} for phase, v in rs.items()}
+    data["problems"] = verdict(labs) + [f"copy cost, {t['how']} trial {t['trial']}: {t['error']}"
+                                        for t in data["copy_cost"]["trials"] if t["outcome"] != "ok"]
+    if isinstance(rs, dict) and "error" in rs:
+        data["problems"].append(f"the relay's system calls: {rs['error']}")
     data["ok"] = not data["problems"]
     data["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     data["labs"] = labs

@@ -56,6 +56,17 @@ def test_relay_bench_smoke(tmp_path, run_dir):
         assert summary["ratio_taken_over_direct"]["upload_gbps"] > 0
     assert data["summary"]["relay_over_agent"]["download_gbps"] > 0
 
+    # the relay's system calls, counted on one connection (strace -c)
+    calls = data["summary"]["relay_syscalls"]
+    assert calls["rtt"]["per"] == "round trip" and calls["rtt"]["total"] >= 4   # a recv and a send each way
+    assert calls["upload"]["per"] == "MB" and calls["upload"]["total"] > 0
+    # the copy cost without a lab: every way of relaying moved every byte
+    copy = data["copy_cost"]
+    assert sorted(t["how"] for t in copy["trials"]) == ["recv_send", "splice", "splicer"]
+    for t in copy["trials"]:
+        assert t["outcome"] == "ok" and t["bytes"] == data["args"]["copy_bytes"] and t["cpu_s"] >= 0, t
+        assert abs(t["gbps"] - t["bytes"] * 8 / t["seconds"] / 1e9) < 1e-6 * t["gbps"]
+
     png = tmp_path / "relay_bench-smoke.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import matplotlib.image
