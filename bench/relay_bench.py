@@ -35,6 +35,10 @@ per path the RTT median and maximum over all its round trips. The whole run hold
 machine's lab lock once. A trial that fails (a wrong byte, an error, a hang, a RST at
 close, a lab or a failover that did not happen) is kept with its error and counted.
 Exit status 0 only if every trial passed.
+
+This module is long because one run is two labs measured the same way, and each
+measure (the clients, the CPU meters, the syscall count, the summary and the plot)
+sits next to the others; the lab-free copy cost is bench/copy_cost.py.
 """
 from __future__ import annotations
 
@@ -52,6 +56,7 @@ import traceback
 from pathlib import Path
 
 from bench.agent_bench import cpu_seconds, ovs_pid
+from bench.copy_cost import copy_costs, stats
 from bench.common import lab_lock, not_root, provenance, results_file, tail, write
 from ftcp.common.store import Store
 from topology.lab import BACKUP_IP, PRIMARY_IP, ROOT, SERVICES, Lab, LabError, failover_settled, wait_for
@@ -218,117 +223,6 @@ def measure(client: Client, args, pids: dict, want_sha: str) -> dict:
     return phases
 
 
-WRITER = """
-import socket, sys
-n, block = int(sys.argv[2]), bytes(1 << 20)
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-for i in range(0, n, len(block)):
-    s.sendall(block[:min(len(block), n - i)])
-s.shutdown(socket.SHUT_WR)
-s.recv(1)
-"""
-READER = """
-import socket, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-buf, got = bytearray(1 << 18), 0
-while True:
-    k = s.recv_into(buf)
-    if not k:
-        break
-    got += k
-print(got)
-"""
-COPIERS = ("splicer", "recv_send", "splice")
-
-
-def copy_cost(nbytes: int, how: str) -> dict:
-    """What relaying one byte costs by itself, without the lab: a writer process sends
-    ``nbytes`` over loopback TCP to this process, which passes them on over a second
-    connection to a reader process, either with ftcp's Splicer (the relay's own code:
-    recv into a buffer, send at the next selector round), a blocking recv_into/sendall
-    loop (the same two copies, no selector), or splice(2) through a pipe (no copy into
-    userspace). The CPU time is this process's (every thread) while the bytes pass."""
-    import fcntl
-    import socket
-
-    from ftcp.agent.takeover import Session, Splicer
-    listeners = [socket.create_server(("127.0.0.1", 0)) for _ in range(2)]
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(listeners[0].getsockname()[1]), str(nbytes)])
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(listeners[1].getsockname()[1])],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        src, dst = (lst.accept()[0] for lst in listeners)
-        for lst in listeners:
-            lst.close()
-        c0, t0 = time.process_time(), time.monotonic()
-        if how == "splicer":
-            session = Session("copy-cost", None, 0, dst)
-            session.client = src
-            src.setblocking(False)
-            dst.setblocking(False)
-            splicer = Splicer(server_alive=lambda _addr: True)
-            splicer.start()
-            splicer.add([session])
-            got = int(reader.communicate(timeout=600)[0])
-            c1, t1 = time.process_time(), time.monotonic()
-            splicer.stop()
-        else:
-            if how == "splice":
-                r, w = os.pipe()
-                fcntl.fcntl(w, 1031, 1 << 20)     # F_SETPIPE_SZ: a 1 MiB pipe
-                while True:
-                    n = os.splice(src.fileno(), w, 1 << 20)
-                    if not n:
-                        break
-                    while n:
-                        n -= os.splice(r, dst.fileno(), n)
-                os.close(r)
-                os.close(w)
-            else:
-                buf = bytearray(1 << 16)
-                view = memoryview(buf)
-                while True:
-                    n = src.recv_into(buf)
-                    if not n:
-                        break
-                    dst.sendall(view[:n])
-            dst.shutdown(socket.SHUT_WR)
-            got = int(reader.communicate(timeout=600)[0])
-            c1, t1 = time.process_time(), time.monotonic()
-        src.close()
-        dst.close()
-        writer.wait(60)
-    finally:
-        for proc in (writer, reader):
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    if got != nbytes:
-        raise ValueError(f"{how}: the reader got {got} of {nbytes} bytes")
-    gb = nbytes / 1e9
-    return {"how": how, "bytes": nbytes, "seconds": t1 - t0, "gbps": nbytes * 8 / (t1 - t0) / 1e9,
-            "cpu_s": round(c1 - c0, 4), "cpu_s_per_gb": round((c1 - c0) / gb, 4)}
-
-
-def copy_costs(args) -> dict:
-    """copy_cost for each way of relaying, trials interleaved. Failed trials are kept."""
-    trials = []
-    for i in range(args.copy_trials):
-        for how in (COPIERS if i % 2 == 0 else COPIERS[::-1]):
-            try:
-                trials.append(dict(copy_cost(args.copy_bytes, how), trial=i, outcome="ok"))
-            except (OSError, ValueError, subprocess.SubprocessError) as e:
-                trials.append({"how": how, "trial": i, "outcome": "failed", "error": repr(e)})
-            print(json.dumps(trials[-1]), flush=True)
-    summary = {}
-    for how in COPIERS:
-        ok = [t for t in trials if t["how"] == how and t["outcome"] == "ok"]
-        summary[how] = {"trials": len([t for t in trials if t["how"] == how]), "ok": len(ok),
-                        "cpu_s_per_gb": _stats([t["cpu_s_per_gb"] for t in ok]),
-                        "gbps": _stats([t["gbps"] for t in ok])}
-    return {"bytes": args.copy_bytes, "trials": trials, "summary": summary}
-
-
 def syscalls(lab, client: Client, pid: int, command: str, timeout: float) -> dict:
     """The system calls of process ``pid`` (every thread) while ``client`` runs one
     command (strace -c -f): how many of each, and the command's own result."""
@@ -387,12 +281,12 @@ def _run_lab(rec: dict, kind: str, relay: bool, args, want_sha: str, done: set):
             ids = [f"{CLIENT_IP}:{c.port}-{PRIMARY_IP}:{PORT}" for c in taken]
 
             def protected():
-                states = [store.conn(i) or {} for i in ids]
+                states = [store.conn("b1", i) or {} for i in ids]
                 return all(s.get("status") == "protected" for s in states) or None
             wait_for(protected, 30, f"{len(ids)} connection(s) recorded and protected", interval=0.1)
             rec["failover"] = failover(lab, store, args.failure, len(ids))
-            relayer = lab.relay.pid if relay else lab.agent.pid
-            pids = {"relayer": relayer, "agent": lab.agent.pid, "relay": lab.relay.pid if relay else None,
+            relayer = lab.relays["b1"].pid if relay else lab.agent.pid
+            pids = {"relayer": relayer, "agent": lab.agent.pid, "relay": lab.relays["b1"].pid if relay else None,
                     "server": listener_pid(lab, PORT), "direct_server": listener_pid(lab, DIRECT_PORT),
                     "ovs": ovs_pid()}
             rec["pids"] = {k: {"pid": v, "cmdline": _cmdline(v)[:160]} for k, v in pids.items() if v}
@@ -454,10 +348,6 @@ def _brief(phases) -> dict:
             "rtt_median_us": phases["rtt"]["median_us"]}
 
 
-def _stats(values: list) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)} if values else None
-
-
 def path_summary(trials: list) -> dict:
     ok = [t for t in trials if t["outcome"] == "ok"]
     out = {"trials": len(trials), "ok": len(ok), "failed": len(trials) - len(ok)}
@@ -466,14 +356,14 @@ def path_summary(trials: list) -> dict:
     samples = [s for t in ok for s in t["phases"]["rtt"]["rtt_us"]]
     for phase in ("download", "upload"):
         rows = [t["phases"][phase] for t in ok]
-        out[phase] = {"gbps": _stats([r["gbps"] for r in rows]), "bytes": rows[0]["bytes"],
+        out[phase] = {"gbps": stats([r["gbps"] for r in rows]), "bytes": rows[0]["bytes"],
                       "busy_cores_median": statistics.median(r["busy_cores"] for r in rows),
                       "cpu_s_per_gb_median": {k: statistics.median(r["cpu_s_per_gb"][k] for r in rows)
                                               for k in rows[0]["cpu_s_per_gb"]}}
     rows = [t["phases"]["rtt"] for t in ok]
     out["rtt"] = {"samples": len(samples), "median_us": statistics.median(samples), "max_us": max(samples),
                   "busy_cores_median": statistics.median(r["busy_cores"] for r in rows),
-                  **tail(samples, "us"), "trial_median_us": _stats([r["median_us"] for r in rows]),
+                  **tail(samples, "us"), "trial_median_us": stats([r["median_us"] for r in rows]),
                   "cpu_us_per_exchange_median": {k: statistics.median(r["cpu_us_per_exchange"][k] for r in rows)
                                                  for k in rows[0]["cpu_us_per_exchange"]}}
     return out
