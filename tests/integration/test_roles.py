@@ -3,21 +3,11 @@ while b2 protects (it keeps its copy of both directions, taken on the client's s
 the switch's rewrite); then b1 fails, and b2 takes the same live connection over. Each
 failure is a real one (the server process SIGKILLed); the client checks every byte."""
 from ftcp.common.store import Store
-from tests.support.faults import PORT
+from tests.support.faults import PORT, listed, roles
 from topology.clients import RunningClient
 from topology.lab import PRIMARY_IP, SERVICES, Lab, failover_settled, wait_for
 
 REQUESTS = 4000
-
-
-def listed(lab) -> list:
-    code, page = lab.rest("GET", "/ftcp/connections?service=demo")
-    assert code == 200, page
-    return page["connections"]
-
-
-def roles(lab) -> set:
-    return {(c["recorded_by"], c["serving"], c["protector"], c["status"]) for c in listed(lab)}
 
 
 def record(store, **want) -> dict:

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ftcp.common.store import Store
-from tests.support.faults import PORT, done
+from tests.support.faults import PORT, done, listed
 from tests.support.held_client import ScriptedClient
 from topology.lab import SERVICES, Lab, wait_for
 
@@ -32,12 +32,6 @@ def failed_over_with_a_pinging_client(lab):
     done(Store(lab.redis.url))
     assert client.go().split()[0] == "alive"
     return client
-
-
-def listed(lab) -> list:
-    code, page = lab.rest("GET", "/ftcp/connections?service=demo")
-    assert code == 200, page
-    return page["connections"]
 
 
 def test_a_taken_over_connection_is_not_reported_protected(run_dir):

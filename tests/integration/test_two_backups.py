@@ -4,7 +4,7 @@ one. A dead first backup (its agent SIGKILLed) is passed over: the failover goes
 masked byte-exact, and nothing is left to protect the service (tests/integration/
 test_roles.py has b2 protecting what b1 serves)."""
 from ftcp.common.store import Store
-from tests.support.faults import PORT, done
+from tests.support.faults import PORT, done, listed, roles
 from topology.clients import RunningClient
 from topology.lab import PRIMARY_IP, SERVICES, Lab, wait_for
 
@@ -13,16 +13,6 @@ REQUESTS = 3000
 
 def lab_with_two_backups(run_dir):
     return Lab(service_cmd=SERVICES["demo"], service_port=PORT, run_dir=run_dir, backups=2)
-
-
-def listed(lab) -> list:
-    code, page = lab.rest("GET", "/ftcp/connections?service=demo")
-    assert code == 200, page
-    return page["connections"]
-
-
-def roles(lab) -> set:
-    return {(c["recorded_by"], c["serving"], c["protector"], c["status"]) for c in listed(lab)}
 
 
 def client_logged_by_both(lab) -> RunningClient:

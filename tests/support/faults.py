@@ -119,3 +119,15 @@ def fault_between_fence_and_ready(lab, failure: str, fault, timeout: float = 15)
     assert res["ok"] and res["requests"] == 4000, res
     assert seen == []
     return svc
+
+
+def listed(lab, service: str = "demo") -> list:
+    """The service's connections as REST lists them (one row per host's record)."""
+    code, page = lab.rest("GET", f"/ftcp/connections?service={service}")
+    assert code == 200, page
+    return page["connections"]
+
+
+def roles(lab, service: str = "demo") -> set:
+    """(recorded by, serving, protector, status) of each of the service's listed records."""
+    return {(c["recorded_by"], c["serving"], c["protector"], c["status"]) for c in listed(lab, service)}
