@@ -171,7 +171,7 @@ def test_connections_as_the_agent_writes_them(rest):
     agent = FakeAgent(Store(rest.redis.url))
     agent.connect("10.0.1.1", 50000, b"0123456789", now=now)
     agent.connect("10.0.1.2", 50001, b"x", now=now, with_syn=False)
-    agent.flush(now)
+    agent.flush(now, heartbeat(now))   # and its agent is up: its records are what REST reports
     page = rest.request("GET", "/ftcp/connections?client=10.0.1.2")[2]
     assert [c["id"] for c in page["connections"]] == [conn_id("10.0.1.2", 50001)] and page["total"] == 1
     assert page["connections"][0]["status"] == "unprotected"
