@@ -28,13 +28,32 @@ def _service_cmd(value: str) -> str:
     return SERVICES.get(value, value)
 
 
-def print_timeline(store, since: float) -> dict:
+def settled(store, epoch: int):
+    """The service's record once the failover of ``epoch`` is over: failed, failed over
+    (go acknowledged), or protected again by the next backup; else None."""
+    svc = store.service("demo") or {}
+    if int(svc.get("epoch") or 0) < epoch:
+        return None
+    again = svc.get("status") == "protected" and svc.get("step") == "reprotected"
+    return svc if again or failover_settled(store) else None
+
+
+def serving_host(store) -> str:
+    """The lab host serving the service now (p1 for the primary)."""
+    serving = (store.service("demo") or {}).get("serving") or "primary"
+    return "p1" if serving == "primary" else serving
+
+
+def print_timeline(store, since: float, epoch: int = 1) -> dict:
     """The failover's events, in seconds from ``since``; returns the service's record
-    once its failover settled."""
-    svc = wait_for(lambda: failover_settled(store), 15, "the failover")
-    print(f"== the controller: service demo is {svc['status']} (epoch {svc['epoch']}, backup {svc.get('backup')},"
-          f" {svc.get('taken')} connection(s) taken over, {svc.get('takeover_seconds')} s from fence to ready)")
+    once the failover of ``epoch`` settled."""
+    svc = wait_for(lambda: settled(store, epoch), 15, "the failover")
+    print(f"== the controller: service demo is {svc['status']} (epoch {svc['epoch']}, served by "
+          f"{svc.get('serving') if svc.get('status') == 'protected' else svc.get('backup')}, "
+          f"{svc.get('taken')} connection(s) taken over, {svc.get('takeover_seconds')} s from fence to ready)")
     for event_id, record in store.events():
+        if float(record["time"]) < since:
+            continue
         if record["kind"].startswith("service_") or record["kind"] == "conn_unprotected":
             fields = {k: v for k, v in record.items() if k not in ("kind", "time")}
             print(f"   {float(record['time']) - since:+8.3f} s  {record['kind']:<22} {json.dumps(fields)}")
@@ -92,17 +111,22 @@ def run(args) -> int:
         proc = lab.record(args.client_host, "client", lab.host(args.client_host).popen(
             ["bash", "-c", client], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         try:
-            if args.fail:
+            store, began = Store(lab.redis.url), time.time()
+            fails, afters = args.fail or [], list(args.after or [3.0])
+            while len(afters) < len(fails):
+                afters.append(afters[-1] + afters[0])
+            for epoch, (how, after) in enumerate(zip(fails, afters), start=1):
                 try:
-                    out, err = proc.communicate(timeout=args.after)
+                    out, err = proc.communicate(timeout=max(0.0, began + after - time.time()))
                     raise LabError(f"the client ended (status {proc.returncode}) before the failure at "
-                                   f"{args.after} s: {(out + err)[-500:]}")
+                                   f"{after} s: {(out + err)[-500:]}")
                 except subprocess.TimeoutExpired:
                     pass
-                print(f"== {args.after:g} s: the primary fails ({args.fail})")
+                host = serving_host(store)
+                print(f"== {after:g} s: {host}, serving the service, fails ({how})")
                 failed = time.time()
-                lab.fail_primary(args.fail)
-                print_timeline(Store(lab.redis.url), failed)
+                lab.fail_host(host, how)
+                print_timeline(store, failed, epoch)
             out, err = proc.communicate(timeout=args.timeout)
         finally:
             kill_group(proc)
@@ -139,9 +163,12 @@ def main(argv=None) -> int:
     p.add_argument("--client", help="command to run on --client-host, e.g. 'curl http://10.0.0.10:7000/' "
                                     "({address} and {port} are the service's)")
     p.add_argument("--client-host", default="c1")
-    p.add_argument("--fail", choices=("link", "crash", "silent"),
-                   help="fail the primary while the client runs, and print the failover's timeline")
-    p.add_argument("--after", type=float, default=3.0, help="seconds into the client run to --fail")
+    p.add_argument("--fail", choices=("link", "crash", "silent"), action="append",
+                   help="fail the host serving the service while the client runs, and print the failover's "
+                        "timeline; repeat it (with --backups 2) to fail whichever host serves next")
+    p.add_argument("--after", type=float, action="append",
+                   help="seconds into the client run to each --fail (default 3; a --fail without one "
+                        "comes as long after the last as the first came)")
     p.add_argument("--timeout", type=float, default=600)
     sub.add_parser("clean", help="remove what a killed lab left behind")
     args = ap.parse_args(argv)

@@ -26,6 +26,22 @@ def test_client_command_runs_and_lab_is_torn_down(run_dir):
     assert leftovers(run_dir) == []
 
 
+def test_repeated_failures_each_hit_the_host_serving_then(run_dir):
+    """``--backups 2 --fail crash --fail crash``: p1 fails, b1 serves (b2 protects), then
+    b1 fails and b2 serves; the client's requests all check out."""
+    proc = lab_cli(run_dir, "run", "--service", "demo", "--port", "7000", "--backups", "2",
+                   "--fail", "crash", "--after", "2", "--fail", "crash", "--after", "5",
+                   "--client", "python3 services/client.py reqresp 10.0.0.10 7000 --count 2000 --interval 0.004")
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, (out[-2000:], err[-2000:])
+    assert "== 2 s: p1, serving the service, fails (crash)" in out, out
+    assert "== 5 s: b1, serving the service, fails (crash)" in out, out
+    assert "service demo is protected (epoch 1, served by b1" in out, out
+    assert "service demo is failed-over (epoch 2, served by b2" in out, out
+    assert '"ok": true' in out and '"requests": 2000' in out
+    assert leftovers(run_dir) == []
+
+
 def test_ctrl_c_tears_down(run_dir):
     proc = lab_cli(run_dir, "run", "--service", "demo", "--client", "sleep 300")
     for line in proc.stdout:  # the lab says when it is up; interrupt it then
