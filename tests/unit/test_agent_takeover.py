@@ -12,7 +12,7 @@ import zlib
 
 import pytest
 
-from ftcp.agent import listening, repair
+from ftcp.agent import repair
 from ftcp.agent.takeover import Session, Splicer, prepare
 from tests.support.line_server import LineServer
 from topology.processes import wait_for
@@ -294,23 +294,6 @@ def ends_with_rst(client) -> bool:
     except ConnectionResetError:
         return True
     return False
-
-
-def test_listeners_are_read_from_the_kernels_table():
-    lines = ["  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode",
-             "   0: 0100007F:1B58 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0",
-             "   1: 0100007F:1B59 0200000A:9C40 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0",
-             "   2: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 0 0 0 0 0 3",
-             "   3: garbage"]
-    assert listening.listeners(lines) == {("127.0.0.1", 7000), ("::", 80)}
-
-
-def test_a_listener_is_seen_while_it_listens_and_not_after():
-    srv = socket.create_server(("127.0.0.1", 0))
-    address, port = srv.getsockname()
-    assert listening.is_listening(address, port)
-    srv.close()
-    assert not listening.is_listening(address, port)
 
 
 def test_a_server_that_closes_one_connection_reaches_the_client_as_a_fin(server, tcp, sessions):
