@@ -173,16 +173,17 @@ def is_listening(address, port: int) -> bool:
 
 
 def server_alive(address: Optional[tuple], found: Optional[Iterable[Listener]] = None) -> bool:
-    """Whether the server at a replica's peer address still listens (None: not an
-    Internet socket, which only a test's socketpair is: taken as alive)."""
+    """Whether the server at a replica's (address, port) still listens. None (not
+    known: the replica is not an Internet socket, or it was not connected any more when
+    asked) is not alive: its client gets a RST."""
     if address is None:
-        return True
+        return False
     return listens(listeners() if found is None else found, address[0], address[1])
 
 
 def peer(sock) -> Optional[tuple]:
     """The (address, port) a connected Internet socket talks to, else None."""
-    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+    if getattr(sock, "family", None) not in (socket.AF_INET, socket.AF_INET6):
         return None
     try:
         return tuple(sock.getpeername()[:2])

@@ -84,7 +84,18 @@ def session_message(s: Session) -> dict:
             "to_client": base64.b64encode(bytes(s.to_client)).decode(),
             "to_replica": base64.b64encode(bytes(s.to_replica)).decode(),
             "client_eof": s.client_eof, "replica_eof": s.replica_eof,
-            "client_shut": s.client_shut, "replica_shut": s.replica_shut}
+            "client_shut": s.client_shut, "replica_shut": s.replica_shut,
+            "replica_addr": list(s.replica_addr) if s.replica_addr else None}
+
+
+def _address(value) -> Optional[tuple]:
+    """A message's [address, port] (None: not given, and the splicer asks the socket)."""
+    if value is None:
+        return None
+    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+            and isinstance(value[1], int) and not isinstance(value[1], bool)):
+        raise ValueError(f"replica_addr {value!r} is not [address, port]")
+    return value[0], value[1]
 
 
 def adopted_session(message: dict, fds: list) -> Session:
@@ -93,8 +104,15 @@ def adopted_session(message: dict, fds: list) -> Session:
         for fd in fds:
             os.close(fd)
         raise ValueError(f"adopt of {message.get('id')!r} came with {len(fds)} descriptors, not 2")
+    try:
+        replica_addr = _address(message.get("replica_addr"))
+    except ValueError:
+        for fd in fds:
+            os.close(fd)
+        raise
     client, replica = (socket.socket(fileno=fd) for fd in fds)
-    s = Session(str(message["id"]), None, 0, replica, unsent=base64.b64decode(message.get("to_replica", "")))
+    s = Session(str(message["id"]), None, 0, replica, unsent=base64.b64decode(message.get("to_replica", "")),
+                replica_addr=replica_addr)
     s.client = client
     s.to_client = bytearray(base64.b64decode(message.get("to_client", "")))
     s.client_eof, s.replica_eof = bool(message.get("client_eof")), bool(message.get("replica_eof"))

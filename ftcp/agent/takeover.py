@@ -59,7 +59,7 @@ class Session:
 
     def __init__(self, conn_id: str, params: repair.RepairParams, client_acked: int, replica: socket.socket,
                  unsent: bytes = b"", tail_start: int = 0, tail: bytes = b"", checks=(), sent: int = 0,
-                 mode: str = "hot", connecting: bool = False, client_done: bool = False):
+                 mode: str = "hot", connecting: bool = False, client_done: bool = False, replica_addr=None):
         self.conn_id = conn_id
         self.params = params
         self.client_acked = client_acked   # server bytes the client acknowledged
@@ -81,7 +81,10 @@ class Session:
         self.client_shut = self.replica_shut = False
         self.ended = False
         self.client = None
-        self.replica_addr = None          # the replica's server (address, port), at go
+        # the replica's server (address, port): asked at the end of stream whether it still
+        # listens. Taken now, while the replica is connected (once both ends of stream have
+        # crossed the socket has no peer any more); None: not known, which is not alive.
+        self.replica_addr = tuple(replica_addr[:2]) if replica_addr else listening.peer(replica)
         self.error = None
         self.to_client_bytes = self.to_replica_bytes = 0
 
@@ -96,7 +99,8 @@ class Session:
             sock.close()
             raise OSError(err, f"cannot connect to the replica at {replica_addr[0]}:{replica_addr[1]}: "
                                f"{os.strerror(err)}")
-        return cls(conn_id, params, client_acked, sock, unsent=log, mode="cold", connecting=True, **kw)
+        return cls(conn_id, params, client_acked, sock, unsent=log, mode="cold", connecting=True,
+                   replica_addr=replica_addr, **kw)
 
     @property
     def covered(self) -> bool:
@@ -180,6 +184,8 @@ def prepare(sessions, timeout: float, clock=time.monotonic, make_socket=repair.r
 
     waiting = set()
     for s in sessions:
+        if s.replica_addr is None:
+            s.replica_addr = listening.peer(s.replica)
         s.replica.setblocking(False)
         s.shut_replica_if_done()
         if not s.connecting and not s.to_replica and s.covered:
@@ -263,7 +269,8 @@ class Splicer(threading.Thread):
                     self._io(s, side, mask)
             while self._new:
                 s = self._new.popleft()
-                s.replica_addr = listening.peer(s.replica)
+                if s.replica_addr is None:
+                    s.replica_addr = listening.peer(s.replica)
                 self.live += 1
                 self._update(s)
             self._check_held()

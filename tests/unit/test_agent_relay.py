@@ -100,6 +100,18 @@ def test_a_session_handed_over_outlives_the_agents_side_and_a_new_agent_sees_it(
     again.close()
 
 
+def test_the_replica_s_server_address_goes_along_with_a_session(relay, path, server):
+    """The relay asks whether the server still listens at the address the agent took
+    while the replica was connected, not at whatever the socket says by then."""
+    tcp = TcpRepair()
+    s, client = taken(server, tcp, "addr")
+    agent = RelayClient(path)
+    assert agent.hand_over([s]) == []
+    wait_for(lambda: "addr" in relay.sessions, 5, "the relay to adopt it", interval=0.01)
+    assert relay.sessions["addr"].replica_addr == server.addr
+    agent.close()
+
+
 def test_without_a_relay_the_sessions_come_back_to_be_relayed_by_the_agent(path, server):
     tcp = TcpRepair()
     s, _client = taken(server, tcp, "b")

@@ -15,6 +15,7 @@ import pytest
 from ftcp.agent import repair
 from ftcp.agent.takeover import Session, Splicer, prepare
 from tests.support.line_server import LineServer
+from tests.support.taken_over import client_pair, how_it_ends
 from topology.processes import wait_for
 
 
@@ -227,7 +228,7 @@ def test_splicer_passes_replica_close_after_pending_output(fake, sessions):
     assert fake.unacked["r"] == b"ab" and bytes(s.to_client) == b"cdef"
     server_end.sendall(b"ghi")
     server_end.close()                                    # the replica ends before go
-    splicer = Splicer()
+    splicer = Splicer(server_alive=lambda addr: True)     # a socketpair has no server to ask about
     splicer.start()
     try:
         splicer.add([s])
@@ -335,3 +336,76 @@ def test_stopping_the_splicer_resets_every_client(server, tcp, sessions):
     assert recv_exactly(client, 7) == b"PONG a\n"
     splicer.stop()                                      # the agent stops: no FIN may reach the client
     assert ends_with_rst(client) and s.error == "agent stopping"
+
+
+def test_a_server_that_died_before_go_resets_a_half_closed_client():
+    """The client had half-closed before the failover (client_done): prepare shuts the
+    replica's write side at once. The replica's server answers part of the request and
+    dies (its listener and connection closed). Both ends of stream crossed, so the
+    replica socket has no peer any more when the Splicer takes the session at go: the
+    server's address was taken when the session was made, and it no longer listens."""
+    server = socket.create_server(("127.0.0.1", 0))
+    addr = server.getsockname()
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        conn, _ = server.accept()
+        while conn.recv(100):
+            pass                          # the request, up to the client's end of stream
+        conn.sendall(b"PART OF THE ANSW")  # ... and the server process crashes
+        server.close()
+        conn.close()
+    threading.Thread(target=serve, daemon=True).start()
+    replica = socket.create_connection(addr)
+    s = Session("hc", None, 0, replica, client_done=True)
+    replica.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    s.shut_replica_if_done()              # what prepare does for a half-closed client
+    time.sleep(0.3)                       # the controller's round trip to go
+    with pytest.raises(OSError):
+        replica.getpeername()             # asking the socket now would not say
+    s.client, client = client_pair(listener)
+    s.client.setblocking(False)
+    s.replica.setblocking(False)
+    splicer = Splicer()
+    splicer.start()
+    try:
+        splicer.add([s])
+        got, end = how_it_ends(client)
+        assert got == b"PART OF THE ANSW"
+        assert end == "rst", f"the client got a {end.upper()} after a dead server's partial answer"
+        assert s.replica_addr == addr
+    finally:
+        splicer.stop()
+        listener.close()
+
+
+def test_a_replica_whose_server_is_not_known_is_not_taken_for_alive():
+    """A replica that is not an Internet socket (or was never connected) has no server
+    to ask about: its end of stream reaches the client as a RST, never a FIN."""
+    replica, server_end = socket.socketpair()
+    listener = socket.create_server(("127.0.0.1", 0))
+    s = Session("u", None, 0, replica)
+    assert s.replica_addr is None
+    s.client, client = client_pair(listener)
+    s.to_client = bytearray(b"last words")
+    s.client.setblocking(False)
+    s.replica.setblocking(False)
+    server_end.close()
+    splicer = Splicer()
+    splicer.start()
+    try:
+        splicer.add([s])
+        assert how_it_ends(client) == (b"last words", "rst")
+    finally:
+        splicer.stop()
+        listener.close()
+
+
+def test_a_cold_session_knows_its_replica_s_server_before_it_connects(sessions):
+    closed = socket.create_server(("127.0.0.1", 0))
+    addr = closed.getsockname()
+    try:
+        s = cold(sessions, "c", addr, b"", client_acked=0)
+        assert s.replica_addr == addr
+    finally:
+        closed.close()

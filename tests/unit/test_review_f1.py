@@ -7,7 +7,7 @@ import time
 import pytest
 
 from ftcp.agent.handoff import RelayClient
-from tests.support.review_helpers import Pairs, is_reset, relay_process
+from tests.support.taken_over import Pairs, is_reset, relay_process
 from topology.processes import wait_for
 
 

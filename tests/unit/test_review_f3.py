@@ -9,7 +9,7 @@ import pytest
 
 from ftcp.agent.handoff import RelayClient
 from ftcp.agent.relay import Relay
-from tests.support.review_helpers import Pairs, adopt_line, send_raw
+from tests.support.taken_over import Pairs, adopt_line, send_raw
 from topology.processes import wait_for
 
 

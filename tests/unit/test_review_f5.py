@@ -8,7 +8,7 @@ import time
 import pytest
 
 from ftcp.agent.relay import Relay
-from tests.support.review_helpers import Pairs, adopt_line, is_reset, send_raw
+from tests.support.taken_over import Pairs, adopt_line, is_reset, send_raw
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from ftcp.agent.takeover import Session, Splicer, prepare
-from tests.support.review_helpers import client_pair, how_it_ends
+from tests.support.taken_over import client_pair, how_it_ends
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 
 from ftcp.agent.handoff import RelayClient
 from ftcp.agent.relay import Relay
-from tests.support.review_helpers import Pairs
+from tests.support.taken_over import Pairs
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""Helpers the review's tests share (tests/unit/test_review_f*.py): sessions over real
-sockets, a relay process, how a connection ends."""
+"""Taken-over sessions over real sockets for the relay's and the splicer's tests: sessions,
+a relay process, how a connection ends."""
 import array
 import base64
 import json
