@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import errno
 import logging
+import math
 import os
 import selectors
 import socket
@@ -47,6 +48,9 @@ BUFFER_LIMIT = 1 << 20
 # How long a replica's end of stream waits before the splicer asks whether its server
 # still listens: a dying process closes its listener and its connections within it.
 EOF_HOLD = 0.05
+# Holds end on a multiple of this, so the ends of stream seen together are checked
+# together, against one read of the kernel's listeners (a hold is never shorter).
+EOF_TICK = 0.01
 
 
 class Diverged(ValueError):
@@ -232,8 +236,8 @@ def prepare(sessions, timeout: float, clock=time.monotonic, make_socket=repair.r
 class Splicer(threading.Thread):
     """One selector thread that splices every live session: client <-> replica."""
 
-    def __init__(self, server_alive=listening.server_alive, clock=time.monotonic, on_end=None,
-                 stopping: str = "agent stopping"):
+    def __init__(self, server_alive=None, clock=time.monotonic, on_end=None, stopping: str = "agent stopping",
+                 listeners=listening.listeners):
         super().__init__(name="ftcp-splicer", daemon=True)
         self._sel = selectors.DefaultSelector()
         self._new = collections.deque()
@@ -241,7 +245,9 @@ class Splicer(threading.Thread):
         self._sel.register(self._wakeup, selectors.EVENT_READ, None)
         self._events = {}     # socket -> registered events
         self._halt = False
-        self._server_alive, self._clock = server_alive, clock
+        # server_alive(address) -> bool, asked per session (tests); by default every hold
+        # that ends in one pass is checked against one read of the listeners.
+        self._server_alive, self._listeners, self._clock = server_alive, listeners, clock
         self._on_end, self._stopping = on_end, stopping   # told of each ended session; why a stop ends them
         self._held = {}       # session -> when its replica's end of stream is checked
         self.live = 0
@@ -293,7 +299,7 @@ class Splicer(threading.Thread):
             # A side's FIN is passed on once everything before it has been (the
             # replica's once its server is known to be alive: _check_held).
             if s.replica_eof and not s.to_client and not s.client_shut and s not in self._held:
-                self._held[s] = self._clock() + EOF_HOLD
+                self._held[s] = math.ceil((self._clock() + EOF_HOLD) / EOF_TICK) * EOF_TICK
             if s.client_eof and not s.to_replica and not s.replica_shut:
                 s.replica_shut = True
                 s.replica.shutdown(socket.SHUT_WR)
@@ -311,11 +317,18 @@ class Splicer(threading.Thread):
         """Pass on the replicas' ends of stream whose hold is over: a FIN to the client if
         the server still listens (it closed this connection), else a RST (it died)."""
         now = self._clock()
+        table = None      # the kernel's listeners, read once for every hold that ends now
         for s in [s for s, due in self._held.items() if due <= now]:
             del self._held[s]
             if s.ended:
                 continue
-            if not self._server_alive(s.replica_addr):
+            if self._server_alive is not None:
+                alive = self._server_alive(s.replica_addr)
+            else:
+                if table is None and s.replica_addr is not None:
+                    table = self._listeners()
+                alive = listening.server_alive(s.replica_addr, table)
+            if not alive:
                 self._end(s, "the server on this host no longer listens: its connection ended with it "
                              "(the client is reset, not told it has everything)")
                 continue
