@@ -250,6 +250,7 @@ class Splicer(threading.Thread):
         self._server_alive, self._listeners, self._clock = server_alive, listeners, clock
         self._on_end, self._stopping = on_end, stopping   # told of each ended session; why a stop ends them
         self._held = {}       # session -> when its replica's end of stream is checked
+        self._sessions = set()   # every live session (one with nothing to wait for is registered nowhere)
         self.live = 0
 
     def add(self, sessions) -> None:
@@ -273,18 +274,24 @@ class Splicer(threading.Thread):
                 s, side = key.data
                 if not s.ended:   # an earlier event of this batch may have ended it
                     self._io(s, side, mask)
-            while self._new:
-                s = self._new.popleft()
-                if s.replica_addr is None:
-                    s.replica_addr = listening.peer(s.replica)
-                self.live += 1
-                self._update(s)
+            self._take_new()
             self._check_held()
-        for key in list(self._sel.get_map().values()):
-            if key.data is not None and not key.data[0].ended:
-                self._end(key.data[0], self._stopping)
+        self._take_new()
+        for s in list(self._sessions):   # registered or not: every live one is reset
+            self._end(s, self._stopping)
         self._sel.close()
         self._wakeup.close()
+
+    def _take_new(self) -> None:
+        while self._new:
+            s = self._new.popleft()
+            if s.replica_addr is None:
+                s.replica_addr = listening.peer(s.replica)
+            self.live += 1
+            self._sessions.add(s)
+            # an end of stream seen before go (in prepare, or by the agent before the
+            # relay took it) is passed on as one seen here would be
+            self._advance(s)
 
     def _io(self, s: Session, side: str, mask: int) -> None:
         try:
@@ -296,18 +303,26 @@ class Splicer(threading.Thread):
                 eof, sent = _pump(s.client, mask, s.to_replica, s.to_client)
                 s.client_eof |= eof
                 s.to_client_bytes += sent
-            # A side's FIN is passed on once everything before it has been (the
-            # replica's once its server is known to be alive: _check_held).
-            if s.replica_eof and not s.to_client and not s.client_shut and s not in self._held:
-                self._held[s] = math.ceil((self._clock() + EOF_HOLD) / EOF_TICK) * EOF_TICK
-            if s.client_eof and not s.to_replica and not s.replica_shut:
-                s.replica_shut = True
-                s.replica.shutdown(socket.SHUT_WR)
         except (BlockingIOError, InterruptedError):
             pass
         except OSError as e:
             self._end(s, f"{'replica' if side == 'r' else 'client'}: {e.strerror or e}")
             return
+        self._advance(s)
+
+    def _advance(self, s: Session) -> None:
+        """A side's end of stream is passed on once everything before it has been (the
+        replica's once its server is known to be alive: _check_held); the session ends
+        when both have been and nothing is left to send."""
+        if s.replica_eof and not s.to_client and not s.client_shut and s not in self._held:
+            self._held[s] = math.ceil((self._clock() + EOF_HOLD) / EOF_TICK) * EOF_TICK
+        if s.client_eof and not s.to_replica and not s.replica_shut:
+            s.replica_shut = True
+            try:
+                s.replica.shutdown(socket.SHUT_WR)
+            except OSError as e:
+                self._end(s, f"replica: {e.strerror or e}")
+                return
         if s.client_shut and s.client_eof and not s.to_client and not s.to_replica:
             self._end(s)
             return
@@ -372,6 +387,7 @@ class Splicer(threading.Thread):
         the client was sent still arrives); else a RST to the client."""
         s.ended = True
         self._held.pop(s, None)
+        self._sessions.discard(s)
         if error is not None:
             s.error = error
             LOG.error("%s: %s", s.conn_id, error)

@@ -444,3 +444,94 @@ def test_ends_of_stream_held_together_are_checked_against_one_read_of_the_listen
         splicer.stop()
         for sock in [server, listener, *clients]:
             sock.close()
+
+
+@pytest.mark.parametrize("client_done", [False, True], ids=["client-open", "client-half-closed"])
+def test_a_replica_end_seen_before_go_reaches_the_client(client_done):
+    """prepare can see the replica's end of stream, and the relay's adopt carries it: with
+    nothing left for the client the session has no READ interest on the replica (and,
+    half-closed, none at all), so the hold must start when the session is added."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    a, b = socket.socketpair()
+    b.close()                              # the replica's server closed its side
+    s = Session("eof", None, 0, a, client_done=client_done)
+    s.replica_eof = True
+    s.replica_shut = client_done
+    s.client, client = client_pair(listener)
+    if client_done:
+        client.shutdown(socket.SHUT_WR)    # the client's FIN, which the rebuilt socket has
+    s.client.setblocking(False)
+    s.replica.setblocking(False)
+    splicer = Splicer(server_alive=lambda addr: True)
+    splicer.start()
+    try:
+        splicer.add([s])
+        got, end = how_it_ends(client, timeout=2.0)
+        assert end == "fin", f"the client is left {end}: the server's end never reached it"
+        if client_done:
+            wait_for(lambda: splicer.live == 0, 2, "the session to end", interval=0.01)
+            assert s.error is None
+    finally:
+        splicer.stop()
+        listener.close()
+
+
+def test_prepare_can_hand_the_splicer_a_replica_that_already_ended():
+    """How the session above arises: a hot replica whose server finished its answer and
+    closed (the primary crashed just before its own FIN), with client bytes the replica
+    was not given yet. prepare sends them and reads the end of stream in the same pass
+    (replica_eof), the output covers what the primary sent, so the session is taken; at
+    go the client gets the FIN (the server still listens)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        conn, _ = server.accept()
+        conn.sendall(b"whole answer")
+        conn.close()                       # the server program closes: a FIN
+    threading.Thread(target=serve, daemon=True).start()
+    replica = socket.create_connection(server.getsockname())
+    time.sleep(0.2)
+    assert replica.recv(100) == b"whole answer"    # what the hot pool read and kept as the tail
+    s = Session("hot", "hot", 0, replica, unsent=b"one more line\n", tail_start=0, tail=b"whole answer", sent=12)
+    clients = {}
+
+    def make_socket(params, unacked):
+        ours, clients[params] = client_pair(listener)
+        ours.sendall(unacked)
+        return ours
+    prepare([s], timeout=3, make_socket=make_socket)
+    assert s.error is None and s.replica_eof and not s.to_client
+    client = clients["hot"]
+    splicer = Splicer()
+    splicer.start()
+    try:
+        splicer.add([s])
+        assert how_it_ends(client, timeout=2.0) == (b"whole answer", "fin")
+    finally:
+        splicer.stop()
+        server.close()
+        listener.close()
+
+
+def test_stopping_the_splicer_resets_a_session_registered_nowhere():
+    """A half-closed client's session whose replica ended waits in its hold with no
+    socket registered: the Splicer's stop must reset it too, not leave it open."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    a, b = socket.socketpair()
+    b.close()
+    s = Session("held", None, 0, a, client_done=True)
+    s.replica_eof = s.replica_shut = True
+    s.client, client = client_pair(listener)
+    client.shutdown(socket.SHUT_WR)
+    s.client.setblocking(False)
+    s.replica.setblocking(False)
+    splicer = Splicer(server_alive=lambda addr: True, clock=lambda: 0.0)   # a hold that never ends
+    splicer.start()
+    try:
+        splicer.add([s])
+        wait_for(lambda: splicer.live == 1, 2, "the splicer to take it", interval=0.01)
+    finally:
+        splicer.stop()
+        listener.close()
+    assert how_it_ends(client, timeout=2.0) == (b"", "rst") and s.error == "agent stopping"
