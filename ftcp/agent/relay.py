@@ -26,12 +26,14 @@ import collections
 import json
 import logging
 import os
+import resource
 import selectors
 import signal
 import socket
 import struct
 import sys
 import threading
+import time
 from typing import Optional
 
 from ftcp.agent.takeover import Session, Splicer
@@ -39,6 +41,22 @@ from ftcp.agent.takeover import Session, Splicer
 LOG = logging.getLogger(__name__)
 MAX_HEADER = 1 << 24     # a header carries at most the buffers of one session (2 x BUFFER_LIMIT, base64)
 MAX_ENDED = 10000        # ended sessions remembered for an agent that is not connected
+ACCEPT_PAUSE = 0.5       # seconds between tries when accept fails (at the descriptor limit)
+
+
+def raise_fd_limit(want: int = 1 << 20) -> int:
+    """The agent's and the relay's descriptors grow with the connections (the agent: a
+    hot replica and a rebuilt socket each; the relay: a client and a replica socket per
+    session held): the usual soft limit of 1024 would cap either near 500. Raises the
+    soft limit to the hard one, or to ``want`` if allowed; returns the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for limit in (max(hard, want), hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+            return limit
+        except (ValueError, OSError):
+            continue
+    return soft
 
 
 def send_message(sock: socket.socket, message: dict, fds=()) -> None:
@@ -57,13 +75,18 @@ class Reader:
         self.sock, self.buf, self.fds = sock, bytearray(), collections.deque()
 
     def read(self) -> Optional[list]:
-        """Every complete message now readable, as (message, fds); None at EOF."""
-        data, ancillary, _flags, _addr = self.sock.recvmsg(1 << 16, socket.CMSG_SPACE(2 * struct.calcsize("i")))
+        """Every complete message now readable, as (message, fds); None at EOF. Raises
+        ValueError for what is not a message (the connection is of no use then)."""
+        data, ancillary, flags, _addr = self.sock.recvmsg(1 << 16, socket.CMSG_SPACE(2 * struct.calcsize("i")))
         for level, kind, payload in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds = array.array("i")
                 fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
                 self.fds.append(list(fds))
+        if flags & socket.MSG_CTRUNC:
+            # descriptors were lost (more than a message carries, or none could be
+            # installed: the fd limit): which message they belonged to cannot be told
+            raise ValueError("descriptors lost on the way in (MSG_CTRUNC: at the relay's descriptor limit?)")
         if not data:
             return None
         self.buf += data
@@ -74,8 +97,16 @@ class Reader:
             line, _, rest = bytes(self.buf).partition(b"\n")
             self.buf = bytearray(rest)
             message = json.loads(line)
-            out.append((message, self.fds.popleft() if message.get("fds") else []))
+            if not isinstance(message, dict):
+                raise ValueError(f"not a message: {line[:80]!r}")
+            out.append((message, self.fds.popleft() if message.get("fds") and self.fds else []))
         return out
+
+    def close_fds(self) -> None:
+        """Close the descriptors that came with no message (yet)."""
+        while self.fds:
+            for fd in self.fds.popleft():
+                os.close(fd)
 
 
 def session_message(s: Session) -> dict:
@@ -145,6 +176,7 @@ class Relay:
         self._sel = selectors.DefaultSelector()
         self._sel.register(self.listener, selectors.EVENT_READ, None)
         self._halt = False
+        self._accept_paused = 0.0   # when to accept again, after accept failed
 
     def _ended(self, s: Session) -> None:
         """Called by the splicer's thread when a session ends."""
@@ -174,30 +206,56 @@ class Relay:
         self.splicer.start()
         readers = {}
         while not self._halt:
+            if self._accept_paused and time.monotonic() >= self._accept_paused:
+                self._accept_paused = 0.0
+                self._sel.register(self.listener, selectors.EVENT_READ, None)
             for key, _mask in self._sel.select(timeout=1.0):
                 if key.data is None:
                     self._accept(readers)
-                    continue
-                conn = key.fileobj
-                try:
-                    messages = readers[conn].read()
-                except (OSError, ValueError) as e:
-                    LOG.warning("relay: agent connection dropped: %s", e)
-                    messages = None
-                if messages is None:
-                    self._close(conn, readers)
-                    continue
-                for message, fds in messages:
-                    try:
-                        self._handle(conn, message, fds)
-                    except OSError as e:
-                        LOG.warning("relay: cannot answer the agent: %s", e)
+                elif key.fileobj in readers:
+                    self._serve(key.fileobj, readers)
         for conn in list(readers):
             self._close(conn, readers)
         self.splicer.stop()
 
+    def _serve(self, conn, readers: dict) -> None:
+        """What one agent connection sent. Whatever goes wrong with it (a message that is
+        not one, descriptors lost, a bug) drops that connection alone, closing the
+        descriptors it brought that no session took: the relay and what it holds go on."""
+        messages = []
+        try:
+            messages = readers[conn].read()
+            if messages is None:
+                self._close(conn, readers)
+                return
+            while messages:
+                message, fds = messages.pop(0)
+                try:
+                    self._handle(conn, message, fds)
+                except OSError as e:
+                    LOG.warning("relay: cannot answer the agent: %s", e)
+        except Exception as e:
+            if isinstance(e, (OSError, ValueError)):
+                LOG.warning("relay: agent connection dropped: %s", e)
+            else:
+                LOG.exception("relay: agent connection dropped")
+            for _message, fds in messages:
+                for fd in fds:
+                    os.close(fd)
+            self._close(conn, readers)
+
     def _accept(self, readers: dict) -> None:
-        conn, _ = self.listener.accept()
+        try:
+            conn, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        except OSError as e:
+            # EMFILE/ENFILE above all: the connection waits in the backlog; try again in
+            # a while rather than spin on a listener that stays readable
+            LOG.error("relay: cannot accept an agent connection (%s): trying again in %.1f s", e, ACCEPT_PAUSE)
+            self._sel.unregister(self.listener)
+            self._accept_paused = time.monotonic() + ACCEPT_PAUSE
+            return
         pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                                             struct.calcsize("3i")))
         if uid != os.getuid():
@@ -217,9 +275,8 @@ class Relay:
         with self._lock:
             if self._agent is conn:
                 self._agent = None
-        for fds in (reader.fds if reader else ()):
-            for fd in fds:      # descriptors whose message never came whole
-                os.close(fd)
+        if reader is not None:
+            reader.close_fds()      # descriptors whose message never came whole
         conn.close()
 
     def _handle(self, conn, message: dict, fds: list) -> None:
@@ -257,10 +314,12 @@ def main(argv=None) -> int:
     handler = logging.FileHandler(args.log_file) if args.log_file else logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
+    limit = raise_fd_limit()
     relay = Relay(args.socket)
     signal.signal(signal.SIGTERM, relay.stop)
     signal.signal(signal.SIGINT, relay.stop)
-    LOG.info("relay listening on %s", args.socket)
+    LOG.info("relay listening on %s (up to %d descriptors: %d sessions or so)", args.socket, limit,
+             max(0, limit - 32) // 2)
     relay.serve_forever()
     LOG.info("relay stopped")
     return 0

@@ -44,9 +44,10 @@ class Pairs:
 
 
 def relay_process(path, log, nofile=None):
+    """``python -m ftcp.agent.relay``; nofile: its RLIMIT_NOFILE (a number, or (soft, hard))."""
     def limit():
         if nofile:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+            resource.setrlimit(resource.RLIMIT_NOFILE, nofile if isinstance(nofile, tuple) else (nofile, nofile))
     proc = subprocess.Popen([sys.executable, "-m", "ftcp.agent.relay", "--socket", path, "--log-file", log],
                             cwd=ROOT, preexec_fn=limit)
     wait_for(lambda: os.path.exists(path), 10, "the relay's socket", interval=0.01)
@@ -100,3 +101,7 @@ def how_it_ends(peer, timeout=3.0):
         return got, "rst"
     except socket.timeout:
         return got, "open"
+
+
+def open_fds(pid) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
