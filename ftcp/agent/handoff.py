@@ -11,6 +11,7 @@ back to the caller, which relays it in the agent rather than dropping it.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 from typing import Callable, Optional
@@ -59,8 +60,10 @@ class RelayClient:
                         self.sock = None
                 sock.close()
                 return
-            for message, _fds in messages:
-                self._answer(message)
+            for incoming in messages:
+                for fd in incoming.fds:    # the relay sends none
+                    os.close(fd)
+                self._answer(incoming.message)
 
     def _answer(self, message: dict) -> None:
         cmd = message.get("cmd")

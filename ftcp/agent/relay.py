@@ -34,7 +34,7 @@ import struct
 import sys
 import threading
 import time
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from ftcp.agent.takeover import Session, Splicer
 
@@ -68,45 +68,99 @@ def send_message(sock: socket.socket, message: dict, fds=()) -> None:
     sock.sendall(data)
 
 
+class Incoming(NamedTuple):
+    message: dict
+    fds: list          # the descriptors that rode on the message's first byte
+    lost: bool         # descriptors that rode on it were lost (MSG_CTRUNC)
+
+
 class Reader:
-    """Reads JSON lines and the descriptors that came with them from a stream socket."""
+    """Reads JSON lines and the descriptors that came with them from a stream socket.
+
+    Descriptors belong to the line whose first byte carried them: the sender sends that
+    byte alone with them (send_message), and the kernel ends a read with the message
+    that carried descriptors, so they came on the last byte of the read that returned
+    them. Descriptors that came on any other byte are closed (stray), and a line gets
+    none that rode on another: they are never paired with a line by arrival order."""
 
     def __init__(self, sock: socket.socket):
-        self.sock, self.buf, self.fds = sock, bytearray(), collections.deque()
+        self.sock, self.buf = sock, bytearray()
+        self.start = 0      # stream offset of buf[0]
+        self.fds = {}       # stream offset of the byte that carried them -> [fd]
+        self.lost = set()   # stream offsets of bytes whose descriptors were lost
+        self.stray = 0      # descriptors closed for riding on no line's first byte
 
     def read(self) -> Optional[list]:
-        """Every complete message now readable, as (message, fds); None at EOF. Raises
-        ValueError for what is not a message (the connection is of no use then)."""
+        """Every complete message now readable, as Incoming; None at EOF. Raises
+        ValueError for what is not a message (the connection is of no use then), after
+        closing every descriptor of the messages read with it."""
         data, ancillary, flags, _addr = self.sock.recvmsg(1 << 16, socket.CMSG_SPACE(2 * struct.calcsize("i")))
+        got = []
         for level, kind, payload in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds = array.array("i")
                 fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
-                self.fds.append(list(fds))
-        if flags & socket.MSG_CTRUNC:
-            # descriptors were lost (more than a message carries, or none could be
-            # installed: the fd limit): which message they belonged to cannot be told
-            raise ValueError("descriptors lost on the way in (MSG_CTRUNC: at the relay's descriptor limit?)")
+                got += fds
         if not data:
+            _close_all(got)
             return None
+        at = self.start + len(self.buf) + len(data) - 1     # the byte that carried them
+        if got:
+            self.fds.setdefault(at, []).extend(got)
+        if flags & socket.MSG_CTRUNC:
+            # more descriptors than a message carries, or none could be installed (the
+            # descriptor limit): the message they rode on is refused
+            LOG.error("relay: descriptors lost on the way in (MSG_CTRUNC: at the descriptor limit?)")
+            self.lost.add(at)
         self.buf += data
-        if len(self.buf) > MAX_HEADER and b"\n" not in self.buf:
+        out, pos = [], 0
+        try:
+            while True:
+                nl = self.buf.find(b"\n", pos)
+                if nl < 0:
+                    break
+                line_at = self.start + pos
+                line = bytes(self.buf[pos:nl])
+                pos = nl + 1
+                incoming = Incoming(None, self.fds.pop(line_at, []), line_at in self.lost)
+                self.lost.discard(line_at)
+                out.append(incoming)
+                self._close_stray(self.start + pos)
+                message = json.loads(line)
+                if not isinstance(message, dict):
+                    raise ValueError(f"not a message: {line[:80]!r}")
+                out[-1] = incoming._replace(message=message)
+        except ValueError:
+            for incoming in out:
+                _close_all(incoming.fds)
+            raise
+        finally:
+            del self.buf[:pos]
+            self.start += pos
+        if len(self.buf) > MAX_HEADER:
             raise ValueError("a message longer than the relay takes")
-        out = []
-        while b"\n" in self.buf:
-            line, _, rest = bytes(self.buf).partition(b"\n")
-            self.buf = bytearray(rest)
-            message = json.loads(line)
-            if not isinstance(message, dict):
-                raise ValueError(f"not a message: {line[:80]!r}")
-            out.append((message, self.fds.popleft() if message.get("fds") and self.fds else []))
         return out
+
+    def _close_stray(self, before: int) -> None:
+        for offset in [offset for offset in self.fds if offset < before]:
+            fds = self.fds.pop(offset)
+            self.stray += len(fds)
+            LOG.error("relay: %d descriptor(s) that came on no message's first byte closed", len(fds))
+            _close_all(fds)
+        self.lost = {offset for offset in self.lost if offset >= before}
 
     def close_fds(self) -> None:
         """Close the descriptors that came with no message (yet)."""
         while self.fds:
-            for fd in self.fds.popleft():
-                os.close(fd)
+            _close_all(self.fds.popitem()[1])
+
+
+def _close_all(fds) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def session_message(s: Session) -> dict:
@@ -151,6 +205,17 @@ def adopted_session(message: dict, fds: list) -> Session:
     for sock in (client, replica):
         sock.setblocking(False)
     return s
+
+
+def _fds_refused(message: dict, fds: list, lost: bool) -> Optional[str]:
+    """Why a message's descriptors do not match what it says it carries (None: they do)."""
+    want = message.get("fds", 0)
+    if lost:
+        return f"the descriptors of {message.get('id')!r} were lost on the way in (the relay's descriptor limit?)"
+    if type(want) is not int or want != len(fds):
+        return f"{message.get('cmd')!r} of {message.get('id')!r} came with {len(fds)} descriptor(s), " \
+               f"and says fds={want!r}"
+    return None
 
 
 class Relay:
@@ -229,8 +294,14 @@ class Relay:
                 self._close(conn, readers)
                 return
             while messages:
-                message, fds = messages.pop(0)
+                message, fds, lost = messages.pop(0)
                 try:
+                    refused = _fds_refused(message, fds, lost)
+                    if refused is not None:
+                        _close_all(fds)
+                        LOG.error("relay: %s refused: %s", message.get("cmd"), refused)
+                        self._send(conn, {"cmd": "error", "id": message.get("id"), "error": refused})
+                        continue
                     self._handle(conn, message, fds)
                 except OSError as e:
                     LOG.warning("relay: cannot answer the agent: %s", e)
@@ -239,9 +310,8 @@ class Relay:
                 LOG.warning("relay: agent connection dropped: %s", e)
             else:
                 LOG.exception("relay: agent connection dropped")
-            for _message, fds in messages:
-                for fd in fds:
-                    os.close(fd)
+            for incoming in messages:
+                _close_all(incoming.fds)
             self._close(conn, readers)
 
     def _accept(self, readers: dict) -> None:
@@ -281,6 +351,8 @@ class Relay:
 
     def _handle(self, conn, message: dict, fds: list) -> None:
         cmd = message.get("cmd")
+        if cmd != "adopt":
+            _close_all(fds)     # nothing else takes descriptors
         try:
             if cmd == "adopt":
                 s = adopted_session(message, fds)
@@ -294,8 +366,6 @@ class Relay:
                 self._send(conn, {"cmd": "sessions", "ids": live})
                 self._tell_ended(conn)
             else:
-                for fd in fds:
-                    os.close(fd)
                 self._send(conn, {"cmd": "error", "error": f"unknown command {cmd!r}"})
         except (ValueError, KeyError, TypeError) as e:
             LOG.error("relay: %s refused: %s", cmd, e)

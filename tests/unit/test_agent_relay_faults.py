@@ -3,13 +3,16 @@ limit, messages that are not what they should be, an agent that does not read. W
 comes in, the relay goes on and so does every session it holds; what a bad message
 brought is closed (a RST for a socket the relay alone held), never relayed to the wrong
 client. Real relays (processes where they may die), real sockets."""
+import json
 import socket
+import threading
 import time
 
 import pytest
 
 from ftcp.agent.handoff import RelayClient
-from tests.support.taken_over import Pairs, is_reset, open_fds, relay_process, send_raw
+from ftcp.agent.relay import Relay
+from tests.support.taken_over import Pairs, adopt_line, is_reset, open_fds, relay_process, send_raw
 from topology.processes import wait_for
 
 
@@ -37,6 +40,35 @@ def relay_proc(path, tmp_path):
     for proc in procs:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture
+def relay(path):
+    r = Relay(path)
+    thread = threading.Thread(target=r.serve_forever, daemon=True)
+    thread.start()
+    yield r
+    r.stop()
+    thread.join(5)
+    assert not thread.is_alive()
+
+
+def answer(conn, timeout=5.0) -> dict:
+    """The next line the relay sends on ``conn``."""
+    conn.settimeout(timeout)
+    data = b""
+    while not data.endswith(b"\n"):
+        more = conn.recv(1)
+        assert more, f"EOF after {data!r}"
+        data += more
+    return json.loads(data)
+
+
+def adopt(conn, s, **kw):
+    """Hand a session over as the agent does: the descriptors on the line's first byte alone."""
+    line = adopt_line(s.conn_id, to_client=bytes(s.to_client), **kw)
+    send_raw(conn, line[:1], fds=(s.client.fileno(), s.replica.fileno()))
+    send_raw(conn, line[1:])
 
 
 def relay_log(tmp_path) -> str:
@@ -102,19 +134,21 @@ def test_at_its_fd_limit_the_relay_waits_to_accept_and_then_does(path, tmp_path,
 
 def test_descriptors_beyond_what_a_message_carries_are_closed(path, tmp_path, pairs, relay_proc):
     """A message with three descriptors overflows the two-descriptor ancillary buffer
-    (MSG_CTRUNC): the kernel closes what did not fit, the relay what did, and drops
-    that connection."""
+    (MSG_CTRUNC): the kernel closes what did not fit, the relay refuses the message and
+    closes what did."""
     proc = relay_proc()
     agent = RelayClient(path)
     assert agent.held() == []
     before = open_fds(proc.pid)
     a, b, c = (socket.socketpair() for _ in range(3))
-    bad = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    bad.connect(path)
-    send_raw(bad, b"{", fds=(a[0].fileno(), b[0].fileno(), c[0].fileno()))
-    bad.settimeout(5)
-    assert bad.recv(100) == b""            # dropped
-    wait_for(lambda: open_fds(proc.pid) == before, 5, "the relay to close what came", interval=0.05)
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(path)
+    line = adopt_line("three", fds=3)
+    send_raw(conn, line[:1], fds=(a[0].fileno(), b[0].fileno(), c[0].fileno()))
+    send_raw(conn, line[1:])
+    assert answer(conn)["error"] == "the descriptors of 'three' were lost on the way in (the relay's " \
+                                    "descriptor limit?)"
+    wait_for(lambda: open_fds(proc.pid) == before + 1, 5, "the relay to close what came", interval=0.05)
     assert proc.poll() is None and agent.held() == []
 
 
@@ -139,3 +173,82 @@ def test_a_malformed_message_does_not_kill_the_relay_and_its_sessions(path, pair
     state = is_reset(held_peer, timeout=1.0)
     assert alive and state == "open", f"relay alive: {alive}; the held client: {state}"
     assert agent.held() == ["held"]
+
+
+# --- descriptors belong to the line whose first byte carried them ---------------------------
+
+def test_descriptors_that_came_without_an_adopt_never_pair_with_the_next_adopt(path, pairs, relay):
+    """Descriptors were once queued and given to the next line that said "fds": a message
+    that brought some without saying so (a "list" here) shifted every later adopt, so
+    B's pending output (to_client) went to another connection's client. Now the list is
+    refused and what it brought closed; B gets B's own sockets."""
+    stray, stray_peer, _ = pairs.session("stray")
+    b, b_peer, _ = pairs.session("b", to_client=b"B's private answer")
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(path)
+    line = b'{"cmd": "list"}\n'
+    send_raw(conn, line[:1], fds=(stray.client.fileno(), stray.replica.fileno()))
+    send_raw(conn, line[1:])
+    assert answer(conn)["error"] == "'list' of None came with 2 descriptor(s), and says fds=0"
+    adopt(conn, b)
+    assert answer(conn) == {"cmd": "adopted", "id": "b"}
+    b.close()
+    stray_peer.settimeout(0.5)
+    try:
+        leaked = stray_peer.recv(100)
+    except socket.timeout:
+        leaked = b""
+    assert leaked == b"", f"another connection's client got B's bytes: {leaked!r}"
+    b_peer.settimeout(2)
+    assert b_peer.recv(100) == b"B's private answer"
+    stray.close()
+
+
+def test_descriptors_sent_with_a_whole_line_ride_on_no_line_s_first_byte(path, pairs, relay):
+    """The sender must send a line's first byte alone with its descriptors; sent with the
+    whole line they came on its last byte, which starts no line: they are closed, and
+    the adopt, which got none, is refused (its client reset, not left hanging)."""
+    a, a_peer, _ = pairs.session("a")
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(path)
+    send_raw(conn, adopt_line("a"), fds=(a.client.fileno(), a.replica.fileno()))
+    assert answer(conn)["error"] == "'adopt' of 'a' came with 0 descriptor(s), and says fds=2"
+    a.close()
+    assert is_reset(a_peer, timeout=2.0) == "rst" and relay.sessions == {}
+
+
+def test_a_bad_line_after_an_adopt_in_the_same_read_neither_leaks_nor_strands_it(path, pairs, relay):
+    """An adopt and a line that does not parse in one read: the batch is refused whole,
+    the adopt's sockets closed (its client reset), the connection dropped. They were once
+    left open in the relay, neither relayed nor closed, for as long as it lived."""
+    a, a_peer, _ = pairs.session("a")
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(path)
+    line = adopt_line("a") + b"{not json\n"
+    send_raw(conn, line[:1], fds=(a.client.fileno(), a.replica.fileno()))
+    send_raw(conn, line[1:])
+    time.sleep(0.5)
+    a.close()                        # the agent keeps nothing (as hand_over does)
+    assert is_reset(a_peer, timeout=2.0) == "rst"
+    conn.settimeout(2)
+    assert conn.recv(100) == b""     # dropped
+    assert relay.sessions == {}
+
+
+def test_a_message_whose_descriptors_do_not_match_what_it_says_is_refused(path, pairs, relay):
+    a, a_peer, _ = pairs.session("a")
+    ok, ok_peer, ok_replica_peer = pairs.session("ok")
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(path)
+    line = adopt_line("a", fds=1)
+    send_raw(conn, line[:1], fds=(a.client.fileno(), a.replica.fileno()))
+    send_raw(conn, line[1:])
+    assert answer(conn)["error"] == "'adopt' of 'a' came with 2 descriptor(s), and says fds=1"
+    adopt(conn, ok)                  # the connection goes on
+    assert answer(conn) == {"cmd": "adopted", "id": "ok"}
+    a.close()
+    ok.close()
+    assert is_reset(a_peer, timeout=2.0) == "rst"
+    ok_replica_peer.sendall(b"fine")
+    ok_peer.settimeout(2)
+    assert ok_peer.recv(100) == b"fine"
