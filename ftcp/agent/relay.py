@@ -183,23 +183,42 @@ def _address(value) -> Optional[tuple]:
     return value[0], value[1]
 
 
+def _decoded(message: dict, key: str) -> bytes:
+    value = message.get(key, "")
+    if not isinstance(value, str):
+        raise ValueError(f"{key} is not base64 text")
+    return base64.b64decode(value, validate=True)     # binascii.Error is a ValueError
+
+
 def adopted_session(message: dict, fds: list) -> Session:
-    """The session a handed-over message and its two descriptors describe."""
-    if len(fds) != 2:
-        for fd in fds:
-            os.close(fd)
-        raise ValueError(f"adopt of {message.get('id')!r} came with {len(fds)} descriptors, not 2")
+    """The session a handed-over message and its two descriptors describe. Raises
+    ValueError for a message it cannot be, after closing every descriptor."""
+    socks = []
     try:
+        if len(fds) != 2:
+            raise ValueError(f"adopt of {message.get('id')!r} came with {len(fds)} descriptors, not 2")
+        conn_id = message.get("id")
+        if not isinstance(conn_id, str) or not conn_id:
+            raise ValueError(f"adopt with no id (id={conn_id!r})")
         replica_addr = _address(message.get("replica_addr"))
-    except ValueError:
+        to_client, to_replica = _decoded(message, "to_client"), _decoded(message, "to_replica")
         for fd in fds:
-            os.close(fd)
+            try:
+                sock = socket.socket(fileno=fd)
+            except OSError as e:
+                raise ValueError(f"descriptor {len(socks) + 1} of {conn_id!r} is not a socket ({e.strerror or e})")
+            socks.append(sock)
+            if sock.type != socket.SOCK_STREAM:
+                raise ValueError(f"descriptor {len(socks)} of {conn_id!r} is not a stream socket")
+    except Exception:
+        for sock in socks:
+            sock.close()
+        _close_all(fds[len(socks):])
         raise
-    client, replica = (socket.socket(fileno=fd) for fd in fds)
-    s = Session(str(message["id"]), None, 0, replica, unsent=base64.b64decode(message.get("to_replica", "")),
-                replica_addr=replica_addr)
+    client, replica = socks
+    s = Session(conn_id, None, 0, replica, unsent=to_replica, replica_addr=replica_addr)
     s.client = client
-    s.to_client = bytearray(base64.b64decode(message.get("to_client", "")))
+    s.to_client = bytearray(to_client)
     s.client_eof, s.replica_eof = bool(message.get("client_eof")), bool(message.get("replica_eof"))
     s.client_shut, s.replica_shut = bool(message.get("client_shut")), bool(message.get("replica_shut"))
     for sock in (client, replica):
@@ -246,7 +265,8 @@ class Relay:
     def _ended(self, s: Session) -> None:
         """Called by the splicer's thread when a session ends."""
         with self._lock:
-            self.sessions.pop(s.conn_id, None)
+            if self.sessions.get(s.conn_id) is s:
+                del self.sessions[s.conn_id]
             self.ended.append((s.conn_id, s.error))
             agent = self._agent
         if agent is not None:
@@ -260,12 +280,14 @@ class Relay:
         with self._lock:
             items = list(self.ended)
             self.ended.clear()
+        told = 0
         try:
             for conn_id, error in items:
                 self._send(agent, {"cmd": "ended", "id": conn_id, "error": error})
+                told += 1
         except OSError:
-            with self._lock:
-                self.ended.extendleft(reversed(items))
+            with self._lock:    # only what was not sent whole is told again
+                self.ended.extendleft(reversed(items[told:]))
 
     def serve_forever(self) -> None:
         self.splicer.start()
@@ -355,6 +377,14 @@ class Relay:
             _close_all(fds)     # nothing else takes descriptors
         try:
             if cmd == "adopt":
+                conn_id = message.get("id")
+                with self._lock:
+                    held = isinstance(conn_id, str) and conn_id in self.sessions
+                if held:
+                    # never two relays of one id: the first one's end would forget the
+                    # second (and two relays of one connection would interleave its bytes)
+                    _close_all(fds)
+                    raise ValueError(f"{conn_id!r} is held already: this one is refused")
                 s = adopted_session(message, fds)
                 with self._lock:
                     self.sessions[s.conn_id] = s

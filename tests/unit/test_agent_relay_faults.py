@@ -4,6 +4,7 @@ comes in, the relay goes on and so does every session it holds; what a bad messa
 brought is closed (a RST for a socket the relay alone held), never relayed to the wrong
 client. Real relays (processes where they may die), real sockets."""
 import json
+import os
 import socket
 import threading
 import time
@@ -252,3 +253,79 @@ def test_a_message_whose_descriptors_do_not_match_what_it_says_is_refused(path, 
     ok_replica_peer.sendall(b"fine")
     ok_peer.settimeout(2)
     assert ok_peer.recv(100) == b"fine"
+
+
+# --- what an adopt may not be ------------------------------------------------------------
+
+def test_an_adopt_whose_descriptor_is_not_a_socket_is_refused_and_closed(path, pairs, relay):
+    """socket.socket(fileno=) of a pipe raised OSError past the refusal: no answer, and
+    the other descriptor (a client socket) stayed open in the relay."""
+    a, a_peer, _ = pairs.session("a")
+    r, w = os.pipe()
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(path)
+    line = adopt_line("a")
+    send_raw(conn, line[:1], fds=(a.client.fileno(), r))
+    send_raw(conn, line[1:])
+    assert "is not a socket" in answer(conn)["error"]
+    a.close()
+    os.close(r)
+    assert is_reset(a_peer, timeout=2.0) == "rst"       # the relay closed its copy
+    os.close(w)
+    assert relay.sessions == {}
+
+
+def test_pending_bytes_that_are_not_base64_are_refused(path, pairs, relay):
+    """b64decode without validate dropped what is not base64 and took the rest: bytes
+    for the client silently lost or changed."""
+    a, a_peer, _ = pairs.session("a")
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(path)
+    line = adopt_line("a", to_replica="aGVsbG8*")
+    send_raw(conn, line[:1], fds=(a.client.fileno(), a.replica.fileno()))
+    send_raw(conn, line[1:])
+    assert "error" in answer(conn)
+    a.close()
+    assert is_reset(a_peer, timeout=2.0) == "rst" and relay.sessions == {}
+
+
+def test_a_second_adopt_of_a_held_id_is_refused(path, pairs, relay):
+    """It overwrote the first in ``sessions``, both were relayed, and the first one's
+    end removed the live one from what the relay says it holds."""
+    first, first_peer, first_replica_peer = pairs.session("x")
+    second, second_peer, _ = pairs.session("x")
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(path)
+    adopt(conn, first)
+    assert answer(conn) == {"cmd": "adopted", "id": "x"}
+    adopt(conn, second)
+    assert answer(conn) == {"cmd": "error", "id": "x", "error": "'x' is held already: this one is refused"}
+    first.close()
+    second.close()
+    assert is_reset(second_peer, timeout=2.0) == "rst"
+    first_replica_peer.sendall(b"still mine")
+    first_peer.settimeout(2)
+    assert first_peer.recv(100) == b"still mine"
+    assert list(relay.sessions) == ["x"]
+
+
+class FailingAgent:
+    """An agent socket whose sends fail after ``ok`` of them."""
+
+    def __init__(self, ok):
+        self.ok, self.sent = ok, []
+
+    def sendall(self, data):
+        if len(self.sent) >= self.ok:
+            raise BrokenPipeError(32, "Broken pipe")
+        self.sent.append(data)
+
+
+def test_ended_sessions_told_before_a_send_failed_are_not_told_again(path):
+    relay = Relay(path)
+    try:
+        relay.ended.extend([("a", None), ("b", None), ("c", "reset")])
+        relay._tell_ended(FailingAgent(ok=1))
+        assert list(relay.ended) == [("b", None), ("c", "reset")]
+    finally:
+        relay.listener.close()
