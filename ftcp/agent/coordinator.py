@@ -287,6 +287,9 @@ class Coordinator:
             t.state, t.sessions, t.resets = "gone", [], []
         agent = self.agent
         acked = sum(session.kick(agent.acks) for session in sessions)
+        # Taken over from now on whatever the hand-over does (one the relay refuses is
+        # reset: no more protected than the others), so said before it.
+        self._unprotect(service, {s.conn_id for s in sessions}, t.failed)
         # The relay holds them from now on, so they outlive this agent; what it could
         # not be given is relayed here.
         kept = agent.relay.hand_over(sessions) if agent.relay is not None else sessions
@@ -294,7 +297,6 @@ class Coordinator:
         # Connections we could not take: a RST now (the switch delivers it from the
         # service's address), so their clients fail fast instead of hanging.
         _reset_all(resets, agent.acks)
-        self._unprotect(service, {s.conn_id for s in sessions}, t.failed)
         LOG.info("go for %s (epoch %d): %d connection(s) released (%d acknowledged to their clients), %d reset",
                  service, epoch, len(sessions), acked, len(resets))
         with self._lock:

@@ -63,6 +63,41 @@ def test_go_unprotects_what_it_took_and_says_why_the_rest_was_not(monkeypatch):
                               "b": "takeover failed: x"}
 
 
+def test_go_says_the_sessions_are_taken_over_before_it_hands_them_to_the_relay(monkeypatch):
+    """Whatever the hand-over does (it may take a while, or fail, or the relay refuse a
+    session and reset it), the connections are the backup's from go on: their records
+    say so before it, not after."""
+    conns = [SimpleNamespace(id="a", service="web", to_state=lambda: {})]
+    taken = Session("a", None, 0, Sock())
+    taken.client = Sock()
+    tracker = Tracker(conns)
+    seen = []
+
+    class Relay:
+        def hand_over(self, sessions):
+            seen.append(dict(tracker.marked))
+            return []
+    monkeypatch.setattr(co, "plan_takeover", lambda cs, d, ip: ([taken], [], {}, {}))
+    monkeypatch.setattr(co, "prepare_sessions", lambda sessions, timeout: None)
+    monkeypatch.setattr(co, "cannot_take", lambda conn: None)
+    monkeypatch.setattr(Session, "kick", lambda self, acks: True)
+    answers = []
+    agent = SimpleNamespace(name="b1", replicas={"web": ("10.0.0.20", 80)}, drain=lambda: None,
+                            check_drops=lambda: None, clock=time.monotonic, hot=None, tracker=tracker,
+                            writer=SimpleNamespace(collect=lambda now: None, snapshot_all=lambda now: None),
+                            acks=None, splicer=SimpleNamespace(add=lambda s: None), relay=Relay(),
+                            args=SimpleNamespace(prepare_timeout=1.0),
+                            store=SimpleNamespace(answer=lambda backup, msg: answers.append(msg)))
+    c = co.Coordinator(agent)
+    c.takeover("web", 1, "1@x")
+    for t in threading.enumerate():
+        if t.name.startswith("ftcp-takeover-"):
+            t.join(5)
+    c.go("web", 1, "1@x")
+    assert seen == [{"a": Reason.TAKEN_OVER.because("b1 serves it now and no host protects it")}]
+    assert answers[-1]["cmd"] == "gone"
+
+
 def test_a_backup_that_did_not_take_the_service_says_its_records_are_unprotected():
     """The controller tells the service's other backups it moved ("moved"): nothing of
     its connections reaches them any more."""
