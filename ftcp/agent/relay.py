@@ -37,11 +37,14 @@ import time
 from typing import NamedTuple, Optional
 
 from ftcp.agent.takeover import Session, Splicer
+from ftcp.agent.wakeup import Wakeup
 
 LOG = logging.getLogger(__name__)
 MAX_HEADER = 1 << 24     # a header carries at most the buffers of one session (2 x BUFFER_LIMIT, base64)
 MAX_ENDED = 10000        # ended sessions remembered for an agent that is not connected
 ACCEPT_PAUSE = 0.5       # seconds between tries when accept fails (at the descriptor limit)
+MAX_QUEUED = 1 << 24     # bytes of answers an agent may leave unread before it is dropped
+FEED_LIMIT = 1 << 16     # ended sessions are queued for the agent while less than this waits
 
 
 def raise_fd_limit(want: int = 1 << 20) -> int:
@@ -59,13 +62,37 @@ def raise_fd_limit(want: int = 1 << 20) -> int:
     return soft
 
 
-def send_message(sock: socket.socket, message: dict, fds=()) -> None:
-    """One JSON line, with ``fds`` riding on its first byte (SCM_RIGHTS)."""
-    data = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+def send_message(sock: socket.socket, message: dict, fds=(), deadline: Optional[float] = None) -> None:
+    """One JSON line, with ``fds`` riding alone on its first byte (SCM_RIGHTS). With a
+    ``deadline`` (time.monotonic()) on a blocking socket, raises TimeoutError once it
+    is past, the line perhaps sent in part."""
+    send_bytes(sock, json.dumps(message, separators=(",", ":")).encode() + b"\n", fds, deadline)
+
+
+def send_bytes(sock: socket.socket, data, fds=(), deadline: Optional[float] = None) -> None:
+    view = memoryview(data)
     if fds:
-        sock.sendmsg([data[:1]], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
-        data = data[1:]
-    sock.sendall(data)
+        _send_timeout(sock, deadline)
+        sock.sendmsg([view[:1]], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        view = view[1:]
+    while view:
+        _send_timeout(sock, deadline)
+        try:
+            view = view[sock.send(view):]
+        except BlockingIOError:   # SO_SNDTIMEO went by with nothing sent
+            if deadline is None:
+                raise
+
+
+def _send_timeout(sock: socket.socket, deadline: Optional[float]) -> None:
+    """The next send blocks until ``deadline`` at most (SO_SNDTIMEO)."""
+    if deadline is None:
+        return
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the peer read too little in time")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                    struct.pack("@ll", int(left), max(1, int((left - int(left)) * 1e6))))
 
 
 class Incoming(NamedTuple):
@@ -237,17 +264,34 @@ def _fds_refused(message: dict, fds: list, lost: bool) -> Optional[str]:
     return None
 
 
+class AgentConn:
+    """One agent's connection: what it sent (Reader) and what waits to be sent to it.
+    Its socket is non-blocking: an agent that does not read never holds the relay up."""
+
+    def __init__(self, sock: socket.socket, pid: int):
+        self.sock, self.pid, self.reader = sock, pid, Reader(sock)
+        self.out = collections.deque()   # [line, the (id, error) it tells of or None]
+        self.head = 0                    # bytes of out[0] already sent
+        self.queued = 0                  # bytes in out not sent yet
+        self.events = selectors.EVENT_READ
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+
 class Relay:
-    """The unix-socket server in front of a Splicer that holds every adopted session."""
+    """The unix-socket server in front of a Splicer that holds every adopted session.
+    One thread (serve_forever) does every read and write of the agents' connections;
+    the splicer's thread only records a session that ended and wakes it."""
 
     def __init__(self, path: str, splicer: Optional[Splicer] = None):
         self.path = path
         self.splicer = splicer or Splicer(on_end=self._ended, stopping="relay stopping")
         self.sessions = {}        # id -> Session, while it lives
         self.ended = collections.deque(maxlen=MAX_ENDED)   # (id, error) not yet told to an agent
-        self._agent = None        # the connected agent's socket (the last one to connect)
-        self._lock = threading.Lock()
-        self._send_lock = threading.Lock()   # the splicer's thread tells of ended sessions too
+        self._agent = None        # the AgentConn told of ended sessions (the last one to connect)
+        self._conns = {}          # socket -> AgentConn
+        self._lock = threading.Lock()    # sessions and ended: the splicer's thread changes them too
         if os.path.exists(path):
             os.unlink(path)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -259,86 +303,86 @@ class Relay:
         self.listener.listen(16)
         self._sel = selectors.DefaultSelector()
         self._sel.register(self.listener, selectors.EVENT_READ, None)
+        self._wakeup = Wakeup()
+        self._sel.register(self._wakeup, selectors.EVENT_READ, "wake")
         self._halt = False
         self._accept_paused = 0.0   # when to accept again, after accept failed
 
     def _ended(self, s: Session) -> None:
-        """Called by the splicer's thread when a session ends."""
+        """Called by the splicer's thread when a session ends: never sends anything."""
         with self._lock:
             if self.sessions.get(s.conn_id) is s:
                 del self.sessions[s.conn_id]
             self.ended.append((s.conn_id, s.error))
-            agent = self._agent
-        if agent is not None:
-            self._tell_ended(agent)
-
-    def _send(self, conn: socket.socket, message: dict) -> None:
-        with self._send_lock:
-            send_message(conn, message)
-
-    def _tell_ended(self, agent: socket.socket) -> None:
-        with self._lock:
-            items = list(self.ended)
-            self.ended.clear()
-        told = 0
-        try:
-            for conn_id, error in items:
-                self._send(agent, {"cmd": "ended", "id": conn_id, "error": error})
-                told += 1
-        except OSError:
-            with self._lock:    # only what was not sent whole is told again
-                self.ended.extendleft(reversed(items[told:]))
+        self._wakeup.wake()
 
     def serve_forever(self) -> None:
         self.splicer.start()
-        readers = {}
         while not self._halt:
             if self._accept_paused and time.monotonic() >= self._accept_paused:
                 self._accept_paused = 0.0
                 self._sel.register(self.listener, selectors.EVENT_READ, None)
-            for key, _mask in self._sel.select(timeout=1.0):
-                if key.data is None:
-                    self._accept(readers)
-                elif key.fileobj in readers:
-                    self._serve(key.fileobj, readers)
-        for conn in list(readers):
-            self._close(conn, readers)
+            for key, mask in self._sel.select(timeout=1.0):
+                try:
+                    self._event(key, mask)
+                except Exception:     # a bug: it costs that connection, never the relay
+                    LOG.exception("relay: serving %r failed", key.data)
+                    if isinstance(key.data, AgentConn):
+                        self._drop(key.data)
+            self._feed()
+        for conn in list(self._conns.values()):
+            self._drop(conn)
         self.splicer.stop()
+        self._sel.close()
+        self._wakeup.close()
 
-    def _serve(self, conn, readers: dict) -> None:
+    def _event(self, key, mask: int) -> None:
+        if key.data is None:
+            self._accept()
+        elif key.data == "wake":
+            self._wakeup.drain()
+        elif key.data.sock in self._conns:
+            conn = key.data
+            if mask & selectors.EVENT_WRITE:
+                self._flush(conn)
+            if mask & selectors.EVENT_READ and conn.sock in self._conns:
+                self._serve(conn)
+
+    def _serve(self, conn: AgentConn) -> None:
         """What one agent connection sent. Whatever goes wrong with it (a message that is
-        not one, descriptors lost, a bug) drops that connection alone, closing the
-        descriptors it brought that no session took: the relay and what it holds go on."""
+        not one, a bug) drops that connection alone, closing the descriptors it brought
+        that no session took: the relay and what it holds go on."""
         messages = []
         try:
-            messages = readers[conn].read()
-            if messages is None:
-                self._close(conn, readers)
+            try:
+                messages = conn.reader.read()
+            except (BlockingIOError, InterruptedError):
                 return
-            while messages:
+            if messages is None:
+                self._drop(conn)
+                return
+            while messages and conn.sock in self._conns:
                 message, fds, lost = messages.pop(0)
-                try:
-                    refused = _fds_refused(message, fds, lost)
-                    if refused is not None:
-                        _close_all(fds)
-                        LOG.error("relay: %s refused: %s", message.get("cmd"), refused)
-                        self._send(conn, {"cmd": "error", "id": message.get("id"), "error": refused})
-                        continue
-                    self._handle(conn, message, fds)
-                except OSError as e:
-                    LOG.warning("relay: cannot answer the agent: %s", e)
+                refused = _fds_refused(message, fds, lost)
+                if refused is not None:
+                    _close_all(fds)
+                    LOG.error("relay: %s refused: %s", message.get("cmd"), refused)
+                    self._queue(conn, {"cmd": "error", "id": message.get("id"), "error": refused})
+                    continue
+                self._handle(conn, message, fds)
         except Exception as e:
             if isinstance(e, (OSError, ValueError)):
                 LOG.warning("relay: agent connection dropped: %s", e)
             else:
                 LOG.exception("relay: agent connection dropped")
-            for incoming in messages:
+            self._drop(conn)
+        finally:
+            for incoming in messages or ():     # those of a dropped connection
                 _close_all(incoming.fds)
-            self._close(conn, readers)
 
-    def _accept(self, readers: dict) -> None:
+    def _accept(self) -> None:
         try:
-            conn, _ = self.listener.accept()
+            sock, _ = self.listener.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return
         except OSError as e:
@@ -348,30 +392,91 @@ class Relay:
             self._sel.unregister(self.listener)
             self._accept_paused = time.monotonic() + ACCEPT_PAUSE
             return
-        pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                            struct.calcsize("3i")))
+        try:
+            pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                                struct.calcsize("3i")))
+        except OSError as e:
+            LOG.error("relay: connection refused: its peer is not known (%s)", e)
+            sock.close()
+            return
         if uid != os.getuid():
             LOG.error("relay: connection from uid %d (pid %d) refused: only uid %d may hand sessions over",
                       uid, pid, os.getuid())
-            conn.close()
+            sock.close()
             return
         LOG.info("relay: agent connected (pid %d)", pid)
-        readers[conn] = Reader(conn)
-        self._sel.register(conn, selectors.EVENT_READ, "agent")
-        with self._lock:
-            self._agent = conn
+        sock.setblocking(False)
+        conn = self._conns[sock] = AgentConn(sock, pid)
+        self._sel.register(conn, conn.events, conn)
+        self._agent = conn
 
-    def _close(self, conn, readers: dict) -> None:
+    def _queue(self, conn: AgentConn, message: dict, item=None) -> None:
+        """Send ``message`` to ``conn`` as soon as it reads. An agent that lets more than
+        MAX_QUEUED bytes of answers pile up is dropped: it does not read."""
+        if conn.sock not in self._conns:
+            if item is not None:
+                with self._lock:
+                    self.ended.appendleft(item)
+            return
+        line = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+        conn.out.append((line, item))
+        conn.queued += len(line)
+        if conn.queued > MAX_QUEUED:
+            LOG.error("relay: the agent (pid %d) does not read its answers (%d bytes wait): dropped", conn.pid,
+                      conn.queued)
+            self._drop(conn)
+            return
+        self._flush(conn)
+
+    def _flush(self, conn: AgentConn) -> None:
+        try:
+            while conn.out:
+                line = conn.out[0][0]
+                conn.head += conn.sock.send(memoryview(line)[conn.head:])
+                if conn.head < len(line):
+                    break
+                conn.out.popleft()
+                conn.queued -= len(line)
+                conn.head = 0
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as e:
+            LOG.warning("relay: agent connection dropped: %s", e)
+            self._drop(conn)
+            return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.out else 0)
+        if events != conn.events:
+            conn.events = events
+            self._sel.modify(conn, events, conn)
+
+    def _feed(self) -> None:
+        """Tell the agent the sessions that ended, as fast as it reads: they wait in
+        ``ended`` (bounded) rather than in its queue."""
+        conn = self._agent
+        while conn is not None and conn.sock in self._conns and conn.queued < FEED_LIMIT:
+            with self._lock:
+                if not self.ended:
+                    return
+                item = self.ended.popleft()
+            self._queue(conn, {"cmd": "ended", "id": item[0], "error": item[1]}, item)
+
+    def _drop(self, conn: AgentConn) -> None:
+        """Close an agent connection; the ended sessions it was not sent whole are kept
+        for the next agent (those it was sent are not told again)."""
+        if self._conns.pop(conn.sock, None) is None:
+            return
         self._sel.unregister(conn)
-        reader = readers.pop(conn, None)
-        with self._lock:
-            if self._agent is conn:
-                self._agent = None
-        if reader is not None:
-            reader.close_fds()      # descriptors whose message never came whole
-        conn.close()
+        if self._agent is conn:
+            self._agent = None
+        untold = [item for _line, item in conn.out if item is not None]
+        if untold:
+            with self._lock:
+                self.ended.extendleft(reversed(untold))
+        conn.out.clear()
+        conn.reader.close_fds()      # descriptors whose message never came whole
+        conn.sock.close()
 
-    def _handle(self, conn, message: dict, fds: list) -> None:
+    def _handle(self, conn: AgentConn, message: dict, fds: list) -> None:
         cmd = message.get("cmd")
         if cmd != "adopt":
             _close_all(fds)     # nothing else takes descriptors
@@ -389,20 +494,20 @@ class Relay:
                 with self._lock:
                     self.sessions[s.conn_id] = s
                 self.splicer.add([s])
-                self._send(conn, {"cmd": "adopted", "id": s.conn_id})
+                self._queue(conn, {"cmd": "adopted", "id": s.conn_id})
             elif cmd == "list":
                 with self._lock:
                     live = sorted(self.sessions)
-                self._send(conn, {"cmd": "sessions", "ids": live})
-                self._tell_ended(conn)
+                self._queue(conn, {"cmd": "sessions", "ids": live})
             else:
-                self._send(conn, {"cmd": "error", "error": f"unknown command {cmd!r}"})
+                self._queue(conn, {"cmd": "error", "error": f"unknown command {cmd!r}"})
         except (ValueError, KeyError, TypeError) as e:
             LOG.error("relay: %s refused: %s", cmd, e)
-            self._send(conn, {"cmd": "error", "id": message.get("id"), "error": str(e)})
+            self._queue(conn, {"cmd": "error", "id": message.get("id"), "error": str(e)})
 
     def stop(self, *_) -> None:
         self._halt = True
+        self._wakeup.wake()
 
 
 def main(argv=None) -> int:

@@ -8,11 +8,13 @@ import os
 import socket
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
 from ftcp.agent.handoff import RelayClient
 from ftcp.agent.relay import Relay
+from ftcp.agent.takeover import Session
 from tests.support.taken_over import Pairs, adopt_line, is_reset, open_fds, relay_process, send_raw
 from topology.processes import wait_for
 
@@ -65,10 +67,10 @@ def answer(conn, timeout=5.0) -> dict:
     return json.loads(data)
 
 
-def adopt(conn, s, **kw):
+def adopt(conn, s, client=None, **kw):
     """Hand a session over as the agent does: the descriptors on the line's first byte alone."""
     line = adopt_line(s.conn_id, to_client=bytes(s.to_client), **kw)
-    send_raw(conn, line[:1], fds=(s.client.fileno(), s.replica.fileno()))
+    send_raw(conn, line[:1], fds=((client or s.client).fileno(), s.replica.fileno()))
     send_raw(conn, line[1:])
 
 
@@ -309,23 +311,158 @@ def test_a_second_adopt_of_a_held_id_is_refused(path, pairs, relay):
     assert list(relay.sessions) == ["x"]
 
 
-class FailingAgent:
-    """An agent socket whose sends fail after ``ok`` of them."""
+# --- an agent that does not read, a relay that does not read --------------------------------
 
-    def __init__(self, ok):
-        self.ok, self.sent = ok, []
-
-    def sendall(self, data):
-        if len(self.sent) >= self.ok:
-            raise BrokenPipeError(32, "Broken pipe")
-        self.sent.append(data)
-
-
-def test_ended_sessions_told_before_a_send_failed_are_not_told_again(path):
-    relay = Relay(path)
+def test_an_agent_that_stops_reading_does_not_freeze_the_relayed_connections(path, pairs, relay):
+    """The relay wrote its answers and "ended" lines with a blocking sendall, from its
+    main thread and from the splicer's (on_end). An agent connected but not reading
+    (stopped, stuck) filled the socket after a few hundred lines; the splicer's thread
+    then blocked in sendall and no session was relayed any more."""
+    stuck = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        relay.ended.extend([("a", None), ("b", None), ("c", "reset")])
-        relay._tell_ended(FailingAgent(ok=1))
-        assert list(relay.ended) == [("b", None), ("c", "reset")]
+        live, live_peer, live_replica_peer = pairs.session("live")
+        stuck.connect(path)           # an agent that never reads its answers
+        adopt(stuck, live)
+        live.close()
+
+        def hand_over_short_sessions():
+            for i in range(600):      # sessions that end at once: each one an "ended" line
+                c, c_peer = socket.socketpair()
+                r, r_peer = socket.socketpair()
+                c_peer.close()
+                r_peer.close()
+                try:
+                    adopt(stuck, Session(f"short{i}", None, 0, r), client=c)
+                except OSError:
+                    return
+                finally:
+                    c.close()
+                    r.close()
+        threading.Thread(target=hand_over_short_sessions, daemon=True).start()
+        time.sleep(3)
+        live_replica_peer.sendall(b"are you there?")
+        live_peer.settimeout(3)
+        try:
+            got = live_peer.recv(100)
+        except socket.timeout:
+            got = None
+        assert got == b"are you there?", "the relayed connection is frozen by an agent that does not read"
+        other = RelayClient(path)     # and another agent is answered
+        assert other.held() == ["live"]
+        other.close()
     finally:
-        relay.listener.close()
+        stuck.close()
+
+
+def test_an_agent_that_lets_its_answers_pile_up_is_dropped(path, relay, monkeypatch):
+    from ftcp.agent import relay as relay_module
+    monkeypatch.setattr(relay_module, "MAX_QUEUED", 1 << 16)
+    lagging = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lagging.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    lagging.connect(path)
+    lagging.settimeout(0.2)
+    try:
+        for _ in range(20000):        # asks and asks, never reads
+            lagging.sendall(b'{"cmd": "list"}\n')
+    except (socket.timeout, BrokenPipeError, ConnectionResetError):
+        pass
+    wait_for(lambda: not relay._conns, 5, "the relay to drop it", interval=0.05)
+    lagging.close()
+    assert RelayClient(path).held() == []
+
+
+def test_the_ended_sessions_an_agent_was_sent_are_not_told_again_and_the_rest_are(path, relay, monkeypatch):
+    """When an agent goes away, what it was sent is not told to the next one (it once
+    was: a failed send put back every line of the batch), and what it was not sent
+    whole is."""
+    from ftcp.agent import relay as relay_module
+    monkeypatch.setattr(relay_module, "FEED_LIMIT", 1 << 30)    # all of it queued for the first agent
+    first = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    first.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    first.connect(path)
+    wait_for(lambda: relay._agent is not None, 5, "the relay to see the agent", interval=0.01)
+    ids = [f"s{i:05d}" for i in range(5000)]
+    for conn_id in ids:               # what the splicer's thread does when sessions end
+        relay._ended(SimpleNamespace(conn_id=conn_id, error=None))
+    wait_for(lambda: not relay.ended, 5, "every one queued for the first agent", interval=0.01)
+    first.settimeout(2)
+    got = first.recv(3000)
+    first.shutdown(socket.SHUT_RD)    # it stops: the relay's next send fails
+    try:
+        while True:
+            more = first.recv(65536)
+            if not more:
+                break
+            got += more
+    except (socket.timeout, ConnectionResetError):
+        pass
+    first.close()
+    told_first = [json.loads(line)["id"] for line in got.split(b"\n") if line.endswith(b"}")]
+    wait_for(lambda: not relay._conns, 5, "the relay to drop the first agent", interval=0.01)
+    told_next = []
+    again = RelayClient(path, on_ended=lambda conn_id, error: told_next.append(conn_id))
+    assert again.held() == []
+    wait_for(lambda: len(told_first) + len(told_next) >= len(ids), 5, "the rest", interval=0.01)
+    assert 0 < len(told_first) < len(ids)
+    assert told_first + told_next == ids
+    again.close()
+
+
+def test_hand_over_to_a_relay_that_does_not_read_does_not_block_the_agent(path, pairs):
+    """hand_over runs on the agent's capture thread (Coordinator.go), and its socket had
+    no timeout: a relay that accepts but does not read blocked go in sendall, capture
+    stopped for every service of this backup. Now it gives up within its timeout and
+    returns what it could not hand over (the agent relays it)."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(16)
+    sessions = []
+    for i in range(3):
+        s, _peer, _rpeer = pairs.session(f"big{i}")
+        s.to_replica = bytearray(b"x" * (1 << 20))   # client bytes the replica has not had yet
+        sessions.append(s)
+    result = []
+    agent = RelayClient(path, timeout=1.0)
+    started = time.monotonic()
+    t = threading.Thread(target=lambda: result.append(agent.hand_over(sessions)), daemon=True)
+    t.start()
+    t.join(5)
+    blocked = t.is_alive()
+    listener.close()
+    assert not blocked, "go (the capture thread) is blocked in hand_over by a relay that does not read"
+    assert result == [sessions] and time.monotonic() - started < 2
+    assert all(s.client.fileno() >= 0 for s in sessions)   # still the agent's, to relay itself
+    for s in sessions:
+        s.close()
+
+
+def test_hand_over_gives_up_after_its_timeout_even_while_the_relay_reads_a_little(path, pairs):
+    """A relay that reads, slowly: no send times out, but the hand-over as a whole takes
+    its timeout at most; the sessions not handed over by then come back."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(16)
+    stop = threading.Event()
+
+    def slow_relay():
+        conn, _ = listener.accept()
+        while not stop.is_set():
+            conn.recv(4096)
+            time.sleep(0.05)
+        conn.close()
+    threading.Thread(target=slow_relay, daemon=True).start()
+    sessions = []
+    for i in range(200):
+        s, _peer, _rpeer = pairs.session(f"s{i}")
+        s.to_client = bytearray(b"y" * 4096)
+        sessions.append(s)
+    agent = RelayClient(path, timeout=1.0)
+    started = time.monotonic()
+    left = agent.hand_over(sessions)
+    took = time.monotonic() - started
+    stop.set()
+    listener.close()
+    assert took < 1.5 and 0 < len(left) < len(sessions)
+    assert left == sessions[len(sessions) - len(left):]
+    for s in left:
+        s.close()
