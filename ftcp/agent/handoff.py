@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from ftcp.agent.relay import Reader, send_message, session_message
+from ftcp.agent.relay import Reader, send_message, send_session
 
 LOG = logging.getLogger(__name__)
 
@@ -105,8 +105,7 @@ class RelayClient:
                               self.timeout, s.conn_id, len(sessions) - i - 1)
                     return sessions[i:]
                 try:
-                    send_message(self.sock, session_message(s), fds=(s.client.fileno(), s.replica.fileno()),
-                                 deadline=deadline)
+                    send_session(self.sock, s, deadline)
                 except OSError as e:     # TimeoutError included
                     LOG.error("handing %s to the relay failed (%s): it and %d more are relayed by the agent",
                               s.conn_id, e, len(sessions) - i - 1)

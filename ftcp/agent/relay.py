@@ -6,11 +6,12 @@ restart, upgrade or crash cuts none of them.
 
 Run it on the backup host (its network namespace in the lab), as the agent's user,
 before the agent, which is given ``--relay PATH``. At ``go`` the agent hands each
-session over on the unix socket: one line of JSON (the session's id, the bytes still to
-pass each way, which ends of stream were seen) with the client and replica sockets as
-SCM_RIGHTS; the relay answers ``adopted``. A restarted agent asks ``list`` for what
-the relay holds; while an agent is connected the relay tells it each session that
-ended (``ended``, with its error if it was reset).
+session over on the unix socket: one line of JSON (the session's id, how many bytes are
+still to pass each way, which ends of stream were seen, the replica's server address)
+with the client and replica sockets as SCM_RIGHTS on its first byte, then those bytes
+(``bytes`` of them: to the client, then to the replica); the relay answers ``adopted``.
+A restarted agent asks ``list`` for what the relay holds; while an agent is connected
+the relay tells it each session that ended (``ended``, with its error if it was reset).
 
 Relaying is ftcp/agent/takeover.py's ``Splicer``, with its rules for how a session
 ends: a FIN to the client only when its server program closed its side, a RST for
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import array
-import base64
 import collections
 import json
 import logging
@@ -40,7 +40,8 @@ from ftcp.agent.takeover import Session, Splicer
 from ftcp.agent.wakeup import Wakeup
 
 LOG = logging.getLogger(__name__)
-MAX_HEADER = 1 << 24     # a header carries at most the buffers of one session (2 x BUFFER_LIMIT, base64)
+MAX_HEADER = 1 << 24     # a line at most (the longest: a "sessions" answer listing every id held)
+SMALL = 1 << 16          # a session's line and pending bytes up to this go in one send
 MAX_ENDED = 10000        # ended sessions remembered for an agent that is not connected
 ACCEPT_PAUSE = 0.5       # seconds between tries when accept fails (at the descriptor limit)
 MAX_QUEUED = 1 << 24     # bytes of answers an agent may leave unread before it is dropped
@@ -99,10 +100,14 @@ class Incoming(NamedTuple):
     message: dict
     fds: list          # the descriptors that rode on the message's first byte
     lost: bool         # descriptors that rode on it were lost (MSG_CTRUNC)
+    body: Optional[bytearray] = None   # the raw bytes that came after its line ("bytes": N)
 
 
 class Reader:
-    """Reads JSON lines and the descriptors that came with them from a stream socket.
+    """Reads messages and the descriptors that came with them from a stream socket.
+
+    A message is a JSON line, followed by ``bytes`` raw bytes if it says so (an adopt's
+    pending bytes: no cap but the sender's, read as they come).
 
     Descriptors belong to the line whose first byte carried them: the sender sends that
     byte alone with them (send_message), and the kernel ends a read with the message
@@ -116,12 +121,15 @@ class Reader:
         self.fds = {}       # stream offset of the byte that carried them -> [fd]
         self.lost = set()   # stream offsets of bytes whose descriptors were lost
         self.stray = 0      # descriptors closed for riding on no line's first byte
+        self.partial = None   # the message whose body is coming
+        self.need = 0         # ... bytes of it still to come
 
     def read(self) -> Optional[list]:
         """Every complete message now readable, as Incoming; None at EOF. Raises
         ValueError for what is not a message (the connection is of no use then), after
         closing every descriptor of the messages read with it."""
-        data, ancillary, flags, _addr = self.sock.recvmsg(1 << 16, socket.CMSG_SPACE(2 * struct.calcsize("i")))
+        size = 1 << 16 if self.partial is None else max(1 << 16, min(self.need, 1 << 20))
+        data, ancillary, flags, _addr = self.sock.recvmsg(size, socket.CMSG_SPACE(2 * struct.calcsize("i")))
         got = []
         for level, kind, payload in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
@@ -143,6 +151,16 @@ class Reader:
         out, pos = [], 0
         try:
             while True:
+                if self.partial is not None:
+                    take = min(self.need, len(self.buf) - pos)
+                    self.partial.body.extend(memoryview(self.buf)[pos:pos + take])
+                    pos += take
+                    self.need -= take
+                    self._close_stray(self.start + pos)    # a body's bytes carry none
+                    if self.need:
+                        break
+                    out.append(self.partial)
+                    self.partial = None
                 nl = self.buf.find(b"\n", pos)
                 if nl < 0:
                     break
@@ -156,7 +174,12 @@ class Reader:
                 message = json.loads(line)
                 if not isinstance(message, dict):
                     raise ValueError(f"not a message: {line[:80]!r}")
-                out[-1] = incoming._replace(message=message)
+                body = message.get("bytes", 0)
+                if type(body) is not int or body < 0:
+                    raise ValueError(f"a message of {body!r} bytes")
+                out[-1] = incoming = incoming._replace(message=message, body=bytearray())
+                if body:
+                    self.partial, self.need = out.pop(), body
         except ValueError:
             for incoming in out:
                 _close_all(incoming.fds)
@@ -177,7 +200,11 @@ class Reader:
         self.lost = {offset for offset in self.lost if offset >= before}
 
     def close_fds(self) -> None:
-        """Close the descriptors that came with no message (yet)."""
+        """Close the descriptors that came with no message (yet), or with one whose body
+        did not come whole."""
+        if self.partial is not None:
+            _close_all(self.partial.fds)
+            self.partial = None
         while self.fds:
             _close_all(self.fds.popitem()[1])
 
@@ -191,13 +218,26 @@ def _close_all(fds) -> None:
 
 
 def session_message(s: Session) -> dict:
-    """What the relay must know of a prepared, kicked session besides its two sockets."""
+    """What the relay must know of a prepared, kicked session besides its two sockets:
+    the bytes still to pass each way follow the line (to_client, then to_replica)."""
     return {"cmd": "adopt", "id": s.conn_id, "fds": 2,
-            "to_client": base64.b64encode(bytes(s.to_client)).decode(),
-            "to_replica": base64.b64encode(bytes(s.to_replica)).decode(),
+            "to_client": len(s.to_client), "to_replica": len(s.to_replica),
+            "bytes": len(s.to_client) + len(s.to_replica),
             "client_eof": s.client_eof, "replica_eof": s.replica_eof,
             "client_shut": s.client_shut, "replica_shut": s.replica_shut,
             "replica_addr": list(s.replica_addr) if s.replica_addr else None}
+
+
+def send_session(sock: socket.socket, s: Session, deadline: Optional[float] = None) -> None:
+    """Hand ``s`` over on ``sock``: its adopt line, its two sockets, its pending bytes."""
+    line = json.dumps(session_message(s), separators=(",", ":")).encode() + b"\n"
+    fds = (s.client.fileno(), s.replica.fileno())
+    if len(s.to_client) + len(s.to_replica) <= SMALL:
+        send_bytes(sock, line + s.to_client + s.to_replica, fds, deadline)
+        return
+    send_bytes(sock, line, fds, deadline)
+    send_bytes(sock, s.to_client, deadline=deadline)
+    send_bytes(sock, s.to_replica, deadline=deadline)
 
 
 def _address(value) -> Optional[tuple]:
@@ -210,17 +250,19 @@ def _address(value) -> Optional[tuple]:
     return value[0], value[1]
 
 
-def _decoded(message: dict, key: str) -> bytes:
-    value = message.get(key, "")
-    if not isinstance(value, str):
-        raise ValueError(f"{key} is not base64 text")
-    return base64.b64decode(value, validate=True)     # binascii.Error is a ValueError
+def _length(message: dict, key: str) -> int:
+    value = message.get(key, 0)
+    if type(value) is not int or value < 0:
+        # a string here is an older agent's base64: refused rather than misread
+        raise ValueError(f"{key} is not a byte count: {str(value)[:40]!r}")
+    return value
 
 
-def adopted_session(message: dict, fds: list) -> Session:
-    """The session a handed-over message and its two descriptors describe. Raises
-    ValueError for a message it cannot be, after closing every descriptor."""
-    socks = []
+def adopted_session(message: dict, fds: list, body: Optional[bytearray] = None) -> Session:
+    """The session a handed-over message, its two descriptors and the bytes after its
+    line describe. Raises ValueError for a message it cannot be, after closing every
+    descriptor."""
+    socks, body = [], bytearray() if body is None else body
     try:
         if len(fds) != 2:
             raise ValueError(f"adopt of {message.get('id')!r} came with {len(fds)} descriptors, not 2")
@@ -228,7 +270,9 @@ def adopted_session(message: dict, fds: list) -> Session:
         if not isinstance(conn_id, str) or not conn_id:
             raise ValueError(f"adopt with no id (id={conn_id!r})")
         replica_addr = _address(message.get("replica_addr"))
-        to_client, to_replica = _decoded(message, "to_client"), _decoded(message, "to_replica")
+        to_client = _length(message, "to_client")
+        if to_client + _length(message, "to_replica") != len(body):
+            raise ValueError(f"to_client + to_replica is not the {len(body)} bytes that came")
         for fd in fds:
             try:
                 sock = socket.socket(fileno=fd)
@@ -243,9 +287,11 @@ def adopted_session(message: dict, fds: list) -> Session:
         _close_all(fds[len(socks):])
         raise
     client, replica = socks
-    s = Session(conn_id, None, 0, replica, unsent=to_replica, replica_addr=replica_addr)
+    s = Session(conn_id, None, 0, replica, replica_addr=replica_addr)
     s.client = client
-    s.to_client = bytearray(to_client)
+    s.to_client = body[:to_client]
+    del body[:to_client]
+    s.to_replica = body      # no copy of what may be most of a log
     s.client_eof, s.replica_eof = bool(message.get("client_eof")), bool(message.get("replica_eof"))
     s.client_shut, s.replica_shut = bool(message.get("client_shut")), bool(message.get("replica_shut"))
     for sock in (client, replica):
@@ -362,14 +408,15 @@ class Relay:
                 self._drop(conn)
                 return
             while messages and conn.sock in self._conns:
-                message, fds, lost = messages.pop(0)
-                refused = _fds_refused(message, fds, lost)
+                incoming = messages.pop(0)
+                message, fds = incoming.message, incoming.fds
+                refused = _fds_refused(message, fds, incoming.lost)
                 if refused is not None:
                     _close_all(fds)
                     LOG.error("relay: %s refused: %s", message.get("cmd"), refused)
                     self._queue(conn, {"cmd": "error", "id": message.get("id"), "error": refused})
                     continue
-                self._handle(conn, message, fds)
+                self._handle(conn, message, fds, incoming.body)
         except Exception as e:
             if isinstance(e, (OSError, ValueError)):
                 LOG.warning("relay: agent connection dropped: %s", e)
@@ -476,7 +523,7 @@ class Relay:
         conn.reader.close_fds()      # descriptors whose message never came whole
         conn.sock.close()
 
-    def _handle(self, conn: AgentConn, message: dict, fds: list) -> None:
+    def _handle(self, conn: AgentConn, message: dict, fds: list, body: Optional[bytearray] = None) -> None:
         cmd = message.get("cmd")
         if cmd != "adopt":
             _close_all(fds)     # nothing else takes descriptors
@@ -490,7 +537,7 @@ class Relay:
                     # second (and two relays of one connection would interleave its bytes)
                     _close_all(fds)
                     raise ValueError(f"{conn_id!r} is held already: this one is refused")
-                s = adopted_session(message, fds)
+                s = adopted_session(message, fds, body)
                 with self._lock:
                     self.sessions[s.conn_id] = s
                 self.splicer.add([s])

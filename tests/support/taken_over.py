@@ -1,7 +1,6 @@
 """Taken-over sessions over real sockets for the relay's and the splicer's tests: sessions,
 a relay process, how a connection ends."""
 import array
-import base64
 import json
 import os
 import resource
@@ -73,11 +72,12 @@ def send_raw(sock, data: bytes, fds=()):
         sock.sendall(data)
 
 
-def adopt_line(name, to_client=b"", **kw) -> bytes:
-    msg = {"cmd": "adopt", "id": name, "fds": 2, "to_client": base64.b64encode(to_client).decode(),
-           "to_replica": "", "client_eof": False, "replica_eof": False, "client_shut": False,
-           "replica_shut": False, **kw}
-    return json.dumps(msg).encode() + b"\n"
+def adopt_line(name, to_client=b"", to_replica=b"", **kw) -> bytes:
+    """An adopt as the agent sends it: its line, then the pending bytes."""
+    msg = {"cmd": "adopt", "id": name, "fds": 2, "to_client": len(to_client), "to_replica": len(to_replica),
+           "bytes": len(to_client) + len(to_replica), "client_eof": False, "replica_eof": False,
+           "client_shut": False, "replica_shut": False, **kw}
+    return json.dumps(msg).encode() + b"\n" + to_client + to_replica
 
 
 def client_pair(listener):

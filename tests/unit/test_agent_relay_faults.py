@@ -69,7 +69,8 @@ def answer(conn, timeout=5.0) -> dict:
 
 def adopt(conn, s, client=None, **kw):
     """Hand a session over as the agent does: the descriptors on the line's first byte alone."""
-    line = adopt_line(s.conn_id, to_client=bytes(s.to_client), **kw)
+    kw.setdefault("to_client", bytes(s.to_client))
+    line = adopt_line(s.conn_id, **kw)
     send_raw(conn, line[:1], fds=((client or s.client).fileno(), s.replica.fileno()))
     send_raw(conn, line[1:])
 
@@ -277,18 +278,37 @@ def test_an_adopt_whose_descriptor_is_not_a_socket_is_refused_and_closed(path, p
     assert relay.sessions == {}
 
 
-def test_pending_bytes_that_are_not_base64_are_refused(path, pairs, relay):
-    """b64decode without validate dropped what is not base64 and took the rest: bytes
-    for the client silently lost or changed."""
+def test_pending_bytes_sent_as_base64_by_an_older_agent_are_refused(path, pairs, relay):
+    """The pending bytes were base64 in the line (decoded without validate: what was not
+    base64 was dropped, the rest taken); they follow the line now, counted in it. An
+    older agent's text where a count is due is refused, never misread."""
     a, a_peer, _ = pairs.session("a")
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.connect(path)
-    line = adopt_line("a", to_replica="aGVsbG8*")
+    line = json.dumps({"cmd": "adopt", "id": "a", "fds": 2, "to_client": "aGVsbG8*", "to_replica": ""}).encode()
     send_raw(conn, line[:1], fds=(a.client.fileno(), a.replica.fileno()))
-    send_raw(conn, line[1:])
-    assert "error" in answer(conn)
+    send_raw(conn, line[1:] + b"\n")
+    assert answer(conn)["error"] == "to_client is not a byte count: 'aGVsbG8*'"
     a.close()
     assert is_reset(a_peer, timeout=2.0) == "rst" and relay.sessions == {}
+
+
+def test_pending_bytes_that_do_not_add_up_are_refused_and_the_connection_goes_on(path, pairs, relay):
+    a, a_peer, _ = pairs.session("a")
+    ok, ok_peer, _ = pairs.session("ok", to_client=b"ok's")
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(path)
+    line = json.dumps({"cmd": "adopt", "id": "a", "fds": 2, "to_client": 2, "to_replica": 0, "bytes": 5}).encode()
+    send_raw(conn, line[:1], fds=(a.client.fileno(), a.replica.fileno()))
+    send_raw(conn, line[1:] + b"\n12345")
+    assert answer(conn)["error"] == "to_client + to_replica is not the 5 bytes that came"
+    adopt(conn, ok)
+    assert answer(conn) == {"cmd": "adopted", "id": "ok"}
+    a.close()
+    ok.close()
+    assert is_reset(a_peer, timeout=2.0) == "rst"
+    ok_peer.settimeout(2)
+    assert ok_peer.recv(100) == b"ok's"
 
 
 def test_a_second_adopt_of_a_held_id_is_refused(path, pairs, relay):
@@ -466,3 +486,26 @@ def test_hand_over_gives_up_after_its_timeout_even_while_the_relay_reads_a_littl
     assert left == sessions[len(sessions) - len(left):]
     for s in left:
         s.close()
+
+
+def test_descriptors_that_come_on_a_body_s_byte_are_closed_and_the_body_is_intact(path, pairs, relay):
+    a, _a_peer, a_replica_peer = pairs.session("a")
+    stray, stray_peer, _ = pairs.session("stray")
+    body = bytes(range(256)) * 400
+    line = adopt_line("a", to_replica=body)
+    head = len(line) - len(body)
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(path)
+    send_raw(conn, line[:1], fds=(a.client.fileno(), a.replica.fileno()))
+    send_raw(conn, line[1:head + 5000])
+    send_raw(conn, line[head + 5000:head + 5001], fds=(stray.client.fileno(), stray.replica.fileno()))
+    send_raw(conn, line[head + 5001:])
+    assert answer(conn) == {"cmd": "adopted", "id": "a"}
+    a.close()
+    stray.close()
+    assert is_reset(stray_peer, timeout=2.0) == "rst"
+    a_replica_peer.settimeout(5)
+    got = b""
+    while len(got) < len(body):
+        got += a_replica_peer.recv(1 << 16)
+    assert got == body
