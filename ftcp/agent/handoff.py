@@ -90,22 +90,15 @@ class RelayClient:
 
     def hand_over(self, sessions: list) -> list:
         """Give the relay these kicked sessions; returns those it could not be given.
-        Takes ``timeout`` seconds at most (it runs on the capture thread): what is left
-        then is returned, to be relayed by the agent."""
+        A relay that stops reading holds it up ``timeout`` seconds at most: each
+        session's message must be sent whole within it (SO_SNDTIMEO set to what is left
+        before each send), else it and the ones after it come back."""
         with self._lock:
             if not sessions or not self._connect():
                 return list(sessions)
-            # A relay that stops reading must not hold go (the capture thread) up: every
-            # send blocks until the deadline at most (SO_SNDTIMEO), and what was not
-            # handed over by then is relayed here.
-            deadline = time.monotonic() + self.timeout
             for i, s in enumerate(sessions):
-                if time.monotonic() >= deadline:
-                    LOG.error("handing sessions to the relay took %g s: %s and %d more are relayed by the agent",
-                              self.timeout, s.conn_id, len(sessions) - i - 1)
-                    return sessions[i:]
                 try:
-                    send_session(self.sock, s, deadline)
+                    send_session(self.sock, s, time.monotonic() + self.timeout)
                 except OSError as e:     # TimeoutError included
                     LOG.error("handing %s to the relay failed (%s): it and %d more are relayed by the agent",
                               s.conn_id, e, len(sessions) - i - 1)
