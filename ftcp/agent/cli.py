@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import resource
 import signal
 import sys
 
@@ -21,6 +20,7 @@ from ftcp.common import control
 from ftcp.agent.capture import CaptureError
 from ftcp.agent.main import Agent
 from ftcp.agent.admission import Limits
+from ftcp.agent.relay import raise_fd_limit   # the relay raises its own the same way
 
 LOG = logging.getLogger(__name__)
 SIZE_RE = re.compile(r"^(\d+)([KMG]?)(i?B)?$", re.I)
@@ -93,19 +93,6 @@ def build_parser():
                     help="hot: keep a replica connection in step per connection (default); "
                          "cold: replay the log from Redis at takeover")
     return ap
-
-
-def raise_fd_limit(want: int = 1 << 20) -> int:
-    """Each protected connection can hold two descriptors (its hot replica, then its
-    rebuilt socket): the usual 1024 would cap the agent near 500 connections."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    for limit in (max(hard, want), hard):
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
-            return limit
-        except (ValueError, OSError):
-            continue
-    return soft
 
 
 def main(argv=None) -> int:

@@ -278,8 +278,10 @@ class Coordinator:
             if t is None:
                 return
             if t.state != "ready":
-                if t.state == "gone":
+                if t.state == "gone" and t.answer is not None and t.answer["cmd"] == "gone":
                     self._publish(t.answer)
+                elif t.state == "gone":
+                    LOG.info("go(%d) for %s again: its sessions are being handed over, gone follows", epoch, service)
                 else:
                     LOG.warning("go(%d) for %s while the takeover is %s: ignored", epoch, service, t.state)
                 return
@@ -287,18 +289,37 @@ class Coordinator:
             t.state, t.sessions, t.resets = "gone", [], []
         agent = self.agent
         acked = sum(session.kick(agent.acks) for session in sessions)
-        # The relay holds them from now on, so they outlive this agent; what it could
-        # not be given is relayed here.
-        kept = agent.relay.hand_over(sessions) if agent.relay is not None else sessions
-        agent.splicer.add(kept)
+        # Taken over from now on whatever the hand-over does (one the relay refuses is
+        # reset: no more protected than the others), so said before it.
+        self._unprotect(service, {s.conn_id for s in sessions}, t.failed)
         # Connections we could not take: a RST now (the switch delivers it from the
         # service's address), so their clients fail fast instead of hanging.
         _reset_all(resets, agent.acks)
-        self._unprotect(service, {s.conn_id for s in sessions}, t.failed)
+        if agent.relay is None or not sessions:
+            agent.splicer.add(sessions)
+            self._gone(t, sessions, acked, len(resets))
+            return
+        # The relay holds them from now on, so they outlive this agent. Handing them over
+        # takes as long as the relay takes to read them (some 10,000 a second), so it
+        # runs off the capture thread; gone is answered once it is done.
+        threading.Thread(target=self._hand_over, args=(t, sessions, acked, len(resets)),
+                         name=f"ftcp-handover-{service}", daemon=True).start()
+
+    def _hand_over(self, t: Takeover, sessions: list, acked: int, reset: int) -> None:
+        agent = self.agent
+        try:
+            kept = agent.relay.hand_over(sessions)
+        except Exception:   # a bug: what the relay was not given (still open here) is relayed here
+            LOG.exception("handing %s's sessions to the relay failed", t.service)
+            kept = [s for s in sessions if s.client is not None and s.client.fileno() >= 0]
+        agent.splicer.add(kept)      # what the relay could not be given is relayed here
+        self._gone(t, sessions, acked, reset)
+
+    def _gone(self, t: Takeover, sessions: list, acked: int, reset: int) -> None:
         LOG.info("go for %s (epoch %d): %d connection(s) released (%d acknowledged to their clients), %d reset",
-                 service, epoch, len(sessions), acked, len(resets))
+                 t.service, t.epoch, len(sessions), acked, reset)
         with self._lock:
-            self._answer(t, "gone", released=len(sessions), acknowledged=acked, reset=len(resets))
+            self._answer(t, "gone", released=len(sessions), acknowledged=acked, reset=reset)
 
     def _unprotect(self, service: str, taken: set, failed: dict) -> None:
         """Nothing mirrors a service's connections to this host once it serves them: the

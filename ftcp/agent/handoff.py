@@ -5,17 +5,21 @@ stop, restart or die without cutting a taken-over connection.
 A session handed over is the relay's alone: the agent closes its own descriptors as
 soon as they are sent (the kernel holds a reference in flight), and never relays a
 session it sent, whatever the answer -- two relays of one connection would interleave
-its bytes. What could not be sent (no relay listening, the relay gone mid-way) comes
-back to the caller, which relays it in the agent rather than dropping it.
+its bytes. What could not be sent (no relay listening, the relay gone mid-way, or one
+that reads nothing for ``timeout`` seconds) comes back to the caller, which relays it in
+the agent rather than dropping it. A message cut short by the timeout is one the relay
+never takes (it closes the descriptors of a message that did not come whole).
 """
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
+import time
 from typing import Callable, Optional
 
-from ftcp.agent.relay import Reader, send_message, session_message
+from ftcp.agent.relay import Reader, send_message, send_session
 
 LOG = logging.getLogger(__name__)
 
@@ -59,8 +63,10 @@ class RelayClient:
                         self.sock = None
                 sock.close()
                 return
-            for message, _fds in messages:
-                self._answer(message)
+            for incoming in messages:
+                for fd in incoming.fds:    # the relay sends none
+                    os.close(fd)
+                self._answer(incoming.message)
 
     def _answer(self, message: dict) -> None:
         cmd = message.get("cmd")
@@ -83,21 +89,32 @@ class RelayClient:
             LOG.error("the relay refused %s: %s", message.get("id") or "a request", message.get("error"))
 
     def hand_over(self, sessions: list) -> list:
-        """Give the relay these kicked sessions; returns those it could not be given."""
+        """Give the relay these kicked sessions; returns those it could not be given.
+        A relay that stops reading holds it up ``timeout`` seconds at most: each
+        session's message must be sent whole within it (SO_SNDTIMEO set to what is left
+        before each send), else it and the ones after it come back."""
         with self._lock:
             if not sessions or not self._connect():
                 return list(sessions)
             for i, s in enumerate(sessions):
                 try:
-                    send_message(self.sock, session_message(s), fds=(s.client.fileno(), s.replica.fileno()))
-                except OSError as e:
+                    send_session(self.sock, s, time.monotonic() + self.timeout)
+                except OSError as e:     # TimeoutError included
                     LOG.error("handing %s to the relay failed (%s): it and %d more are relayed by the agent",
                               s.conn_id, e, len(sessions) - i - 1)
-                    self.sock.close()
-                    self.sock = None
+                    self._disconnect()    # a message cut short: the relay drops it with the connection
                     return sessions[i:]
                 s.close()    # the relay's now: the kernel keeps the socket for it
         return []
+
+    def _disconnect(self) -> None:
+        """Close the connection (with the lock held); the answers' thread ends too."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        self.sock = None
 
     def held(self) -> Optional[list]:
         """The ids of the sessions the relay holds (None: it did not say in time)."""
@@ -107,8 +124,10 @@ class RelayClient:
             with self._answers:
                 self._held = None
             try:
-                send_message(self.sock, {"cmd": "list"})
-            except OSError:
+                send_message(self.sock, {"cmd": "list"}, deadline=time.monotonic() + self.timeout)
+            except OSError as e:
+                LOG.error("cannot ask the relay what it holds: %s", e)
+                self._disconnect()
                 return None
         with self._answers:
             self._answers.wait_for(lambda: self._held is not None, self.timeout)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import errno
 import logging
+import math
 import os
 import selectors
 import socket
@@ -47,6 +48,9 @@ BUFFER_LIMIT = 1 << 20
 # How long a replica's end of stream waits before the splicer asks whether its server
 # still listens: a dying process closes its listener and its connections within it.
 EOF_HOLD = 0.05
+# Holds end on a multiple of this, so the ends of stream seen together are checked
+# together, against one read of the kernel's listeners (a hold is never shorter).
+EOF_TICK = 0.01
 
 
 class Diverged(ValueError):
@@ -59,7 +63,7 @@ class Session:
 
     def __init__(self, conn_id: str, params: repair.RepairParams, client_acked: int, replica: socket.socket,
                  unsent: bytes = b"", tail_start: int = 0, tail: bytes = b"", checks=(), sent: int = 0,
-                 mode: str = "hot", connecting: bool = False, client_done: bool = False):
+                 mode: str = "hot", connecting: bool = False, client_done: bool = False, replica_addr=None):
         self.conn_id = conn_id
         self.params = params
         self.client_acked = client_acked   # server bytes the client acknowledged
@@ -81,7 +85,10 @@ class Session:
         self.client_shut = self.replica_shut = False
         self.ended = False
         self.client = None
-        self.replica_addr = None          # the replica's server (address, port), at go
+        # the replica's server (address, port): asked at the end of stream whether it still
+        # listens. Taken now, while the replica is connected (once both ends of stream have
+        # crossed the socket has no peer any more); None: not known, which is not alive.
+        self.replica_addr = tuple(replica_addr[:2]) if replica_addr else listening.peer(replica)
         self.error = None
         self.to_client_bytes = self.to_replica_bytes = 0
 
@@ -96,7 +103,8 @@ class Session:
             sock.close()
             raise OSError(err, f"cannot connect to the replica at {replica_addr[0]}:{replica_addr[1]}: "
                                f"{os.strerror(err)}")
-        return cls(conn_id, params, client_acked, sock, unsent=log, mode="cold", connecting=True, **kw)
+        return cls(conn_id, params, client_acked, sock, unsent=log, mode="cold", connecting=True,
+                   replica_addr=replica_addr, **kw)
 
     @property
     def covered(self) -> bool:
@@ -180,6 +188,8 @@ def prepare(sessions, timeout: float, clock=time.monotonic, make_socket=repair.r
 
     waiting = set()
     for s in sessions:
+        if s.replica_addr is None:
+            s.replica_addr = listening.peer(s.replica)
         s.replica.setblocking(False)
         s.shut_replica_if_done()
         if not s.connecting and not s.to_replica and s.covered:
@@ -226,8 +236,8 @@ def prepare(sessions, timeout: float, clock=time.monotonic, make_socket=repair.r
 class Splicer(threading.Thread):
     """One selector thread that splices every live session: client <-> replica."""
 
-    def __init__(self, server_alive=listening.server_alive, clock=time.monotonic, on_end=None,
-                 stopping: str = "agent stopping"):
+    def __init__(self, server_alive=None, clock=time.monotonic, on_end=None, stopping: str = "agent stopping",
+                 listeners=listening.listeners):
         super().__init__(name="ftcp-splicer", daemon=True)
         self._sel = selectors.DefaultSelector()
         self._new = collections.deque()
@@ -235,9 +245,12 @@ class Splicer(threading.Thread):
         self._sel.register(self._wakeup, selectors.EVENT_READ, None)
         self._events = {}     # socket -> registered events
         self._halt = False
-        self._server_alive, self._clock = server_alive, clock
+        # server_alive(address) -> bool, asked per session (tests); by default every hold
+        # that ends in one pass is checked against one read of the listeners.
+        self._server_alive, self._listeners, self._clock = server_alive, listeners, clock
         self._on_end, self._stopping = on_end, stopping   # told of each ended session; why a stop ends them
         self._held = {}       # session -> when its replica's end of stream is checked
+        self._sessions = set()   # every live session (one with nothing to wait for is registered nowhere)
         self.live = 0
 
     def add(self, sessions) -> None:
@@ -261,17 +274,24 @@ class Splicer(threading.Thread):
                 s, side = key.data
                 if not s.ended:   # an earlier event of this batch may have ended it
                     self._io(s, side, mask)
-            while self._new:
-                s = self._new.popleft()
-                s.replica_addr = listening.peer(s.replica)
-                self.live += 1
-                self._update(s)
+            self._take_new()
             self._check_held()
-        for key in list(self._sel.get_map().values()):
-            if key.data is not None and not key.data[0].ended:
-                self._end(key.data[0], self._stopping)
+        self._take_new()
+        for s in list(self._sessions):   # registered or not: every live one is reset
+            self._end(s, self._stopping)
         self._sel.close()
         self._wakeup.close()
+
+    def _take_new(self) -> None:
+        while self._new:
+            s = self._new.popleft()
+            if s.replica_addr is None:
+                s.replica_addr = listening.peer(s.replica)
+            self.live += 1
+            self._sessions.add(s)
+            # an end of stream seen before go (in prepare, or by the agent before the
+            # relay took it) is passed on as one seen here would be
+            self._advance(s)
 
     def _io(self, s: Session, side: str, mask: int) -> None:
         try:
@@ -283,18 +303,26 @@ class Splicer(threading.Thread):
                 eof, sent = _pump(s.client, mask, s.to_replica, s.to_client)
                 s.client_eof |= eof
                 s.to_client_bytes += sent
-            # A side's FIN is passed on once everything before it has been (the
-            # replica's once its server is known to be alive: _check_held).
-            if s.replica_eof and not s.to_client and not s.client_shut and s not in self._held:
-                self._held[s] = self._clock() + EOF_HOLD
-            if s.client_eof and not s.to_replica and not s.replica_shut:
-                s.replica_shut = True
-                s.replica.shutdown(socket.SHUT_WR)
         except (BlockingIOError, InterruptedError):
             pass
         except OSError as e:
             self._end(s, f"{'replica' if side == 'r' else 'client'}: {e.strerror or e}")
             return
+        self._advance(s)
+
+    def _advance(self, s: Session) -> None:
+        """A side's end of stream is passed on once everything before it has been (the
+        replica's once its server is known to be alive: _check_held); the session ends
+        when both have been and nothing is left to send."""
+        if s.replica_eof and not s.to_client and not s.client_shut and s not in self._held:
+            self._held[s] = math.ceil((self._clock() + EOF_HOLD) / EOF_TICK) * EOF_TICK
+        if s.client_eof and not s.to_replica and not s.replica_shut:
+            s.replica_shut = True
+            try:
+                s.replica.shutdown(socket.SHUT_WR)
+            except OSError as e:
+                self._end(s, f"replica: {e.strerror or e}")
+                return
         if s.client_shut and s.client_eof and not s.to_client and not s.to_replica:
             self._end(s)
             return
@@ -304,11 +332,18 @@ class Splicer(threading.Thread):
         """Pass on the replicas' ends of stream whose hold is over: a FIN to the client if
         the server still listens (it closed this connection), else a RST (it died)."""
         now = self._clock()
+        table = None      # the kernel's listeners, read once for every hold that ends now
         for s in [s for s, due in self._held.items() if due <= now]:
             del self._held[s]
             if s.ended:
                 continue
-            if not self._server_alive(s.replica_addr):
+            if self._server_alive is not None:
+                alive = self._server_alive(s.replica_addr)
+            else:
+                if table is None and s.replica_addr is not None:
+                    table = self._listeners()
+                alive = listening.server_alive(s.replica_addr, table)
+            if not alive:
                 self._end(s, "the server on this host no longer listens: its connection ended with it "
                              "(the client is reset, not told it has everything)")
                 continue
@@ -352,6 +387,7 @@ class Splicer(threading.Thread):
         the client was sent still arrives); else a RST to the client."""
         s.ended = True
         self._held.pop(s, None)
+        self._sessions.discard(s)
         if error is not None:
             s.error = error
             LOG.error("%s: %s", s.conn_id, error)

@@ -100,6 +100,59 @@ def test_a_session_handed_over_outlives_the_agents_side_and_a_new_agent_sees_it(
     again.close()
 
 
+def test_the_replica_s_server_address_goes_along_with_a_session(relay, path, server):
+    """The relay asks whether the server still listens at the address the agent took
+    while the replica was connected, not at whatever the socket says by then."""
+    tcp = TcpRepair()
+    s, client = taken(server, tcp, "addr")
+    agent = RelayClient(path)
+    assert agent.hand_over([s]) == []
+    wait_for(lambda: "addr" in relay.sessions, 5, "the relay to adopt it", interval=0.01)
+    assert relay.sessions["addr"].replica_addr == server.addr
+    agent.close()
+
+
+def test_a_session_with_more_than_16_mib_pending_is_held_by_the_relay(relay, path):
+    """The pending bytes once rode base64 in the adopt line, which the relay took up to
+    16 MiB (MAX_HEADER). But prepare ends a cold replay as soon as the output covers
+    what the primary sent, with any part of the log still unsent (an upload the server
+    had not answered yet): to_replica is the rest of the log, as long as the log cap
+    lets it be. Such a session was refused, and relayed by the agent -- so it died with
+    the agent, which the relay exists to prevent. The bytes now follow the line."""
+    tcp = TcpRepair()
+    replica, replica_peer = socket.socketpair()
+    s = Session("upload", None, 0, replica)
+    s.client = tcp("upload", b"")
+    upload = bytes(range(256)) * ((40 << 20) // 256)          # 40 MiB the replica has not had yet
+    s.to_replica = bytearray(upload)
+    s.to_client = bytearray(b"the answer so far")
+    agent = RelayClient(path, timeout=10.0)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(_read_all(replica_peer, len(upload))), daemon=True)
+    reader.start()
+    left = agent.hand_over([s])
+    for rest in left:
+        rest.close()
+    assert left == [], "a session with 40 MiB still to pass to its replica is not held by the relay"
+    reader.join(20)
+    assert got == [upload]                                      # every byte, in order
+    client = tcp.clients["upload"]
+    client.settimeout(5)
+    assert client.recv(100) == b"the answer so far"
+    agent.close()
+
+
+def _read_all(sock, n):
+    sock.settimeout(20)
+    out = bytearray()
+    while len(out) < n:
+        data = sock.recv(1 << 20)
+        if not data:
+            break
+        out += data
+    return bytes(out)
+
+
 def test_without_a_relay_the_sessions_come_back_to_be_relayed_by_the_agent(path, server):
     tcp = TcpRepair()
     s, _client = taken(server, tcp, "b")

@@ -15,6 +15,7 @@ import pytest
 from ftcp.agent import listening, repair
 from ftcp.agent.takeover import Session, Splicer, prepare
 from tests.support.line_server import LineServer
+from tests.support.taken_over import client_pair, how_it_ends
 from topology.processes import wait_for
 
 
@@ -227,7 +228,7 @@ def test_splicer_passes_replica_close_after_pending_output(fake, sessions):
     assert fake.unacked["r"] == b"ab" and bytes(s.to_client) == b"cdef"
     server_end.sendall(b"ghi")
     server_end.close()                                    # the replica ends before go
-    splicer = Splicer()
+    splicer = Splicer(server_alive=lambda addr: True)     # a socketpair has no server to ask about
     splicer.start()
     try:
         splicer.add([s])
@@ -296,23 +297,6 @@ def ends_with_rst(client) -> bool:
     return False
 
 
-def test_listeners_are_read_from_the_kernels_table():
-    lines = ["  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode",
-             "   0: 0100007F:1B58 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0",
-             "   1: 0100007F:1B59 0200000A:9C40 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0",
-             "   2: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 0 0 0 0 0 3",
-             "   3: garbage"]
-    assert listening.listeners(lines) == {("127.0.0.1", 7000), ("::", 80)}
-
-
-def test_a_listener_is_seen_while_it_listens_and_not_after():
-    srv = socket.create_server(("127.0.0.1", 0))
-    address, port = srv.getsockname()
-    assert listening.is_listening(address, port)
-    srv.close()
-    assert not listening.is_listening(address, port)
-
-
 def test_a_server_that_closes_one_connection_reaches_the_client_as_a_fin(server, tcp, sessions):
     s, client = taken(sessions, tcp, server, "q")
     splicer = Splicer()
@@ -352,3 +336,202 @@ def test_stopping_the_splicer_resets_every_client(server, tcp, sessions):
     assert recv_exactly(client, 7) == b"PONG a\n"
     splicer.stop()                                      # the agent stops: no FIN may reach the client
     assert ends_with_rst(client) and s.error == "agent stopping"
+
+
+def test_a_server_that_died_before_go_resets_a_half_closed_client():
+    """The client had half-closed before the failover (client_done): prepare shuts the
+    replica's write side at once. The replica's server answers part of the request and
+    dies (its listener and connection closed). Both ends of stream crossed, so the
+    replica socket has no peer any more when the Splicer takes the session at go: the
+    server's address was taken when the session was made, and it no longer listens."""
+    server = socket.create_server(("127.0.0.1", 0))
+    addr = server.getsockname()
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        conn, _ = server.accept()
+        while conn.recv(100):
+            pass                          # the request, up to the client's end of stream
+        conn.sendall(b"PART OF THE ANSW")  # ... and the server process crashes
+        server.close()
+        conn.close()
+    threading.Thread(target=serve, daemon=True).start()
+    replica = socket.create_connection(addr)
+    s = Session("hc", None, 0, replica, client_done=True)
+    replica.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    s.shut_replica_if_done()              # what prepare does for a half-closed client
+    time.sleep(0.3)                       # the controller's round trip to go
+    with pytest.raises(OSError):
+        replica.getpeername()             # asking the socket now would not say
+    s.client, client = client_pair(listener)
+    s.client.setblocking(False)
+    s.replica.setblocking(False)
+    splicer = Splicer()
+    splicer.start()
+    try:
+        splicer.add([s])
+        got, end = how_it_ends(client)
+        assert got == b"PART OF THE ANSW"
+        assert end == "rst", f"the client got a {end.upper()} after a dead server's partial answer"
+        assert s.replica_addr == addr
+    finally:
+        splicer.stop()
+        listener.close()
+
+
+def test_a_replica_whose_server_is_not_known_is_not_taken_for_alive():
+    """A replica that is not an Internet socket (or was never connected) has no server
+    to ask about: its end of stream reaches the client as a RST, never a FIN."""
+    replica, server_end = socket.socketpair()
+    listener = socket.create_server(("127.0.0.1", 0))
+    s = Session("u", None, 0, replica)
+    assert s.replica_addr is None
+    s.client, client = client_pair(listener)
+    s.to_client = bytearray(b"last words")
+    s.client.setblocking(False)
+    s.replica.setblocking(False)
+    server_end.close()
+    splicer = Splicer()
+    splicer.start()
+    try:
+        splicer.add([s])
+        assert how_it_ends(client) == (b"last words", "rst")
+    finally:
+        splicer.stop()
+        listener.close()
+
+
+def test_a_cold_session_knows_its_replica_s_server_before_it_connects(sessions):
+    closed = socket.create_server(("127.0.0.1", 0))
+    addr = closed.getsockname()
+    try:
+        s = cold(sessions, "c", addr, b"", client_acked=0)
+        assert s.replica_addr == addr
+    finally:
+        closed.close()
+
+
+def test_ends_of_stream_held_together_are_checked_against_one_read_of_the_listeners():
+    """Reading the kernel's listeners costs the more the more sockets the host has (the
+    /proc tables list every connection: 16.8 ms at 30,000): the holds that end in one
+    pass share one read."""
+    server = socket.create_server(("127.0.0.1", 0))
+    listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+    reads = []
+
+    def listeners():
+        reads.append(time.monotonic())
+        return listening.listeners()
+    made, clients, ends = [], [], []
+    for i in range(40):
+        replica, server_end = socket.socketpair()
+        s = Session(f"e{i}", None, 0, replica, replica_addr=server.getsockname())
+        s.client, client = client_pair(listener)
+        s.client.setblocking(False)
+        s.replica.setblocking(False)
+        made.append(s)
+        clients.append(client)
+        ends.append(server_end)
+    splicer = Splicer(listeners=listeners)
+    splicer.start()
+    try:
+        splicer.add(made)
+        for end in ends:
+            end.close()                   # every replica's server closes its connection at once
+        assert [how_it_ends(c) for c in clients] == [(b"", "fin")] * 40
+        assert 1 <= len(reads) <= 2, f"{len(reads)} reads of the listeners for 40 ends of stream"
+    finally:
+        splicer.stop()
+        for sock in [server, listener, *clients]:
+            sock.close()
+
+
+@pytest.mark.parametrize("client_done", [False, True], ids=["client-open", "client-half-closed"])
+def test_a_replica_end_seen_before_go_reaches_the_client(client_done):
+    """prepare can see the replica's end of stream, and the relay's adopt carries it: with
+    nothing left for the client the session has no READ interest on the replica (and,
+    half-closed, none at all), so the hold must start when the session is added."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    a, b = socket.socketpair()
+    b.close()                              # the replica's server closed its side
+    s = Session("eof", None, 0, a, client_done=client_done)
+    s.replica_eof = True
+    s.replica_shut = client_done
+    s.client, client = client_pair(listener)
+    if client_done:
+        client.shutdown(socket.SHUT_WR)    # the client's FIN, which the rebuilt socket has
+    s.client.setblocking(False)
+    s.replica.setblocking(False)
+    splicer = Splicer(server_alive=lambda addr: True)
+    splicer.start()
+    try:
+        splicer.add([s])
+        got, end = how_it_ends(client, timeout=2.0)
+        assert end == "fin", f"the client is left {end}: the server's end never reached it"
+        if client_done:
+            wait_for(lambda: splicer.live == 0, 2, "the session to end", interval=0.01)
+            assert s.error is None
+    finally:
+        splicer.stop()
+        listener.close()
+
+
+def test_prepare_can_hand_the_splicer_a_replica_that_already_ended():
+    """How the session above arises: a hot replica whose server finished its answer and
+    closed (the primary crashed just before its own FIN), with client bytes the replica
+    was not given yet. prepare sends them and reads the end of stream in the same pass
+    (replica_eof), the output covers what the primary sent, so the session is taken; at
+    go the client gets the FIN (the server still listens)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        conn, _ = server.accept()
+        conn.sendall(b"whole answer")
+        conn.close()                       # the server program closes: a FIN
+    threading.Thread(target=serve, daemon=True).start()
+    replica = socket.create_connection(server.getsockname())
+    time.sleep(0.2)
+    assert replica.recv(100) == b"whole answer"    # what the hot pool read and kept as the tail
+    s = Session("hot", "hot", 0, replica, unsent=b"one more line\n", tail_start=0, tail=b"whole answer", sent=12)
+    clients = {}
+
+    def make_socket(params, unacked):
+        ours, clients[params] = client_pair(listener)
+        ours.sendall(unacked)
+        return ours
+    prepare([s], timeout=3, make_socket=make_socket)
+    assert s.error is None and s.replica_eof and not s.to_client
+    client = clients["hot"]
+    splicer = Splicer()
+    splicer.start()
+    try:
+        splicer.add([s])
+        assert how_it_ends(client, timeout=2.0) == (b"whole answer", "fin")
+    finally:
+        splicer.stop()
+        server.close()
+        listener.close()
+
+
+def test_stopping_the_splicer_resets_a_session_registered_nowhere():
+    """A half-closed client's session whose replica ended waits in its hold with no
+    socket registered: the Splicer's stop must reset it too, not leave it open."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    a, b = socket.socketpair()
+    b.close()
+    s = Session("held", None, 0, a, client_done=True)
+    s.replica_eof = s.replica_shut = True
+    s.client, client = client_pair(listener)
+    client.shutdown(socket.SHUT_WR)
+    s.client.setblocking(False)
+    s.replica.setblocking(False)
+    splicer = Splicer(server_alive=lambda addr: True, clock=lambda: 0.0)   # a hold that never ends
+    splicer.start()
+    try:
+        splicer.add([s])
+        wait_for(lambda: splicer.live == 1, 2, "the splicer to take it", interval=0.01)
+    finally:
+        splicer.stop()
+        listener.close()
+    assert how_it_ends(client, timeout=2.0) == (b"", "rst") and s.error == "agent stopping"
