@@ -22,7 +22,7 @@ def test_demo_masks_the_crash_then_clean_leaves_nothing(run_dir):
                           capture_output=True, text=True, timeout=DEMO_TIMEOUT)
     out = demo.stdout
     assert demo.returncode == 0, f"{out[-3000:]}\n{demo.stderr[-3000:]}"
-    assert re.search(r"^== the controller: service demo is failed-over \(epoch \d+, backup b1, [1-9]\d* connection",
+    assert re.search(r"^== the controller: service demo is failed-over \(epoch \d+, served by b1, [1-9]\d* connection",
                      out, re.M), out
     for client in ("stream", "reqresp"):
         assert re.search(rf"^== {client}: ok=True error=None ", out, re.M), out
