@@ -105,3 +105,24 @@ def how_it_ends(peer, timeout=3.0):
 
 def open_fds(pid) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+class TcpRepair:
+    """``make_socket`` stand-in with real TCP on loopback: our end gets SO_LINGER 0 as a
+    repaired socket does, so a close that is not a session's normal end is a RST the
+    test's end (the client) can see."""
+
+    def __init__(self):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.clients = {}
+
+    def __call__(self, params, unacked):
+        ours = socket.create_connection(self.listener.getsockname())
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, repair.LINGER_RST)
+        self.clients[params], _ = self.listener.accept()
+        ours.sendall(unacked)      # what TCP_REPAIR queues as already sent reaches the client
+        return ours
+
+    def close(self):
+        for s in [self.listener, *self.clients.values()]:
+            s.close()

@@ -14,27 +14,12 @@ import threading
 
 import pytest
 
-from ftcp.agent import repair
 from ftcp.agent.handoff import RelayClient
 from ftcp.agent.relay import Relay
 from ftcp.agent.takeover import Session, prepare
 from tests.support.line_server import LineServer
+from tests.support.taken_over import TcpRepair
 from topology.processes import wait_for
-
-
-class TcpRepair:
-    """A client socket on loopback standing in for a repaired one (SO_LINGER 0)."""
-
-    def __init__(self):
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.clients = {}
-
-    def __call__(self, params, unacked):
-        ours = socket.create_connection(self.listener.getsockname())
-        ours.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, repair.LINGER_RST)
-        self.clients[params], _ = self.listener.accept()
-        ours.sendall(unacked)
-        return ours
 
 
 @pytest.fixture

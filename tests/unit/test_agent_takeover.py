@@ -12,8 +12,9 @@ import zlib
 
 import pytest
 
-from ftcp.agent import listening, repair
+from ftcp.agent import listening
 from ftcp.agent.takeover import Session, Splicer, prepare
+from tests.support.taken_over import TcpRepair
 from tests.support.line_server import LineServer
 from tests.support.taken_over import client_pair, how_it_ends
 from topology.processes import wait_for
@@ -251,27 +252,6 @@ def test_a_primary_segment_the_replica_never_produced_is_not_taken(server, fake,
 
 
 # --- how a taken-over connection ends: a FIN only when the server program closed ------
-
-class TcpRepair:
-    """``make_socket`` stand-in with real TCP on loopback: our end gets SO_LINGER 0 as a
-    repaired socket does, so a close that is not a session's normal end is a RST the
-    test's end (the client) can see."""
-
-    def __init__(self):
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.clients = {}
-
-    def __call__(self, params, unacked):
-        ours = socket.create_connection(self.listener.getsockname())
-        ours.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, repair.LINGER_RST)
-        self.clients[params], _ = self.listener.accept()
-        ours.sendall(unacked)      # what TCP_REPAIR queues as already sent reaches the client
-        return ours
-
-    def close(self):
-        for s in [self.listener, *self.clients.values()]:
-            s.close()
-
 
 @pytest.fixture
 def tcp():
