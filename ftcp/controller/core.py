@@ -274,9 +274,13 @@ class Controller:
         self._master()
         old = self.conf.service(service.name)
         f = self.failovers.get(service.name)
-        if f is not None and f.status != ServiceStatus.PROTECTED and f.backup not in {b.name for b in service.backups}:
+        names = {b.name for b in service.backups}
+        if f is not None and f.status != ServiceStatus.PROTECTED and f.backup not in names:
             raise ConfigError("backups", f"service {service.name} is {f.status} to {f.backup}: "
                                          f"keep {f.backup} among its backups")
+        if f is not None and f.serving != PRIMARY and f.serving not in names:
+            raise ConfigError("backups", f"service {service.name} is served by {f.serving}: "
+                                         f"keep {f.serving} among its backups")
         self.conf = with_service(self.conf, service)
         self._index()
         f = self.failovers[service.name]

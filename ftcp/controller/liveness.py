@@ -206,7 +206,7 @@ class Liveness:
     def _release(self, plan, data: bytes):
         """A held FIN/RST of the serving host, sent on as it would have gone: to the
         client and the protectors' mirrors (from a backup, rewritten as its redirect is)."""
-        serving = self._switches.serving_host(plan)
+        serving = self._switches.serving_host(plan) or plan.primary
         protectors = tuple(h for h in plan.backups if h.name != serving.name)
         rewrite = None if serving.name is None else (plan.service.address, plan.primary.mac)
         return messages.release(data, protectors, rewrite)

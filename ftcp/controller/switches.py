@@ -91,8 +91,12 @@ class Switches:
         return sw.plans.get(service) if sw is not None else None
 
     def serving_host(self, plan: ServicePlan):
-        """The host serving the service of ``plan`` now, as attached to its switch."""
-        return plan.host(self._serving(plan.service.name))
+        """The host serving the service of ``plan`` now, as attached to its switch (None:
+        the service's definition no longer has it: its flows fence every host)."""
+        name = self._serving(plan.service.name)
+        if name != PRIMARY and name not in {h.name for h in plan.backups}:
+            return None
+        return plan.host(name)
 
     def carriers(self, name: str) -> Iterator:
         """(switch, plan, host) of every synced switch where the host serving the service is attached."""
@@ -100,13 +104,14 @@ class Switches:
             plan = sw.plans.get(name)
             if plan is not None and sw.synced:
                 host = self.serving_host(plan)
-                if host.data_port is not None:
+                if host is not None and host.data_port is not None:
                     yield sw, plan, host
 
     def serving_on(self, dpid: int, number: int) -> list:
         """The services whose serving host is attached to this port of this switch."""
         sw = self._switches.get(dpid)
-        return [name for name, plan in (sw.plans.items() if sw else ()) if self.serving_host(plan).data_port == number]
+        return [name for name, plan in (sw.plans.items() if sw else ())
+                if (host := self.serving_host(plan)) is not None and host.data_port == number]
 
     def forget_pending(self) -> None:
         self._barriers.clear()
@@ -255,7 +260,7 @@ class Switches:
                                       {"dpid": f"{dpid:016x}", "flows": count, "reason": "", "epoch": epoch}),
                         Event("flows_installed", {"service": name, "dpid": f"{dpid:016x}", "flows": count})]
             host = self.serving_host(plan)
-            if host.data_port is not None and not sw.link_up(host.data_port):
+            if host is not None and host.data_port is not None and not sw.link_up(host.data_port):
                 down.append((plan, host))
         return out, down
 

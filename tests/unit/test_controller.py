@@ -352,6 +352,25 @@ def test_after_a_failover_the_next_backup_protects_and_the_next_failure_fails_ov
     assert ports_of(table, **PRIMARY) == [] and ports_of(table, **B1) == []
 
 
+def test_the_host_serving_stays_among_the_backups_and_a_definition_without_it_fences_all():
+    rig = up(TWO_BACKUPS)
+    rig.beat("b2")
+    fail_over(rig)                                      # b1 serves, b2 protects
+    only_b2 = config.parse_service(dict(SERVICE, backups=TWO_BACKUPS.services[0].to_dict()["backups"][1:]))
+    with pytest.raises(config.ConfigError) as refused:
+        rig.core.apply_service(only_b2, rig.now)
+    assert refused.value.problem == "service web is served by b1: keep b1 among its backups"
+    # a controller that starts with a services file that lost b1 (renamed while it was down)
+    again = Rig(config.parse({"services": [only_b2.to_dict()],
+                              "probe": {"address": "10.0.0.254", "interval": 0.05, "misses": 3}}))
+    again.restore({"web": rig.stored("web")})
+    again.connect(1, rig.tables[1])
+    again.beat("b2")
+    again.tick(again.now + 0.2)                          # probes, link reads: nothing trips on the gone host
+    # redirected nowhere and mirrored to nobody, as for a backup the definition lost
+    assert ports_of(rig.tables[1], **CLIENT) == [NORMAL] and ports_of(rig.tables[1], **PRIMARY) == []
+
+
 def test_roles_are_restored_from_redis_by_a_new_controller():
     rig = up(TWO_BACKUPS)
     rig.beat("b2")
