@@ -17,6 +17,9 @@ drops an older one that never went; anything for an older epoch is dropped with 
 line. Rebuilt sockets stay silent until go, and anything they do send before it leaves
 with the service's address: the controller installs the backup->client rewrite with
 the fence.
+
+This module is long because the three orders and the takeover's worker share one
+takeover's state and its lock; what each connection gets is the pure plan_takeover.
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from ftcp.agent.relay import Reader, send_message, send_session
+from ftcp.agent.handoff_protocol import Reader, send_message, send_session
 
 LOG = logging.getLogger(__name__)
 

@@ -21,6 +21,9 @@ still listens then (ftcp/agent/listening.py); a server that died takes its liste
 with it, and its clients get a RST. Every other end -- an error, the agent stopping,
 the agent killed -- is a RST too: the client sockets keep SO_LINGER 0 until a session
 ends normally, so even the kernel's close of a dead agent's sockets resets them.
+
+This module is long because a session is shared by both phases: prepare fills it, the
+splicer drains it, and the rules for how it ends sit with the splicer that applies them.
 """
 from __future__ import annotations
 
@@ -318,10 +321,7 @@ class Splicer(threading.Thread):
             self._held[s] = math.ceil((self._clock() + EOF_HOLD) / EOF_TICK) * EOF_TICK
         if s.client_eof and not s.to_replica and not s.replica_shut:
             s.replica_shut = True
-            try:
-                s.replica.shutdown(socket.SHUT_WR)
-            except OSError as e:
-                self._end(s, f"replica: {e.strerror or e}")
+            if not self._shut(s, s.replica, "replica"):
                 return
         if s.client_shut and s.client_eof and not s.to_client and not s.to_replica:
             self._end(s)
@@ -348,15 +348,17 @@ class Splicer(threading.Thread):
                              "(the client is reset, not told it has everything)")
                 continue
             s.client_shut = True
-            try:
-                s.client.shutdown(socket.SHUT_WR)
-            except OSError as e:
-                self._end(s, f"client: {e.strerror or e}")
-                continue
-            if s.client_eof and not s.to_replica:
-                self._end(s)
-            else:
-                self._update(s)
+            if self._shut(s, s.client, "client"):
+                self._advance(s)
+
+    def _shut(self, s: Session, sock, side: str) -> bool:
+        """Pass an end of stream on to one side (its FIN); an error ends the session."""
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            return True
+        except OSError as e:
+            self._end(s, f"{side}: {e.strerror or e}")
+            return False
 
     def _update(self, s: Session) -> None:
         """Read a side while the other side's buffer has room and it has not ended;

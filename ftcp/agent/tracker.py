@@ -1,6 +1,7 @@
 """The per-connection TCP state machine of the mirrored traffic (pure logic, clock passed in).
 
-Over 400 lines: it is one state machine, whose both directions share every field.
+This module is long because it is one state machine, whose both directions share every
+field.
 
 ``Tracker`` follows both directions of every connection to a tracked service: the
 handshake and its options, sequence and acknowledgement numbers, windows, timestamps,
