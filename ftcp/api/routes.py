@@ -180,7 +180,9 @@ class Api:
 
     def _list_services(self, req):
         query(req, ())
-        return 200, {"services": [self._service_view(s) for s in self.controller.config().services]}
+        conf = self.controller.config()
+        down = self._down(self._agents(conf, self.clock()))     # read once for every service
+        return 200, {"services": [self._service_view(s, down=down) for s in conf.services]}
 
     def _get_service(self, req):
         query(req, ())
@@ -246,9 +248,12 @@ class Api:
         action_body(req, required=())
         return 200, self.controller.migrate(service.name)
 
-    def _service_view(self, service: Service, redis: bool = True) -> dict:
-        """The service as configured, and from Redis its status and live connections."""
+    def _service_view(self, service: Service, redis: bool = True, down: Optional[dict] = None) -> dict:
+        """The service as configured, and from Redis its status and live connections
+        (``down``: the agents not up, when the caller read them already)."""
         record = (self.store.service_state(service.name) or {}) if redis else {}
+        if redis and down is None:
+            down = self._down(self._agents(self.controller.config(), self.clock()))
         view = service.to_dict()
         view.update(
             status=record.get("status") or (ServiceStatus.CONFIGURED if redis else "unknown"),
@@ -257,17 +262,18 @@ class Api:
             dpid=record.get("dpid") or None,
             flows=record.get("flows"),
             updated=record.get("updated"),
-            connections=self._conn_counts(service.name) if redis else None,
+            connections=self._conn_counts(service.name, {service.name: _role_of(record, down)}) if redis else None,
             serving=record.get("serving") or PRIMARY,
             fenced=_fenced(record.get("fenced")),
         )
         return view
 
-    def _live_conns(self, name: str, fields: tuple) -> dict:
+    def _live_conns(self, name: str, fields: tuple, roles: Optional[dict] = None) -> dict:
         """{(host, id): row} of the service's live connections, over every host that
-        keeps records of it (its backups), each row with its roles (``_roles``)."""
+        keeps records of it (its backups), each row with its roles (``_roles``; the
+        service's, from ``_service_roles``, unless the caller has them)."""
         service = self.controller.config().service(name)
-        roles = self._service_roles({name})
+        roles = roles if roles is not None else self._service_roles({name})
         out = {}
         for host in ([b.name for b in service.backups] if service else []):
             rows = self.store.conn_fields(host, self.store.service_conns(name, host), tuple(fields) + ROLE_FIELDS)
@@ -278,22 +284,19 @@ class Api:
         """{service: (the host serving it now, the hosts no longer serving or
         protecting it, {backup: its agent's status} for the agents not up)} from the
         services' records and the agents' heartbeats."""
-        out = {}
         conf = self.controller.config()
-        configured = {s.name for s in conf.services}
-        down = {a["name"]: a["status"] for a in self._agents(conf, self.clock()) if a["status"] != "up"} \
-            if set(names) & configured else {}
-        for name in set(names) & configured:
-            record = self.store.service_state(name) or {}
-            serving, fenced = record.get("serving") or PRIMARY, list(_fenced(record.get("fenced")))
-            if record.get("status") in MOVED and record.get("backup"):
-                serving, fenced = record["backup"], fenced + [record.get("serving") or PRIMARY]
-            out[name] = (serving, fenced, down)
-        return out
+        names = set(names) & {s.name for s in conf.services}
+        down = self._down(self._agents(conf, self.clock())) if names else {}
+        return {name: _role_of(self.store.service_state(name) or {}, down) for name in names}
 
-    def _conn_counts(self, name: str) -> dict:
+    @staticmethod
+    def _down(agents: list) -> dict:
+        """{backup: its agent's status} of the agents that are not up."""
+        return {a["name"]: a["status"] for a in agents if a["status"] != "up"}
+
+    def _conn_counts(self, name: str, roles: dict) -> dict:
         counts = dict.fromkeys(CONN_STATUSES, 0)
-        for row in self._live_conns(name, ("status",)).values():
+        for row in self._live_conns(name, ("status",), roles).values():
             status = row.get("status") or "unknown"
             counts[status] = counts.get(status, 0) + 1
         counts["total"] = sum(counts.values())
@@ -432,11 +435,13 @@ class Api:
     def _redis_families(self, conf: Config, now: float) -> tuple:
         """The metric families read from Redis, and the agents' records."""
         services, rows = collections.Counter(), {}
+        agents = self._agents(conf, now)
+        down = self._down(agents)
         for service in conf.services:
             record = self.store.service_state(service.name) or {}
             services[record.get("status") or ServiceStatus.CONFIGURED] += 1
-            rows[service.name] = list(self._live_conns(service.name, metrics.CONN_METRIC_FIELDS).values())
-        agents = self._agents(conf, now)
+            roles = {service.name: _role_of(record, down)}
+            rows[service.name] = list(self._live_conns(service.name, metrics.CONN_METRIC_FIELDS, roles).values())
         families = metrics.service_families(services)
         families += metrics.connection_families(rows, CONN_STATUSES)
         families += metrics.agent_families(agents, AGENT_STALE_AFTER)
@@ -457,6 +462,15 @@ class Api:
 # What a record's roles are read from (the API adds them; they are not stored).
 ROLE_FIELDS = ("service", "status", "reason")
 MOVED = (ServiceStatus.FAILING_OVER, ServiceStatus.FAILED_OVER, ServiceStatus.FAILOVER_FAILED)
+
+
+def _role_of(record: dict, down: dict) -> tuple:
+    """(the host serving the service now, the hosts no longer serving or protecting it,
+    the agents not up) from the service's record."""
+    serving, fenced = record.get("serving") or PRIMARY, list(_fenced(record.get("fenced")))
+    if record.get("status") in MOVED and record.get("backup"):
+        serving, fenced = record["backup"], fenced + [record.get("serving") or PRIMARY]
+    return serving, fenced, down
 
 
 def _roles(host: str, row: dict, roles: dict) -> dict:
